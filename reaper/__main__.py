@@ -1,0 +1,5 @@
+"""Allows ``python -m reaper``."""
+
+from reaper.cli import main_entry
+
+main_entry()

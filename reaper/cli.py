@@ -1,0 +1,209 @@
+"""The ``reaper`` command: parse flags, load settings, pick a mode, map errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+from loguru import logger
+
+from reaper import __version__
+from reaper.clock import utcnow
+from reaper.db import create_db_engine, database_errors
+from reaper.demo import DEMO_FILE, ensure_demo_database
+from reaper.errors import ConfigError, ReaperError
+from reaper.logs import setup_logging
+from reaper.policies import Policy, force_policy, standard_policies
+from reaper.reap import RunOptions, run_policies
+from reaper.report import render_run
+from reaper.settings import Columns, Settings, Statuses, load_settings
+from reaper.stats import collect_stats, render_report
+from reaper.table import ACTIVE_STATUSES, TERMINAL_STATUSES, TaskTable, open_table
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """The command line itself is wrong."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of the ``reaper`` command."""
+    parser = _Parser(
+        prog="reaper",
+        description="Find and clean zombie and expired rows in a background-job table.",
+        epilog="Settings also come from REAPER_* environment variables, .env and a TOML file; flags win.",
+    )
+    modes = parser.add_argument_group("modes (one-shot; none of them starts the daemon)")
+    modes.add_argument("--once", action="store_true", help="run the four policies once and exit")
+    modes.add_argument("--stats-only", action="store_true", help="print the table's statistics; write nothing")
+    modes.add_argument("--force-status", metavar="S", help="clean only status S (needs --older-than)")
+    modes.add_argument("--older-than", metavar="D", type=_positive_number, help="age in days for --force-status")
+    modes.add_argument("--dry-run", action="store_true", help="select and count, write nothing")
+    modes.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    modes.add_argument("--demo", action="store_true", help=f"use (and fill) the demo database ./{DEMO_FILE}")
+    limits = parser.add_argument_group("thresholds")
+    limits.add_argument("--running-timeout", metavar="H", type=_positive_number, help="hours (default 24)")
+    limits.add_argument("--pending-timeout", metavar="H", type=_positive_number, help="hours (default 2)")
+    limits.add_argument("--failure-retention", metavar="D", type=_positive_number, help="days (default 7)")
+    limits.add_argument("--success-retention", metavar="D", type=_positive_number, help="days (default 30)")
+    limits.add_argument("--batch-size", metavar="N", type=_positive_int, help="rows per transaction (default 1000)")
+    where = parser.add_argument_group("database, configuration and logs")
+    where.add_argument("--database-url", metavar="URL", help="SQLAlchemy URL (default sqlite:///reaper.db)")
+    where.add_argument("--table", metavar="NAME", help="table name (default processing_tasks)")
+    where.add_argument("--config", metavar="FILE", type=Path, help="TOML settings file")
+    where.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO (default), WARNING, ERROR")
+    where.add_argument("--log-file", metavar="FILE", type=Path, help="also log to FILE, rotated")
+    where.add_argument("--log-json", action="store_true", default=None, help="log JSON lines")
+    parser.add_argument("--version", action="version", version=f"reaper {__version__}")
+    return parser
+
+
+@dataclass(frozen=True)
+class Mode:
+    """What the command line asked for."""
+
+    name: str  # once, stats, force
+    dry_run: bool
+    as_json: bool
+
+
+def _mode(args: argparse.Namespace) -> Mode:
+    if (args.force_status is None) != (args.older_than is None):
+        raise UsageError("--force-status and --older-than go together")
+    if args.stats_only and (args.once or args.force_status):
+        raise UsageError("--stats-only cannot be combined with --once or --force-status")
+    if args.demo and args.database_url:
+        raise UsageError("--demo uses its own database; drop --database-url")
+    if args.force_status:
+        name = "force"
+    elif args.stats_only:
+        name = "stats"
+    elif args.once:
+        name = "once"
+    else:
+        raise UsageError("choose a mode: --once, --stats-only or --force-status S --older-than D")
+    return Mode(name=name, dry_run=args.dry_run, as_json=args.json)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "database_url": args.database_url,
+        "table": args.table,
+        "running_timeout_hours": args.running_timeout,
+        "pending_timeout_hours": args.pending_timeout,
+        "failure_retention_days": args.failure_retention,
+        "success_retention_days": args.success_retention,
+        "batch_size": args.batch_size,
+        "log_level": args.log_level,
+        "log_file": args.log_file,
+        "log_json": args.log_json,
+    }
+    if args.demo:
+        # The demo's own table, whatever the environment says about the user's table.
+        demo = Path.cwd() / DEMO_FILE
+        values.update(database_url=f"sqlite:///{demo}", table="processing_tasks", columns=Columns(), statuses=Statuses())
+    return values
+
+
+def _status_role(requested: str, settings: Settings) -> str:
+    """Accept a role name or the configured value of one, in any casing."""
+    for role, value in settings.statuses.model_dump().items():
+        if requested.lower() in (role, value.lower()):
+            return role
+    choices = ", ".join(ACTIVE_STATUSES + TERMINAL_STATUSES)
+    raise UsageError(f"--force-status: unknown status {requested!r} (choose from {choices})")
+
+
+def _open_table(settings: Settings) -> TaskTable:
+    engine = create_db_engine(settings.url)
+    with database_errors(f"cannot read table {settings.table!r} at {settings.safe_database_url}", settings.secrets):
+        return open_table(engine, settings)
+
+
+def _run(mode: Mode, args: argparse.Namespace, settings: Settings) -> int:
+    now = utcnow()
+    if args.demo:
+        added = ensure_demo_database(Path.cwd() / DEMO_FILE, now)
+        if added:
+            logger.info(f"demo database ./{DEMO_FILE} filled with {added} tasks")
+    table = _open_table(settings)
+    policies: list[Policy] = standard_policies(settings)
+    with database_errors(f"database error on table {settings.table!r}", settings.secrets):
+        if mode.name == "stats":
+            stats = collect_stats(table, policies, now)
+            print(json.dumps(stats.to_json(), indent=2) if mode.as_json else render_report(stats))
+            return EXIT_OK
+        if mode.name == "force":
+            policies = [force_policy(_status_role(args.force_status, settings), args.older_than)]
+        options = RunOptions(dry_run=mode.dry_run, batch_size=settings.batch_size)
+        run = run_policies(table, policies, now, options)
+    logger.info(f"{'dry run' if run.dry_run else 'cleanup'} finished: {run.affected} rows changed")
+    print(json.dumps(run.to_json(), indent=2) if mode.as_json else render_run(run, settings.safe_database_url))
+    return EXIT_OK
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"reaper: error: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``reaper`` command with ``argv`` and return its exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+        mode = _mode(args)
+        settings = load_settings(_overrides(args), args.config)
+        setup_logging(settings.log_level, settings.log_file, settings.log_json, settings.secrets)
+        return _run(mode, args, settings)
+    except SystemExit as exc:  # --help and --version
+        return int(exc.code or 0)
+    except UsageError as exc:
+        return _fail(f"{exc} (see reaper --help)", EXIT_USAGE)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except ReaperError as exc:
+        return _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_INTERRUPTED)
+    except Exception as exc:  # a bug of ours: one line for the user, the traceback for the debug log
+        logger.opt(exception=exc).debug("unexpected error")
+        return _fail(f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+                     "(run with --log-level DEBUG for details)", EXIT_FAILED)
+
+
+def main_entry() -> NoReturn:
+    """Console-script entry point."""
+    sys.exit(main())

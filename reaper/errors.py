@@ -1,0 +1,29 @@
+"""Our own error types: the CLI maps each to an exit code, the daemon to a metric label."""
+
+
+class ReaperError(Exception):
+    """Base of every error reaper reports to its user as one line."""
+
+    exit_code = 1
+    kind = "error"
+
+
+class ConfigError(ReaperError):
+    """A setting, flag or config file is invalid."""
+
+    exit_code = 2
+    kind = "config"
+
+
+class SchemaError(ConfigError):
+    """The configured table, column or status vocabulary does not fit the real table."""
+
+    kind = "schema"
+
+
+class DatabaseError(ReaperError):
+    """The database could not be reached or refused a statement."""
+
+    def __init__(self, message: str, kind: str = "database") -> None:
+        super().__init__(message)
+        self.kind = kind

@@ -1,0 +1,46 @@
+"""Log set-up: loguru to stderr (and optionally a rotated file), with secrets masked everywhere."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from reaper.db import redact
+from reaper.errors import ConfigError
+
+LOG_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS!UTC}Z {level: <7} {message}"
+LOG_ROTATION = "20 MB"
+LOG_RETENTION = 10
+
+
+def setup_logging(
+    level: str, log_file: Path | None = None, json_lines: bool = False, secrets: Iterable[str] = ()
+) -> None:
+    """Send logs to stderr and, when asked, to a rotated file; never let a secret through."""
+    hidden = tuple(secret for secret in secrets if secret)
+
+    def mask(record: Any) -> None:
+        record["message"] = redact(record["message"], hidden)
+
+    logger.remove()
+    logger.configure(patcher=mask)
+    logger.add(sys.stderr, level=level, format=LOG_FORMAT, serialize=json_lines, backtrace=False, diagnose=False)
+    if log_file is None:
+        return
+    try:
+        logger.add(
+            log_file,
+            level=level,
+            format=LOG_FORMAT,
+            serialize=json_lines,
+            rotation=LOG_ROTATION,
+            retention=LOG_RETENTION,
+            backtrace=False,
+            diagnose=False,
+        )
+    except OSError as exc:
+        raise ConfigError(f"cannot write the log file {str(log_file)!r} (REAPER_LOG_FILE): {exc.strerror}") from None

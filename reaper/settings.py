@@ -1,0 +1,242 @@
+"""Settings: flags, ``REAPER_*`` environment, ``.env`` and an optional TOML file, validated once.
+
+Precedence, highest first: command-line flags, the process environment, ``.env`` in the working
+directory, the TOML file named by ``--config`` or ``REAPER_CONFIG_FILE``, the defaults below.
+An unknown ``REAPER_*`` variable or TOML key is an error rather than a silent no-op, because a
+misspelt threshold would otherwise leave the default (and its deletions) in force.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from reaper.errors import ConfigError
+
+ENV_PREFIX = "REAPER_"
+DEFAULT_DATABASE_URL = "sqlite:///reaper.db"
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+
+
+class Columns(BaseModel):
+    """Column names of the task table, by role; ``None`` (an empty value) means the table has none."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = "id"
+    status: str = "status"
+    task_type: str | None = "task_type"
+    created_at: str = "created_at"
+    started_at: str | None = "started_at"
+    finished_at: str | None = "completed_at"
+    updated_at: str | None = "updated_at"
+    error: str | None = "error_message"
+
+    @field_validator("task_type", "started_at", "finished_at", "updated_at", "error", mode="before")
+    @classmethod
+    def _empty_means_absent(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return value.strip() or None
+        return value
+
+    @field_validator("id", "status", "created_at", mode="before")
+    @classmethod
+    def _required(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise ValueError("this column is required and cannot be empty")
+        return value.strip() if isinstance(value, str) else value
+
+    def present(self) -> dict[str, str]:
+        """Return role -> column name for the columns the table has."""
+        return {role: name for role, name in self.model_dump().items() if name}
+
+
+class Statuses(BaseModel):
+    """The status vocabulary, by role. Matching against stored values ignores case."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pending: str = "pending"
+    running: str = "running"
+    success: str = "success"
+    failure: str = "failure"
+    retry: str = "retry"
+    revoked: str = "revoked"
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _not_empty(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("a status value cannot be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Statuses:
+        seen: dict[str, str] = {}
+        for role, value in self.model_dump().items():
+            other = seen.setdefault(value.lower(), role)
+            if other != role:
+                raise ValueError(f"statuses {other} and {role} share the value {value!r}")
+        return self
+
+
+class Settings(BaseSettings):
+    """Everything reaper can be told; immutable once loaded."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="forbid",
+        frozen=True,
+    )
+
+    config_file: Path | None = None
+    database_url: str = DEFAULT_DATABASE_URL
+    database_timezone: str = "UTC"
+    table: str = "processing_tasks"
+    columns: Columns = Columns()
+    statuses: Statuses = Statuses()
+    running_timeout_hours: float = Field(24.0, gt=0, allow_inf_nan=False)
+    pending_timeout_hours: float = Field(2.0, gt=0, allow_inf_nan=False)
+    failure_retention_days: float = Field(7.0, gt=0, allow_inf_nan=False)
+    success_retention_days: float = Field(30.0, gt=0, allow_inf_nan=False)
+    batch_size: int = Field(1000, ge=1, le=10000)
+    log_level: str = "INFO"
+    log_file: Path | None = None
+    log_json: bool = False
+
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _parsable_url(cls, value: str) -> str:
+        try:
+            make_url(value)
+        except (ArgumentError, ValueError):
+            raise ValueError("not a database URL (expected dialect+driver://user:password@host/db)") from None
+        return value
+
+    @field_validator("database_timezone", mode="after")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("table", mode="after")
+    @classmethod
+    def _table_named(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the table name cannot be empty")
+        return value.strip()
+
+    @field_validator("log_level", mode="after")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.upper() not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return value.upper()
+
+    @property
+    def url(self) -> URL:
+        """The database URL, parsed."""
+        return make_url(self.database_url)
+
+    @property
+    def safe_database_url(self) -> str:
+        """The database URL with its password masked, for logs and messages."""
+        return self.url.render_as_string(hide_password=True)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Strings that must never appear in any output."""
+        password = self.url.password
+        return (str(password),) if password else ()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags, then environment, then ``.env``, then the TOML file (when one is named)."""
+        sources = [init_settings, env_settings, dotenv_settings]
+        toml_file = cls.model_config.get("toml_file")
+        if toml_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+
+def env_name(location: tuple[int | str, ...]) -> str:
+    """Return the environment variable that sets the setting at ``location``."""
+    return ENV_PREFIX + "__".join(str(part).upper() for part in location)
+
+
+def _check_toml(path: Path) -> None:
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} not found")
+    try:
+        with path.open("rb") as handle:
+            tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror}") from None
+
+
+def _check_environment(environ: Mapping[str, str]) -> None:
+    known = {env_name((name,)) for name in Settings.model_fields}
+    nested = {env_name((name,)) for name in ("columns", "statuses")}
+    for key in sorted(environ):
+        if not key.startswith(ENV_PREFIX) or key in known:
+            continue
+        if any(key.startswith(prefix + "__") for prefix in nested):
+            continue
+        raise ConfigError(f"unknown setting {key} in the environment")
+
+
+def _describe(error: ValidationError, config_file: Path | None) -> str:
+    first = error.errors()[0]
+    location = tuple(first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        where = f" in config file {str(config_file)!r}" if config_file else ""
+        return f"unknown setting {'.'.join(map(str, location))} ({env_name(location)}){where}"
+    shown = "" if location[:1] == ("database_url",) else f" (got {first.get('input')!r})"
+    return f"invalid setting {env_name(location)}: {message}{shown}"
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None, config_file: Path | None = None) -> Settings:
+    """Build the settings from flags (``overrides``), environment, ``.env`` and the TOML file."""
+    values = {key: value for key, value in (overrides or {}).items() if value is not None}
+    _check_environment(os.environ)
+    if config_file is None and os.environ.get(ENV_PREFIX + "CONFIG_FILE"):
+        config_file = Path(os.environ[ENV_PREFIX + "CONFIG_FILE"])
+    if config_file is not None:
+        _check_toml(config_file)
+    # A subclass carries the TOML path so that the shared class is never mutated.
+    loader = type("Settings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": config_file}})
+    try:
+        loaded = loader(**values)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, config_file)) from None
+    return Settings.model_validate(loaded.model_dump())

@@ -1,0 +1,162 @@
+"""Statistics of the task table: the seed's report, and the snapshot behind the metrics.
+
+Status keys are role names (``pending``, ``running``, ...) whatever the table stores, so that
+dashboards and alerts keep working across vocabularies; a stored status that matches no role is
+reported lower-cased. Rows without a task type are counted under ``unknown``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Integer, and_, case, func, literal, select
+from sqlalchemy.engine import Connection
+
+from reaper.policies import Action, Policy
+from reaper.table import TaskTable
+
+STATUS_ORDER = ("pending", "running", "success", "failure", "retry", "revoked")
+UNKNOWN_TYPE = "unknown"
+RECENT_WINDOW = timedelta(hours=24)
+
+
+@dataclass
+class StaleSummary:
+    """Zombies of one status: how many, per task type, the threshold, and the oldest age seen."""
+
+    threshold: str
+    count: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
+    oldest_age_seconds: float | None = None
+
+
+@dataclass
+class Stats:
+    """One consistent look at the table."""
+
+    now: datetime
+    table: str
+    by_status_and_type: dict[tuple[str, str], int]
+    created_last_24h: int
+    stale: dict[str, StaleSummary]
+
+    @property
+    def total(self) -> int:
+        """All rows."""
+        return sum(self.by_status_and_type.values())
+
+    @property
+    def by_status(self) -> dict[str, int]:
+        """Rows per status role; every role is present, with 0 when none."""
+        counts: dict[str, int] = dict.fromkeys(STATUS_ORDER, 0)
+        for (status, _), count in self.by_status_and_type.items():
+            counts[status] = counts.get(status, 0) + count
+        return counts
+
+    @property
+    def by_type(self) -> dict[str, int]:
+        """Rows per task type, largest first."""
+        counts: dict[str, int] = defaultdict(int)
+        for (_, task_type), count in self.by_status_and_type.items():
+            counts[task_type] += count
+        return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON form used by ``--stats-only --json``."""
+        return {
+            "table": self.table,
+            "now": self.now.isoformat(),
+            "total": self.total,
+            "by_status": self.by_status,
+            "by_type": self.by_type,
+            "created_last_24h": self.created_last_24h,
+            "stale": {status: summary.count for status, summary in self.stale.items()},
+            "stale_by_type": {status: summary.by_type for status, summary in self.stale.items()},
+            "oldest_age_seconds": {status: summary.oldest_age_seconds for status, summary in self.stale.items()},
+            "thresholds": {status: summary.threshold for status, summary in self.stale.items()},
+        }
+
+
+def _type_key(value: Any) -> str:
+    return UNKNOWN_TYPE if value is None or value == "" else str(value)
+
+
+def _task_type(table: TaskTable) -> Any:
+    column = table.column("task_type")
+    return column if column is not None else literal(None).label("task_type")
+
+
+def _counts(conn: Connection, table: TaskTable) -> dict[tuple[str, str], int]:
+    task_type = _task_type(table)
+    query = select(table.status, task_type, func.count()).group_by(table.status, task_type)
+    counts: dict[tuple[str, str], int] = defaultdict(int)
+    for status, kind, count in conn.execute(query):
+        counts[(table.role_of(status), _type_key(kind))] += int(count)
+    return dict(counts)
+
+
+def _created_since(conn: Connection, table: TaskTable, since: datetime) -> int:
+    created = table.columns["created_at"]
+    query = select(func.count()).select_from(table.table).where(created >= table.to_db(since, created))
+    return int(conn.execute(query).scalar_one())
+
+
+def _stale(conn: Connection, table: TaskTable, policy: Policy, now: datetime) -> StaleSummary:
+    """Count the rows ``policy`` would act on, per task type, and find the oldest row of its status."""
+    summary = StaleSummary(threshold=policy.threshold)
+    task_type = _task_type(table)
+    dated = table.age_expression(policy.status)
+    is_stale = case((table.older_than(policy.status, policy.cutoff(now)), 1), else_=0)
+    query = (
+        select(task_type, func.sum(is_stale, type_=Integer), func.min(dated))
+        .where(table.status_is(policy.status))
+        .group_by(task_type)
+    )
+    oldest: datetime | None = None
+    for kind, stale, first in conn.execute(query):
+        if stale:
+            summary.by_type[_type_key(kind)] = summary.by_type.get(_type_key(kind), 0) + int(stale)
+            summary.count += int(stale)
+        moment = table.from_db(first)
+        if moment is not None and (oldest is None or moment < oldest):
+            oldest = moment
+    summary.oldest_age_seconds = (now - oldest).total_seconds() if oldest is not None else None
+    return summary
+
+
+def collect_stats(table: TaskTable, policies: Sequence[Policy], now: datetime) -> Stats:
+    """Read the table's statistics; zombies are counted against the fail-action ``policies``."""
+    with table.engine.connect() as conn:
+        counts = _counts(conn, table)
+        recent = _created_since(conn, table, now - RECENT_WINDOW)
+        stale = {
+            policy.status: _stale(conn, table, policy, now) for policy in policies if policy.action is Action.FAIL
+        }
+    return Stats(now=now, table=table.name, by_status_and_type=counts, created_last_24h=recent, stale=stale)
+
+
+def _share(count: int, total: int) -> str:
+    return f"{100 * count / total:5.1f}%" if total else "  0.0%"
+
+
+def render_report(stats: Stats) -> str:
+    """Return the seed's human statistics report."""
+    rule = "=" * 50
+    total = stats.total
+    lines = [rule, f"Processing Tasks statistics: {stats.table}", f"at {stats.now:%Y-%m-%d %H:%M:%S} UTC", rule]
+    lines += [f"Total tasks: {total}", "", "By status:"]
+    for status, count in stats.by_status.items():
+        if count or status not in STATUS_ORDER:
+            lines.append(f"  {status:<12} : {count:>6} ({_share(count, total)})")
+    lines += ["", "By type:"]
+    for task_type, count in stats.by_type.items():
+        lines.append(f"  {task_type:<18} : {count:>6} ({_share(count, total)})")
+    lines += ["", f"Created in the last 24 hours: {stats.created_last_24h}", "", "Needing attention:"]
+    for status, summary in stats.stale.items():
+        lines.append(f"  {status} past timeout (>{summary.threshold}): {summary.count}")
+    lines.append(rule)
+    return "\n".join(lines)

@@ -1,0 +1,231 @@
+"""The task table as it really is: reflected once, checked against the settings, read by role.
+
+Nothing here trusts a configured identifier: the table and every column named in the settings
+must exist in the reflected table, and SQL is only ever built from the reflected objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.dialects.mysql import TIMESTAMP as MySQLTimestamp
+from sqlalchemy import Column, MetaData, Table, and_, func, inspect, or_, select
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import NoSuchTableError
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.types import DateTime, String
+
+from reaper.errors import SchemaError
+from reaper.settings import Settings, Statuses, env_name
+
+ACTIVE_STATUSES = ("pending", "running", "retry")
+TERMINAL_STATUSES = ("success", "failure", "revoked")
+
+# Which columns say how old a row of each status is: the first non-null one counts.
+AGE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "running": ("started_at", "updated_at", "created_at"),
+    "pending": ("created_at",),
+    "retry": ("updated_at", "created_at"),
+    "success": ("finished_at", "updated_at", "created_at"),
+    "failure": ("finished_at", "updated_at", "created_at"),
+    "revoked": ("finished_at", "updated_at", "created_at"),
+}
+
+
+def casings(value: str) -> list[str]:
+    """Return the spellings of ``value`` that applications commonly store, without duplicates."""
+    return list(dict.fromkeys((value, value.lower(), value.upper(), value.capitalize(), value.title())))
+
+
+def _recase_like(value: str, sample: str, sample_configured: str) -> str:
+    """Spell ``value`` the way ``sample`` spells ``sample_configured``."""
+    for transform in (str.upper, str.lower, str.capitalize, str.title):
+        if sample == transform(sample_configured):
+            return transform(value)
+    return value
+
+
+@dataclass
+class TaskTable:
+    """A reflected, checked task table and the vocabulary used to read and write it."""
+
+    engine: Engine
+    table: Table
+    columns: dict[str, Column[Any]]
+    statuses: Statuses
+    zone: ZoneInfo
+    _write_values: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def name(self) -> str:
+        """The table's name."""
+        return self.table.name
+
+    @property
+    def id(self) -> Column[Any]:
+        """The primary-key column used for keyset batches."""
+        return self.columns["id"]
+
+    @property
+    def status(self) -> Column[Any]:
+        """The status column."""
+        return self.columns["status"]
+
+    def column(self, role: str) -> Column[Any] | None:
+        """Return the column playing ``role``, or ``None`` when the table has none."""
+        return self.columns.get(role)
+
+    def enum_members(self) -> tuple[str, ...] | None:
+        """Return the status column's ENUM members, or ``None`` when it is a plain string."""
+        members = getattr(self.status.type, "enums", None)
+        return tuple(members) if members else None
+
+    def status_values(self, role: str) -> list[str]:
+        """Return every stored spelling that means status ``role``, for an index-friendly ``IN``."""
+        configured = getattr(self.statuses, role)
+        members = self.enum_members()
+        if members is not None:
+            # A native ENUM rejects any literal that is not one of its members.
+            return [member for member in members if member.lower() == configured.lower()]
+        return casings(configured)
+
+    def status_is(self, role: str) -> ColumnElement[bool]:
+        """Return the condition that a row has status ``role``, in any casing."""
+        return self.status.in_(self.status_values(role))
+
+    def role_of(self, stored: str | None) -> str:
+        """Return the role name of a stored status value, or the value lower-cased if it has none."""
+        if stored is None:
+            return "unknown"
+        lowered = stored.lower()
+        for role, configured in self.statuses.model_dump().items():
+            if configured.lower() == lowered:
+                return role
+        return lowered
+
+    def age_columns(self, status_role: str) -> list[Column[Any]]:
+        """Return the columns whose first non-null value dates a row of ``status_role``."""
+        roles = AGE_COLUMNS[status_role]
+        return [self.columns[role] for role in roles if role in self.columns]
+
+    def age_expression(self, status_role: str) -> ColumnElement[Any]:
+        """Return the SQL expression for the moment a row of ``status_role`` is dated from."""
+        columns = self.age_columns(status_role)
+        return columns[0] if len(columns) == 1 else func.coalesce(*columns)
+
+    def older_than(self, status_role: str, cutoff: datetime) -> ColumnElement[bool]:
+        """Return ``COALESCE(age columns) < cutoff``, written so that an index on each column serves."""
+        columns = self.age_columns(status_role)
+        return _coalesce_before(columns, [self.to_db(cutoff, column) for column in columns])
+
+    def to_db(self, moment: datetime, column: Column[Any]) -> datetime:
+        """Convert an aware UTC moment into what ``column`` stores (naive in the configured zone)."""
+        if _stores_zone(column):
+            return moment
+        return moment.astimezone(self.zone).replace(tzinfo=None)
+
+    def from_db(self, value: Any) -> datetime | None:
+        """Convert a stored timestamp into an aware UTC datetime; ``None`` stays ``None``."""
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=self.zone)
+        return value.astimezone(timezone.utc)
+
+    def write_value(self, conn: Connection, role: str) -> str:
+        """Return the spelling of status ``role`` to write, in the table's own convention."""
+        if role not in self._write_values:
+            self._write_values[role] = self._resolve_write_value(conn, role)
+        return self._write_values[role]
+
+    def _resolve_write_value(self, conn: Connection, role: str) -> str:
+        configured = getattr(self.statuses, role)
+        members = self.enum_members()
+        if members is not None:
+            values = self.status_values(role)
+            if not values:
+                raise SchemaError(
+                    f"the ENUM of column {self.status.name!r} has no member for the {role} status "
+                    f"{configured!r} (members: {', '.join(members)}); set {env_name(('statuses', role))}"
+                )
+            return values[0]
+        stored = conn.execute(select(self.status).where(self.status_is(role)).limit(1)).scalar()
+        if stored is not None:
+            return str(stored)
+        # No row of that status yet: follow the casing of any status the table does hold.
+        for other in self.statuses.model_dump():
+            sample = conn.execute(select(self.status).where(self.status_is(other)).limit(1)).scalar()
+            if sample is not None:
+                return _recase_like(configured, str(sample), getattr(self.statuses, other))
+        return configured
+
+    def fits(self, column: Column[Any], text: str) -> str:
+        """Truncate ``text`` to the column's declared length, if it has one."""
+        length = getattr(column.type, "length", None)
+        if isinstance(column.type, String) and length and len(text) > length:
+            # ASCII dots: the column's character set may not hold an ellipsis.
+            return text[: max(length - 3, 0)] + "..." if length > 3 else text[:length]
+        return text
+
+
+def _stores_zone(column: Column[Any]) -> bool:
+    # MySQL TIMESTAMP is stored in UTC and read in the session zone, which db.py sets to UTC.
+    return bool(getattr(column.type, "timezone", False)) or isinstance(column.type, MySQLTimestamp)
+
+
+def _coalesce_before(columns: Sequence[Column[Any]], cutoffs: Sequence[datetime]) -> ColumnElement[bool]:
+    first, rest = columns[0], columns[1:]
+    condition = first < cutoffs[0]
+    if not rest:
+        return condition
+    return or_(condition, and_(first.is_(None), _coalesce_before(rest, cutoffs[1:])))
+
+
+def _reflect(engine: Engine, settings: Settings) -> Table:
+    try:
+        return Table(settings.table, MetaData(), autoload_with=engine)
+    except NoSuchTableError:
+        names = inspect(engine).get_table_names()
+        hint = f"; tables there: {', '.join(sorted(names)[:10])}" if names else "; the database has no tables"
+        raise SchemaError(
+            f"table {settings.table!r} not found in {settings.safe_database_url} (REAPER_TABLE){hint}"
+        ) from None
+
+
+def _check_columns(table: Table, settings: Settings) -> dict[str, Column[Any]]:
+    found: dict[str, Column[Any]] = {}
+    for role, name in settings.columns.present().items():
+        if name not in table.columns:
+            optional = "" if role in ("id", "status", "created_at") else ", or set it empty if the table has none"
+            raise SchemaError(
+                f"column {name!r} not found in table {table.name!r}: "
+                f"set {env_name(('columns', role))} to the right name{optional}"
+            )
+        found[role] = table.columns[name]
+    for role in ("created_at", "started_at", "finished_at", "updated_at"):
+        column = found.get(role)
+        if column is not None and not isinstance(column.type, DateTime):
+            raise SchemaError(
+                f"column {column.name!r} of table {table.name!r} ({env_name(('columns', role))}) "
+                f"is {column.type}, not a date-time column"
+            )
+    return found
+
+
+def open_table(engine: Engine, settings: Settings) -> TaskTable:
+    """Reflect the configured table and check every configured column against it."""
+    table = _reflect(engine, settings)
+    columns = _check_columns(table, settings)
+    return TaskTable(
+        engine=engine,
+        table=table,
+        columns=columns,
+        statuses=settings.statuses,
+        zone=ZoneInfo(settings.database_timezone),
+    )

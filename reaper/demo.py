@@ -105,7 +105,8 @@ def demo_rows(now: datetime) -> Iterator[dict[str, Any]]:
     rng.shuffle(types)
     plan = _status_plan(rng)
     ordinary = [index for index, (_, flavour) in enumerate(plan) if flavour == "any"]
-    fresh = sum(1 for _, flavour in plan if flavour != "any")
+    # Fresh tasks and pending zombies (hours old) are among the tasks of the last 24 hours too.
+    fresh = sum(1 for status, flavour in plan if flavour == "fresh" or (flavour, status) == ("zombie", "pending"))
     recent = set(rng.sample(ordinary, RECENT_TASKS - fresh))
     rows = [_row(now, status, flavour, index in recent, rng) | {"task_type": types[index]}
             for index, (status, flavour) in enumerate(plan)]

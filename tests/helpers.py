@@ -1,0 +1,144 @@
+"""Test helpers: build task tables of many shapes, add rows, read them back."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text, insert, select
+from sqlalchemy.engine import Engine
+
+from reaper.settings import Settings, load_settings
+from reaper.table import TaskTable, open_table
+
+NOW = datetime(2026, 11, 29, 12, 0, 0, tzinfo=timezone.utc)
+
+DEFAULT_COLUMNS = {
+    "id": "id",
+    "status": "status",
+    "task_type": "task_type",
+    "created_at": "created_at",
+    "started_at": "started_at",
+    "finished_at": "completed_at",
+    "updated_at": "updated_at",
+    "error": "error_message",
+}
+
+
+def ago(**delta: float) -> datetime:
+    """Return ``NOW`` minus a timedelta given as keywords (hours=25, days=8, ...)."""
+    return NOW - timedelta(**delta)
+
+
+@dataclass
+class Shape:
+    """How a test's task table looks: its name, column names by role, and column types."""
+
+    name: str = "processing_tasks"
+    columns: Mapping[str, str | None] = field(default_factory=lambda: dict(DEFAULT_COLUMNS))
+    uuid_ids: bool = False
+    error_length: int | None = None  # None: TEXT
+    status_type: Any = None  # None: String(20)
+    aware_timestamps: bool = False
+
+    def column_settings(self) -> dict[str, str]:
+        """Return the ``columns`` settings that describe this shape ('' for an absent column)."""
+        return {role: name or "" for role, name in self.columns.items()}
+
+
+def create_table(engine: Engine, shape: Shape | None = None) -> Table:
+    """Create the task table of ``shape`` in ``engine``'s database and return it."""
+    shape = shape or Shape()
+    names = shape.columns
+    stamp = DateTime(timezone=shape.aware_timestamps)
+    columns: list[Column[Any]] = []
+    if shape.uuid_ids:
+        columns.append(Column(names["id"], String(36), primary_key=True))
+    else:
+        columns.append(Column(names["id"], Integer, primary_key=True, autoincrement=True))
+    columns.append(Column(names["status"], shape.status_type if shape.status_type is not None else String(20)))
+    optional: list[tuple[str, Any]] = [
+        ("task_type", String(32)),
+        ("created_at", stamp),
+        ("started_at", stamp),
+        ("finished_at", stamp),
+        ("updated_at", stamp),
+        ("error", String(shape.error_length) if shape.error_length else Text()),
+    ]
+    for role, column_type in optional:
+        if names.get(role):
+            columns.append(Column(names[role], column_type))
+    table = Table(shape.name, MetaData(), *columns)
+    table.create(engine)
+    return table
+
+
+@dataclass
+class Tasks:
+    """A task table in a test database, with helpers that speak in roles, not column names."""
+
+    engine: Engine
+    table: Table
+    shape: Shape
+
+    def add(self, status: str, **values: Any) -> Any:
+        """Insert one task; keywords are roles (created_at=..., finished_at=...); return its id."""
+        names = self.shape.columns
+        row: dict[str, Any] = {names["status"]: status}
+        row[names["created_at"]] = values.pop("created_at", ago(minutes=1))
+        if names.get("task_type"):
+            row[names["task_type"]] = values.pop("task_type", "download")
+        for role, value in values.items():
+            if not names.get(role):
+                raise KeyError(f"the shape has no {role} column")
+            row[names[role]] = value
+        for role in ("created_at", "started_at", "finished_at", "updated_at"):
+            name = names.get(role)
+            if name and isinstance(row.get(name), datetime) and not self.shape.aware_timestamps:
+                row[name] = row[name].astimezone(timezone.utc).replace(tzinfo=None)
+        if self.shape.uuid_ids:
+            row[names["id"]] = str(uuid.uuid4())
+        with self.engine.begin() as conn:
+            result = conn.execute(insert(self.table).values(row))
+            return row[names["id"]] if self.shape.uuid_ids else result.inserted_primary_key[0]
+
+    def get(self, task_id: Any) -> dict[str, Any] | None:
+        """Return the row with ``task_id`` keyed by role, or ``None`` when it is gone."""
+        names = self.shape.columns
+        with self.engine.connect() as conn:
+            row = conn.execute(select(self.table).where(self.table.c[names["id"]] == task_id)).mappings().first()
+        if row is None:
+            return None
+        return {role: row[name] for role, name in names.items() if name}
+
+    def status_of(self, task_id: Any) -> str | None:
+        """Return the stored status of a task, or ``None`` when it is gone."""
+        row = self.get(task_id)
+        return None if row is None else row["status"]
+
+    def count(self) -> int:
+        """Return the number of rows."""
+        with self.engine.connect() as conn:
+            return len(conn.execute(select(self.table)).all())
+
+    def dump(self) -> list[tuple[Any, ...]]:
+        """Return every row, ordered by id, for before/after comparisons."""
+        id_column = self.table.c[self.shape.columns["id"]]
+        with self.engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(select(self.table).order_by(id_column))]
+
+
+def settings_for(url: str, shape: Shape | None = None, **overrides: Any) -> Settings:
+    """Return settings for a test database and table shape, with extra overrides."""
+    shape = shape or Shape()
+    values: dict[str, Any] = {"database_url": url, "table": shape.name, "columns": shape.column_settings()}
+    values.update(overrides)
+    return load_settings(values)
+
+
+def open_tasks(engine: Engine, settings: Settings) -> TaskTable:
+    """Reflect the test table the way the CLI does."""
+    return open_table(engine, settings)

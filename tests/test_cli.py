@@ -1,0 +1,265 @@
+"""The command line: modes, output, exit codes, and one-line errors for every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from freezegun import freeze_time
+
+from helpers import NOW, Shape, Tasks, ago
+from reaper.cli import main
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(err: str, *needles: str) -> None:
+    errors = [line for line in err.splitlines() if line.startswith("reaper: error:")]
+    assert len(errors) == 1, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in errors[0]
+
+
+@pytest.fixture
+def filled(tasks: Tasks) -> Tasks:
+    tasks.add("running", started_at=ago(hours=30))
+    tasks.add("pending", created_at=ago(hours=3))
+    tasks.add("failure", finished_at=ago(days=8))
+    tasks.add("success", finished_at=ago(days=31))
+    tasks.add("success", finished_at=ago(days=1))
+    return tasks
+
+
+@freeze_time(NOW)
+def test_once_runs_the_four_policies_and_prints_a_summary(
+    filled: Tasks, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(capsys, "--once", "--database-url", database_url)
+    assert code == 0
+    assert "running_timeout" in out and "4 rows changed" in out
+    assert filled.count() == 3
+
+
+@freeze_time(NOW)
+def test_once_json_reports_matched_and_affected_per_policy(
+    filled: Tasks, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(capsys, "--once", "--json", "--database-url", database_url)
+    document = json.loads(out)
+    assert code == 0 and document["dry_run"] is False and isinstance(document["duration_seconds"], float)
+    assert {name: p["affected"] for name, p in document["policies"].items()} == {
+        "running_timeout": 1,
+        "pending_timeout": 1,
+        "failure_retention": 1,
+        "success_retention": 1,
+    }
+
+
+@freeze_time(NOW)
+def test_dry_run_json_counts_and_samples_without_writing(
+    filled: Tasks, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = filled.dump()
+    code, out, _ = run_cli(capsys, "--once", "--dry-run", "--json", "--database-url", database_url)
+    document = json.loads(out)
+    assert code == 0 and document["dry_run"] is True
+    assert document["policies"]["success_retention"]["matched"] == 1
+    assert document["policies"]["success_retention"]["affected"] == 0
+    assert len(document["policies"]["running_timeout"]["sample_ids"]) == 1
+    assert filled.dump() == before
+
+
+@freeze_time(NOW)
+def test_threshold_flags_override_the_defaults(
+    filled: Tasks, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(
+        capsys, "--once", "--dry-run", "--json", "--database-url", database_url, "--success-retention", "0.5"
+    )
+    assert code == 0 and json.loads(out)["policies"]["success_retention"]["matched"] == 2
+
+
+@freeze_time(NOW)
+def test_stats_only_prints_the_report_and_writes_nothing(
+    filled: Tasks, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = filled.dump()
+    code, out, _ = run_cli(capsys, "--stats-only", "--database-url", database_url)
+    assert code == 0 and "Total tasks: 5" in out and "running past timeout (>24 h): 1" in out
+    code, out, _ = run_cli(capsys, "--stats-only", "--json", "--database-url", database_url)
+    assert code == 0 and json.loads(out)["stale"] == {"running": 1, "pending": 1}
+    assert filled.dump() == before
+
+
+@freeze_time(NOW)
+def test_force_status_cleans_only_that_status(
+    filled: Tasks, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(
+        capsys, "--force-status", "success", "--older-than", "0.5", "--json", "--database-url", database_url
+    )
+    document = json.loads(out)
+    assert code == 0 and list(document["policies"]) == ["force_success"]
+    assert document["policies"]["force_success"]["affected"] == 2 and filled.count() == 3
+
+
+@freeze_time(NOW)
+def test_force_status_accepts_the_stored_spelling(
+    tasks: Tasks, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tasks.add("FAILURE", finished_at=ago(days=6))
+    code, _, _ = run_cli(capsys, "--force-status", "FAILURE", "--older-than", "5", "--database-url", database_url)
+    assert code == 0 and tasks.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--force-status", "failure"], "--force-status and --older-than go together"),
+        (["--older-than", "3"], "--force-status and --older-than go together"),
+        (["--once", "--running-timeout", "0"], "--running-timeout: must be greater than 0"),
+        (["--once", "--pending-timeout", "-2"], "--pending-timeout: must be greater than 0"),
+        (["--once", "--failure-retention", "week"], "--failure-retention: expected a number"),
+        (["--once", "--batch-size", "0"], "--batch-size: must be at least 1"),
+        (["--once", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+        (["--stats-only", "--once"], "--stats-only cannot be combined"),
+        ([], "choose a mode"),
+        (["--force-status", "exploded", "--older-than", "1"], "unknown status 'exploded'"),
+        (["--once", "--demo", "--database-url", "sqlite:///x.db"], "--demo uses its own database"),
+    ],
+)
+def test_bad_usage_exits_2_with_one_line_naming_the_culprit(
+    filled: Tasks, database_url: str, capsys: pytest.CaptureFixture[str], argv: list[str], needle: str
+) -> None:
+    before = filled.dump()
+    extra = [] if "--database-url" in argv else ["--database-url", database_url]
+    code, out, err = run_cli(capsys, *argv, *extra)
+    assert code == 2 and out == ""
+    assert_one_line_error(err, needle)
+    assert filled.dump() == before
+
+
+def test_an_unknown_table_exits_2_naming_it(tasks: Tasks, database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(capsys, "--once", "--database-url", database_url, "--table", "procesing_tasks")
+    assert code == 2
+    assert_one_line_error(err, "table 'procesing_tasks' not found", "processing_tasks")
+
+
+def test_an_unknown_column_exits_2_naming_it_and_its_setting(
+    tasks: Tasks, database_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REAPER_COLUMNS__FINISHED_AT", "finished_at")
+    code, _, err = run_cli(capsys, "--once", "--database-url", database_url)
+    assert code == 2
+    assert_one_line_error(err, "column 'finished_at' not found", "REAPER_COLUMNS__FINISHED_AT")
+
+
+def test_a_timestamp_role_on_a_text_column_is_rejected(
+    make_tasks: Callable[..., Tasks], database_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_tasks(Shape())
+    monkeypatch.setenv("REAPER_COLUMNS__UPDATED_AT", "task_type")
+    code, _, err = run_cli(capsys, "--once", "--database-url", database_url)
+    assert code == 2
+    assert_one_line_error(err, "'task_type'", "not a date-time column")
+
+
+def test_a_custom_failure_value_is_written_in_the_tables_casing(
+    make_tasks: Callable[..., Tasks], database_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tasks = make_tasks()
+    tasks.add("running", started_at=ago(days=3))
+    monkeypatch.setenv("REAPER_STATUSES__FAILURE", "failed")
+    code, _, err = run_cli(capsys, "--once", "--database-url", database_url)
+    assert code == 0 and tasks.status_of(1) == "failed"
+    assert "Traceback" not in err
+
+
+def test_a_missing_sqlite_file_exits_2_and_creates_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(capsys, "--once", "--database-url", "sqlite:///missing.db")
+    assert code == 2
+    assert_one_line_error(err, "'missing.db' does not exist")
+    assert not Path("missing.db").exists()
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_an_unreachable_database_exits_1_without_showing_the_password(capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"mysql+pymysql://app:Sup3rSecret@127.0.0.1:{closed_port()}/tasks"
+    code, out, err = run_cli(capsys, "--stats-only", "--database-url", url)
+    assert code == 1
+    assert_one_line_error(err, "127.0.0.1")
+    assert "Sup3rSecret" not in out + err
+
+
+def test_an_unknown_dialect_exits_2_without_showing_the_password(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(capsys, "--once", "--database-url", "oracle+nosuch://u:Sup3rSecret@h/db")
+    assert code == 2
+    assert_one_line_error(err, "REAPER_DATABASE_URL")
+    assert "Sup3rSecret" not in out + err
+
+
+def test_a_bad_setting_in_the_environment_exits_2(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REAPER_SUCCESS_RETENTION_DAYS", "-3")
+    code, _, err = run_cli(capsys, "--once")
+    assert code == 2
+    assert_one_line_error(err, "REAPER_SUCCESS_RETENTION_DAYS")
+
+
+def test_an_unwritable_log_file_exits_2(tasks: Tasks, database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    Path("a-file").write_text("")
+    code, _, err = run_cli(capsys, "--once", "--database-url", database_url, "--log-file", "a-file/sub/reaper.log")
+    assert code == 2
+    assert_one_line_error(err, "log file")
+
+
+@freeze_time(NOW)
+def test_log_file_receives_the_audit_lines(filled: Tasks, database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, _ = run_cli(capsys, "--once", "--database-url", database_url, "--log-file", "reaper.log", "--log-json")
+    lines = [json.loads(line) for line in Path("reaper.log").read_text().splitlines()]
+    messages = [line["record"]["message"] for line in lines]
+    assert code == 0
+    assert any(message.startswith("running_timeout: failed 1 of 1 rows in batch 1 (ids 1)") for message in messages)
+
+
+def test_version_and_help_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "--version")
+    assert code == 0 and out.startswith("reaper ")
+    code, out, _ = run_cli(capsys, "--help")
+    assert code == 0 and "--force-status" in out and "--stats-only" in out
+
+
+def test_demo_fills_a_database_in_the_working_directory_and_dry_runs_it(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "--demo", "--once", "--dry-run", "--json")
+    document = json.loads(out)
+    assert code == 0 and Path("reaper-demo.sqlite3").is_file()
+    assert document["policies"]["running_timeout"]["matched"] == 2
+    assert document["policies"]["pending_timeout"]["matched"] == 5
+    assert document["policies"]["failure_retention"]["matched"] > 0
+    assert document["policies"]["success_retention"]["matched"] > 0
+
+
+def test_the_installed_command_and_python_dash_m_run_without_a_traceback(tmp_path: Path) -> None:
+    console_script = str(Path(sys.executable).parent / "reaper")  # installed beside this interpreter
+    for command in ([console_script], [sys.executable, "-m", "reaper"]):
+        done = subprocess.run(
+            [*command, "--demo", "--once", "--dry-run"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        assert "running_timeout" in done.stdout and "DRY RUN" in done.stdout
+        bad = subprocess.run([*command, "--once", "--batch-size", "x"], cwd=tmp_path, capture_output=True, text=True)
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(bad.stderr.splitlines()) == 1

@@ -1,0 +1,132 @@
+"""Settings: defaults, precedence of flags, environment, .env and TOML, and validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reaper.errors import ConfigError
+from reaper.settings import Settings, load_settings
+
+
+def write_toml(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_are_the_seed_thresholds() -> None:
+    settings = load_settings()
+    assert (
+        settings.running_timeout_hours,
+        settings.pending_timeout_hours,
+        settings.failure_retention_days,
+        settings.success_retention_days,
+        settings.batch_size,
+        settings.table,
+    ) == (24, 2, 7, 30, 1000, "processing_tasks")
+    assert settings.columns.finished_at == "completed_at" and settings.columns.error == "error_message"
+    assert settings.database_url == "sqlite:///reaper.db"
+
+
+def test_flags_override_environment_which_overrides_dotenv_which_overrides_toml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write_toml(
+        tmp_path / "reaper.toml",
+        "running_timeout_hours = 1\npending_timeout_hours = 1\nfailure_retention_days = 1\nsuccess_retention_days = 1\n",
+    )
+    Path(".env").write_text("REAPER_PENDING_TIMEOUT_HOURS=2\nREAPER_FAILURE_RETENTION_DAYS=2\n")
+    monkeypatch.setenv("REAPER_FAILURE_RETENTION_DAYS", "3")
+    monkeypatch.setenv("REAPER_SUCCESS_RETENTION_DAYS", "3")
+    settings = load_settings({"success_retention_days": 4}, config)
+    assert (
+        settings.running_timeout_hours,
+        settings.pending_timeout_hours,
+        settings.failure_retention_days,
+        settings.success_retention_days,
+    ) == (1, 2, 3, 4)
+
+
+def test_config_file_can_be_named_in_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = write_toml(tmp_path / "r.toml", 'table = "jobs"\n[columns]\nfinished_at = "done_at"\nerror = ""\n')
+    monkeypatch.setenv("REAPER_CONFIG_FILE", str(config))
+    settings = load_settings()
+    assert settings.table == "jobs" and settings.columns.finished_at == "done_at" and settings.columns.error is None
+
+
+def test_nested_environment_variables_set_columns_and_statuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REAPER_COLUMNS__STARTED_AT", "began")
+    monkeypatch.setenv("REAPER_COLUMNS__TASK_TYPE", "")
+    monkeypatch.setenv("REAPER_STATUSES__RUNNING", "in_progress")
+    settings = load_settings()
+    assert settings.columns.started_at == "began" and settings.columns.task_type is None
+    assert settings.statuses.running == "in_progress" and settings.statuses.pending == "pending"
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
+def test_a_threshold_that_is_not_a_positive_number_is_rejected(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("REAPER_RUNNING_TIMEOUT_HOURS", value)
+    with pytest.raises(ConfigError, match="REAPER_RUNNING_TIMEOUT_HOURS"):
+        load_settings()
+
+
+@pytest.mark.parametrize("role", ["ID", "STATUS", "CREATED_AT"])
+def test_a_required_column_cannot_be_emptied(monkeypatch: pytest.MonkeyPatch, role: str) -> None:
+    monkeypatch.setenv(f"REAPER_COLUMNS__{role}", "")
+    with pytest.raises(ConfigError, match=f"REAPER_COLUMNS__{role}: this column is required"):
+        load_settings()
+
+
+def test_an_unknown_reaper_variable_is_an_error_not_a_silent_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REAPER_RUNING_TIMEOUT_HOURS", "12")
+    with pytest.raises(ConfigError, match="unknown setting REAPER_RUNING_TIMEOUT_HOURS"):
+        load_settings()
+
+
+def test_an_unknown_toml_key_is_an_error(tmp_path: Path) -> None:
+    config = write_toml(tmp_path / "r.toml", "sucess_retention_days = 3\n")
+    with pytest.raises(ConfigError, match="unknown setting sucess_retention_days"):
+        load_settings(config_file=config)
+
+
+def test_an_invalid_toml_file_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    config = write_toml(tmp_path / "broken.toml", "running_timeout_hours = = 3\n")
+    with pytest.raises(ConfigError, match="broken.toml.*not valid TOML"):
+        load_settings(config_file=config)
+
+
+def test_a_missing_config_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(config_file=tmp_path / "nope.toml")
+
+
+def test_two_roles_cannot_share_one_status_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REAPER_STATUSES__FAILURE", "SUCCESS")
+    with pytest.raises(ConfigError, match="share the value"):
+        load_settings()
+
+
+def test_an_unknown_time_zone_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REAPER_DATABASE_TIMEZONE", "Mars/Olympus")
+    with pytest.raises(ConfigError, match="REAPER_DATABASE_TIMEZONE: unknown time zone"):
+        load_settings()
+
+
+@pytest.mark.parametrize("size", ["0", "10001"])
+def test_batch_size_out_of_range_is_rejected(monkeypatch: pytest.MonkeyPatch, size: str) -> None:
+    monkeypatch.setenv("REAPER_BATCH_SIZE", size)
+    with pytest.raises(ConfigError, match="REAPER_BATCH_SIZE"):
+        load_settings()
+
+
+def test_an_unparsable_database_url_is_rejected_without_echoing_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REAPER_DATABASE_URL", "no url at all with s3cret-pw")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert "REAPER_DATABASE_URL" in str(caught.value) and "s3cret-pw" not in str(caught.value)
+
+
+def test_the_safe_url_masks_the_password() -> None:
+    settings = Settings(database_url="mysql+pymysql://app:s3cret-pw@db.internal/tasks")
+    assert "s3cret-pw" not in settings.safe_database_url and settings.secrets == ("s3cret-pw",)

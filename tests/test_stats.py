@@ -1,0 +1,80 @@
+"""The statistics report and its JSON."""
+
+from __future__ import annotations
+
+import json
+
+from helpers import NOW, Tasks, ago, settings_for
+from reaper.policies import standard_policies
+from reaper.stats import collect_stats, render_report
+from reaper.table import open_table
+
+
+def stats_of(tasks: Tasks, database_url: str, **overrides: object):  # type: ignore[no-untyped-def]
+    settings = settings_for(database_url, tasks.shape, **overrides)
+    return collect_stats(open_table(tasks.engine, settings), standard_policies(settings), NOW)
+
+
+def fill(tasks: Tasks) -> None:
+    for _ in range(6):
+        tasks.add("success", task_type="download", created_at=ago(days=2), finished_at=ago(days=2))
+    tasks.add("failure", task_type="video_slice", created_at=ago(hours=3))
+    tasks.add("running", task_type="download", created_at=ago(hours=1), started_at=ago(hours=1))
+    tasks.add("running", task_type="video_slice", created_at=ago(hours=40), started_at=ago(hours=30))
+    tasks.add("pending", task_type="download", created_at=ago(hours=5))
+
+
+def test_stats_count_by_status_and_type(tasks: Tasks, database_url: str) -> None:
+    fill(tasks)
+    stats = stats_of(tasks, database_url)
+    assert stats.total == 10
+    assert stats.by_status == {"pending": 1, "running": 2, "success": 6, "failure": 1, "retry": 0, "revoked": 0}
+    assert stats.by_type == {"download": 8, "video_slice": 2}
+
+
+def test_stats_count_tasks_created_in_the_last_24_hours(tasks: Tasks, database_url: str) -> None:
+    fill(tasks)
+    assert stats_of(tasks, database_url).created_last_24h == 3
+
+
+def test_stale_tasks_are_counted_against_the_current_thresholds(tasks: Tasks, database_url: str) -> None:
+    fill(tasks)
+    default = stats_of(tasks, database_url)
+    assert (default.stale["running"].count, default.stale["pending"].count) == (1, 1)
+    assert default.stale["running"].by_type == {"video_slice": 1}
+    assert default.stale["running"].oldest_age_seconds == 30 * 3600
+    strict = stats_of(tasks, database_url, running_timeout_hours=0.5, pending_timeout_hours=6)
+    assert (strict.stale["running"].count, strict.stale["pending"].count) == (2, 0)
+
+
+def test_upper_case_and_unknown_statuses_are_reported_by_role_and_lower_case(tasks: Tasks, database_url: str) -> None:
+    tasks.add("RUNNING", task_type=None)
+    tasks.add("Paused")
+    stats = stats_of(tasks, database_url)
+    assert stats.by_status["running"] == 1 and stats.by_status["paused"] == 1
+    assert stats.by_type == {"download": 1, "unknown": 1}
+
+
+def test_the_report_shows_counts_percentages_and_attention_lines(tasks: Tasks, database_url: str) -> None:
+    fill(tasks)
+    report = render_report(stats_of(tasks, database_url))
+    assert "Total tasks: 10" in report
+    assert "  success      :      6 ( 60.0%)" in report
+    assert "  video_slice        :      2 ( 20.0%)" in report
+    assert "Created in the last 24 hours: 3" in report
+    assert "running past timeout (>24 h): 1" in report and "pending past timeout (>2 h): 1" in report
+
+
+def test_the_json_has_the_documented_keys(tasks: Tasks, database_url: str) -> None:
+    fill(tasks)
+    document = json.loads(json.dumps(stats_of(tasks, database_url).to_json()))
+    assert {"total", "by_status", "by_type", "created_last_24h", "stale"} <= set(document)
+    assert document["stale"] == {"running": 1, "pending": 1}
+    assert document["total"] == 10 and document["created_last_24h"] == 3
+
+
+def test_an_empty_table_reports_zeros(tasks: Tasks, database_url: str) -> None:
+    stats = stats_of(tasks, database_url)
+    assert stats.total == 0 and set(stats.by_status.values()) == {0} and stats.stale["running"].count == 0
+    assert stats.stale["running"].oldest_age_seconds is None
+    assert "Total tasks: 0" in render_report(stats)

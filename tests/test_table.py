@@ -1,0 +1,80 @@
+"""Reflection, status vocabularies and casing, time conversion."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import Column, DateTime, Enum, Integer, MetaData, String, Table, create_engine
+
+from helpers import NOW, Tasks, settings_for
+from reaper.errors import SchemaError
+from reaper.settings import Statuses
+from reaper.table import TaskTable, casings, open_table
+
+
+def enum_table(*members: str) -> TaskTable:
+    table = Table(
+        "processing_tasks",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("status", Enum(*members, name="task_status")),
+        Column("created_at", DateTime),
+    )
+    columns = {"id": table.c.id, "status": table.c.status, "created_at": table.c.created_at}
+    return TaskTable(create_engine("sqlite://"), table, columns, Statuses(), ZoneInfo("UTC"))
+
+
+def test_casings_cover_the_spellings_applications_store() -> None:
+    assert set(casings("running")) == {"running", "RUNNING", "Running"}
+    assert casings("in_progress") == ["in_progress", "IN_PROGRESS", "In_progress", "In_Progress"]
+
+
+def test_enum_columns_only_match_their_own_members() -> None:
+    table = enum_table("PENDING", "RUNNING", "SUCCESS", "FAILURE")
+    assert table.status_values("running") == ["RUNNING"]
+    assert table.status_values("retry") == []
+
+
+def test_the_failure_value_written_to_an_enum_is_its_member() -> None:
+    table = enum_table("PENDING", "RUNNING", "SUCCESS", "FAILURE")
+    with table.engine.connect() as conn:
+        assert table.write_value(conn, "failure") == "FAILURE"
+
+
+def test_an_enum_without_a_failure_member_is_a_schema_error_naming_the_setting() -> None:
+    table = enum_table("PENDING", "RUNNING", "DONE", "ERROR")
+    with table.engine.connect() as conn, pytest.raises(SchemaError, match="REAPER_STATUSES__FAILURE"):
+        table.write_value(conn, "failure")
+
+
+def test_an_empty_table_writes_the_configured_spelling(tasks: Tasks, database_url: str) -> None:
+    table = open_table(tasks.engine, settings_for(database_url))
+    with tasks.engine.connect() as conn:
+        assert table.write_value(conn, "failure") == "failure"
+
+
+def test_capitalised_statuses_are_written_capitalised(tasks: Tasks, database_url: str) -> None:
+    tasks.add("Running")
+    table = open_table(tasks.engine, settings_for(database_url))
+    with tasks.engine.connect() as conn:
+        assert table.write_value(conn, "failure") == "Failure"
+
+
+def test_role_of_maps_any_casing_to_the_role(tasks: Tasks, database_url: str) -> None:
+    table = open_table(tasks.engine, settings_for(database_url))
+    assert [table.role_of(v) for v in ("SUCCESS", "Failure", "paused", None)] == ["success", "failure", "paused", "unknown"]
+
+
+def test_naive_values_are_converted_from_the_configured_zone(tasks: Tasks, database_url: str) -> None:
+    table = open_table(tasks.engine, settings_for(database_url, database_timezone="Asia/Shanghai"))
+    stored = table.to_db(NOW, table.columns["created_at"])
+    assert stored == datetime(2026, 11, 29, 20, 0, 0)
+    assert table.from_db(stored) == NOW and table.from_db(stored).tzinfo == timezone.utc  # type: ignore[union-attr]
+
+
+def test_text_is_cut_to_a_string_columns_length(tasks: Tasks, database_url: str) -> None:
+    table = open_table(tasks.engine, settings_for(database_url))
+    short = Column("note", String(10))
+    assert table.fits(short, "x" * 50) == "xxxxxxx..." and table.fits(short, "ok") == "ok"

@@ -12,12 +12,14 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from dotenv import dotenv_values
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -28,6 +30,7 @@ from sqlalchemy.exc import ArgumentError
 from reaper.errors import ConfigError
 
 ENV_PREFIX = "REAPER_"
+DOTENV_FILE = ".env"
 DEFAULT_DATABASE_URL = "sqlite:///reaper.db"
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 
@@ -101,10 +104,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
-        env_file=".env",
         extra="forbid",
         frozen=True,
     )
+
+    # The REAPER_* lines of .env, read by load_settings (a class variable, not a setting).
+    dotenv_values: ClassVar[Mapping[str, str]] = {}
 
     config_file: Path | None = None
     database_url: str = DEFAULT_DATABASE_URL
@@ -179,11 +184,23 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Flags, then environment, then ``.env``, then the TOML file (when one is named)."""
-        sources = [init_settings, env_settings, dotenv_settings]
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources.append(_DotEnvSource(settings_cls, cls.dotenv_values))
         toml_file = cls.model_config.get("toml_file")
         if toml_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
         return tuple(sources)
+
+
+class _DotEnvSource(EnvSettingsSource):
+    """The ``REAPER_*`` lines of ``.env``; its other lines belong to the application and are ignored."""
+
+    def __init__(self, settings_cls: type[BaseSettings], values: Mapping[str, str]) -> None:
+        self._values = {key.lower(): value for key, value in values.items()}
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return self._values
 
 
 def env_name(location: tuple[int | str, ...]) -> str:
@@ -203,7 +220,14 @@ def _check_toml(path: Path) -> None:
         raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror}") from None
 
 
-def _check_environment(environ: Mapping[str, str]) -> None:
+def _read_dotenv(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    values = dotenv_values(path)
+    return {key: value for key, value in values.items() if key.upper().startswith(ENV_PREFIX) and value is not None}
+
+
+def _check_environment(environ: Mapping[str, str], where: str = "the environment") -> None:
     known = {env_name((name,)) for name in Settings.model_fields}
     nested = {env_name((name,)) for name in ("columns", "statuses")}
     for key in sorted(environ):
@@ -211,7 +235,7 @@ def _check_environment(environ: Mapping[str, str]) -> None:
             continue
         if any(key.startswith(prefix + "__") for prefix in nested):
             continue
-        raise ConfigError(f"unknown setting {key} in the environment")
+        raise ConfigError(f"unknown setting {key} in {where}")
 
 
 def _describe(error: ValidationError, config_file: Path | None) -> str:
@@ -229,12 +253,18 @@ def load_settings(overrides: Mapping[str, Any] | None = None, config_file: Path 
     """Build the settings from flags (``overrides``), environment, ``.env`` and the TOML file."""
     values = {key: value for key, value in (overrides or {}).items() if value is not None}
     _check_environment(os.environ)
+    dotenv = _read_dotenv(Path(DOTENV_FILE))
+    _check_environment({key.upper(): value for key, value in dotenv.items()}, DOTENV_FILE)
     if config_file is None and os.environ.get(ENV_PREFIX + "CONFIG_FILE"):
         config_file = Path(os.environ[ENV_PREFIX + "CONFIG_FILE"])
     if config_file is not None:
         _check_toml(config_file)
     # A subclass carries the TOML path so that the shared class is never mutated.
-    loader = type("Settings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": config_file}})
+    loader = type(
+        "Settings",
+        (Settings,),
+        {"model_config": {**Settings.model_config, "toml_file": config_file}, "dotenv_values": dotenv},
+    )
     try:
         loaded = loader(**values)
     except ValidationError as exc:

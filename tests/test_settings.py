@@ -130,3 +130,14 @@ def test_an_unparsable_database_url_is_rejected_without_echoing_it(monkeypatch: 
 def test_the_safe_url_masks_the_password() -> None:
     settings = Settings(database_url="mysql+pymysql://app:s3cret-pw@db.internal/tasks")
     assert "s3cret-pw" not in settings.safe_database_url and settings.secrets == ("s3cret-pw",)
+
+
+def test_dotenv_lines_of_the_application_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    Path(".env").write_text("DATABASE_URL=postgresql://app@db/app\nSECRET_KEY=xyz\nREAPER_BATCH_SIZE=50\n")
+    assert load_settings().batch_size == 50
+
+
+def test_an_unknown_reaper_line_in_dotenv_is_an_error_naming_the_file() -> None:
+    Path(".env").write_text("REAPER_BATCH_SIZ=50\n")
+    with pytest.raises(ConfigError, match="unknown setting REAPER_BATCH_SIZ in .env"):
+        load_settings()

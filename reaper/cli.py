@@ -170,7 +170,10 @@ def _run(mode: Mode, args: argparse.Namespace, settings: Settings) -> int:
             policies = [force_policy(_status_role(args.force_status, settings), args.older_than)]
         options = RunOptions(dry_run=mode.dry_run, batch_size=settings.batch_size)
         run = run_policies(table, policies, now, options)
-    logger.info(f"{'dry run' if run.dry_run else 'cleanup'} finished: {run.affected} rows changed")
+    if run.dry_run:
+        logger.info(f"dry run finished: {run.matched} rows would be changed, none was")
+    else:
+        logger.info(f"cleanup finished: {run.affected} rows changed")
     print(json.dumps(run.to_json(), indent=2) if mode.as_json else render_run(run, settings.safe_database_url))
     return EXIT_OK
 

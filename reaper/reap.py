@@ -79,6 +79,11 @@ class RunResult:
         """Rows changed or deleted by the whole pass."""
         return sum(result.affected for result in self.policies.values())
 
+    @property
+    def matched(self) -> int:
+        """Rows the whole pass selected."""
+        return sum(result.matched for result in self.policies.values())
+
     def to_json(self) -> dict[str, Any]:
         """Return the JSON form used by ``--json``."""
         return {

@@ -21,9 +21,8 @@ def render_run(run: RunResult, target: str) -> str:
             lines.append(f"  {'':<18} {result.matched - result.affected} changed under us and were left alone")
     if run.stopped_early:
         lines.append("Stopped early on request: the policies not shown, or not finished, will run next time.")
-    total = sum(result.matched for result in run.policies.values())
     if run.dry_run:
-        lines.append(f"{total} rows would be changed ({run.duration_seconds:.2f} s).")
+        lines.append(f"{run.matched} rows would be changed ({run.duration_seconds:.2f} s).")
     else:
         lines.append(f"{run.affected} rows changed ({run.duration_seconds:.2f} s).")
     return "\n".join(lines)

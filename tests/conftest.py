@@ -1,15 +1,44 @@
-"""Shared fixtures: an isolated environment, and a fresh database per test."""
+"""Shared fixtures: an isolated environment, and a fresh database per test on every backend.
+
+Database tests run on SQLite, MariaDB and PostgreSQL (``TEST_DATABASES``, default all three); the
+servers are started by the suite itself as plain processes on 127.0.0.1 (``servers.py``). On a
+developer's machine without the server packages those tests are skipped; under ``CI=true`` a server
+that cannot start fails the run instead.
+"""
 
 from __future__ import annotations
 
 import os
+import glob
+import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 
+import servers
 from helpers import Shape, Tasks, create_table
+
+BACKENDS = [name for name in os.environ.get("TEST_DATABASES", "sqlite,mariadb,postgresql").split(",") if name]
+SERVER_BINARIES = {"mariadb": "/usr/sbin/mariadbd", "postgresql": "/usr/lib/postgresql/*/bin/postgres"}
+
+
+def _start(name: str) -> servers.Server:
+    if not glob.glob(SERVER_BINARIES[name]):
+        if os.environ.get("CI"):
+            raise RuntimeError(f"{name} is not installed; .ci/run must install it")
+        pytest.skip(f"{name} is not installed on this machine")
+    return servers.start_mariadb() if name == "mariadb" else servers.start_postgresql()
+
+
+@pytest.fixture(scope="session")
+def running_servers() -> Iterator[dict[str, servers.Server]]:
+    """The database servers started so far in this session, by backend name."""
+    started: dict[str, servers.Server] = {}
+    yield started
+    for server in started.values():
+        server.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -21,10 +50,34 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: 
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
 
 
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database kind this test runs on."""
+    return str(request.param)
+
+
 @pytest.fixture
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+def server(backend: str, running_servers: dict[str, servers.Server]) -> servers.Server | None:
+    """The running server of this test's backend (``None`` for SQLite)."""
+    if backend == "sqlite":
+        return None
+    if backend not in running_servers:
+        running_servers[backend] = _start(backend)
+    return running_servers[backend]
+
+
+@pytest.fixture
+def database_url(
+    backend: str, server: servers.Server | None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """A URL of an empty database of its own for this test."""
-    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'tasks.sqlite3'}"
+    if server is None:
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'tasks.sqlite3'}"
+        return
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    server.create_database(name)
+    yield server.url(name)
+    server.drop_database(name)
 
 
 @pytest.fixture

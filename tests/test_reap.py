@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, event, update
 from sqlalchemy.engine import Engine
 
-from helpers import NOW, Shape, Tasks, ago, settings_for
+from helpers import NOW, Shape, Tasks, ago, create_table, settings_for
 from reaper.policies import Policy, force_policy, standard_policies
 from reaper.reap import RunOptions, RunResult, run_policies
 from reaper.settings import Settings
@@ -180,14 +181,11 @@ def seed_one_of_each(tasks: Tasks) -> None:
     tasks.add("running", started_at=ago(hours=1))
 
 
-def test_dry_run_leaves_the_database_file_byte_identical(tasks: Tasks, database_url: str) -> None:
+def test_dry_run_leaves_the_table_unchanged(tasks: Tasks, database_url: str) -> None:
     seed_one_of_each(tasks)
-    tasks.engine.dispose()
-    path = database_url.removeprefix("sqlite:///")
-    before = open(path, "rb").read()
+    before = tasks.dump()
     run = reap(tasks, database_url, dry_run=True)
-    tasks.engine.dispose()
-    assert open(path, "rb").read() == before
+    assert tasks.dump() == before
     assert {name: result.matched for name, result in run.policies.items()} == {
         "running_timeout": 1,
         "pending_timeout": 1,
@@ -195,6 +193,18 @@ def test_dry_run_leaves_the_database_file_byte_identical(tasks: Tasks, database_
         "success_retention": 1,
     }
     assert all(result.affected == 0 for result in run.policies.values())
+
+
+def test_dry_run_leaves_the_sqlite_file_byte_identical(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.sqlite3"
+    engine = create_engine(f"sqlite:///{path}")
+    tasks = Tasks(engine, create_table(engine, Shape()), Shape())
+    seed_one_of_each(tasks)
+    engine.dispose()
+    before = path.read_bytes()
+    run = reap(tasks, f"sqlite:///{path}", dry_run=True)
+    engine.dispose()
+    assert path.read_bytes() == before and run.matched == 4
 
 
 def test_dry_run_matches_what_the_real_run_then_does(tasks: Tasks, database_url: str) -> None:

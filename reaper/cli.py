@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -13,9 +14,11 @@ from loguru import logger
 
 from reaper import __version__
 from reaper.clock import utcnow
-from reaper.db import create_db_engine, database_errors
+from reaper.db import SessionLimits, create_db_engine, database_errors
 from reaper.demo import DEMO_FILE, ensure_demo_database
-from reaper.errors import ConfigError, ReaperError
+from reaper.errors import ConfigError, LockHeld, ReaperError
+from reaper.indexes import check_indexes, render_index_report
+from reaper.lock import exclusive_run
 from reaper.logs import setup_logging
 from reaper.policies import Policy, force_policy, standard_policies
 from reaper.reap import RunOptions, run_policies
@@ -27,6 +30,7 @@ from reaper.table import ACTIVE_STATUSES, TERMINAL_STATUSES, TaskTable, open_tab
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_LOCKED = 3
 EXIT_INTERRUPTED = 130
 
 
@@ -46,6 +50,16 @@ def _positive_number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be greater than 0, got {text!r}")
+    return value
+
+
+def _non_negative_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
     return value
 
 
@@ -73,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     modes.add_argument("--older-than", metavar="D", type=_positive_number, help="age in days for --force-status")
     modes.add_argument("--dry-run", action="store_true", help="select and count, write nothing")
     modes.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    modes.add_argument("--check-indexes", action="store_true", help="report the recommended indexes; change nothing")
     modes.add_argument("--demo", action="store_true", help=f"use (and fill) the demo database ./{DEMO_FILE}")
     limits = parser.add_argument_group("thresholds")
     limits.add_argument("--running-timeout", metavar="H", type=_positive_number, help="hours (default 24)")
@@ -80,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("--failure-retention", metavar="D", type=_positive_number, help="days (default 7)")
     limits.add_argument("--success-retention", metavar="D", type=_positive_number, help="days (default 30)")
     limits.add_argument("--batch-size", metavar="N", type=_positive_int, help="rows per transaction (default 1000)")
+    limits.add_argument("--sleep", metavar="S", type=_non_negative_number, help="seconds to pause between batches")
+    limits.add_argument("--max-runtime", metavar="S", type=_positive_number, help="stop a run after S seconds")
     where = parser.add_argument_group("database, configuration and logs")
     where.add_argument("--database-url", metavar="URL", help="SQLAlchemy URL (default sqlite:///reaper.db)")
     where.add_argument("--table", metavar="NAME", help="table name (default processing_tasks)")
@@ -95,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 class Mode:
     """What the command line asked for."""
 
-    name: str  # once, stats, force
+    name: str  # once, stats, force, indexes
     dry_run: bool
     as_json: bool
 
@@ -103,18 +120,20 @@ class Mode:
 def _mode(args: argparse.Namespace) -> Mode:
     if (args.force_status is None) != (args.older_than is None):
         raise UsageError("--force-status and --older-than go together")
-    if args.stats_only and (args.once or args.force_status):
-        raise UsageError("--stats-only cannot be combined with --once or --force-status")
+    if sum(map(bool, (args.stats_only, args.once or args.force_status, args.check_indexes))) > 1:
+        raise UsageError("--stats-only, --check-indexes and --once/--force-status are separate modes")
     if args.demo and args.database_url:
         raise UsageError("--demo uses its own database; drop --database-url")
     if args.force_status:
         name = "force"
     elif args.stats_only:
         name = "stats"
+    elif args.check_indexes:
+        name = "indexes"
     elif args.once:
         name = "once"
     else:
-        raise UsageError("choose a mode: --once, --stats-only or --force-status S --older-than D")
+        raise UsageError("choose a mode: --once, --stats-only, --check-indexes or --force-status S --older-than D")
     return Mode(name=name, dry_run=args.dry_run, as_json=args.json)
 
 
@@ -127,6 +146,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "failure_retention_days": args.failure_retention,
         "success_retention_days": args.success_retention,
         "batch_size": args.batch_size,
+        "sleep_seconds": args.sleep,
+        "max_runtime_seconds": args.max_runtime,
         "log_level": args.log_level,
         "log_file": args.log_file,
         "log_json": args.log_json,
@@ -148,9 +169,49 @@ def _status_role(requested: str, settings: Settings) -> str:
 
 
 def _open_table(settings: Settings) -> TaskTable:
-    engine = create_db_engine(settings.url)
+    limits = SessionLimits(settings.lock_timeout_seconds, settings.statement_timeout_seconds)
+    engine = create_db_engine(settings.url, limits)
     with database_errors(f"cannot read table {settings.table!r} at {settings.safe_database_url}", settings.secrets):
         return open_table(engine, settings)
+
+
+def _run_options(mode: Mode, settings: Settings) -> RunOptions:
+    return RunOptions(
+        dry_run=mode.dry_run,
+        batch_size=settings.batch_size,
+        sleep_seconds=settings.sleep_seconds,
+        max_runtime_seconds=settings.max_runtime_seconds,
+        max_retries=settings.max_retries,
+    )
+
+
+def _warn_missing_indexes(table: TaskTable) -> None:
+    for advice in check_indexes(table):
+        if not advice.present:
+            logger.warning(f"no index on ({', '.join(advice.columns)}) for {advice.purpose}: see reaper --check-indexes")
+
+
+def _emit(mode: Mode, document: dict[str, Any], text: str) -> None:
+    print(json.dumps(document, indent=2) if mode.as_json else text)
+
+
+def _clean(mode: Mode, args: argparse.Namespace, settings: Settings, table: TaskTable, now: datetime) -> int:
+    policies: list[Policy] = standard_policies(settings)
+    if mode.name == "force":
+        policies = [force_policy(_status_role(args.force_status, settings), args.older_than)]
+    _warn_missing_indexes(table)
+    options = _run_options(mode, settings)
+    if mode.dry_run:  # a dry run writes nothing, so it needs no lock and never blocks a real run
+        run = run_policies(table, policies, now, options)
+    else:
+        with exclusive_run(table.engine, table.name):
+            run = run_policies(table, policies, now, options)
+    if run.dry_run:
+        logger.info(f"dry run finished: {run.matched} rows would be changed, none was")
+    else:
+        logger.info(f"cleanup finished: {run.affected} rows changed, {run.skipped} skipped")
+    _emit(mode, run.to_json(), render_run(run, settings.safe_database_url))
+    return EXIT_OK
 
 
 def _run(mode: Mode, args: argparse.Namespace, settings: Settings) -> int:
@@ -160,22 +221,16 @@ def _run(mode: Mode, args: argparse.Namespace, settings: Settings) -> int:
         if added:
             logger.info(f"demo database ./{DEMO_FILE} filled with {added} tasks")
     table = _open_table(settings)
-    policies: list[Policy] = standard_policies(settings)
     with database_errors(f"database error on table {settings.table!r}", settings.secrets):
         if mode.name == "stats":
-            stats = collect_stats(table, policies, now)
-            print(json.dumps(stats.to_json(), indent=2) if mode.as_json else render_report(stats))
+            stats = collect_stats(table, standard_policies(settings), now)
+            _emit(mode, stats.to_json(), render_report(stats))
             return EXIT_OK
-        if mode.name == "force":
-            policies = [force_policy(_status_role(args.force_status, settings), args.older_than)]
-        options = RunOptions(dry_run=mode.dry_run, batch_size=settings.batch_size)
-        run = run_policies(table, policies, now, options)
-    if run.dry_run:
-        logger.info(f"dry run finished: {run.matched} rows would be changed, none was")
-    else:
-        logger.info(f"cleanup finished: {run.affected} rows changed")
-    print(json.dumps(run.to_json(), indent=2) if mode.as_json else render_run(run, settings.safe_database_url))
-    return EXIT_OK
+        if mode.name == "indexes":
+            advice = check_indexes(table)
+            _emit(mode, {"indexes": [asdict(item) for item in advice]}, render_index_report(advice, table.name))
+            return EXIT_OK
+        return _clean(mode, args, settings, table, now)
 
 
 def _fail(message: str, code: int) -> int:
@@ -197,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"{exc} (see reaper --help)", EXIT_USAGE)
     except ConfigError as exc:
         return _fail(str(exc), EXIT_USAGE)
+    except LockHeld as exc:
+        print(f"reaper: skipped: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
     except ReaperError as exc:
         return _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:

@@ -1,12 +1,18 @@
-"""The database boundary: engine creation and conversion of driver errors into our own."""
+"""The database boundary: engine creation, session limits, and driver errors turned into our own."""
 
 from __future__ import annotations
 
+import math
+import os
+import re
+import socket
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import (
     ArgumentError,
@@ -19,9 +25,24 @@ from sqlalchemy.exc import (
 
 from reaper.errors import ConfigError, DatabaseError
 
-# A SQLite database stays readable while another process writes; a reaper that waits a little
-# beats one that fails with "database is locked" at the first busy moment.
-SQLITE_BUSY_TIMEOUT_SECONDS = 30
+# Lock conflicts worth retrying: MySQL/MariaDB lock wait timeout and deadlock; PostgreSQL
+# deadlock, lock_timeout and serialization failure; SQLite's busy database.
+MYSQL_LOCK_ERRORS = {1205, 1213}
+POSTGRES_LOCK_STATES = {"40P01", "55P03", "40001"}
+MYSQL_CONSTRAINT = re.compile(r"CONSTRAINT `([^`]+)`")
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    """Per-session limits set on every connection, so that no statement waits or runs for long."""
+
+    lock_timeout_seconds: float = 5.0
+    statement_timeout_seconds: float = 60.0
+
+
+def identity() -> str:
+    """Who this process is, as told to the database and to other reapers."""
+    return f"reaper@{socket.gethostname()}:{os.getpid()}"
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -32,27 +53,57 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-def _sqlite_file(url: URL) -> Path | None:
+def sqlite_file(url: URL) -> Path | None:
+    """Return the file of a SQLite URL, or ``None`` for an in-memory or URI database."""
     database = url.database
-    if not database or database == ":memory:" or database.startswith("file:"):
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
         return None
     return Path(database)
 
 
-def create_db_engine(url: URL, *, must_exist: bool = True) -> Engine:
-    """Create an engine for ``url``; a missing SQLite file is an error unless ``must_exist`` is false."""
+def _mysql_session(dbapi_connection: Any, limits: SessionLimits) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("SELECT VERSION()")
+    mariadb = "mariadb" in str(cursor.fetchone()[0]).lower()
+    # Session time in UTC, so that TIMESTAMP columns compare in UTC whatever the server's zone.
+    cursor.execute("SET time_zone = '+00:00'")
+    cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {max(1, math.ceil(limits.lock_timeout_seconds))}")
+    if mariadb:
+        cursor.execute(f"SET SESSION max_statement_time = {limits.statement_timeout_seconds:.3f}")
+    else:
+        cursor.execute(f"SET SESSION max_execution_time = {int(limits.statement_timeout_seconds * 1000)}")
+    cursor.close()
+
+
+def _sqlite_session(dbapi_connection: Any) -> None:
+    # Respect the application's foreign keys: SQLite enforces them only when asked, per connection.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.close()
+
+
+def _engine_options(url: URL, limits: SessionLimits) -> dict[str, Any]:
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        return {"connect_args": {"timeout": limits.lock_timeout_seconds}}
+    if backend == "postgresql":
+        options = (
+            f"-c lock_timeout={int(limits.lock_timeout_seconds * 1000)} "
+            f"-c statement_timeout={int(limits.statement_timeout_seconds * 1000)} -c TimeZone=UTC"
+        )
+        return {"pool_pre_ping": True, "connect_args": {"options": options, "application_name": identity()[:63]}}
+    return {"pool_pre_ping": True}
+
+
+def create_db_engine(url: URL, limits: SessionLimits | None = None, *, must_exist: bool = True) -> Engine:
+    """Create an engine for ``url`` whose sessions carry ``limits``; a missing SQLite file is an error."""
+    limits = limits or SessionLimits()
     safe = url.render_as_string(hide_password=True)
-    kwargs: dict[str, object] = {"pool_pre_ping": True}
-    if url.get_backend_name() == "sqlite":
-        path = _sqlite_file(url)
-        if must_exist and path is not None and not path.is_file():
-            raise ConfigError(f"SQLite database file {str(path)!r} does not exist (REAPER_DATABASE_URL={safe})")
-        kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}}
-    elif url.get_backend_name() == "mysql":
-        # Session time in UTC, so that TIMESTAMP columns compare in UTC whatever the server's zone.
-        kwargs["connect_args"] = {"init_command": "SET time_zone = '+00:00'"}
+    path = sqlite_file(url)
+    if must_exist and path is not None and not path.is_file():
+        raise ConfigError(f"SQLite database file {str(path)!r} does not exist (REAPER_DATABASE_URL={safe})")
     try:
-        return create_engine(url, **kwargs)
+        engine = create_engine(url, **_engine_options(url, limits))
     except NoSuchModuleError:
         raise ConfigError(f"unknown database dialect or driver in REAPER_DATABASE_URL={safe}") from None
     except ImportError as exc:
@@ -62,6 +113,12 @@ def create_db_engine(url: URL, *, must_exist: bool = True) -> Engine:
         ) from None
     except ArgumentError as exc:
         raise ConfigError(f"invalid REAPER_DATABASE_URL={safe}: {exc}") from None
+    backend = url.get_backend_name()
+    if backend == "mysql":
+        event.listen(engine, "connect", lambda dbapi_connection, _: _mysql_session(dbapi_connection, limits))
+    elif backend == "sqlite":
+        event.listen(engine, "connect", lambda dbapi_connection, _: _sqlite_session(dbapi_connection))
+    return engine
 
 
 def _first_line(exc: BaseException) -> str:
@@ -70,8 +127,40 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0]
 
 
+def is_lock_conflict(exc: BaseException) -> bool:
+    """Whether a driver error is a lock wait time-out or a deadlock: worth retrying."""
+    original = getattr(exc, "orig", None)
+    if original is None:
+        return False
+    args = getattr(original, "args", ())
+    if args and isinstance(args[0], int) and args[0] in MYSQL_LOCK_ERRORS:
+        return True
+    if getattr(original, "sqlstate", None) in POSTGRES_LOCK_STATES:
+        return True
+    return "database is locked" in str(original)
+
+
+def refused_by_constraint(exc: BaseException) -> bool:
+    """Whether the database refused a write because of a constraint (a foreign key, most often)."""
+    return isinstance(exc, IntegrityError)
+
+
+def constraint_name(exc: BaseException) -> str:
+    """Name the constraint that refused a write, as well as the driver lets us."""
+    original = getattr(exc, "orig", None)
+    diag = getattr(original, "diag", None)
+    if diag is not None and getattr(diag, "constraint_name", None):
+        return str(diag.constraint_name)
+    found = MYSQL_CONSTRAINT.search(str(original))
+    if found:
+        return found.group(1)
+    return "a FOREIGN KEY constraint" if "FOREIGN KEY" in str(original).upper() else _first_line(exc)
+
+
 def error_kind(exc: SQLAlchemyError) -> str:
     """Return a short, bounded label for a database error (used in logs and metric labels)."""
+    if is_lock_conflict(exc):
+        return "lock"
     if isinstance(exc, IntegrityError):
         return "integrity"
     if isinstance(exc, OperationalError):

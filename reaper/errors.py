@@ -27,3 +27,10 @@ class DatabaseError(ReaperError):
     def __init__(self, message: str, kind: str = "database") -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class LockHeld(ReaperError):
+    """Another reaper is running on the same table; this one skips."""
+
+    exit_code = 3
+    kind = "locked"

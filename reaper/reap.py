@@ -1,8 +1,10 @@
-"""Applying policies: keyset batches, the conditional write, and the counts of each pass.
+"""Applying policies: keyset batches on the primary key, and the counts of each pass.
 
-Every write re-checks the policy's own condition (status and age) in its WHERE clause, so a row
-that a worker changed between our SELECT and our UPDATE/DELETE is left alone; only the rows the
-database reports as affected are counted. The dry run branches in ``_process_batch`` only.
+Each batch selects the next ``batch_size`` matching ids after the last one seen
+(``id > :last ORDER BY id LIMIT :n``, as pt-archiver does) and hands them to ``writes.write_batch``,
+which re-checks the policy's condition in its own WHERE clause. The selection is written so that
+an index on (status, age column) serves it; the database picks between that index and the
+primary key by how many rows match. The dry run branches here, in ``apply_policy``, and only here.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from datetime import datetime
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import and_, case, delete, select, update
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy import and_, select
+from sqlalchemy.engine import Row
 from sqlalchemy.sql.elements import ColumnElement
 
-from reaper.policies import Action, Policy
+from reaper.policies import Policy
 from reaper.table import TaskTable
+from reaper.writes import BatchOutcome, WriteContext, write_batch
 
 SAMPLE_SIZE = 5
 LOGGED_IDS_PER_BATCH = 10
@@ -27,12 +30,17 @@ LOGGED_IDS_PER_BATCH = 10
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How a pass runs: dry or not, batch size, and a stop request checked between batches."""
+    """How a pass runs: dry or not, batch size, pacing, limits, and a stop request."""
 
     dry_run: bool = False
     batch_size: int = 1000
     sample_size: int = SAMPLE_SIZE
+    sleep_seconds: float = 0.0
+    max_runtime_seconds: float | None = None
+    max_retries: int = 3
     should_stop: Callable[[], bool] = lambda: False
+    sleep: Callable[[float], None] = time.sleep
+    timer: Callable[[], float] = time.monotonic
 
 
 @dataclass
@@ -46,21 +54,40 @@ class PolicyResult:
     cutoff: datetime
     matched: int = 0
     affected: int = 0
+    skipped: int = 0
+    skip_reasons: dict[str, int] = field(default_factory=dict)
+    retries: int = 0
     batches: int = 0
     sample_ids: list[Any] = field(default_factory=list)
-    stopped: bool = False
+    stop_reason: str | None = None
+
+    def record(self, rows: Sequence[Row[Any]], outcome: BatchOutcome, sample_size: int) -> None:
+        """Count one batch."""
+        self.batches += 1
+        self.matched += len(rows)
+        self.affected += outcome.affected
+        self.skipped += outcome.skipped
+        self.retries += outcome.retries
+        for reason, count in outcome.reasons.items():
+            self.skip_reasons[reason] = self.skip_reasons.get(reason, 0) + count
+        room = max(sample_size - len(self.sample_ids), 0)
+        self.sample_ids.extend(row[0] for row in rows[:room])
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON form used by ``--json``."""
         return {
             "matched": self.matched,
             "affected": self.affected,
+            "skipped": self.skipped,
+            "skip_reasons": self.skip_reasons,
+            "retries": self.retries,
             "action": self.action,
             "status": self.status,
             "threshold": self.threshold,
             "cutoff": self.cutoff.isoformat(),
             "batches": self.batches,
             "sample_ids": [_jsonable(value) for value in self.sample_ids],
+            "stopped": self.stop_reason,
         }
 
 
@@ -72,7 +99,12 @@ class RunResult:
     now: datetime
     policies: dict[str, PolicyResult]
     duration_seconds: float = 0.0
-    stopped_early: bool = False
+    stop_reason: str | None = None
+
+    @property
+    def stopped_early(self) -> bool:
+        """Whether the pass ended before every policy had finished."""
+        return self.stop_reason is not None
 
     @property
     def affected(self) -> int:
@@ -84,6 +116,11 @@ class RunResult:
         """Rows the whole pass selected."""
         return sum(result.matched for result in self.policies.values())
 
+    @property
+    def skipped(self) -> int:
+        """Rows the whole pass could not write (locked, or refused by a constraint)."""
+        return sum(result.skipped for result in self.policies.values())
+
     def to_json(self) -> dict[str, Any]:
         """Return the JSON form used by ``--json``."""
         return {
@@ -92,6 +129,7 @@ class RunResult:
             "policies": {name: result.to_json() for name, result in self.policies.items()},
             "duration_seconds": round(self.duration_seconds, 6),
             "stopped_early": self.stopped_early,
+            "stop_reason": self.stop_reason,
         }
 
 
@@ -99,132 +137,99 @@ def _jsonable(value: Any) -> Any:
     return value if isinstance(value, int | float | str) or value is None else str(value)
 
 
-def format_age(seconds: float) -> str:
-    """Return an age for people: hours up to three days, then days."""
-    hours = seconds / 3600
-    return f"{hours:.1f} h" if hours < 72 else f"{hours / 24:.1f} d"
-
-
-def failure_reason(policy: Policy, dated_from: datetime, now: datetime) -> str:
-    """Return the text written into the error column of a row that ``policy`` sets to failure."""
-    age = format_age((now - dated_from).total_seconds())
-    return (
-        f"reaper {policy.name}: {policy.status} for {age}, over the {policy.threshold} limit "
-        f"(since {dated_from:%Y-%m-%d %H:%M:%S} UTC); set to failure at {now:%Y-%m-%d %H:%M:%S} UTC"
-    )
+def selection_of(table: TaskTable, policy: Policy, now: datetime) -> ColumnElement[bool]:
+    """Return the condition a row must meet for ``policy`` at ``now``: status and age."""
+    return and_(table.status_is(policy.status), table.older_than(policy.status, policy.cutoff(now)))
 
 
 def _select_batch(
-    conn: Connection, table: TaskTable, policy: Policy, selection: ColumnElement[bool], after: Any, size: int
+    table: TaskTable, policy: Policy, selection: ColumnElement[bool], after: Any, size: int
 ) -> Sequence[Row[Any]]:
     query = select(table.id, table.age_expression(policy.status)).where(selection)
     if after is not None:
         query = query.where(table.id > after)
-    return conn.execute(query.order_by(table.id).limit(size)).all()
+    with table.engine.connect() as conn:
+        return conn.execute(query.order_by(table.id).limit(size)).all()
 
 
-def _fail_rows(
-    conn: Connection,
-    table: TaskTable,
-    policy: Policy,
-    selection: ColumnElement[bool],
-    rows: Sequence[Row[Any]],
-    now: datetime,
-) -> int:
-    values: dict[Any, Any] = {table.status: table.write_value(conn, "failure")}
-    error = table.column("error")
-    if error is not None:
-        reasons = {row[0]: table.fits(error, failure_reason(policy, _utc(table, row[1]), now)) for row in rows}
-        values[error] = case(reasons, value=table.id)
-    for role in ("finished_at", "updated_at"):
-        column = table.column(role)
-        if column is not None:
-            values[column] = table.to_db(now, column)
-    ids = [row[0] for row in rows]
-    statement = update(table.table).where(table.id.in_(ids), selection).values(values)
-    return int(conn.execute(statement).rowcount)
+class _Clock:
+    """Tells a pass when to stop: a stop request, or the end of its run-time budget."""
+
+    def __init__(self, options: RunOptions) -> None:
+        self.options = options
+        started = options.timer()
+        self.deadline = None if options.max_runtime_seconds is None else started + options.max_runtime_seconds
+
+    def stop_reason(self) -> str | None:
+        if self.options.should_stop():
+            return "stop requested"
+        if self.deadline is not None and self.options.timer() >= self.deadline:
+            return f"max runtime of {self.options.max_runtime_seconds:g} s reached"
+        return None
 
 
-def _delete_rows(conn: Connection, table: TaskTable, selection: ColumnElement[bool], rows: Sequence[Row[Any]]) -> int:
-    ids = [row[0] for row in rows]
-    return int(conn.execute(delete(table.table).where(table.id.in_(ids), selection)).rowcount)
+def _log_batch(policy: Policy, rows: Sequence[Row[Any]], outcome: BatchOutcome, batch: int) -> None:
+    ids = ", ".join(str(row[0]) for row in rows[:LOGGED_IDS_PER_BATCH])
+    more = " ..." if len(rows) > LOGGED_IDS_PER_BATCH else ""
+    skipped = f", {outcome.skipped} skipped" if outcome.skipped else ""
+    logger.info(
+        f"{policy.name}: {policy.action.done} {outcome.affected} of {len(rows)} rows in batch {batch}{skipped} "
+        f"(ids {ids}{more})"
+    )
 
 
-def _utc(table: TaskTable, value: Any) -> datetime:
-    moment = table.from_db(value)
-    # The selection only matches rows whose age expression is not null.
-    assert moment is not None
-    return moment
-
-
-def _process_batch(
-    table: TaskTable, policy: Policy, selection: ColumnElement[bool], after: Any, now: datetime, options: RunOptions
-) -> tuple[Sequence[Row[Any]], int]:
-    """Select the next batch after ``after`` and, unless dry, write it; one transaction."""
-    with table.engine.begin() as conn:
-        rows = _select_batch(conn, table, policy, selection, after, options.batch_size)
-        if not rows or options.dry_run:
-            return rows, 0
-        if policy.action is Action.FAIL:
-            return rows, _fail_rows(conn, table, policy, selection, rows, now)
-        return rows, _delete_rows(conn, table, selection, rows)
-
-
-def apply_policy(table: TaskTable, policy: Policy, now: datetime, options: RunOptions) -> PolicyResult:
+def apply_policy(
+    table: TaskTable, policy: Policy, now: datetime, options: RunOptions, clock: _Clock | None = None
+) -> PolicyResult:
     """Run ``policy`` over the whole table in keyset batches and return its counts."""
-    cutoff = policy.cutoff(now)
-    result = PolicyResult(policy.name, policy.status, policy.action.value, policy.threshold, cutoff)
-    selection = and_(table.status_is(policy.status), table.older_than(policy.status, cutoff))
-    if policy.action is Action.FAIL:
-        with table.engine.connect() as conn:
-            table.write_value(conn, "failure")  # a vocabulary that cannot be written fails before any batch
+    clock = clock or _Clock(options)
+    result = PolicyResult(policy.name, policy.status, policy.action.value, policy.threshold, policy.cutoff(now))
+    selection = selection_of(table, policy, now)
+    ctx = WriteContext(table, policy, selection, now, options.max_retries, options.sleep)
     after: Any = None
-    while True:
-        if options.should_stop():
-            result.stopped = True
-            break
-        rows, affected = _process_batch(table, policy, selection, after, now, options)
+    while (reason := clock.stop_reason()) is None:
+        rows = _select_batch(table, policy, selection, after, options.batch_size)
         if not rows:
-            break
+            return result
         after = rows[-1][0]
-        result.batches += 1
-        result.matched += len(rows)
-        result.affected += affected
-        room = options.sample_size - len(result.sample_ids)
-        result.sample_ids.extend(row[0] for row in rows[: max(room, 0)])
+        outcome = BatchOutcome() if options.dry_run else write_batch(ctx, rows)
+        result.record(rows, outcome, options.sample_size)
         if not options.dry_run:
-            ids = ", ".join(str(row[0]) for row in rows[:LOGGED_IDS_PER_BATCH])
-            more = " ..." if len(rows) > LOGGED_IDS_PER_BATCH else ""
-            logger.info(
-                f"{policy.name}: {policy.action.done} {affected} of {len(rows)} rows in batch {result.batches} "
-                f"(ids {ids}{more})"
-            )
+            _log_batch(policy, rows, outcome, result.batches)
         if len(rows) < options.batch_size:
-            break
+            return result
+        if options.sleep_seconds:
+            options.sleep(options.sleep_seconds)
+    result.stop_reason = reason
     return result
 
 
-def run_policies(
-    table: TaskTable,
-    policies: Sequence[Policy],
-    now: datetime,
-    options: RunOptions,
-    timer: Callable[[], float] = time.monotonic,
-) -> RunResult:
+def _log_policy(result: PolicyResult, dry_run: bool) -> None:
+    done = {"fail": "failed", "delete": "deleted"}[result.action]
+    verb = f"{result.matched} would be {done}" if dry_run else f"{result.affected} {done}"
+    skipped = f", {result.skipped} skipped ({result.skip_reasons})" if result.skipped else ""
+    logger.info(
+        f"{result.policy}: {result.matched} {result.status} rows older than {result.threshold}, {verb}{skipped}"
+    )
+
+
+def run_policies(table: TaskTable, policies: Sequence[Policy], now: datetime, options: RunOptions) -> RunResult:
     """Apply each policy in turn and return what each matched and changed."""
-    started = timer()
+    clock = _Clock(options)
+    started = options.timer()
     run = RunResult(dry_run=options.dry_run, now=now, policies={})
+    if any(policy.action.value == "fail" for policy in policies):
+        with table.engine.connect() as conn:
+            table.write_value(conn, "failure")  # a vocabulary that cannot be written fails before any batch
     for policy in policies:
-        if options.should_stop():
-            run.stopped_early = True
+        run.stop_reason = clock.stop_reason()
+        if run.stop_reason is not None:
             break
-        result = apply_policy(table, policy, now, options)
+        result = apply_policy(table, policy, now, options, clock)
         run.policies[policy.name] = result
-        verb = f"would be {policy.action.done}" if options.dry_run else policy.action.done
-        logger.info(
-            f"{policy.name}: {result.matched} {policy.status} rows older than {policy.threshold}, "
-            f"{result.affected if not options.dry_run else result.matched} {verb}"
-        )
-    run.stopped_early = run.stopped_early or any(result.stopped for result in run.policies.values())
-    run.duration_seconds = timer() - started
+        _log_policy(result, options.dry_run)
+        run.stop_reason = result.stop_reason
+        if run.stop_reason is not None:
+            break
+    run.duration_seconds = options.timer() - started
     return run

@@ -122,6 +122,11 @@ class Settings(BaseSettings):
     failure_retention_days: float = Field(7.0, gt=0, allow_inf_nan=False)
     success_retention_days: float = Field(30.0, gt=0, allow_inf_nan=False)
     batch_size: int = Field(1000, ge=1, le=10000)
+    sleep_seconds: float = Field(0.0, ge=0, le=3600, allow_inf_nan=False)
+    max_runtime_seconds: float | None = Field(None, gt=0, allow_inf_nan=False)
+    lock_timeout_seconds: float = Field(5.0, gt=0, le=3600, allow_inf_nan=False)
+    statement_timeout_seconds: float = Field(60.0, gt=0, le=86400, allow_inf_nan=False)
+    max_retries: int = Field(3, ge=0, le=20)
     log_level: str = "INFO"
     log_file: Path | None = None
     log_json: bool = False

@@ -1,0 +1,87 @@
+"""The indexes the policies and statistics need, which of them a table lacks, and how to add them.
+
+Each policy selects ``status IN (...) AND <age column> < :cutoff`` (with a fallback to the next
+column where the first is null), so an index on (status, age column) lets the database read only
+the matching rows; the statistics count rows created in the last day, served by (created_at).
+reaper only recommends: it never changes a schema by itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from sqlalchemy import Index, inspect
+from sqlalchemy.schema import CreateIndex
+
+from reaper.table import TaskTable
+
+IDENTIFIER_LIMIT = 60
+PURPOSES = {
+    "running": "running_timeout",
+    "pending": "pending_timeout",
+    "failure": "failure_retention, success_retention",
+}
+
+
+@dataclass(frozen=True)
+class IndexAdvice:
+    """One recommended index: what it serves, its columns, whether the table has it, its DDL."""
+
+    purpose: str
+    columns: tuple[str, ...]
+    present: bool
+    create_statement: str
+
+
+def _wanted(table: TaskTable) -> dict[tuple[str, ...], str]:
+    wanted: dict[tuple[str, ...], str] = {}
+    for status, purpose in PURPOSES.items():
+        first_age_column = table.age_columns(status)[0]
+        columns = (table.status.name, first_age_column.name)
+        wanted[columns] = f"{wanted[columns]}, {purpose}" if columns in wanted else purpose
+    wanted.setdefault((table.columns["created_at"].name,), "statistics (created in the last 24 hours)")
+    return wanted
+
+
+def _existing(table: TaskTable) -> list[tuple[str, ...]]:
+    inspector = inspect(table.engine)
+    found = [tuple(index["column_names"]) for index in inspector.get_indexes(table.name)]
+    found += [tuple(unique["column_names"]) for unique in inspector.get_unique_constraints(table.name)]
+    found.append(tuple(inspector.get_pk_constraint(table.name)["constrained_columns"]))
+    return found
+
+
+def _index_name(table_name: str, columns: tuple[str, ...]) -> str:
+    name = f"ix_{table_name}_{'_'.join(columns)}"
+    if len(name) > IDENTIFIER_LIMIT:
+        name = f"ix_{table_name[:30]}_{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+    return name
+
+
+def check_indexes(table: TaskTable) -> list[IndexAdvice]:
+    """Return every recommended index and whether an existing index already starts with its columns."""
+    existing = _existing(table)
+    advice = []
+    for columns, purpose in _wanted(table).items():
+        present = any(found[: len(columns)] == columns for found in existing)
+        index = Index(_index_name(table.name, columns), *(table.table.c[name] for name in columns))
+        statement = str(CreateIndex(index).compile(dialect=table.engine.dialect)).strip()
+        advice.append(IndexAdvice(purpose, columns, present, statement + ";"))
+    return advice
+
+
+def render_index_report(advice: list[IndexAdvice], table_name: str) -> str:
+    """Return the ``--check-indexes`` report: each index, and the statements for the missing ones."""
+    lines = [f"Indexes reaper recommends on {table_name}:"]
+    for item in advice:
+        state = "present" if item.present else "MISSING"
+        lines.append(f"  {state:<8} ({', '.join(item.columns)})  for {item.purpose}")
+    missing = [item for item in advice if not item.present]
+    if missing:
+        lines += ["", "To add the missing ones (reaper never changes the schema itself):"]
+        lines += [f"  {item.create_statement}" for item in missing]
+    else:
+        lines.append("All recommended indexes are present.")
+    return "\n".join(lines)
+

@@ -1,0 +1,120 @@
+"""One reaper at a time per table: the database's own lock, held only for the run.
+
+MySQL and MariaDB use ``GET_LOCK`` and PostgreSQL a session advisory lock, each on a connection of
+its own kept open for the run: if the process dies, the server drops the connection and the lock
+with it. A SQLite database is a file on one machine, so an exclusive ``flock`` on a file beside it
+plays the same part (SQLite's own write lock would block the application's writers for the whole
+run). Another reaper that finds the lock taken learns who holds it and skips.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection, Engine
+
+from reaper.db import identity, sqlite_file
+from reaper.errors import LockHeld
+
+MYSQL_LOCK_NAME_LIMIT = 64
+
+
+def lock_name(engine: Engine, table: str) -> str:
+    """Return the lock's name: one per database and table."""
+    name = f"reaper:{engine.url.database or ''}.{table}"
+    if len(name) > MYSQL_LOCK_NAME_LIMIT:
+        name = "reaper:" + hashlib.sha256(name.encode()).hexdigest()[:40]
+    return name
+
+
+def _advisory_key(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+def _mysql_holder(conn: Connection, name: str) -> str:
+    holder = conn.execute(text("SELECT IS_USED_LOCK(:name)"), {"name": name}).scalar()
+    if holder is None:
+        return "another session (it has just released the lock)"
+    who = conn.execute(
+        text("SELECT USER, HOST FROM information_schema.PROCESSLIST WHERE ID = :id"), {"id": holder}
+    ).first()
+    return f"connection {holder} ({who[0]}@{who[1]})" if who else f"connection {holder}"
+
+
+def _postgres_holder(conn: Connection, key: int) -> str:
+    high, low = (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF
+    who = conn.execute(
+        text(
+            "SELECT a.pid, a.application_name, a.client_addr FROM pg_locks l "
+            "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+            "AND l.classid::bigint = :high AND l.objid::bigint = :low"
+        ),
+        {"high": high, "low": low},
+    ).first()
+    return f"backend pid {who[0]} ({who[1] or 'no application name'} from {who[2]})" if who else "another session"
+
+
+@contextmanager
+def _server_lock(engine: Engine, name: str) -> Iterator[None]:
+    backend = engine.url.get_backend_name()
+    key = _advisory_key(name)
+    with engine.connect() as conn:
+        if backend == "mysql":
+            got = conn.execute(text("SELECT GET_LOCK(:name, 0)"), {"name": name}).scalar() == 1
+        else:
+            got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar())
+        conn.commit()
+        if not got:
+            holder = _mysql_holder(conn, name) if backend == "mysql" else _postgres_holder(conn, key)
+            raise LockHeld(f"another reaper holds the lock {name!r}: {holder}")
+        try:
+            yield
+        finally:
+            if backend == "mysql":
+                conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
+            else:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+            conn.commit()
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with open(path, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise LockHeld(f"another reaper holds the lock file {str(path)!r}: {holder}") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(identity())
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def exclusive_run(engine: Engine, table: str) -> Iterator[None]:
+    """Hold the table's reaper lock for the body; raise ``LockHeld`` naming the holder if taken."""
+    backend = engine.url.get_backend_name()
+    if backend in ("mysql", "postgresql"):
+        with _server_lock(engine, lock_name(engine, table)):
+            yield
+        return
+    path = sqlite_file(engine.url)
+    if path is None:  # an in-memory database is private to this process
+        yield
+        return
+    with _file_lock(path.with_name(f"{path.name}.{table}.reaper-lock")):
+        yield
+

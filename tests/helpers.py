@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text, insert, select
+from sqlalchemy.dialects.mysql import DATETIME
 from sqlalchemy.engine import Engine
 
 from reaper.settings import Settings, load_settings
@@ -53,7 +54,8 @@ def create_table(engine: Engine, shape: Shape | None = None) -> Table:
     """Create the task table of ``shape`` in ``engine``'s database and return it."""
     shape = shape or Shape()
     names = shape.columns
-    stamp = DateTime(timezone=shape.aware_timestamps)
+    # MySQL's DATETIME keeps no fraction of a second unless asked, and applications ask.
+    stamp = DateTime(timezone=shape.aware_timestamps).with_variant(DATETIME(fsp=6), "mysql", "mariadb")
     columns: list[Column[Any]] = []
     if shape.uuid_ids:
         columns.append(Column(names["id"], String(36), primary_key=True))

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, event, update
+from sqlalchemy import Enum, create_engine, event, update
 from sqlalchemy.engine import Engine
 
 from helpers import NOW, Shape, Tasks, ago, create_table, settings_for
@@ -438,3 +438,47 @@ def test_a_stop_request_ends_the_pass_between_batches(tasks: Tasks, database_url
     options = RunOptions(batch_size=2, should_stop=lambda: tasks.count() < 6)
     run = run_policies(open_table(tasks.engine, settings), standard_policies(settings)[3:], NOW, options)
     assert run.stopped_early and run.policies["success_retention"].affected == 2 and tasks.count() == 4
+
+
+# --- column types as applications create them ------------------------------------------------------------
+
+SQLALCHEMY_ENUM_NAMES = ("PENDING", "RUNNING", "SUCCESS", "FAILURE", "RETRY", "REVOKED")
+
+
+def test_a_native_enum_of_upper_case_member_names_is_matched_and_written(
+    make_tasks: Callable[..., Tasks], database_url: str
+) -> None:
+    # What SQLAlchemy's Enum(TaskStatus) creates: MySQL ENUM(...), a PostgreSQL enum type, member names.
+    tasks = make_tasks(Shape(status_type=Enum(*SQLALCHEMY_ENUM_NAMES, name="taskstatus")))
+    zombie = tasks.add("RUNNING", started_at=ago(hours=25))
+    stuck = tasks.add("PENDING", created_at=ago(hours=3))
+    old = tasks.add("SUCCESS", finished_at=ago(days=31))
+    kept = tasks.add("FAILURE", finished_at=ago(days=1))
+    run = reap(tasks, database_url)
+    assert (tasks.status_of(zombie), tasks.status_of(stuck), tasks.status_of(kept)) == ("FAILURE",) * 3
+    assert tasks.get(old) is None and run.affected == 3
+
+
+def test_an_enum_with_only_some_statuses_still_runs_every_policy(
+    make_tasks: Callable[..., Tasks], database_url: str
+) -> None:
+    tasks = make_tasks(Shape(status_type=Enum("pending", "running", "success", "failure", name="smallstatus")))
+    zombie = tasks.add("running", started_at=ago(hours=25))
+    run = reap(tasks, database_url)
+    assert tasks.status_of(zombie) == "failure" and run.affected == 1
+    assert force(tasks, database_url, "revoked", 1).policies["force_revoked"].matched == 0
+
+
+def test_time_zone_aware_columns_compare_in_utc(make_tasks: Callable[..., Tasks], database_url: str) -> None:
+    tasks = make_tasks(Shape(aware_timestamps=True))
+    zombie = tasks.add("running", started_at=ago(hours=24, minutes=1))
+    alive = tasks.add("running", started_at=ago(hours=23, minutes=59))
+    reap(tasks, database_url)
+    assert (tasks.status_of(zombie), tasks.status_of(alive)) == ("failure", "running")
+
+
+def test_fractions_of_a_second_are_kept_at_the_threshold(tasks: Tasks, database_url: str) -> None:
+    just_over = tasks.add("pending", created_at=ago(hours=2, microseconds=500_000))
+    just_under = tasks.add("pending", created_at=ago(hours=2) + timedelta(microseconds=500_000))
+    reap(tasks, database_url)
+    assert (tasks.status_of(just_over), tasks.status_of(just_under)) == ("failure", "pending")

@@ -1,0 +1,76 @@
+"""One reaper at a time: the second one says who holds the lock, skips, and counts nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine
+
+from helpers import Tasks, ago
+from reaper.errors import LockHeld
+from reaper.lock import exclusive_run
+
+
+def test_a_second_holder_is_refused_and_told_who_holds_the_lock(tasks: Tasks, database_url: str) -> None:
+    other = create_engine(database_url)
+    try:
+        with exclusive_run(tasks.engine, "processing_tasks"):
+            with pytest.raises(LockHeld, match="another reaper holds the lock") as caught:
+                with exclusive_run(other, "processing_tasks"):
+                    pass
+        assert "reaper" in str(caught.value) or "connection" in str(caught.value)
+        with exclusive_run(other, "processing_tasks"):  # released after the run
+            pass
+    finally:
+        other.dispose()
+
+
+def test_locks_on_different_tables_do_not_conflict(tasks: Tasks, database_url: str) -> None:
+    other = create_engine(database_url)
+    try:
+        with exclusive_run(tasks.engine, "processing_tasks"), exclusive_run(other, "other_tasks"):
+            pass
+    finally:
+        other.dispose()
+
+
+def reaper_process(database_url: str, cwd: Path) -> subprocess.Popen[str]:
+    argv = [sys.executable, "-m", "reaper", "--once", "--json", "--database-url", database_url]
+    # Small batches with a pause make each run last a few seconds, so that the two overlap.
+    argv += ["--batch-size", "5", "--sleep", "0.05", "--log-level", "WARNING"]
+    return subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_two_reapers_at_once_exactly_one_does_the_work(tasks: Tasks, database_url: str, tmp_path: Path) -> None:
+    for _ in range(200):
+        tasks.add("success", finished_at=ago(days=40))
+    runs = [reaper_process(database_url, tmp_path) for _ in range(2)]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    codes = sorted(run.returncode for run in runs)
+    assert codes == [0, 3], outputs
+    winner, loser = (0, 1) if runs[0].returncode == 0 else (1, 0)
+    assert json.loads(outputs[winner][0])["policies"]["success_retention"]["affected"] == 200
+    assert "another reaper holds the lock" in outputs[loser][1] and outputs[loser][0] == ""
+    assert tasks.count() == 0
+
+
+def test_a_dry_run_needs_no_lock(tasks: Tasks, database_url: str, tmp_path: Path) -> None:
+    tasks.add("success", finished_at=ago(days=40))
+    holder = create_engine(database_url)
+    result: list[subprocess.CompletedProcess[str]] = []
+    try:
+        with exclusive_run(holder, "processing_tasks"):
+            argv = [sys.executable, "-m", "reaper", "--once", "--dry-run", "--database-url", database_url]
+            worker = threading.Thread(
+                target=lambda: result.append(subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True))
+            )
+            worker.start()
+            worker.join(timeout=60)
+    finally:
+        holder.dispose()
+    assert result and result[0].returncode == 0, result[0].stderr if result else "no result"

@@ -1,9 +1,10 @@
 """The indexes the policies and statistics need, which of them a table lacks, and how to add them.
 
-Each policy selects ``status IN (...) AND <age column> < :cutoff`` (with a fallback to the next
-column where the first is null), so an index on (status, age column) lets the database read only
-the matching rows; the statistics count rows created in the last day, served by (created_at).
-reaper only recommends: it never changes a schema by itself.
+Each policy reads its matches along (status, first age column, id) (see ``selection``), so that
+index lets a batch read about as many entries as it returns; the statistics count rows created in
+the last day, served by (created_at). On MySQL and MariaDB, InnoDB appends the primary key to
+every secondary index, so an index on (status, age column) already serves. reaper only
+recommends: it never changes a schema by itself.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def _wanted(table: TaskTable) -> dict[tuple[str, ...], str]:
     wanted: dict[tuple[str, ...], str] = {}
     for status, purpose in PURPOSES.items():
         first_age_column = table.age_columns(status)[0]
-        columns = (table.status.name, first_age_column.name)
+        columns = (table.status.name, first_age_column.name, table.id.name)
         wanted[columns] = f"{wanted[columns]}, {purpose}" if columns in wanted else purpose
     wanted.setdefault((table.columns["created_at"].name,), "statistics (created in the last 24 hours)")
     return wanted
@@ -62,9 +63,11 @@ def _index_name(table_name: str, columns: tuple[str, ...]) -> str:
 def check_indexes(table: TaskTable) -> list[IndexAdvice]:
     """Return every recommended index and whether an existing index already starts with its columns."""
     existing = _existing(table)
+    implicit_key = table.engine.dialect.name in ("mysql", "mariadb")
     advice = []
     for columns, purpose in _wanted(table).items():
-        present = any(found[: len(columns)] == columns for found in existing)
+        needed = columns[:-1] if implicit_key and columns[-1] == table.id.name and len(columns) > 1 else columns
+        present = any(found[: len(needed)] == needed for found in existing)
         index = Index(_index_name(table.name, columns), *(table.table.c[name] for name in columns))
         statement = str(CreateIndex(index).compile(dialect=table.engine.dialect)).strip()
         advice.append(IndexAdvice(purpose, columns, present, statement + ";"))

@@ -1,10 +1,8 @@
-"""Applying policies: keyset batches on the primary key, and the counts of each pass.
+"""Applying policies: batches of matching rows, the conditional write, and the counts of each pass.
 
-Each batch selects the next ``batch_size`` matching ids after the last one seen
-(``id > :last ORDER BY id LIMIT :n``, as pt-archiver does) and hands them to ``writes.write_batch``,
-which re-checks the policy's condition in its own WHERE clause. The selection is written so that
-an index on (status, age column) serves it; the database picks between that index and the
-primary key by how many rows match. The dry run branches here, in ``apply_policy``, and only here.
+``selection.batches`` reads the matches in keyset batches along the recommended index;
+``writes.write_batch`` changes each batch under the policy's whole condition, re-checked by the
+database. The dry run branches here, in ``apply_policy``, and only here.
 """
 
 from __future__ import annotations
@@ -16,11 +14,12 @@ from datetime import datetime
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import and_, select
+from sqlalchemy import and_
 from sqlalchemy.engine import Row
 from sqlalchemy.sql.elements import ColumnElement
 
 from reaper.policies import Policy
+from reaper.selection import batches
 from reaper.table import TaskTable
 from reaper.writes import BatchOutcome, WriteContext, write_batch
 
@@ -142,16 +141,6 @@ def selection_of(table: TaskTable, policy: Policy, now: datetime) -> ColumnEleme
     return and_(table.status_is(policy.status), table.older_than(policy.status, policy.cutoff(now)))
 
 
-def _select_batch(
-    table: TaskTable, policy: Policy, selection: ColumnElement[bool], after: Any, size: int
-) -> Sequence[Row[Any]]:
-    query = select(table.id, table.age_expression(policy.status)).where(selection)
-    if after is not None:
-        query = query.where(table.id > after)
-    with table.engine.connect() as conn:
-        return conn.execute(query.order_by(table.id).limit(size)).all()
-
-
 class _Clock:
     """Tells a pass when to stop: a stop request, or the end of its run-time budget."""
 
@@ -186,21 +175,16 @@ def apply_policy(
     result = PolicyResult(policy.name, policy.status, policy.action.value, policy.threshold, policy.cutoff(now))
     selection = selection_of(table, policy, now)
     ctx = WriteContext(table, policy, selection, now, options.max_retries, options.sleep)
-    after: Any = None
-    while (reason := clock.stop_reason()) is None:
-        rows = _select_batch(table, policy, selection, after, options.batch_size)
-        if not rows:
-            return result
-        after = rows[-1][0]
+    for rows in batches(table, policy, now, options.batch_size):
         outcome = BatchOutcome() if options.dry_run else write_batch(ctx, rows)
         result.record(rows, outcome, options.sample_size)
         if not options.dry_run:
             _log_batch(policy, rows, outcome, result.batches)
-        if len(rows) < options.batch_size:
-            return result
+        result.stop_reason = clock.stop_reason()
+        if result.stop_reason is not None:
+            break
         if options.sleep_seconds:
             options.sleep(options.sleep_seconds)
-    result.stop_reason = reason
     return result
 
 

@@ -93,6 +93,23 @@ class TaskTable:
             return [member for member in members if member.lower() == configured.lower()]
         return casings(configured)
 
+    def stored_spellings(self, conn: Connection, role: str) -> list[str]:
+        """Return the spellings of status ``role`` that rows really hold, one per distinct match.
+
+        Each candidate spelling is probed with ``status = :value LIMIT 1`` (an index look-up). A
+        column that compares case-insensitively (MySQL's default collations) answers a probe with a
+        row spelt differently; there one spelling finds every row, so one is returned.
+        """
+        found: list[str] = []
+        for value in self.status_values(role):
+            stored = conn.execute(select(self.status).where(self.status == value).limit(1)).scalar()
+            if stored is None:
+                continue
+            if stored != value:
+                return [value]
+            found.append(value)
+        return found
+
     def status_is(self, role: str) -> ColumnElement[bool]:
         """Return the condition that a row has status ``role``, in any casing."""
         return self.status.in_(self.status_values(role))
@@ -119,7 +136,10 @@ class TaskTable:
 
     def older_than(self, status_role: str, cutoff: datetime) -> ColumnElement[bool]:
         """Return ``COALESCE(age columns) < cutoff``, written so that an index on each column serves."""
-        columns = self.age_columns(status_role)
+        return self.coalesce_before(self.age_columns(status_role), cutoff)
+
+    def coalesce_before(self, columns: Sequence[Column[Any]], cutoff: datetime) -> ColumnElement[bool]:
+        """Return ``COALESCE(columns) < cutoff`` as ``c1 < x OR (c1 IS NULL AND (c2 < x OR ...))``."""
         return _coalesce_before(columns, [self.to_db(cutoff, column) for column in columns])
 
     def to_db(self, moment: datetime, column: Column[Any]) -> datetime:

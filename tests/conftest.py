@@ -18,9 +18,8 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 
 import servers
-from helpers import Shape, Tasks, create_table
+from helpers import BACKENDS, Shape, Tasks, create_table
 
-BACKENDS = [name for name in os.environ.get("TEST_DATABASES", "sqlite,mariadb,postgresql").split(",") if name]
 SERVER_BINARIES = {"mariadb": "/usr/sbin/mariadbd", "postgresql": "/usr/lib/postgresql/*/bin/postgres"}
 
 

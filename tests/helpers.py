@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from reaper.settings import Settings, load_settings
 from reaper.table import TaskTable, open_table
 
 NOW = datetime(2026, 11, 29, 12, 0, 0, tzinfo=timezone.utc)
+BACKENDS = [name for name in os.environ.get("TEST_DATABASES", "sqlite,mariadb,postgresql").split(",") if name]
+SERVER_BACKENDS = [name for name in BACKENDS if name != "sqlite"]
 
 DEFAULT_COLUMNS = {
     "id": "id",

@@ -1,0 +1,85 @@
+"""Which rows a policy matches, read in batches along the index that serves it.
+
+A policy matches ``status IN (spellings) AND COALESCE(c1, c2, ...) < cutoff``, where c1, c2, ...
+are its age columns (started_at, then updated_at, then created_at for running tasks). Read as one
+query ordered by id, that condition forces the database either to walk the whole primary key or to
+sort every match for every batch. So the matches are read as disjoint segments, each in the order
+of the recommended index (status, c1, id), and each batch resumes where the last one stopped:
+
+- for each stored spelling v of the status:
+  - A: ``status = v AND c1 < cutoff``, ordered by (c1, id): a range of the index;
+  - B: ``status = v AND c1 IS NULL AND COALESCE(c2, ...) < cutoff``, ordered by id: the index's
+    null range, filtered (only when the policy has more than one age column).
+
+A batch therefore reads about as many index entries as it returns, however large the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Column, Select, and_, or_, select
+from sqlalchemy.engine import Row
+from sqlalchemy.sql.elements import ColumnElement
+
+from reaper.policies import Policy
+from reaper.table import TaskTable
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A part of a policy's matches that one index range serves, and the order to read it in."""
+
+    where: ColumnElement[bool]
+    order: tuple[Column[Any], ...]
+
+
+def segments(table: TaskTable, policy: Policy, now: datetime, spellings: Sequence[str]) -> list[Segment]:
+    """Return the disjoint segments that together hold every row ``policy`` matches at ``now``."""
+    cutoff = policy.cutoff(now)
+    first, *rest = table.age_columns(policy.status)
+    found = []
+    for value in spellings:
+        status = table.status == value
+        found.append(Segment(and_(status, first < table.to_db(cutoff, first)), (first, table.id)))
+        if rest:
+            undated_first = and_(status, first.is_(None), table.coalesce_before(rest, cutoff))
+            found.append(Segment(undated_first, (table.id,)))
+    return found
+
+
+def _resume_after(order: Sequence[Column[Any]], values: Sequence[Any]) -> ColumnElement[bool]:
+    """Rows strictly after ``values`` in ``order``; the leading ``>=`` lets every database seek to it."""
+    column, value = order[0], values[0]
+    if len(order) == 1:
+        return column > value
+    return and_(column >= value, or_(column > value, and_(column == value, _resume_after(order[1:], values[1:]))))
+
+
+def segment_query(table: TaskTable, policy: Policy, segment: Segment, after: Sequence[Any] | None, size: int) -> Select[Any]:
+    """Return the SELECT of the next batch of ``segment``: ids, ages and the position reached."""
+    query = select(table.id, table.age_expression(policy.status), *segment.order).where(segment.where)
+    if after is not None:
+        query = query.where(_resume_after(segment.order, after))
+    return query.order_by(*segment.order).limit(size)
+
+
+def batches(
+    table: TaskTable, policy: Policy, now: datetime, size: int
+) -> Iterator[Sequence[Row[Any]]]:
+    """Yield the rows ``policy`` matches, ``size`` at a time, each batch read in its own short query."""
+    with table.engine.connect() as conn:
+        spellings = table.stored_spellings(conn, policy.status)
+    for segment in segments(table, policy, now, spellings):
+        after: Sequence[Any] | None = None
+        while True:
+            with table.engine.connect() as conn:
+                rows = conn.execute(segment_query(table, policy, segment, after, size)).all()
+            if rows:
+                yield rows
+            if len(rows) < size:
+                break
+            after = tuple(rows[-1][2:])

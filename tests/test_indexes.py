@@ -1,0 +1,171 @@
+"""Recommended indexes: the report, the statements, and the database's own EXPLAIN of each batch."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from sqlalchemy import Select, and_, func, insert, select
+from sqlalchemy.engine import Connection
+
+from helpers import NOW, SERVER_BACKENDS, Tasks, settings_for
+from reaper.cli import main
+from reaper.demo import demo_rows
+from reaper.indexes import check_indexes
+from reaper.policies import Policy, standard_policies
+from reaper.reap import selection_of
+from reaper.selection import Segment, segment_query, segments
+from reaper.table import TaskTable, open_table
+
+BATCH = 1000
+DEMO_COLUMNS = ("task_type", "status", "created_at", "started_at", "completed_at", "updated_at", "error_message")
+
+
+def fill_like_production(tasks: Tasks) -> None:
+    """15,420 rows shaped like the seed's statistics: mostly successes, a few zombies."""
+    rows = [{key: row[key] for key in DEMO_COLUMNS} for row in demo_rows(NOW.replace(tzinfo=None))]
+    with tasks.engine.begin() as conn:
+        conn.execute(insert(tasks.table), rows)
+
+
+def analyze(conn: Connection, backend: str, table: str) -> None:
+    statement = {"mysql": f"ANALYZE TABLE {table}", "postgresql": f"ANALYZE {table}", "sqlite": "ANALYZE"}[backend]
+    conn.exec_driver_sql(statement).close()
+
+
+def rows_read(conn: Connection, query: Select[Any]) -> tuple[int, int]:
+    """Run a batch SELECT under the database's EXPLAIN ANALYZE: (rows read, rows returned)."""
+    compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    if conn.dialect.name in ("mysql", "mariadb"):
+        document = conn.exec_driver_sql("ANALYZE FORMAT=JSON " + str(compiled), compiled.params).scalar_one()
+        nodes = list(_walk(json.loads(document)))
+        read = sum(float(node["r_rows"]) * float(node.get("r_loops", 1)) for node in nodes if "r_rows" in node)
+    else:
+        document = conn.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + str(compiled), compiled.params).scalar_one()
+        nodes = list(_walk(document))
+        read = sum(
+            node["Actual Rows"] + node.get("Rows Removed by Filter", 0)
+            for node in nodes
+            if "Scan" in node.get("Node Type", "") and "Bitmap Index" not in node.get("Node Type", "")
+        )
+    return int(read), len(conn.execute(query).all())
+
+
+def index_range(conn: Connection, table: TaskTable, policy: Policy, segment: Segment) -> int:
+    """How many index entries the segment's range holds: all rows of its status, or of its null range."""
+    status_value = segment.where.clauses[0].right.value  # type: ignore[attr-defined]
+    condition = table.status == status_value
+    if segment.order == (table.id,):  # the "first age column is null" segment
+        condition = and_(condition, table.age_columns(policy.status)[0].is_(None))
+    return int(conn.execute(select(func.count()).select_from(table.table).where(condition)).scalar_one())
+
+
+def batch_reads(conn: Connection, table: TaskTable, policy: Policy) -> list[tuple[str, int, int, int]]:
+    """For each segment of ``policy``, first batch and a later one: (where, rows read, returned, range size)."""
+    measured = []
+    for number, segment in enumerate(segments(table, policy, NOW, table.stored_spellings(conn, policy.status))):
+        first = conn.execute(segment_query(table, policy, segment, None, BATCH)).all()
+        positions: list[Any] = [None] + ([tuple(first[len(first) // 2][2:])] if first else [])
+        for after in positions:
+            read, returned = rows_read(conn, segment_query(table, policy, segment, after, BATCH))
+            kind = "null range" if segment.order == (table.id,) else "age range"
+            where = f"{policy.name} segment {number} ({kind}) after {after}"
+            measured.append((where, read, returned, index_range(conn, table, policy, segment)))
+    return measured
+
+
+def _walk(node: Any) -> Any:
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _walk(item)
+
+
+def test_check_indexes_reports_what_is_missing_with_statements_that_work(tasks: Tasks, database_url: str) -> None:
+    table = open_table(tasks.engine, settings_for(database_url))
+    advice = check_indexes(table)
+    assert [item.columns for item in advice] == [
+        ("status", "started_at", "id"),
+        ("status", "created_at", "id"),
+        ("status", "completed_at", "id"),
+        ("created_at",),
+    ]
+    assert not any(item.present for item in advice)
+    with tasks.engine.begin() as conn:
+        for item in advice:
+            conn.exec_driver_sql(item.create_statement.rstrip(";"))
+    assert all(item.present for item in check_indexes(open_table(tasks.engine, settings_for(database_url))))
+
+
+def test_a_longer_existing_index_counts_as_present(tasks: Tasks, database_url: str) -> None:
+    with tasks.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE INDEX ix_wide ON processing_tasks (status, created_at, id, task_type)")
+    advice = {item.columns: item.present for item in check_indexes(open_table(tasks.engine, settings_for(database_url)))}
+    assert advice[("status", "created_at", "id")] and not advice[("status", "started_at", "id")]
+
+
+def test_on_mysql_an_index_without_the_key_counts_because_innodb_appends_it(
+    tasks: Tasks, database_url: str, backend: str
+) -> None:
+    with tasks.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE INDEX ix_short ON processing_tasks (status, completed_at)")
+    advice = {item.columns: item.present for item in check_indexes(open_table(tasks.engine, settings_for(database_url)))}
+    assert advice[("status", "completed_at", "id")] == (backend == "mariadb")
+
+
+def test_check_indexes_cli_prints_the_create_statements(
+    tasks: Tasks, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = tasks.dump()
+    assert main(["--check-indexes", "--database-url", database_url]) == 0
+    out = capsys.readouterr().out
+    assert "MISSING" in out and "CREATE INDEX ix_processing_tasks_status_completed_at_id" in out
+    assert main(["--check-indexes", "--json", "--database-url", database_url]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert len(document["indexes"]) == 4 and tasks.dump() == before
+
+
+def create_recommended_indexes(tasks: Tasks, database_url: str) -> None:
+    with tasks.engine.begin() as conn:
+        for item in check_indexes(open_table(tasks.engine, settings_for(database_url))):
+            conn.exec_driver_sql(item.create_statement.rstrip(";"))
+
+
+@pytest.mark.parametrize("backend", SERVER_BACKENDS, indirect=True)
+def test_without_the_indexes_a_plain_query_for_zombies_reads_the_whole_table(tasks: Tasks, database_url: str) -> None:
+    fill_like_production(tasks)
+    settings = settings_for(database_url)
+    table = open_table(tasks.engine, settings)
+    with tasks.engine.connect() as conn:
+        analyze(conn, table.engine.url.get_backend_name(), table.name)
+        plain_query = (
+            select(table.id)
+            .where(selection_of(table, standard_policies(settings)[1], NOW))
+            .order_by(table.id)
+            .limit(BATCH)
+        )
+        read, returned = rows_read(conn, plain_query)
+    assert returned == 5 and read >= 15000
+
+
+@pytest.mark.parametrize("backend", SERVER_BACKENDS, indirect=True)
+def test_with_the_recommended_indexes_no_batch_reads_much_more_than_it_returns(
+    tasks: Tasks, database_url: str
+) -> None:
+    fill_like_production(tasks)
+    create_recommended_indexes(tasks, database_url)
+    settings = settings_for(database_url)
+    table = open_table(tasks.engine, settings)
+    with tasks.engine.connect() as conn:
+        analyze(conn, table.engine.url.get_backend_name(), table.name)
+        measured = [reads for policy in standard_policies(settings) for reads in batch_reads(conn, table, policy)]
+    assert any(returned == BATCH for _, _, returned, _ in measured)  # the purges fill whole batches
+    for where, read, returned, range_size in measured:
+        if "(age range)" in where:  # ordered by the age column: a batch reads what it returns
+            assert read <= returned + 5, (where, read, returned)
+        else:  # the null range of the first age column, walked once by id over a whole run
+            assert read <= range_size < 15420 // 4, (where, read, returned, range_size)

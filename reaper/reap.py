@@ -175,7 +175,11 @@ def apply_policy(
     result = PolicyResult(policy.name, policy.status, policy.action.value, policy.threshold, policy.cutoff(now))
     selection = selection_of(table, policy, now)
     ctx = WriteContext(table, policy, selection, now, options.max_retries, options.sleep)
-    for rows in batches(table, policy, now, options.batch_size):
+    def pause() -> None:
+        if options.sleep_seconds:
+            options.sleep(options.sleep_seconds)
+
+    for rows in batches(table, policy, now, options.batch_size, pause):
         outcome = BatchOutcome() if options.dry_run else write_batch(ctx, rows)
         result.record(rows, outcome, options.sample_size)
         if not options.dry_run:
@@ -183,8 +187,6 @@ def apply_policy(
         result.stop_reason = clock.stop_reason()
         if result.stop_reason is not None:
             break
-        if options.sleep_seconds:
-            options.sleep(options.sleep_seconds)
     return result
 
 

@@ -16,7 +16,7 @@ A batch therefore reads about as many index entries as it returns, however large
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -68,14 +68,20 @@ def segment_query(table: TaskTable, policy: Policy, segment: Segment, after: Seq
 
 
 def batches(
-    table: TaskTable, policy: Policy, now: datetime, size: int
+    table: TaskTable, policy: Policy, now: datetime, size: int, pause: Callable[[], None] = lambda: None
 ) -> Iterator[Sequence[Row[Any]]]:
-    """Yield the rows ``policy`` matches, ``size`` at a time, each batch read in its own short query."""
+    """Yield the rows ``policy`` matches, ``size`` at a time, each read in its own short query.
+
+    ``pause`` is called after each full batch, before the query that follows it, so that a run
+    yields to the application between batches and never waits once the matches run out.
+    """
     with table.engine.connect() as conn:
         spellings = table.stored_spellings(conn, policy.status)
     for segment in segments(table, policy, now, spellings):
         after: Sequence[Any] | None = None
         while True:
+            if after is not None:
+                pause()
             with table.engine.connect() as conn:
                 rows = conn.execute(segment_query(table, policy, segment, after, size)).all()
             if rows:

@@ -482,3 +482,41 @@ def test_fractions_of_a_second_are_kept_at_the_threshold(tasks: Tasks, database_
     just_under = tasks.add("pending", created_at=ago(hours=2) + timedelta(microseconds=500_000))
     reap(tasks, database_url)
     assert (tasks.status_of(just_over), tasks.status_of(just_under)) == ("failure", "pending")
+
+
+def test_rows_of_both_spellings_are_each_counted_once(tasks: Tasks, database_url: str) -> None:
+    # Case-sensitive databases hold two spellings; MariaDB's default collation sees one. Either way
+    # every row is found, and found once.
+    lower = [tasks.add("success", finished_at=ago(days=40)) for _ in range(3)]
+    upper = [tasks.add("SUCCESS", finished_at=ago(days=40)) for _ in range(2)]
+    dry = reap(tasks, database_url, dry_run=True, batch_size=2)
+    assert dry.policies["success_retention"].matched == 5
+    real = reap(tasks, database_url, batch_size=2)
+    assert real.policies["success_retention"].affected == 5
+    assert all(tasks.get(task) is None for task in lower + upper)
+
+
+def test_max_runtime_stops_the_pass_between_batches_and_says_so(tasks: Tasks, database_url: str) -> None:
+    for _ in range(10):
+        tasks.add("success", finished_at=ago(days=40))
+    clock = [0.0]
+
+    def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    settings = settings_for(database_url, tasks.shape)
+    options = RunOptions(batch_size=2, sleep_seconds=1, max_runtime_seconds=2.5, timer=lambda: clock[0], sleep=sleep)
+    run = run_policies(open_table(tasks.engine, settings), standard_policies(settings)[3:], NOW, options)
+    assert run.stop_reason == "max runtime of 2.5 s reached"
+    assert run.policies["success_retention"].stop_reason == run.stop_reason
+    assert tasks.count() == 2  # batches at 0 s, 1 s, 2 s and 3 s, then the budget is spent
+
+
+def test_sleep_pauses_between_batches_only(tasks: Tasks, database_url: str) -> None:
+    for _ in range(5):
+        tasks.add("success", finished_at=ago(days=40))
+    pauses: list[float] = []
+    settings = settings_for(database_url, tasks.shape)
+    options = RunOptions(batch_size=2, sleep_seconds=0.25, sleep=pauses.append)
+    run = run_policies(open_table(tasks.engine, settings), standard_policies(settings)[3:], NOW, options)
+    assert run.policies["success_retention"].batches == 3 and pauses == [0.25, 0.25]

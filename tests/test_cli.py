@@ -266,3 +266,14 @@ def test_the_installed_command_and_python_dash_m_run_without_a_traceback(tmp_pat
         assert "running_timeout" in done.stdout and "DRY RUN" in done.stdout
         bad = subprocess.run([*command, "--once", "--batch-size", "x"], cwd=tmp_path, capture_output=True, text=True)
         assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(bad.stderr.splitlines()) == 1
+
+
+def test_a_run_stopped_by_max_runtime_says_so(
+    tasks: Tasks, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for _ in range(3):
+        tasks.add("success", finished_at=ago(days=40))
+    argv = ["--once", "--database-url", database_url, "--batch-size", "1", "--sleep", "0.2", "--max-runtime", "0.1"]
+    code, out, _ = run_cli(capsys, *argv)
+    assert code == 0 and "Stopped early (max runtime of 0.1 s reached)" in out
+    assert 0 < tasks.count() < 3

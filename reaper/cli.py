@@ -5,21 +5,27 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
+import schedule
 from loguru import logger
+from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from reaper import __version__
 from reaper.clock import utcnow
+from reaper.daemon import Daemon
 from reaper.db import SessionLimits, create_db_engine, database_errors
 from reaper.demo import DEMO_FILE, ensure_demo_database
 from reaper.errors import ConfigError, LockHeld, ReaperError
+from reaper.http import MetricsServer, TlsFiles, build_app
 from reaper.indexes import check_indexes, render_index_report
 from reaper.lock import exclusive_run
 from reaper.logs import setup_logging
+from reaper.metrics import ReaperMetrics
 from reaper.policies import Policy, force_policy, standard_policies
 from reaper.reap import RunOptions, run_policies
 from reaper.report import render_run
@@ -80,12 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find and clean zombie and expired rows in a background-job table.",
         epilog="Settings also come from REAPER_* environment variables, .env and a TOML file; flags win.",
     )
-    modes = parser.add_argument_group("modes (one-shot; none of them starts the daemon)")
+    modes = parser.add_argument_group("modes (without one of --once, --stats-only, --check-indexes, --force-status: the daemon)")
     modes.add_argument("--once", action="store_true", help="run the four policies once and exit")
     modes.add_argument("--stats-only", action="store_true", help="print the table's statistics; write nothing")
     modes.add_argument("--force-status", metavar="S", help="clean only status S (needs --older-than)")
     modes.add_argument("--older-than", metavar="D", type=_positive_number, help="age in days for --force-status")
-    modes.add_argument("--dry-run", action="store_true", help="select and count, write nothing")
+    modes.add_argument("--dry-run", action="store_true", help="select and count, write nothing (daemon: shadow mode)")
     modes.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     modes.add_argument("--check-indexes", action="store_true", help="report the recommended indexes; change nothing")
     modes.add_argument("--demo", action="store_true", help=f"use (and fill) the demo database ./{DEMO_FILE}")
@@ -112,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 class Mode:
     """What the command line asked for."""
 
-    name: str  # once, stats, force, indexes
+    name: str  # once, stats, force, indexes, daemon
     dry_run: bool
     as_json: bool
 
@@ -133,7 +139,9 @@ def _mode(args: argparse.Namespace) -> Mode:
     elif args.once:
         name = "once"
     else:
-        raise UsageError("choose a mode: --once, --stats-only, --check-indexes or --force-status S --older-than D")
+        name = "daemon"
+    if name == "daemon" and args.json:
+        raise UsageError("--json goes with a one-shot mode (--once, --stats-only, --check-indexes, --force-status)")
     return Mode(name=name, dry_run=args.dry_run, as_json=args.json)
 
 
@@ -214,12 +222,40 @@ def _clean(mode: Mode, args: argparse.Namespace, settings: Settings, table: Task
     return EXIT_OK
 
 
-def _run(mode: Mode, args: argparse.Namespace, settings: Settings) -> int:
+def _run_daemon(mode: Mode, settings: Settings, reload_settings: Callable[[], Settings]) -> int:
+    disable_created_metrics()  # *_created series only double what dashboards read; most exporters drop them
+    registry = CollectorRegistry()
+    metrics = ReaperMetrics(registry, __version__, settings.metrics_max_task_types)
+    daemon = Daemon(settings, reload_settings, metrics, schedule.Scheduler(), shadow=mode.dry_run)
+    tls = None
+    if settings.metrics_certfile and settings.metrics_keyfile:
+        tls = TlsFiles(settings.metrics_certfile, settings.metrics_keyfile, settings.metrics_client_cafile)
+    server = MetricsServer(build_app(registry, daemon.healthy, daemon.ready), settings.metrics_host,
+                           settings.metrics_port, tls)
+    daemon.install_signal_handlers()
+
+    def serve() -> None:
+        server.start()
+        logger.info(
+            f"reaper {__version__} {'in shadow mode (dry runs only) ' if mode.dry_run else ''}watching "
+            f"{settings.table} at {settings.safe_database_url}; metrics on "
+            f"{server.scheme}://{server.host}:{server.port}/metrics"
+        )
+
+    try:
+        return daemon.run(on_ready=serve)
+    finally:
+        server.stop()
+
+
+def _run(mode: Mode, args: argparse.Namespace, settings: Settings, reload_settings: Callable[[], Settings]) -> int:
     now = utcnow()
     if args.demo:
         added = ensure_demo_database(Path.cwd() / DEMO_FILE, now)
         if added:
             logger.info(f"demo database ./{DEMO_FILE} filled with {added} tasks")
+    if mode.name == "daemon":
+        return _run_daemon(mode, settings, reload_settings)
     table = _open_table(settings)
     with database_errors(f"database error on table {settings.table!r}", settings.secrets):
         if mode.name == "stats":
@@ -243,9 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         mode = _mode(args)
-        settings = load_settings(_overrides(args), args.config)
+        overrides = _overrides(args)
+        settings = load_settings(overrides, args.config)
         setup_logging(settings.log_level, settings.log_file, settings.log_json, settings.secrets)
-        return _run(mode, args, settings)
+        return _run(mode, args, settings, lambda: load_settings(overrides, args.config))
     except SystemExit as exc:  # --help and --version
         return int(exc.code or 0)
     except UsageError as exc:

@@ -31,6 +31,9 @@ from reaper.errors import ConfigError
 
 ENV_PREFIX = "REAPER_"
 DOTENV_FILE = ".env"
+# "REAP" on a telephone keypad; outside 9100-9999, the range Prometheus's list of default exporter
+# ports is allocated from, so it collides with no listed exporter.
+DEFAULT_METRICS_PORT = 7327
 DEFAULT_DATABASE_URL = "sqlite:///reaper.db"
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 
@@ -127,6 +130,17 @@ class Settings(BaseSettings):
     lock_timeout_seconds: float = Field(5.0, gt=0, le=3600, allow_inf_nan=False)
     statement_timeout_seconds: float = Field(60.0, gt=0, le=86400, allow_inf_nan=False)
     max_retries: int = Field(3, ge=0, le=20)
+    dry_run_at: str = "01:00"
+    cleanup_at: str = "02:00"
+    timezone: str = "UTC"
+    reload_interval_minutes: float = Field(60.0, gt=0, allow_inf_nan=False)
+    stats_interval_seconds: float = Field(30.0, ge=1, allow_inf_nan=False)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(DEFAULT_METRICS_PORT, ge=0, le=65535)
+    metrics_certfile: Path | None = None
+    metrics_keyfile: Path | None = None
+    metrics_client_cafile: Path | None = None
+    metrics_max_task_types: int = Field(50, ge=1, le=1000)
     log_level: str = "INFO"
     log_file: Path | None = None
     log_json: bool = False
@@ -148,6 +162,25 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r}") from None
         return value
+
+    @field_validator("dry_run_at", "cleanup_at", mode="after")
+    @classmethod
+    def _clock_time(cls, value: str) -> str:
+        hours, _, minutes = value.strip().partition(":")
+        if not (hours.isdigit() and minutes.isdigit() and len(minutes) == 2 and int(hours) < 24 and int(minutes) < 60):
+            raise ValueError("expected a time of day HH:MM")
+        return f"{int(hours):02d}:{minutes}"
+
+    @field_validator("timezone", mode="after")
+    @classmethod
+    def _schedule_zone(cls, value: str) -> str:
+        return cls._known_zone(value)
+
+    @model_validator(mode="after")
+    def _certificate_pair(self) -> Settings:
+        if (self.metrics_certfile is None) != (self.metrics_keyfile is None):
+            raise ValueError("REAPER_METRICS_CERTFILE and REAPER_METRICS_KEYFILE go together")
+        return self
 
     @field_validator("table", mode="after")
     @classmethod
@@ -250,6 +283,8 @@ def _describe(error: ValidationError, config_file: Path | None) -> str:
     if first["type"] == "extra_forbidden":
         where = f" in config file {str(config_file)!r}" if config_file else ""
         return f"unknown setting {'.'.join(map(str, location))} ({env_name(location)}){where}"
+    if not location:  # a rule across several settings names them in its message
+        return f"invalid settings: {message}"
     shown = "" if location[:1] == ("database_url",) else f" (got {first.get('input')!r})"
     return f"invalid setting {env_name(location)}: {message}{shown}"
 

@@ -136,7 +136,7 @@ def test_force_status_accepts_the_stored_spelling(
         (["--check-indexes", "--force-status", "failure", "--older-than", "1"], "are separate modes"),
         (["--once", "--sleep", "-1"], "--sleep: must be 0 or more"),
         (["--once", "--max-runtime", "0"], "--max-runtime: must be greater than 0"),
-        ([], "choose a mode"),
+        (["--json"], "--json goes with a one-shot mode"),
         (["--force-status", "exploded", "--older-than", "1"], "unknown status 'exploded'"),
         (["--once", "--demo", "--database-url", "sqlite:///x.db"], "--demo uses its own database"),
     ],

@@ -1,0 +1,275 @@
+"""The long-running daemon: a schedule loop of its own, a statistics poller, and metrics over HTTP.
+
+Jobs (on a ``schedule.Scheduler`` of our own, never the module-level one):
+- every day at ``dry_run_at``: a dry run; at ``cleanup_at``: the cleanup (a dry run too in shadow
+  mode); both in ``timezone``, each in a thread of its own so that the loop keeps ticking;
+- every ``reload_interval_minutes`` (counted from start-up) and on SIGHUP: reload the settings;
+- a poller thread refreshes the statistics every ``stats_interval_seconds``, the first time before
+  the HTTP server starts, and backs off (1 s, 2 s, 4 s ... up to a minute) while the database fails.
+Every job is guarded: an exception is logged and counted, never fatal, and a job still running
+when it comes due again is skipped, not started twice. SIGTERM and SIGINT stop the loop; a run in
+progress finishes the batch in hand and stops.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+import schedule
+from loguru import logger
+from sqlalchemy.engine import Engine
+
+from reaper.clock import utcnow
+from reaper.db import SessionLimits, create_db_engine, database_errors
+from reaper.errors import LockHeld, ReaperError
+from reaper.lock import exclusive_run
+from reaper.metrics import ReaperMetrics
+from reaper.policies import standard_policies
+from reaper.reap import RunOptions, RunResult, run_policies
+from reaper.settings import Settings
+from reaper.stats import collect_stats
+from reaper.table import TaskTable, open_table
+
+TICK_SECONDS = 1.0
+MAX_BACKOFF_SECONDS = 60.0
+SHUTDOWN_GRACE_SECONDS = 10.0
+DATABASE_KEYS = {
+    "database_url", "database_timezone", "table", "columns", "statuses",
+    "lock_timeout_seconds", "statement_timeout_seconds",
+}
+SCHEDULE_KEYS = {"dry_run_at", "cleanup_at", "timezone", "reload_interval_minutes"}
+RESTART_KEYS = {"metrics_host", "metrics_port", "metrics_certfile", "metrics_keyfile", "metrics_client_cafile"}
+
+
+def backoff_seconds(failures: int, interval: float) -> float:
+    """Return the wait before the next poll: the interval when healthy, else 1, 2, 4 ... s up to a minute."""
+    if failures == 0:
+        return interval
+    return float(min(2 ** (failures - 1), MAX_BACKOFF_SECONDS))
+
+
+class Daemon:
+    """The scheduled jobs, their guards, and the state they share."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        reload_settings: Callable[[], Settings],
+        metrics: ReaperMetrics,
+        scheduler: schedule.Scheduler,
+        shadow: bool = False,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.settings = settings
+        self._reload_settings = reload_settings
+        self.metrics = metrics
+        self.scheduler = scheduler
+        self.shadow = shadow
+        self.clock = clock
+        self.stop_event = threading.Event()
+        self.reload_requested = threading.Event()
+        self._busy: dict[str, threading.Lock] = {}
+        self._threads: list[threading.Thread] = []
+        self._engine: Engine | None = None
+        self._table: TaskTable | None = None
+        self._last_tick = time.monotonic()
+        self.poll_failures = 0
+        metrics.set_thresholds(standard_policies(settings))
+
+    # --- the database --------------------------------------------------------------------------
+
+    def task_table(self) -> TaskTable:
+        """Return the reflected task table, connecting (again) when needed."""
+        if self._table is None:
+            settings = self.settings
+            if self._engine is None:
+                limits = SessionLimits(settings.lock_timeout_seconds, settings.statement_timeout_seconds)
+                self._engine = create_db_engine(settings.url, limits)
+            with database_errors(f"cannot read table {settings.table!r}", settings.secrets):
+                self._table = open_table(self._engine, settings)
+        return self._table
+
+    def _forget_database(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+        self._engine, self._table = None, None
+
+    # --- jobs ----------------------------------------------------------------------------------
+
+    def poll(self) -> bool:
+        """Refresh the statistics snapshot behind the metrics; return whether the database answered."""
+        started = time.monotonic()
+        try:
+            table = self.task_table()
+            now = self.clock()
+            with database_errors("statistics poll failed", self.settings.secrets):
+                stats = collect_stats(table, standard_policies(self.settings), now)
+        except ReaperError as exc:
+            self.poll_failures += 1
+            self.metrics.poll_failed(exc.kind, time.monotonic() - started)
+            logger.warning(f"database poll failed ({self.poll_failures} in a row): {exc}")
+            return False
+        if self.poll_failures:
+            logger.info(f"database answers again after {self.poll_failures} failed polls")
+        self.poll_failures = 0
+        self.metrics.poll_succeeded(stats, now.timestamp(), time.monotonic() - started)
+        return True
+
+    def run_policies(self, dry_run: bool) -> RunResult | None:
+        """Run the four policies once (a dry run in shadow mode); record the outcome in the metrics."""
+        dry_run = dry_run or self.shadow
+        settings = self.settings
+        options = RunOptions(
+            dry_run=dry_run,
+            batch_size=settings.batch_size,
+            sleep_seconds=settings.sleep_seconds,
+            max_runtime_seconds=settings.max_runtime_seconds,
+            max_retries=settings.max_retries,
+            should_stop=self.stop_event.is_set,
+        )
+        try:
+            table = self.task_table()
+            now = self.clock()
+            with database_errors("policy run failed", settings.secrets):
+                if dry_run:
+                    run = run_policies(table, standard_policies(settings), now, options)
+                else:
+                    with exclusive_run(table.engine, table.name):
+                        run = run_policies(table, standard_policies(settings), now, options)
+        except LockHeld as exc:
+            logger.info(f"{'dry run' if dry_run else 'cleanup'} skipped: {exc}")
+            self.metrics.run_failed(dry_run, "locked")
+            return None
+        except ReaperError as exc:
+            self.metrics.run_failed(dry_run, "failure")
+            self.metrics.database_errors.labels(exc.kind).inc()
+            raise
+        self.metrics.run_finished(run, self.clock().timestamp())
+        logger.info(
+            f"scheduled {'dry run' if dry_run else 'cleanup'} finished: {run.matched} matched, "
+            f"{run.affected} changed, {run.skipped} skipped in {run.duration_seconds:.2f} s"
+        )
+        return run
+
+    def reload(self) -> bool:
+        """Load the settings again; keep the running ones when the new ones are invalid."""
+        try:
+            new = self._reload_settings()
+        except ReaperError as exc:
+            self.metrics.reloads.labels("failure").inc()
+            logger.error(f"configuration reload failed, keeping the running configuration: {exc}")
+            return False
+        old, self.settings = self.settings, new
+        changed = {name for name in type(new).model_fields if getattr(new, name) != getattr(old, name)}
+        if changed & DATABASE_KEYS:
+            self._forget_database()
+        if changed & SCHEDULE_KEYS:
+            self.schedule_jobs()
+        if changed & RESTART_KEYS:
+            logger.warning(f"{', '.join(sorted(changed & RESTART_KEYS))} changed: takes effect after a restart")
+        self.metrics.set_thresholds(standard_policies(new))
+        self.metrics.reloads.labels("success").inc()
+        logger.info(f"configuration reloaded: {', '.join(sorted(changed)) or 'nothing'} changed")
+        return True
+
+    # --- guards and scheduling -------------------------------------------------------------------
+
+    def guarded(self, name: str, job: Callable[[], object]) -> Callable[[], None]:
+        """Wrap ``job`` so that a failure is logged and counted, and two runs never overlap."""
+        busy = self._busy.setdefault(name, threading.Lock())
+
+        def run_guarded() -> None:
+            if not busy.acquire(blocking=False):
+                self.metrics.jobs_skipped.labels(name).inc()
+                logger.warning(f"job {name} is still running; this turn is skipped")
+                return
+            try:
+                job()
+            except Exception as exc:  # one failing job must never stop the loop
+                kind = exc.kind if isinstance(exc, ReaperError) else type(exc).__name__
+                self.metrics.job_failures.labels(name, kind).inc()
+                logger.opt(exception=not isinstance(exc, ReaperError)).error(f"job {name} failed: {exc}")
+            finally:
+                busy.release()
+
+        return run_guarded
+
+    def in_background(self, name: str, job: Callable[[], object]) -> Callable[[], None]:
+        """Return a callable that runs the guarded ``job`` in a thread, so the loop keeps ticking."""
+        guarded = self.guarded(name, job)
+
+        def start() -> None:
+            thread = threading.Thread(target=guarded, name=f"reaper-{name}", daemon=True)
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+            thread.start()
+
+        return start
+
+    def schedule_jobs(self) -> None:
+        """(Re)create the scheduled jobs from the current settings."""
+        settings = self.settings
+        self.scheduler.clear()
+        self.scheduler.every().day.at(settings.dry_run_at, settings.timezone).do(
+            self.in_background("dry_run", lambda: self.run_policies(dry_run=True))
+        )
+        self.scheduler.every().day.at(settings.cleanup_at, settings.timezone).do(
+            self.in_background("cleanup", lambda: self.run_policies(dry_run=False))
+        )
+        self.scheduler.every(settings.reload_interval_minutes).minutes.do(self.guarded("reload", self.reload))
+
+    def wait_for_jobs(self, timeout: float) -> None:
+        """Wait for the jobs running in background threads (tests, and shutdown)."""
+        deadline = time.monotonic() + timeout
+        for thread in list(self._threads):
+            thread.join(max(deadline - time.monotonic(), 0))
+
+    # --- the loop --------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Run whatever is due, and a reload that SIGHUP asked for."""
+        self._last_tick = time.monotonic()
+        if self.reload_requested.is_set():
+            self.reload_requested.clear()
+            self.guarded("reload", self.reload)()
+        self.guarded("scheduler", self.scheduler.run_pending)()
+
+    def healthy(self) -> tuple[bool, str]:
+        """Whether the loop has ticked lately (for /healthz)."""
+        silent = time.monotonic() - self._last_tick
+        return silent < 10 * TICK_SECONDS + 5, f"loop last ticked {silent:.1f} s ago"
+
+    def ready(self) -> tuple[bool, str]:
+        """Whether the last database poll worked (for /readyz)."""
+        up = self.metrics.snapshot.database_up
+        return up, "database answered the last poll" if up else "database did not answer the last poll"
+
+    def _poll_forever(self) -> None:
+        poll = self.guarded("stats", self.poll)
+        while not self.stop_event.wait(backoff_seconds(self.poll_failures, self.settings.stats_interval_seconds)):
+            poll()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT stop the daemon; SIGHUP reloads the configuration."""
+        signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
+        signal.signal(signal.SIGHUP, lambda *_: self.reload_requested.set())
+
+    def run(self, on_ready: Callable[[], None] = lambda: None) -> int:
+        """Poll once, call ``on_ready`` (which starts the HTTP server), then loop until stopped."""
+        self.schedule_jobs()
+        self.guarded("stats", self.poll)()
+        on_ready()
+        poller = threading.Thread(target=self._poll_forever, name="reaper-stats", daemon=True)
+        poller.start()
+        while not self.stop_event.is_set():
+            self.tick()
+            self.stop_event.wait(TICK_SECONDS)
+        logger.info("stopping: waiting for running jobs to finish their batch")
+        self.wait_for_jobs(SHUTDOWN_GRACE_SECONDS)
+        poller.join(timeout=SHUTDOWN_GRACE_SECONDS)
+        self._forget_database()
+        return 0

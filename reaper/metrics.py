@@ -1,0 +1,215 @@
+"""Prometheus metrics: a registry of our own, counters updated by the jobs, gauges from a snapshot.
+
+A scrape never touches the database: the gauges are yielded from the latest snapshot, which the
+background poll replaces. Label values stay bounded: statuses are the six role names (plus any
+unknown stored ones, lower-cased), and task types beyond the ``max_task_types`` largest are folded
+into ``other``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from reaper.policies import STANDARD_POLICY_NAMES, Action, Policy
+from reaper.reap import RunResult
+from reaper.stats import STATUS_ORDER, Stats
+
+OTHER_TYPE = "other"
+STALE_STATUSES = ("running", "pending")
+RUN_MODES = ("cleanup", "dry_run")
+RUN_OUTCOMES = ("success", "failure", "locked", "stopped")
+STANDARD_ACTIONS = {"running_timeout": "failed", "pending_timeout": "failed"}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the gauges show, replaced whole by each poll or run."""
+
+    stats: Stats | None = None
+    database_up: bool = False
+    last_poll_success: float = 0.0
+    poll_duration_seconds: float = 0.0
+    last_cleanup_success: float = 0.0
+    run_duration_seconds: Mapping[str, float] = field(default_factory=dict)
+    dry_run_candidates: Mapping[str, int] = field(default_factory=dict)
+    thresholds_seconds: Mapping[str, float] = field(default_factory=dict)
+
+
+def kept_task_types(counts: Mapping[tuple[str, str], int], limit: int) -> set[str]:
+    """Return the ``limit`` task types with most rows; the others are shown as ``other``."""
+    per_type: dict[str, int] = defaultdict(int)
+    for (_, task_type), count in counts.items():
+        per_type[task_type] += count
+    return set(sorted(per_type, key=lambda name: (-per_type[name], name))[:limit])
+
+
+def fold_task_types(counts: Mapping[tuple[str, str], int], kept: set[str]) -> dict[tuple[str, str], int]:
+    """Add up the counts of task types not in ``kept`` under ``other``."""
+    folded: dict[tuple[str, str], int] = defaultdict(int)
+    for (status, task_type), count in counts.items():
+        folded[(status, task_type if task_type in kept else OTHER_TYPE)] += count
+    return dict(folded)
+
+
+class ReaperMetrics:
+    """The daemon's metrics: counters it increments, and the snapshot its gauges come from."""
+
+    def __init__(self, registry: CollectorRegistry, version: str, max_task_types: int = 50) -> None:
+        self.registry = registry
+        self.max_task_types = max_task_types
+        self._lock = threading.Lock()
+        self._snapshot = Snapshot()
+        self.reaped = Counter(
+            "reaper_reaped_tasks", "Rows the reaper set to failure or deleted.", ["policy", "action"], registry=registry
+        )
+        self.skipped = Counter(
+            "reaper_skipped_tasks", "Rows a cleanup could not write (locked, or refused by a constraint).",
+            ["policy", "reason"], registry=registry,
+        )
+        self.runs = Counter("reaper_runs", "Policy runs by mode and outcome.", ["mode", "outcome"], registry=registry)
+        self.job_failures = Counter(
+            "reaper_job_failures", "Scheduled jobs that raised, by job and error kind.", ["job", "kind"], registry=registry
+        )
+        self.jobs_skipped = Counter(
+            "reaper_jobs_skipped", "Scheduled jobs skipped because the previous one was still running.", ["job"],
+            registry=registry,
+        )
+        self.database_errors = Counter(
+            "reaper_database_errors", "Database errors seen by polls and runs, by kind.", ["kind"], registry=registry
+        )
+        self.reloads = Counter("reaper_config_reloads", "Configuration reloads by outcome.", ["outcome"], registry=registry)
+        self._initialise_labels()
+        registry.register(_SnapshotCollector(self, version))
+
+    def _initialise_labels(self) -> None:
+        # Series that exist from the start let rate() and increase() see the first event.
+        for name in STANDARD_POLICY_NAMES:
+            self.reaped.labels(name, STANDARD_ACTIONS.get(name, "deleted"))
+        for mode in RUN_MODES:
+            for outcome in RUN_OUTCOMES:
+                self.runs.labels(mode, outcome)
+        for outcome in ("success", "failure"):
+            self.reloads.labels(outcome)
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The latest snapshot."""
+        with self._lock:
+            return self._snapshot
+
+    def _update(self, **changes: object) -> None:
+        with self._lock:
+            self._snapshot = replace(self._snapshot, **changes)  # type: ignore[arg-type]
+
+    def set_thresholds(self, policies: Iterable[Policy]) -> None:
+        """Show the thresholds in force."""
+        self._update(thresholds_seconds={p.name: p.max_age.total_seconds() for p in policies})
+
+    def poll_succeeded(self, stats: Stats, at: float, duration: float) -> None:
+        """Record a successful statistics poll."""
+        self._update(stats=stats, database_up=True, last_poll_success=at, poll_duration_seconds=duration)
+
+    def poll_failed(self, kind: str, duration: float) -> None:
+        """Record a failed poll: the database is down (or refused us); the last numbers stay."""
+        self.database_errors.labels(kind).inc()
+        self._update(database_up=False, poll_duration_seconds=duration)
+
+    def run_finished(self, run: RunResult, at: float) -> None:
+        """Record a finished policy run (cleanup or dry run)."""
+        mode = "dry_run" if run.dry_run else "cleanup"
+        outcome = "stopped" if run.stopped_early else "success"
+        self.runs.labels(mode, outcome).inc()
+        durations = {**self.snapshot.run_duration_seconds, mode: run.duration_seconds}
+        if run.dry_run:
+            self._update(run_duration_seconds=durations, dry_run_candidates={n: r.matched for n, r in run.policies.items()})
+            return
+        for name, result in run.policies.items():
+            self.reaped.labels(name, Action(result.action).done).inc(result.affected)
+            for reason, count in result.skip_reasons.items():
+                self.skipped.labels(name, "lock" if reason == "lock conflict" else "constraint").inc(count)
+        changes: dict[str, object] = {"run_duration_seconds": durations}
+        if not run.stopped_early:
+            changes["last_cleanup_success"] = at
+        self._update(**changes)
+
+    def run_failed(self, dry_run: bool, outcome: str) -> None:
+        """Record a run that failed or found the lock taken."""
+        self.runs.labels("dry_run" if dry_run else "cleanup", outcome).inc()
+
+
+class _SnapshotCollector(Collector):
+    """Yields the gauges from the latest snapshot; never touches the database."""
+
+    def __init__(self, metrics: ReaperMetrics, version: str) -> None:
+        self.metrics = metrics
+        self.version = version
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self.metrics.snapshot
+        yield from _task_gauges(snapshot.stats, self.metrics.max_task_types)
+        yield _gauge("reaper_database_up", "1 when the last database poll worked, else 0.", float(snapshot.database_up))
+        yield _gauge(
+            "reaper_last_poll_success_timestamp_seconds", "When the last statistics poll succeeded.",
+            snapshot.last_poll_success,
+        )
+        yield _gauge("reaper_poll_duration_seconds", "How long the last statistics poll took.", snapshot.poll_duration_seconds)
+        yield _gauge(
+            "reaper_last_success_timestamp_seconds", "When the last cleanup run (not a dry run) succeeded; 0 until then.",
+            snapshot.last_cleanup_success,
+        )
+        yield _labelled("reaper_run_duration_seconds", "How long the last run of each mode took.", "mode",
+                        snapshot.run_duration_seconds)
+        yield _labelled("reaper_dry_run_candidates", "Rows the last dry run would have changed, per policy.", "policy",
+                        snapshot.dry_run_candidates)
+        yield _labelled("reaper_threshold_seconds", "The age threshold of each policy in force.", "policy",
+                        snapshot.thresholds_seconds)
+        info = GaugeMetricFamily("reaper_build_info", "The reaper's version.", labels=["version"])
+        info.add_metric([self.version], 1.0)
+        yield info
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def _labelled(name: str, documentation: str, label: str, values: Mapping[str, float]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation, labels=[label])
+    for key, value in sorted(values.items()):
+        family.add_metric([key], float(value))
+    return family
+
+
+def _task_gauges(stats: Stats | None, max_task_types: int) -> Iterator[GaugeMetricFamily]:
+    tasks = GaugeMetricFamily("reaper_tasks", "Rows per status and task type.", labels=["status", "task_type"])
+    stale = GaugeMetricFamily(
+        "reaper_stale_tasks", "Zombie rows (running or pending past their threshold) per task type.",
+        labels=["status", "task_type"],
+    )
+    oldest = GaugeMetricFamily(
+        "reaper_oldest_task_age_seconds", "Age of the oldest running and pending task; 0 when there is none.",
+        labels=["status"],
+    )
+    kept = kept_task_types(stats.by_status_and_type, max_task_types) if stats else set()
+    counts = fold_task_types(stats.by_status_and_type, kept) if stats else {}
+    types = sorted({task_type for _, task_type in counts}) or ["unknown"]
+    statuses = list(STATUS_ORDER) + sorted({status for status, _ in counts} - set(STATUS_ORDER))
+    for status in statuses:
+        for task_type in types:
+            tasks.add_metric([status, task_type], float(counts.get((status, task_type), 0)))
+    for status in STALE_STATUSES:
+        summary = stats.stale.get(status) if stats else None
+        by_type = fold_task_types({(status, t): n for t, n in summary.by_type.items()}, kept) if summary else {}
+        for task_type in types:
+            stale.add_metric([status, task_type], float(by_type.get((status, task_type), 0)))
+        age = summary.oldest_age_seconds if summary and summary.oldest_age_seconds is not None else 0.0
+        oldest.add_metric([status], age)
+    yield tasks
+    yield stale
+    yield oldest

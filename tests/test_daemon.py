@@ -1,0 +1,313 @@
+"""The daemon: its schedule, guarded jobs, reloads, HTTP endpoints, faults and signals."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schedule
+from freezegun import freeze_time
+from prometheus_client import CollectorRegistry
+
+from helpers import NOW, SERVER_BACKENDS, Tasks, ago, settings_for
+from reaper.daemon import Daemon, backoff_seconds
+from reaper.errors import DatabaseError
+from reaper.http import MetricsServer, build_app
+from reaper.metrics import ReaperMetrics
+from reaper.settings import Settings, load_settings
+from servers import Server
+from test_metrics import samples, value
+
+
+def make_daemon(settings: Settings, reload: Any = None, **kwargs: Any) -> tuple[Daemon, CollectorRegistry]:
+    registry = CollectorRegistry()
+    metrics = ReaperMetrics(registry, "test")
+    daemon = Daemon(settings, reload or (lambda: settings), metrics, schedule.Scheduler(), **kwargs)
+    return daemon, registry
+
+
+# --- the schedule, driven by freezegun ----------------------------------------------------------------
+
+
+def test_dry_run_at_one_cleanup_at_two_and_reload_on_the_hour(tasks: Tasks, database_url: str) -> None:
+    old = tasks.add("success", finished_at=ago(days=60))
+    with freeze_time("2026-11-29 00:00:00") as frozen:
+        daemon, registry = make_daemon(settings_for(database_url))
+        daemon.schedule_jobs()
+        frozen.move_to("2026-11-29 00:59:59")
+        daemon.tick()
+        daemon.wait_for_jobs(30)
+        assert value(samples(registry), "reaper_runs_total", mode="dry_run", outcome="success") == 0
+        frozen.move_to("2026-11-29 01:00:01")
+        daemon.tick()
+        daemon.wait_for_jobs(30)
+        scraped = samples(registry)
+        assert value(scraped, "reaper_runs_total", mode="dry_run", outcome="success") == 1
+        assert value(scraped, "reaper_config_reloads_total", outcome="success") == 1  # an hour after start
+        assert tasks.status_of(old) == "success"  # the dry run wrote nothing
+        frozen.move_to("2026-11-29 02:00:01")
+        daemon.tick()
+        daemon.wait_for_jobs(30)
+        scraped = samples(registry)
+        assert value(scraped, "reaper_runs_total", mode="cleanup", outcome="success") == 1
+        assert value(scraped, "reaper_config_reloads_total", outcome="success") == 2  # and again on the hour
+        assert tasks.get(old) is None
+        frozen.move_to("2026-11-30 01:00:01")
+        daemon.tick()
+        daemon.wait_for_jobs(30)
+        assert value(samples(registry), "reaper_runs_total", mode="dry_run", outcome="success") == 2
+
+
+def test_schedule_times_follow_the_configured_time_zone(tasks: Tasks, database_url: str) -> None:
+    # 02:00 in Shanghai (UTC+8) is 18:00 UTC the day before.
+    with freeze_time("2026-11-28 17:00:00") as frozen:
+        daemon, registry = make_daemon(settings_for(database_url, timezone="Asia/Shanghai"))
+        daemon.schedule_jobs()
+        frozen.move_to("2026-11-28 17:59:59")
+        daemon.tick()
+        daemon.wait_for_jobs(30)
+        assert value(samples(registry), "reaper_runs_total", mode="cleanup", outcome="success") == 0
+        frozen.move_to("2026-11-28 18:00:01")
+        daemon.tick()
+        daemon.wait_for_jobs(30)
+        assert value(samples(registry), "reaper_runs_total", mode="cleanup", outcome="success") == 1
+
+
+def test_shadow_mode_runs_the_cleanup_as_a_dry_run(tasks: Tasks, database_url: str) -> None:
+    old = tasks.add("success", finished_at=ago(days=60))
+    daemon, registry = make_daemon(settings_for(database_url), shadow=True, clock=lambda: NOW)
+    daemon.run_policies(dry_run=False)
+    scraped = samples(registry)
+    assert tasks.status_of(old) == "success"
+    assert value(scraped, "reaper_runs_total", mode="dry_run", outcome="success") == 1
+    assert value(scraped, "reaper_runs_total", mode="cleanup", outcome="success") == 0
+
+
+# --- guarded jobs --------------------------------------------------------------------------------------
+
+
+def test_a_failing_job_is_counted_and_the_loop_goes_on(tasks: Tasks, database_url: str) -> None:
+    daemon, registry = make_daemon(settings_for(database_url))
+    calls: list[int] = []
+
+    def broken() -> None:
+        calls.append(1)
+        raise RuntimeError("boom")
+
+    with freeze_time("2026-11-29 00:00:00") as frozen:
+        daemon.scheduler.clear()
+        daemon.scheduler.every(1).seconds.do(daemon.guarded("broken", broken))
+        for _ in range(3):
+            frozen.tick(2)
+            daemon.tick()
+    assert len(calls) == 3
+    assert value(samples(registry), "reaper_job_failures_total", job="broken", kind="RuntimeError") == 3
+
+
+def test_a_job_still_running_is_skipped_not_started_twice(tasks: Tasks, database_url: str) -> None:
+    daemon, registry = make_daemon(settings_for(database_url))
+    inner: list[str] = []
+
+    def reentrant() -> None:
+        inner.append("outer")
+        daemon.guarded("slow", lambda: inner.append("inner"))()
+
+    daemon.guarded("slow", reentrant)()
+    assert inner == ["outer"]
+    assert value(samples(registry), "reaper_jobs_skipped_total", job="slow") == 1
+
+
+def test_a_stop_request_ends_the_cleanup_after_the_batch_in_hand(tasks: Tasks, database_url: str) -> None:
+    for _ in range(5):
+        tasks.add("success", finished_at=ago(days=60))
+    daemon, registry = make_daemon(settings_for(database_url, batch_size=2), clock=lambda: NOW)
+    original = daemon.stop_event.is_set
+    checks: list[bool] = []
+
+    def stop_once_a_batch_is_done() -> bool:
+        checks.append(True)
+        return tasks.count() < 5 or original()
+
+    daemon.stop_event.is_set = stop_once_a_batch_is_done  # type: ignore[method-assign]
+    run = daemon.run_policies(dry_run=False)
+    assert run is not None and run.stop_reason == "stop requested" and tasks.count() == 3
+    assert value(samples(registry), "reaper_runs_total", mode="cleanup", outcome="stopped") == 1
+    assert value(samples(registry), "reaper_last_success_timestamp_seconds") == 0
+
+
+# --- reloading -------------------------------------------------------------------------------------------
+
+
+def test_a_changed_config_file_takes_effect_without_a_restart(tasks: Tasks, database_url: str, tmp_path: Path) -> None:
+    tasks.add("running", started_at=ago(hours=13))
+    config = tmp_path / "reaper.toml"
+    config.write_text("running_timeout_hours = 24\n")
+
+    def load() -> Settings:
+        return load_settings({"database_url": database_url}, config)
+
+    daemon, registry = make_daemon(load(), reload=load, clock=lambda: NOW)
+    daemon.poll()
+    assert value(samples(registry), "reaper_stale_tasks", status="running", task_type="download") == 0
+    config.write_text("running_timeout_hours = 12\n")
+    assert daemon.reload()
+    daemon.poll()
+    scraped = samples(registry)
+    assert value(scraped, "reaper_threshold_seconds", policy="running_timeout") == 12 * 3600
+    assert value(scraped, "reaper_stale_tasks", status="running", task_type="download") == 1
+
+
+def test_an_invalid_new_config_is_logged_and_the_running_one_kept(
+    tasks: Tasks, database_url: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "reaper.toml"
+    config.write_text("running_timeout_hours = 6\n")
+
+    def load() -> Settings:
+        return load_settings({"database_url": database_url}, config)
+
+    daemon, registry = make_daemon(load(), reload=load)
+    config.write_text("running_timeout_hours = -1\n")
+    assert not daemon.reload()
+    assert daemon.settings.running_timeout_hours == 6
+    assert value(samples(registry), "reaper_config_reloads_total", outcome="failure") == 1
+
+
+# --- HTTP ---------------------------------------------------------------------------------------------------
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+@pytest.fixture
+def served(tasks: Tasks, database_url: str) -> Iterator[tuple[Daemon, str]]:
+    daemon, registry = make_daemon(settings_for(database_url), clock=lambda: NOW)
+    server = MetricsServer(build_app(registry, daemon.healthy, daemon.ready), "127.0.0.1", 0)
+    server.start()
+    yield daemon, f"http://127.0.0.1:{server.port}"
+    server.stop()
+
+
+def test_the_http_endpoints_serve_metrics_health_and_readiness(served: tuple[Daemon, str], tasks: Tasks) -> None:
+    daemon, base = served
+    tasks.add("running", started_at=ago(hours=30))
+    assert get(base + "/readyz")[0] == 503  # no poll yet
+    daemon.poll()
+    status, body = get(base + "/metrics")
+    assert status == 200 and 'reaper_stale_tasks{status="running",task_type="download"} 1.0' in body
+    assert get(base + "/healthz")[0] == 200
+    assert get(base + "/readyz")[0] == 200
+    assert get(base + "/nope")[0] == 404
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_database_down_at_start_is_reported_not_fatal() -> None:
+    url = f"mysql+pymysql://reaper:pw@127.0.0.1:{closed_port()}/tasks"
+    daemon, registry = make_daemon(load_settings({"database_url": url}))
+    assert not daemon.poll() and not daemon.poll()
+    scraped = samples(registry)
+    assert value(scraped, "reaper_database_up") == 0
+    assert value(scraped, "reaper_database_errors_total", kind="operational") == 2
+    assert daemon.ready()[0] is False and daemon.poll_failures == 2
+
+
+def test_polls_back_off_while_the_database_fails() -> None:
+    assert [backoff_seconds(n, 30) for n in range(9)] == [30, 1, 2, 4, 8, 16, 32, 60, 60]
+
+
+@pytest.mark.parametrize("backend", SERVER_BACKENDS, indirect=True)
+def test_a_database_that_goes_away_and_comes_back_is_recovered(
+    tasks: Tasks, database_url: str, server: Server
+) -> None:
+    tasks.add("running", started_at=ago(hours=30))
+    daemon, registry = make_daemon(settings_for(database_url), clock=lambda: NOW)
+    assert daemon.poll()
+    server.stop_process()
+    try:
+        assert not daemon.poll()
+        scraped = samples(registry)
+        assert value(scraped, "reaper_database_up") == 0
+        assert value(scraped, "reaper_stale_tasks", status="running", task_type="download") == 1  # last numbers kept
+        with pytest.raises(DatabaseError):
+            daemon.run_policies(dry_run=False)  # the guard around the job logs and counts this
+    finally:
+        server.start()
+    assert daemon.poll()
+    assert value(samples(registry), "reaper_database_up") == 1
+    assert value(samples(registry), "reaper_runs_total", mode="cleanup", outcome="failure") == 1
+
+
+# --- the real process: signals ----------------------------------------------------------------------------
+
+
+def start_daemon(tmp_path: Path, *argv: str) -> tuple[subprocess.Popen[str], str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REAPER_")}
+    env.update(REAPER_METRICS_PORT="0", REAPER_STATS_INTERVAL_SECONDS="1")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "reaper", *argv], cwd=tmp_path, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    deadline = time.monotonic() + 60
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        found = re.search(r"metrics on (http://[\d.]+:\d+)/metrics", line)
+        if found:
+            return process, found.group(1)
+    process.kill()
+    raise AssertionError("the daemon never said where it serves metrics")
+
+
+def test_the_demo_daemon_serves_live_metrics_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path) -> None:
+    process, base = start_daemon(tmp_path, "--demo")
+    try:
+        status, body = get(base + "/metrics")  # the first scrape already has the numbers
+        assert status == 200 and 'reaper_stale_tasks{status="pending",task_type=' in body
+        assert "reaper_database_up 1.0" in body
+        process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while 'reaper_config_reloads_total{outcome="success"} 1.0' not in get(base + "/metrics")[1]:
+            assert time.monotonic() < deadline, "SIGHUP did not reload"
+            time.sleep(0.2)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0 and time.monotonic() - started < 5
+    finally:
+        if process.poll() is None:
+            process.kill()
+    output = process.stdout.read() if process.stdout else ""
+    assert "Traceback" not in output and "configuration reloaded" in output
+
+
+def test_the_daemon_refuses_a_port_in_use_with_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REAPER_")}
+        env["REAPER_METRICS_PORT"] = str(port)
+        done = subprocess.run([sys.executable, "-m", "reaper", "--demo"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr

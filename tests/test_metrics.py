@@ -1,0 +1,131 @@
+"""Every metric, checked against a table built in the test; scrapes never query the database."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import schedule
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import event
+
+from helpers import NOW, Tasks, ago, settings_for
+from reaper.daemon import Daemon
+from reaper.metrics import ReaperMetrics
+from reaper.settings import Settings
+
+
+def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Scrape ``registry`` as Prometheus would: sample name and sorted labels -> value."""
+    text = generate_latest(registry).decode()
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def value(scraped: dict[Any, float], name: str, **labels: str) -> float:
+    return scraped[(name, tuple(sorted(labels.items())))]
+
+
+def make_daemon(settings: Settings, max_task_types: int = 50, **kwargs: Any) -> tuple[Daemon, CollectorRegistry]:
+    registry = CollectorRegistry()
+    metrics = ReaperMetrics(registry, "9.9.9", max_task_types)
+    daemon = Daemon(settings, lambda: settings, metrics, schedule.Scheduler(), clock=lambda: NOW, **kwargs)
+    return daemon, registry
+
+
+def fill(tasks: Tasks) -> None:
+    tasks.add("running", task_type="download", started_at=ago(hours=30))
+    tasks.add("running", task_type="download", started_at=ago(hours=1))
+    tasks.add("running", task_type="video_slice", started_at=ago(hours=50))
+    tasks.add("pending", task_type="download", created_at=ago(hours=3))
+    tasks.add("success", task_type="download", finished_at=ago(days=40))
+    tasks.add("failure", task_type="generate_srt", finished_at=ago(days=8))
+
+
+def test_task_and_zombie_gauges_match_the_table(tasks: Tasks, database_url: str) -> None:
+    fill(tasks)
+    daemon, registry = make_daemon(settings_for(database_url))
+    assert daemon.poll()
+    scraped = samples(registry)
+    assert value(scraped, "reaper_tasks", status="running", task_type="download") == 2
+    assert value(scraped, "reaper_tasks", status="running", task_type="video_slice") == 1
+    assert value(scraped, "reaper_tasks", status="failure", task_type="generate_srt") == 1
+    assert value(scraped, "reaper_tasks", status="revoked", task_type="download") == 0  # every status exported
+    assert value(scraped, "reaper_stale_tasks", status="running", task_type="download") == 1
+    assert value(scraped, "reaper_stale_tasks", status="running", task_type="video_slice") == 1
+    assert value(scraped, "reaper_stale_tasks", status="pending", task_type="download") == 1
+    assert value(scraped, "reaper_stale_tasks", status="pending", task_type="video_slice") == 0
+    assert value(scraped, "reaper_oldest_task_age_seconds", status="running") == 50 * 3600
+    assert value(scraped, "reaper_oldest_task_age_seconds", status="pending") == 3 * 3600
+
+
+def test_health_gauges_thresholds_and_build_info(tasks: Tasks, database_url: str) -> None:
+    daemon, registry = make_daemon(settings_for(database_url, running_timeout_hours=12))
+    before = samples(registry)
+    assert value(before, "reaper_database_up") == 0 and value(before, "reaper_last_success_timestamp_seconds") == 0
+    daemon.poll()
+    scraped = samples(registry)
+    assert value(scraped, "reaper_database_up") == 1
+    assert value(scraped, "reaper_last_poll_success_timestamp_seconds") == NOW.timestamp()
+    assert value(scraped, "reaper_poll_duration_seconds") > 0
+    assert value(scraped, "reaper_threshold_seconds", policy="running_timeout") == 12 * 3600
+    assert value(scraped, "reaper_threshold_seconds", policy="success_retention") == 30 * 86400
+    assert value(scraped, "reaper_build_info", version="9.9.9") == 1
+
+
+def test_a_cleanup_counts_reaped_rows_and_sets_the_last_success(tasks: Tasks, database_url: str) -> None:
+    fill(tasks)
+    daemon, registry = make_daemon(settings_for(database_url))
+    assert value(samples(registry), "reaper_reaped_tasks_total", policy="running_timeout", action="failed") == 0
+    daemon.run_policies(dry_run=False)
+    scraped = samples(registry)
+    assert value(scraped, "reaper_reaped_tasks_total", policy="running_timeout", action="failed") == 2
+    assert value(scraped, "reaper_reaped_tasks_total", policy="pending_timeout", action="failed") == 1
+    assert value(scraped, "reaper_reaped_tasks_total", policy="success_retention", action="deleted") == 1
+    assert value(scraped, "reaper_reaped_tasks_total", policy="failure_retention", action="deleted") == 1
+    assert value(scraped, "reaper_runs_total", mode="cleanup", outcome="success") == 1
+    assert value(scraped, "reaper_last_success_timestamp_seconds") == NOW.timestamp()
+    assert value(scraped, "reaper_run_duration_seconds", mode="cleanup") > 0
+
+
+def test_a_dry_run_exports_its_candidates_and_changes_nothing(tasks: Tasks, database_url: str) -> None:
+    fill(tasks)
+    before = tasks.dump()
+    daemon, registry = make_daemon(settings_for(database_url))
+    daemon.run_policies(dry_run=True)
+    scraped = samples(registry)
+    assert value(scraped, "reaper_dry_run_candidates", policy="running_timeout") == 2
+    assert value(scraped, "reaper_dry_run_candidates", policy="failure_retention") == 1
+    assert value(scraped, "reaper_runs_total", mode="dry_run", outcome="success") == 1
+    assert value(scraped, "reaper_last_success_timestamp_seconds") == 0  # a dry run is not a cleanup
+    assert value(scraped, "reaper_reaped_tasks_total", policy="running_timeout", action="failed") == 0
+    assert tasks.dump() == before
+
+
+def test_task_types_beyond_the_cap_are_folded_into_other(tasks: Tasks, database_url: str) -> None:
+    for kind, count in (("download", 3), ("extract_audio", 2), ("video_slice", 1), ("capcut_export", 1)):
+        for _ in range(count):
+            tasks.add("running", task_type=kind, started_at=ago(hours=30))
+    daemon, registry = make_daemon(settings_for(database_url), max_task_types=2)
+    daemon.poll()
+    scraped = samples(registry)
+    kinds = {dict(labels)["task_type"] for name, labels in scraped if name == "reaper_tasks"}
+    assert kinds == {"download", "extract_audio", "other"}
+    assert value(scraped, "reaper_tasks", status="running", task_type="other") == 2
+    assert value(scraped, "reaper_stale_tasks", status="running", task_type="other") == 2
+
+
+def test_a_scrape_never_queries_the_database(tasks: Tasks, database_url: str) -> None:
+    fill(tasks)
+    daemon, registry = make_daemon(settings_for(database_url))
+    daemon.poll()
+    statements: list[str] = []
+    listener: Callable[..., None] = lambda *args: statements.append(args[2])
+    event.listen(daemon.task_table().engine, "before_cursor_execute", listener)
+    for _ in range(3):
+        generate_latest(registry)
+    assert statements == []

@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -22,8 +23,8 @@ from prometheus_client import CollectorRegistry
 
 from helpers import NOW, SERVER_BACKENDS, Tasks, ago, settings_for
 from reaper.daemon import Daemon, backoff_seconds
-from reaper.errors import DatabaseError
-from reaper.http import MetricsServer, build_app
+from reaper.errors import ConfigError, DatabaseError
+from reaper.http import MetricsServer, TlsFiles, build_app
 from reaper.metrics import ReaperMetrics
 from reaper.settings import Settings, load_settings
 from servers import Server
@@ -311,3 +312,37 @@ def test_the_daemon_refuses_a_port_in_use_with_one_line(tmp_path: Path) -> None:
                               capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def make_certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, made with Debian's openssl."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )
+    return cert, key
+
+
+def test_metrics_are_served_over_tls_when_a_certificate_is_configured(tmp_path: Path) -> None:
+    cert, key = make_certificate(tmp_path)
+    registry = CollectorRegistry()
+    ReaperMetrics(registry, "tls-test")
+    server = MetricsServer(build_app(registry, lambda: (True, ""), lambda: (True, "")), "127.0.0.1", 0,
+                           TlsFiles(cert, key))
+    server.start()
+    try:
+        context = ssl.create_default_context(cafile=str(cert))
+        with urllib.request.urlopen(f"https://127.0.0.1:{server.port}/metrics", context=context, timeout=10) as reply:
+            assert 'reaper_build_info{version="tls-test"} 1.0' in reply.read().decode()
+        with pytest.raises(urllib.error.URLError):  # a client that does not trust the certificate is refused
+            urllib.request.urlopen(f"https://127.0.0.1:{server.port}/metrics", timeout=10)
+    finally:
+        server.stop()
+
+
+def test_a_missing_certificate_is_a_one_line_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot load the metrics TLS certificate"):
+        MetricsServer(build_app(CollectorRegistry(), lambda: (True, ""), lambda: (True, "")), "127.0.0.1", 0,
+                      TlsFiles(tmp_path / "nope.pem", tmp_path / "nope.key"))

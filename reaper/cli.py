@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -29,7 +29,7 @@ from reaper.metrics import ReaperMetrics
 from reaper.policies import Policy, force_policy, standard_policies
 from reaper.reap import RunOptions, run_policies
 from reaper.report import render_run
-from reaper.settings import Columns, Settings, Statuses, load_settings
+from reaper.settings import MAX_DAYS, Columns, Settings, Statuses, load_settings
 from reaper.stats import collect_stats, render_report
 from reaper.table import ACTIVE_STATUSES, TERMINAL_STATUSES, TaskTable, open_table
 
@@ -56,6 +56,20 @@ def _positive_number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be greater than 0, got {text!r}")
+    return value
+
+
+def _days(text: str) -> float:
+    value = _positive_number(text)
+    if value > MAX_DAYS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_DAYS} days, got {text!r}")
+    return value
+
+
+def _hours(text: str) -> float:
+    value = _positive_number(text)
+    if value > MAX_DAYS * 24:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_DAYS * 24} hours, got {text!r}")
     return value
 
 
@@ -90,16 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
     modes.add_argument("--once", action="store_true", help="run the four policies once and exit")
     modes.add_argument("--stats-only", action="store_true", help="print the table's statistics; write nothing")
     modes.add_argument("--force-status", metavar="S", help="clean only status S (needs --older-than)")
-    modes.add_argument("--older-than", metavar="D", type=_positive_number, help="age in days for --force-status")
+    modes.add_argument("--older-than", metavar="D", type=_days, help="age in days for --force-status")
     modes.add_argument("--dry-run", action="store_true", help="select and count, write nothing (daemon: shadow mode)")
     modes.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     modes.add_argument("--check-indexes", action="store_true", help="report the recommended indexes; change nothing")
     modes.add_argument("--demo", action="store_true", help=f"use (and fill) the demo database ./{DEMO_FILE}")
     limits = parser.add_argument_group("thresholds")
-    limits.add_argument("--running-timeout", metavar="H", type=_positive_number, help="hours (default 24)")
-    limits.add_argument("--pending-timeout", metavar="H", type=_positive_number, help="hours (default 2)")
-    limits.add_argument("--failure-retention", metavar="D", type=_positive_number, help="days (default 7)")
-    limits.add_argument("--success-retention", metavar="D", type=_positive_number, help="days (default 30)")
+    limits.add_argument("--running-timeout", metavar="H", type=_hours, help="hours (default 24)")
+    limits.add_argument("--pending-timeout", metavar="H", type=_hours, help="hours (default 2)")
+    limits.add_argument("--failure-retention", metavar="D", type=_days, help="days (default 7)")
+    limits.add_argument("--success-retention", metavar="D", type=_days, help="days (default 30)")
     limits.add_argument("--batch-size", metavar="N", type=_positive_int, help="rows per transaction (default 1000)")
     limits.add_argument("--sleep", metavar="S", type=_non_negative_number, help="seconds to pause between batches")
     limits.add_argument("--max-runtime", metavar="S", type=_positive_number, help="stop a run after S seconds")
@@ -212,8 +226,8 @@ def _clean(mode: Mode, args: argparse.Namespace, settings: Settings, table: Task
     if mode.dry_run:  # a dry run writes nothing, so it needs no lock and never blocks a real run
         run = run_policies(table, policies, now, options)
     else:
-        with exclusive_run(table.engine, table.name):
-            run = run_policies(table, policies, now, options)
+        with exclusive_run(table.engine, table.name) as lock:
+            run = run_policies(table, policies, now, replace(options, still_exclusive=lock.held))
     if run.dry_run:
         logger.info(f"dry run finished: {run.matched} rows would be changed, none was")
     else:
@@ -276,6 +290,8 @@ def _fail(message: str, code: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``reaper`` command with ``argv`` and return its exit code."""
+    # loguru's default handler shows variables in tracebacks; nothing may print before ours is set.
+    logger.remove()
     try:
         args = build_parser().parse_args(argv)
         mode = _mode(args)

@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 
 import schedule
@@ -138,8 +139,9 @@ class Daemon:
                 if dry_run:
                     run = run_policies(table, standard_policies(settings), now, options)
                 else:
-                    with exclusive_run(table.engine, table.name):
-                        run = run_policies(table, standard_policies(settings), now, options)
+                    with exclusive_run(table.engine, table.name) as lock:
+                        exclusive = replace(options, still_exclusive=lock.held)
+                        run = run_policies(table, standard_policies(settings), now, exclusive)
         except LockHeld as exc:
             logger.info(f"{'dry run' if dry_run else 'cleanup'} skipped: {exc}")
             self.metrics.run_failed(dry_run, "locked")

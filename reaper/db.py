@@ -29,6 +29,7 @@ from reaper.errors import ConfigError, DatabaseError
 # deadlock, lock_timeout and serialization failure; SQLite's busy database.
 MYSQL_LOCK_ERRORS = {1205, 1213}
 POSTGRES_LOCK_STATES = {"40P01", "55P03", "40001"}
+CONNECT_TIMEOUT_SECONDS = 10
 MYSQL_CONSTRAINT = re.compile(r"CONSTRAINT `([^`]+)`")
 
 
@@ -45,6 +46,12 @@ def identity() -> str:
     return f"reaper@{socket.gethostname()}:{os.getpid()}"
 
 
+def backend_of(url: URL) -> str:
+    """Return ``mysql`` (for MySQL and MariaDB URLs alike), ``postgresql``, ``sqlite``, or another name."""
+    backend = url.get_backend_name()
+    return "mysql" if backend in ("mysql", "mariadb") else backend
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
     """Return ``text`` with every secret replaced by ``***``."""
     for secret in secrets:
@@ -56,7 +63,7 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 def sqlite_file(url: URL) -> Path | None:
     """Return the file of a SQLite URL, or ``None`` for an in-memory or URI database."""
     database = url.database
-    if url.get_backend_name() != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
+    if backend_of(url) != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
         return None
     return Path(database)
 
@@ -83,7 +90,7 @@ def _sqlite_session(dbapi_connection: Any) -> None:
 
 
 def _engine_options(url: URL, limits: SessionLimits) -> dict[str, Any]:
-    backend = url.get_backend_name()
+    backend = backend_of(url)
     if backend == "sqlite":
         return {"connect_args": {"timeout": limits.lock_timeout_seconds}}
     if backend == "postgresql":
@@ -91,7 +98,8 @@ def _engine_options(url: URL, limits: SessionLimits) -> dict[str, Any]:
             f"-c lock_timeout={int(limits.lock_timeout_seconds * 1000)} "
             f"-c statement_timeout={int(limits.statement_timeout_seconds * 1000)} -c TimeZone=UTC"
         )
-        return {"pool_pre_ping": True, "connect_args": {"options": options, "application_name": identity()[:63]}}
+        connect_args = {"options": options, "application_name": identity()[:63], "connect_timeout": CONNECT_TIMEOUT_SECONDS}
+        return {"pool_pre_ping": True, "connect_args": connect_args}
     return {"pool_pre_ping": True}
 
 
@@ -113,7 +121,7 @@ def create_db_engine(url: URL, limits: SessionLimits | None = None, *, must_exis
         ) from None
     except ArgumentError as exc:
         raise ConfigError(f"invalid REAPER_DATABASE_URL={safe}: {exc}") from None
-    backend = url.get_backend_name()
+    backend = backend_of(url)
     if backend == "mysql":
         event.listen(engine, "connect", lambda dbapi_connection, _: _mysql_session(dbapi_connection, limits))
     elif backend == "sqlite":

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from loguru import logger
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 
-from reaper.db import identity, sqlite_file
-from reaper.errors import LockHeld
+from reaper.db import backend_of, identity, sqlite_file
+from reaper.errors import ConfigError, LockHeld
 
 MYSQL_LOCK_NAME_LIMIT = 64
+LOCK_SESSION_IDLE_SECONDS = 7 * 86400
 
 
 def lock_name(engine: Engine, table: str) -> str:
@@ -59,12 +62,53 @@ def _postgres_holder(conn: Connection, key: int) -> str:
     return f"backend pid {who[0]} ({who[1] or 'no application name'} from {who[2]})" if who else "another session"
 
 
+class RunLock:
+    """A held lock; ``held()`` asks the database whether it is still ours (a dropped session loses it)."""
+
+    def __init__(self, check: Callable[[], bool] = lambda: True) -> None:
+        self._check = check
+
+    def held(self) -> bool:
+        """Whether this process still holds the lock."""
+        try:
+            return self._check()
+        except SQLAlchemyError:
+            return False
+
+
+def _mysql_check(conn: Connection, name: str) -> Callable[[], bool]:
+    statement = text("SELECT IS_USED_LOCK(:name) = CONNECTION_ID()")
+    return lambda: bool(conn.execute(statement, {"name": name}).scalar())
+
+
+def _postgres_check(conn: Connection, key: int) -> Callable[[], bool]:
+    high, low = (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF
+    statement = text(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid() "
+        "AND classid::bigint = :high AND objid::bigint = :low"
+    )
+    return lambda: bool(conn.execute(statement, {"high": high, "low": low}).scalar())
+
+
+def _release(conn: Connection, backend: str, name: str, key: int) -> None:
+    try:
+        if backend == "mysql":
+            conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
+        else:
+            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+        conn.commit()
+    except SQLAlchemyError as exc:  # the session is gone, and the server dropped the lock with it
+        logger.warning(f"could not release the lock {name!r} (the server has dropped it): {getattr(exc, 'orig', exc)}")
+
+
 @contextmanager
-def _server_lock(engine: Engine, name: str) -> Iterator[None]:
-    backend = engine.url.get_backend_name()
+def _server_lock(engine: Engine, name: str) -> Iterator[RunLock]:
+    backend = backend_of(engine.url)
     key = _advisory_key(name)
     with engine.connect() as conn:
         if backend == "mysql":
+            # The lock's session sits idle for the whole run: keep the server from closing it.
+            conn.execute(text(f"SET SESSION wait_timeout = {LOCK_SESSION_IDLE_SECONDS}"))
             got = conn.execute(text("SELECT GET_LOCK(:name, 0)"), {"name": name}).scalar() == 1
         else:
             got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar())
@@ -72,18 +116,15 @@ def _server_lock(engine: Engine, name: str) -> Iterator[None]:
         if not got:
             holder = _mysql_holder(conn, name) if backend == "mysql" else _postgres_holder(conn, key)
             raise LockHeld(f"another reaper holds the lock {name!r}: {holder}")
+        check = _mysql_check(conn, name) if backend == "mysql" else _postgres_check(conn, key)
         try:
-            yield
+            yield RunLock(check)
         finally:
-            if backend == "mysql":
-                conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
-            else:
-                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-            conn.commit()
+            _release(conn, backend, name, key)
 
 
 @contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
+def _file_lock(path: Path) -> Iterator[RunLock]:
     with open(path, "a+", encoding="utf-8") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -96,7 +137,7 @@ def _file_lock(path: Path) -> Iterator[None]:
         handle.write(identity())
         handle.flush()
         try:
-            yield
+            yield RunLock()
         finally:
             handle.seek(0)
             handle.truncate()
@@ -104,17 +145,19 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 
 @contextmanager
-def exclusive_run(engine: Engine, table: str) -> Iterator[None]:
+def exclusive_run(engine: Engine, table: str) -> Iterator[RunLock]:
     """Hold the table's reaper lock for the body; raise ``LockHeld`` naming the holder if taken."""
-    backend = engine.url.get_backend_name()
+    backend = backend_of(engine.url)
     if backend in ("mysql", "postgresql"):
-        with _server_lock(engine, lock_name(engine, table)):
-            yield
+        with _server_lock(engine, lock_name(engine, table)) as lock:
+            yield lock
         return
+    if backend != "sqlite":
+        raise ConfigError(f"reaper can keep one run at a time only on SQLite, MySQL/MariaDB and PostgreSQL, not {backend}")
     path = sqlite_file(engine.url)
     if path is None:  # an in-memory database is private to this process
-        yield
+        yield RunLock()
         return
-    with _file_lock(path.with_name(f"{path.name}.{table}.reaper-lock")):
-        yield
+    with _file_lock(path.with_name(f"{path.name}.{table}.reaper-lock")) as lock:
+        yield lock
 

@@ -38,6 +38,7 @@ class RunOptions:
     max_runtime_seconds: float | None = None
     max_retries: int = 3
     should_stop: Callable[[], bool] = lambda: False
+    still_exclusive: Callable[[], bool] = lambda: True
     sleep: Callable[[float], None] = time.sleep
     timer: Callable[[], float] = time.monotonic
 
@@ -154,6 +155,8 @@ class _Clock:
             return "stop requested"
         if self.deadline is not None and self.options.timer() >= self.deadline:
             return f"max runtime of {self.options.max_runtime_seconds:g} s reached"
+        if not self.options.still_exclusive():
+            return "the run lock was lost (the database dropped its session)"
         return None
 
 
@@ -175,11 +178,14 @@ def apply_policy(
     result = PolicyResult(policy.name, policy.status, policy.action.value, policy.threshold, policy.cutoff(now))
     selection = selection_of(table, policy, now)
     ctx = WriteContext(table, policy, selection, now, options.max_retries, options.sleep)
-    def pause() -> None:
+    def pause_then_check() -> bool:
+        """Pause between batches, then say whether the next batch may start (the clock may have run out)."""
         if options.sleep_seconds:
             options.sleep(options.sleep_seconds)
+        result.stop_reason = clock.stop_reason()
+        return result.stop_reason is None
 
-    for rows in batches(table, policy, now, options.batch_size, pause):
+    for rows in batches(table, policy, now, options.batch_size, pause_then_check):
         outcome = BatchOutcome() if options.dry_run else write_batch(ctx, rows)
         result.record(rows, outcome, options.sample_size)
         if not options.dry_run:

@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Select, and_, or_, select
+from sqlalchemy import Column, DateTime, Select, String, and_, or_, select, type_coerce
 from sqlalchemy.engine import Row
 from sqlalchemy.sql.elements import ColumnElement
 
+from reaper.db import backend_of
 from reaper.policies import Policy
 from reaper.table import TaskTable
 
@@ -34,7 +35,18 @@ class Segment:
     """A part of a policy's matches that one index range serves, and the order to read it in."""
 
     where: ColumnElement[bool]
-    order: tuple[Column[Any], ...]
+    order: tuple[ColumnElement[Any], ...]
+
+
+def _as_stored(table: TaskTable, column: Column[Any]) -> ColumnElement[Any]:
+    """The column as the database compares it: on SQLite a timestamp is text, so page on the text.
+
+    Re-rendering a value read back as a datetime would change its spelling ('2026-11-29 10:00:00'
+    from CURRENT_TIMESTAMP becomes '... 10:00:00.000000'), and the page would skip or repeat rows.
+    """
+    if backend_of(table.engine.url) == "sqlite" and isinstance(column.type, DateTime):
+        return type_coerce(column, String)
+    return column
 
 
 def segments(table: TaskTable, policy: Policy, now: datetime, spellings: Sequence[str]) -> list[Segment]:
@@ -44,14 +56,14 @@ def segments(table: TaskTable, policy: Policy, now: datetime, spellings: Sequenc
     found = []
     for value in spellings:
         status = table.status == value
-        found.append(Segment(and_(status, first < table.to_db(cutoff, first)), (first, table.id)))
+        found.append(Segment(and_(status, table.before(first, cutoff)), (_as_stored(table, first), table.id)))
         if rest:
             undated_first = and_(status, first.is_(None), table.coalesce_before(rest, cutoff))
             found.append(Segment(undated_first, (table.id,)))
     return found
 
 
-def _resume_after(order: Sequence[Column[Any]], values: Sequence[Any]) -> ColumnElement[bool]:
+def _resume_after(order: Sequence[ColumnElement[Any]], values: Sequence[Any]) -> ColumnElement[bool]:
     """Rows strictly after ``values`` in ``order``; the leading ``>=`` lets every database seek to it."""
     column, value = order[0], values[0]
     if len(order) == 1:
@@ -68,20 +80,21 @@ def segment_query(table: TaskTable, policy: Policy, segment: Segment, after: Seq
 
 
 def batches(
-    table: TaskTable, policy: Policy, now: datetime, size: int, pause: Callable[[], None] = lambda: None
+    table: TaskTable, policy: Policy, now: datetime, size: int, pause: Callable[[], bool] = lambda: True
 ) -> Iterator[Sequence[Row[Any]]]:
     """Yield the rows ``policy`` matches, ``size`` at a time, each read in its own short query.
 
     ``pause`` is called after each full batch, before the query that follows it, so that a run
-    yields to the application between batches and never waits once the matches run out.
+    yields to the application between batches and never waits once the matches run out; when it
+    returns false, no further batch is read.
     """
     with table.engine.connect() as conn:
         spellings = table.stored_spellings(conn, policy.status)
     for segment in segments(table, policy, now, spellings):
         after: Sequence[Any] | None = None
         while True:
-            if after is not None:
-                pause()
+            if after is not None and not pause():
+                return
             with table.engine.connect() as conn:
                 rows = conn.execute(segment_query(table, policy, segment, after, size)).all()
             if rows:

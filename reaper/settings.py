@@ -22,6 +22,7 @@ from pydantic_settings import (
     EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 from sqlalchemy.engine import URL, make_url
@@ -34,6 +35,8 @@ DOTENV_FILE = ".env"
 # "REAP" on a telephone keypad; outside 9100-9999, the range Prometheus's list of default exporter
 # ports is allocated from, so it collides with no listed exporter.
 DEFAULT_METRICS_PORT = 7327
+# No threshold beyond a century: now minus it must stay a valid date.
+MAX_DAYS = 36500
 DEFAULT_DATABASE_URL = "sqlite:///reaper.db"
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 
@@ -120,10 +123,10 @@ class Settings(BaseSettings):
     table: str = "processing_tasks"
     columns: Columns = Columns()
     statuses: Statuses = Statuses()
-    running_timeout_hours: float = Field(24.0, gt=0, allow_inf_nan=False)
-    pending_timeout_hours: float = Field(2.0, gt=0, allow_inf_nan=False)
-    failure_retention_days: float = Field(7.0, gt=0, allow_inf_nan=False)
-    success_retention_days: float = Field(30.0, gt=0, allow_inf_nan=False)
+    running_timeout_hours: float = Field(24.0, gt=0, le=MAX_DAYS * 24, allow_inf_nan=False)
+    pending_timeout_hours: float = Field(2.0, gt=0, le=MAX_DAYS * 24, allow_inf_nan=False)
+    failure_retention_days: float = Field(7.0, gt=0, le=MAX_DAYS, allow_inf_nan=False)
+    success_retention_days: float = Field(30.0, gt=0, le=MAX_DAYS, allow_inf_nan=False)
     batch_size: int = Field(1000, ge=1, le=10000)
     sleep_seconds: float = Field(0.0, ge=0, le=3600, allow_inf_nan=False)
     max_runtime_seconds: float | None = Field(None, gt=0, allow_inf_nan=False)
@@ -203,14 +206,20 @@ class Settings(BaseSettings):
 
     @property
     def safe_database_url(self) -> str:
-        """The database URL with its password masked, for logs and messages."""
-        return self.url.render_as_string(hide_password=True)
+        """The database URL with its password masked (in the user part or the query), for output."""
+        url = self.url
+        if "password" in url.query:
+            url = url.update_query_dict({"password": "***"})
+        return url.render_as_string(hide_password=True)
 
     @property
     def secrets(self) -> tuple[str, ...]:
         """Strings that must never appear in any output."""
-        password = self.url.password
-        return (str(password),) if password else ()
+        url = self.url
+        found = [str(url.password)] if url.password else []
+        query_password = url.query.get("password")
+        found += [query_password] if isinstance(query_password, str) else list(query_password or ())
+        return tuple(secret for secret in found if secret)
 
     @classmethod
     def settings_customise_sources(
@@ -258,6 +267,13 @@ def _check_toml(path: Path) -> None:
         raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror}") from None
 
 
+def _named_config_file(values: Mapping[str, str]) -> str | None:
+    for key, value in values.items():
+        if key.upper() == ENV_PREFIX + "CONFIG_FILE" and value:
+            return value
+    return None
+
+
 def _read_dotenv(path: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
@@ -268,7 +284,7 @@ def _read_dotenv(path: Path) -> dict[str, str]:
 def _check_environment(environ: Mapping[str, str], where: str = "the environment") -> None:
     known = {env_name((name,)) for name in Settings.model_fields}
     nested = {env_name((name,)) for name in ("columns", "statuses")}
-    for key in sorted(environ):
+    for key in sorted(name.upper() for name in environ):  # names are matched ignoring case
         if not key.startswith(ENV_PREFIX) or key in known:
             continue
         if any(key.startswith(prefix + "__") for prefix in nested):
@@ -293,10 +309,14 @@ def load_settings(overrides: Mapping[str, Any] | None = None, config_file: Path 
     """Build the settings from flags (``overrides``), environment, ``.env`` and the TOML file."""
     values = {key: value for key, value in (overrides or {}).items() if value is not None}
     _check_environment(os.environ)
-    dotenv = _read_dotenv(Path(DOTENV_FILE))
+    try:
+        dotenv = _read_dotenv(Path(DOTENV_FILE))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {DOTENV_FILE}: {exc}") from None
     _check_environment({key.upper(): value for key, value in dotenv.items()}, DOTENV_FILE)
-    if config_file is None and os.environ.get(ENV_PREFIX + "CONFIG_FILE"):
-        config_file = Path(os.environ[ENV_PREFIX + "CONFIG_FILE"])
+    if config_file is None:
+        named = _named_config_file(os.environ) or _named_config_file(dotenv)
+        config_file = Path(named) if named else None
     if config_file is not None:
         _check_toml(config_file)
     # A subclass carries the TOML path so that the shared class is never mutated.
@@ -309,4 +329,6 @@ def load_settings(overrides: Mapping[str, Any] | None = None, config_file: Path 
         loaded = loader(**values)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, config_file)) from None
+    except SettingsError as exc:  # a nested value (REAPER_COLUMNS=...) that is not JSON, for one
+        raise ConfigError(f"invalid settings: {str(exc).splitlines()[0]}") from None
     return Settings.model_validate(loaded.model_dump())

@@ -101,7 +101,7 @@ def _counts(conn: Connection, table: TaskTable) -> dict[tuple[str, str], int]:
 
 def _created_since(conn: Connection, table: TaskTable, since: datetime) -> int:
     created = table.columns["created_at"]
-    query = select(func.count()).select_from(table.table).where(created >= table.to_db(since, created))
+    query = select(func.count()).select_from(table.table).where(table.since(created, since))
     return int(conn.execute(query).scalar_one())
 
 
@@ -121,7 +121,7 @@ def _stale(conn: Connection, table: TaskTable, policy: Policy, now: datetime) ->
         if stale:
             summary.by_type[_type_key(kind)] = summary.by_type.get(_type_key(kind), 0) + int(stale)
             summary.count += int(stale)
-        moment = table.from_db(first)
+        moment = table.from_db(first, table.age_columns(policy.status)[0])
         if moment is not None and (oldest is None or moment < oldest):
             oldest = moment
     summary.oldest_age_seconds = (now - oldest).total_seconds() if oldest is not None else None

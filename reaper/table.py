@@ -13,7 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.dialects.mysql import TIMESTAMP as MySQLTimestamp
-from sqlalchemy import Column, MetaData, Table, and_, func, inspect, or_, select
+from sqlalchemy import Column, MetaData, Table, and_, func, inspect, literal, not_, or_, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import NoSuchTableError
 from sqlalchemy.sql.elements import ColumnElement
@@ -140,7 +140,28 @@ class TaskTable:
 
     def coalesce_before(self, columns: Sequence[Column[Any]], cutoff: datetime) -> ColumnElement[bool]:
         """Return ``COALESCE(columns) < cutoff`` as ``c1 < x OR (c1 IS NULL AND (c2 < x OR ...))``."""
-        return _coalesce_before(columns, [self.to_db(cutoff, column) for column in columns])
+        first, rest = columns[0], columns[1:]
+        condition = self.before(first, cutoff)
+        if not rest:
+            return condition
+        return or_(condition, and_(first.is_(None), self.coalesce_before(rest, cutoff)))
+
+    def before(self, column: Column[Any], moment: datetime) -> ColumnElement[bool]:
+        """Return ``column < moment``, the moment converted to what the column stores."""
+        value = self.to_db(moment, column)
+        if self._text_timestamps:
+            # SQLite keeps timestamps as text in whatever spelling the application wrote
+            # ('... 10:00:00', '...T10:00:00', with or without a fraction); compare them as moments.
+            return func.julianday(column) < func.julianday(literal(value, column.type))
+        return column < value
+
+    def since(self, column: Column[Any], moment: datetime) -> ColumnElement[bool]:
+        """Return ``column >= moment``, the negation of ``before`` for rows that have a value."""
+        return and_(column.is_not(None), not_(self.before(column, moment)))
+
+    @property
+    def _text_timestamps(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
 
     def to_db(self, moment: datetime, column: Column[Any]) -> datetime:
         """Convert an aware UTC moment into what ``column`` stores (naive in the configured zone)."""
@@ -148,14 +169,15 @@ class TaskTable:
             return moment
         return moment.astimezone(self.zone).replace(tzinfo=None)
 
-    def from_db(self, value: Any) -> datetime | None:
-        """Convert a stored timestamp into an aware UTC datetime; ``None`` stays ``None``."""
+    def from_db(self, value: Any, column: Column[Any]) -> datetime | None:
+        """Convert a timestamp read from ``column`` into an aware UTC datetime; ``None`` stays ``None``."""
         if value is None:
             return None
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
         if value.tzinfo is None:
-            value = value.replace(tzinfo=self.zone)
+            # Columns that store a zone arrive in the session's zone, which is UTC (see db.py).
+            value = value.replace(tzinfo=timezone.utc if _stores_zone(column) else self.zone)
         return value.astimezone(timezone.utc)
 
     def write_value(self, conn: Connection, role: str) -> str:
@@ -197,14 +219,6 @@ class TaskTable:
 def _stores_zone(column: Column[Any]) -> bool:
     # MySQL TIMESTAMP is stored in UTC and read in the session zone, which db.py sets to UTC.
     return bool(getattr(column.type, "timezone", False)) or isinstance(column.type, MySQLTimestamp)
-
-
-def _coalesce_before(columns: Sequence[Column[Any]], cutoffs: Sequence[datetime]) -> ColumnElement[bool]:
-    first, rest = columns[0], columns[1:]
-    condition = first < cutoffs[0]
-    if not rest:
-        return condition
-    return or_(condition, and_(first.is_(None), _coalesce_before(rest, cutoffs[1:])))
 
 
 def _reflect(engine: Engine, settings: Settings) -> Table:

@@ -277,3 +277,38 @@ def test_a_run_stopped_by_max_runtime_says_so(
     code, out, _ = run_cli(capsys, *argv)
     assert code == 0 and "Stopped early (max runtime of 0.1 s reached)" in out
     assert 0 < tasks.count() < 3
+
+
+def test_a_malformed_nested_setting_exits_2_without_a_traceback_or_the_password(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REAPER_COLUMNS", "{bad")
+    code, out, err = run_cli(capsys, "--once", "--database-url", "mysql+pymysql://u:Sup3rSecretPw@127.0.0.1:1/x")
+    assert code == 2
+    assert_one_line_error(err, "columns")
+    assert "Sup3rSecretPw" not in out + err
+
+
+def test_a_threshold_beyond_a_century_is_refused_before_anything_runs(
+    filled: Tasks, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = filled.dump()
+    code, _, err = run_cli(capsys, "--once", "--database-url", database_url, "--success-retention", "800000")
+    assert code == 2
+    assert_one_line_error(err, "--success-retention: must be at most 36500 days")
+    assert filled.dump() == before
+
+
+def test_a_password_in_the_url_query_is_masked(capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"mysql+pymysql://app@127.0.0.1:{closed_port()}/tasks?password=Qu3rySecret"
+    code, out, err = run_cli(capsys, "--stats-only", "--database-url", url)
+    assert code == 1 and "Qu3rySecret" not in out + err
+
+
+def test_the_config_file_can_be_named_in_dotenv(
+    filled: Tasks, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Path("strict.toml").write_text("success_retention_days = 0.5\n")
+    Path(".env").write_text("REAPER_CONFIG_FILE=strict.toml\n")
+    code, out, _ = run_cli(capsys, "--once", "--dry-run", "--json", "--database-url", database_url)
+    assert code == 0 and json.loads(out)["policies"]["success_retention"]["matched"] == 2

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
 from helpers import Tasks, ago
 from reaper.errors import LockHeld
@@ -74,3 +74,41 @@ def test_a_dry_run_needs_no_lock(tasks: Tasks, database_url: str, tmp_path: Path
     finally:
         holder.dispose()
     assert result and result[0].returncode == 0, result[0].stderr if result else "no result"
+
+
+def test_a_lock_whose_session_the_server_dropped_is_known_to_be_lost(
+    tasks: Tasks, database_url: str, backend: str
+) -> None:
+    admin = create_engine(database_url)
+    try:
+        with exclusive_run(tasks.engine, "processing_tasks") as lock:
+            assert lock.held()
+            if backend == "mariadb":
+                with admin.connect() as conn:
+                    name = f"reaper:{tasks.engine.url.database}.processing_tasks"
+                    holder = conn.execute(text("SELECT IS_USED_LOCK(:name)"), {"name": name}).scalar()
+                    conn.exec_driver_sql(f"KILL {int(holder)}")
+            elif backend == "postgresql":
+                with admin.connect() as conn:
+                    conn.exec_driver_sql(
+                        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                    )
+            else:
+                return  # a file lock lives as long as the process
+            assert not lock.held()
+    finally:
+        admin.dispose()
+
+
+def test_a_mariadb_url_takes_the_same_lock_as_a_mysql_url(tasks: Tasks, database_url: str, backend: str) -> None:
+    if backend != "mariadb":
+        return
+    mariadb_url = database_url.replace("mysql+pymysql://", "mariadb+pymysql://")
+    other = create_engine(mariadb_url)
+    try:
+        with exclusive_run(tasks.engine, "processing_tasks"):
+            with pytest.raises(LockHeld):
+                with exclusive_run(other, "processing_tasks"):
+                    pass
+    finally:
+        other.dispose()

@@ -509,7 +509,8 @@ def test_max_runtime_stops_the_pass_between_batches_and_says_so(tasks: Tasks, da
     run = run_policies(open_table(tasks.engine, settings), standard_policies(settings)[3:], NOW, options)
     assert run.stop_reason == "max runtime of 2.5 s reached"
     assert run.policies["success_retention"].stop_reason == run.stop_reason
-    assert tasks.count() == 2  # batches at 0 s, 1 s, 2 s and 3 s, then the budget is spent
+    # Batches at 0 s, 1 s and 2 s; the pause that ends at 3 s spends the budget, so no batch starts then.
+    assert tasks.count() == 4
 
 
 def test_sleep_pauses_between_batches_only(tasks: Tasks, database_url: str) -> None:
@@ -520,3 +521,32 @@ def test_sleep_pauses_between_batches_only(tasks: Tasks, database_url: str) -> N
     options = RunOptions(batch_size=2, sleep_seconds=0.25, sleep=pauses.append)
     run = run_policies(open_table(tasks.engine, settings), standard_policies(settings)[3:], NOW, options)
     assert run.policies["success_retention"].batches == 3 and pauses == [0.25, 0.25]
+
+
+def test_sqlite_timestamps_written_without_sqlalchemy_are_paged_without_skipping(tmp_path: Path) -> None:
+    # CURRENT_TIMESTAMP ('2026-11-28 06:00:00') and ISO ('2026-11-28T06:00:00') spellings, many rows
+    # sharing one second across batch boundaries.
+    path = tmp_path / "tasks.sqlite3"
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE processing_tasks (id INTEGER PRIMARY KEY, status TEXT, task_type TEXT, "
+            "created_at DATETIME, started_at DATETIME, completed_at DATETIME, updated_at DATETIME, error_message TEXT)"
+        )
+        for spelling in ("2026-11-28 06:00:00", "2026-11-28T05:00:00"):
+            for _ in range(10):
+                conn.exec_driver_sql(
+                    "INSERT INTO processing_tasks (status, created_at, started_at) VALUES ('running', ?, ?)",
+                    (spelling, spelling),
+                )
+    engine.dispose()
+    url = f"sqlite:///{path}"
+    dry = run_policies(*_open(url), NOW, RunOptions(dry_run=True, batch_size=3))
+    assert dry.policies["running_timeout"].matched == 20
+    real = run_policies(*_open(url), NOW, RunOptions(batch_size=3))
+    assert real.policies["running_timeout"].affected == 20
+
+
+def _open(url: str) -> tuple[Any, list[Policy]]:
+    settings = settings_for(url)
+    return open_table(create_engine(url), settings), standard_policies(settings)[:1]

@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import Column, DateTime, Enum, Integer, MetaData, String, Table, create_engine
+from sqlalchemy.dialects.mysql import TIMESTAMP as MySQLTimestamp
 
 from helpers import NOW, Tasks, settings_for
 from reaper.errors import SchemaError
@@ -71,7 +72,16 @@ def test_naive_values_are_converted_from_the_configured_zone(tasks: Tasks, datab
     table = open_table(tasks.engine, settings_for(database_url, database_timezone="Asia/Shanghai"))
     stored = table.to_db(NOW, table.columns["created_at"])
     assert stored == datetime(2026, 11, 29, 20, 0, 0)
-    assert table.from_db(stored) == NOW and table.from_db(stored).tzinfo == timezone.utc  # type: ignore[union-attr]
+    created = table.columns["created_at"]
+    assert table.from_db(stored, created) == NOW
+    assert table.from_db(stored, created).tzinfo == timezone.utc  # type: ignore[union-attr]
+
+
+def test_mysql_timestamp_values_are_read_as_utc_whatever_the_configured_zone(tasks: Tasks, database_url: str) -> None:
+    table = open_table(tasks.engine, settings_for(database_url, database_timezone="Asia/Shanghai"))
+    stamp = Column("stamp", MySQLTimestamp())
+    assert table.from_db(datetime(2026, 11, 29, 12, 0, 0), stamp) == NOW
+    assert table.to_db(NOW, stamp) == NOW
 
 
 def test_text_is_cut_to_a_string_columns_length(tasks: Tasks, database_url: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -49,48 +50,28 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _positive_number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text!r}")
-    return value
+def _number(low: float, at_least: bool = False, high: float = math.inf, unit: str = "", whole: bool = False) -> Any:
+    """Return an argparse type: a number above ``low`` (or at least it) and at most ``high``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = int(text) if whole else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {'whole ' if whole else ''}number, got {text!r}") from None
+        if math.isnan(value) or (value < low if at_least else value <= low):
+            raise argparse.ArgumentTypeError(f"must be {'at least' if at_least else 'greater than'} {low:g}, got {text!r}")
+        if value > high or math.isinf(value):
+            raise argparse.ArgumentTypeError(f"must be at most {high:g}{unit}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _days(text: str) -> float:
-    value = _positive_number(text)
-    if value > MAX_DAYS:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_DAYS} days, got {text!r}")
-    return value
-
-
-def _hours(text: str) -> float:
-    value = _positive_number(text)
-    if value > MAX_DAYS * 24:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_DAYS * 24} hours, got {text!r}")
-    return value
-
-
-def _non_negative_number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
-    return value
+_hours = _number(0, high=MAX_DAYS * 24, unit=" hours")
+_days = _number(0, high=MAX_DAYS, unit=" days")
+_seconds = _number(0)
+_pause = _number(0, at_least=True, high=3600, unit=" seconds")
+_count = _number(1, at_least=True, whole=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,9 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("--pending-timeout", metavar="H", type=_hours, help="hours (default 2)")
     limits.add_argument("--failure-retention", metavar="D", type=_days, help="days (default 7)")
     limits.add_argument("--success-retention", metavar="D", type=_days, help="days (default 30)")
-    limits.add_argument("--batch-size", metavar="N", type=_positive_int, help="rows per transaction (default 1000)")
-    limits.add_argument("--sleep", metavar="S", type=_non_negative_number, help="seconds to pause between batches")
-    limits.add_argument("--max-runtime", metavar="S", type=_positive_number, help="stop a run after S seconds")
+    limits.add_argument("--batch-size", metavar="N", type=_count, help="rows per transaction (default 1000)")
+    limits.add_argument("--sleep", metavar="S", type=_pause, help="seconds to pause between batches")
+    limits.add_argument("--max-runtime", metavar="S", type=_seconds, help="stop a run after S seconds")
     where = parser.add_argument_group("database, configuration and logs")
     where.add_argument("--database-url", metavar="URL", help="SQLAlchemy URL (default sqlite:///reaper.db)")
     where.add_argument("--table", metavar="NAME", help="table name (default processing_tasks)")

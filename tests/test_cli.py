@@ -134,7 +134,7 @@ def test_force_status_accepts_the_stored_spelling(
         (["--once", "--frobnicate"], "unrecognized arguments: --frobnicate"),
         (["--stats-only", "--once"], "are separate modes"),
         (["--check-indexes", "--force-status", "failure", "--older-than", "1"], "are separate modes"),
-        (["--once", "--sleep", "-1"], "--sleep: must be 0 or more"),
+        (["--once", "--sleep", "-1"], "--sleep: must be at least 0"),
         (["--once", "--max-runtime", "0"], "--max-runtime: must be greater than 0"),
         (["--json"], "--json goes with a one-shot mode"),
         (["--force-status", "exploded", "--older-than", "1"], "unknown status 'exploded'"),

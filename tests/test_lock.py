@@ -42,7 +42,7 @@ def test_locks_on_different_tables_do_not_conflict(tasks: Tasks, database_url: s
 def reaper_process(database_url: str, cwd: Path) -> subprocess.Popen[str]:
     argv = [sys.executable, "-m", "reaper", "--once", "--json", "--database-url", database_url]
     # Small batches with a pause make each run last a few seconds, so that the two overlap.
-    argv += ["--batch-size", "5", "--sleep", "0.05", "--log-level", "WARNING"]
+    argv += ["--batch-size", "5", "--sleep", "0.1", "--log-level", "WARNING"]
     return subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 import schedule
 from loguru import logger
-from prometheus_client import CollectorRegistry, disable_created_metrics
+from prometheus_client import CollectorRegistry, ProcessCollector, disable_created_metrics
 
 from reaper import __version__
 from reaper.clock import utcnow
@@ -27,6 +27,7 @@ from reaper.indexes import check_indexes, render_index_report
 from reaper.lock import exclusive_run
 from reaper.logs import setup_logging
 from reaper.metrics import ReaperMetrics
+from reaper.page import render_status_page
 from reaper.policies import Policy, force_policy, standard_policies
 from reaper.reap import RunOptions, run_policies
 from reaper.report import render_run
@@ -220,13 +221,18 @@ def _clean(mode: Mode, args: argparse.Namespace, settings: Settings, table: Task
 def _run_daemon(mode: Mode, settings: Settings, reload_settings: Callable[[], Settings]) -> int:
     disable_created_metrics()  # *_created series only double what dashboards read; most exporters drop them
     registry = CollectorRegistry()
+    ProcessCollector(registry=registry)  # process_start_time_seconds: the alert rules need the uptime
     metrics = ReaperMetrics(registry, __version__, settings.metrics_max_task_types)
     daemon = Daemon(settings, reload_settings, metrics, schedule.Scheduler(), shadow=mode.dry_run)
+
+    def status_page() -> str:
+        return render_status_page(metrics.snapshot, daemon.settings.table, mode.dry_run)
+
     tls = None
     if settings.metrics_certfile and settings.metrics_keyfile:
         tls = TlsFiles(settings.metrics_certfile, settings.metrics_keyfile, settings.metrics_client_cafile)
-    server = MetricsServer(build_app(registry, daemon.healthy, daemon.ready), settings.metrics_host,
-                           settings.metrics_port, tls)
+    app = build_app(registry, daemon.healthy, daemon.ready, status_page)
+    server = MetricsServer(app, settings.metrics_host, settings.metrics_port, tls)
     daemon.install_signal_handlers()
 
     def serve() -> None:

@@ -144,10 +144,10 @@ class Daemon:
                         run = run_policies(table, standard_policies(settings), now, exclusive)
         except LockHeld as exc:
             logger.info(f"{'dry run' if dry_run else 'cleanup'} skipped: {exc}")
-            self.metrics.run_failed(dry_run, "locked")
+            self.metrics.run_failed(dry_run, "locked", self.clock().timestamp())
             return None
         except ReaperError as exc:
-            self.metrics.run_failed(dry_run, "failure")
+            self.metrics.run_failed(dry_run, "failure", self.clock().timestamp())
             self.metrics.database_errors.labels(exc.kind).inc()
             raise
         self.metrics.run_finished(run, self.clock().timestamp())

@@ -28,6 +28,23 @@ RUN_OUTCOMES = ("success", "failure", "locked", "stopped")
 STANDARD_ACTIONS = {"running_timeout": "failed", "pending_timeout": "failed"}
 
 
+RECENT_RUNS_KEPT = 10
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run, as the status page lists it."""
+
+    at: float
+    mode: str
+    outcome: str
+    matched: int = 0
+    affected: int = 0
+    skipped: int = 0
+    duration_seconds: float = 0.0
+    policies: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # name -> (matched, affected)
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """Everything the gauges show, replaced whole by each poll or run."""
@@ -40,6 +57,11 @@ class Snapshot:
     run_duration_seconds: Mapping[str, float] = field(default_factory=dict)
     dry_run_candidates: Mapping[str, int] = field(default_factory=dict)
     thresholds_seconds: Mapping[str, float] = field(default_factory=dict)
+    recent_runs: tuple[RunRecord, ...] = ()
+
+    def with_run(self, record: RunRecord) -> tuple[RunRecord, ...]:
+        """The recent runs, newest first, with ``record`` added."""
+        return ((record,) + self.recent_runs)[:RECENT_RUNS_KEPT]
 
 
 def kept_task_types(counts: Mapping[tuple[str, str], int], limit: int) -> set[str]:
@@ -127,21 +149,29 @@ class ReaperMetrics:
         outcome = "stopped" if run.stopped_early else "success"
         self.runs.labels(mode, outcome).inc()
         durations = {**self.snapshot.run_duration_seconds, mode: run.duration_seconds}
+        record = RunRecord(
+            at, mode, outcome, run.matched, run.affected, run.skipped, run.duration_seconds,
+            {name: (result.matched, result.affected) for name, result in run.policies.items()},
+        )
+        recent = self.snapshot.with_run(record)
         if run.dry_run:
-            self._update(run_duration_seconds=durations, dry_run_candidates={n: r.matched for n, r in run.policies.items()})
+            candidates = {n: r.matched for n, r in run.policies.items()}
+            self._update(run_duration_seconds=durations, dry_run_candidates=candidates, recent_runs=recent)
             return
         for name, result in run.policies.items():
             self.reaped.labels(name, Action(result.action).done).inc(result.affected)
             for reason, count in result.skip_reasons.items():
                 self.skipped.labels(name, "lock" if reason == "lock conflict" else "constraint").inc(count)
-        changes: dict[str, object] = {"run_duration_seconds": durations}
+        changes: dict[str, object] = {"run_duration_seconds": durations, "recent_runs": recent}
         if not run.stopped_early:
             changes["last_cleanup_success"] = at
         self._update(**changes)
 
-    def run_failed(self, dry_run: bool, outcome: str) -> None:
+    def run_failed(self, dry_run: bool, outcome: str, at: float) -> None:
         """Record a run that failed or found the lock taken."""
-        self.runs.labels("dry_run" if dry_run else "cleanup", outcome).inc()
+        mode = "dry_run" if dry_run else "cleanup"
+        self.runs.labels(mode, outcome).inc()
+        self._update(recent_runs=self.snapshot.with_run(RunRecord(at, mode, outcome)))
 
 
 class _SnapshotCollector(Collector):

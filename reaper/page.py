@@ -35,8 +35,8 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else (f"{hours:.1f} h" if hours < 72 else f"{hours / 24:.1f} d")
 
 
-def _bar_chart(counts: dict[str, int]) -> str:
-    """An inline SVG bar chart, one bar per status."""
+def _bar_chart(counts: dict[str, int], label: str) -> str:
+    """An inline SVG bar chart, one bar per key."""
     largest = max(counts.values(), default=0) or 1
     rows = []
     for index, (name, count) in enumerate(counts.items()):
@@ -49,7 +49,7 @@ def _bar_chart(counts: dict[str, int]) -> str:
         )
     height = 22 * len(counts)
     return (
-        f'<svg role="img" aria-label="tasks by status" width="{BAR_WIDTH + 160}" height="{height}" '
+        f'<svg role="img" aria-label="{escape(label)}" width="{BAR_WIDTH + 160}" height="{height}" '
         f'font-size="12">{"".join(rows)}</svg>'
     )
 
@@ -59,7 +59,7 @@ def _status_section(stats: Stats) -> str:
     rows = "".join(f'<tr><td>{escape(name)}</td><td class="n">{count}</td></tr>' for name, count in counts.items())
     return (
         f"<h2>Tasks by status</h2><p>{stats.total} tasks; {stats.created_last_24h} created in the last 24 hours.</p>"
-        f'<table id="statuses"><tr><th>status</th><th>tasks</th></tr>{rows}</table>{_bar_chart(counts)}'
+        f'<table id="statuses"><tr><th>status</th><th>tasks</th></tr>{rows}</table>{_bar_chart(counts, "tasks by status")}'
     )
 
 
@@ -80,10 +80,14 @@ def _zombie_section(stats: Stats) -> str:
         for status, summary in stats.stale.items()
         if summary.oldest_age_seconds is not None
     )
+    totals = {
+        kind: (running.by_type.get(kind, 0) if running else 0) + (pending.by_type.get(kind, 0) if pending else 0)
+        for kind in types
+    }
     return (
         "<h2>Zombies by task type</h2>"
         f'<table id="zombies"><tr><th>task type</th><th>stale running</th><th>stale pending</th></tr>{rows}</table>'
-        f"<p>{escape(oldest)}</p>"
+        f"{_bar_chart(totals, 'zombies by task type') if totals else ''}<p>{escape(oldest)}</p>"
     )
 
 

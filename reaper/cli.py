@@ -18,6 +18,8 @@ from prometheus_client import CollectorRegistry, ProcessCollector, disable_creat
 
 from reaper import __version__
 from reaper.clock import utcnow
+from reaper.archive import open_archive
+from reaper.audit import append_audit, audit_record
 from reaper.daemon import Daemon
 from reaper.db import SessionLimits, create_db_engine, database_errors
 from reaper.demo import DEMO_FILE, ensure_demo_database
@@ -26,10 +28,12 @@ from reaper.http import MetricsServer, TlsFiles, build_app
 from reaper.indexes import check_indexes, render_index_report
 from reaper.lock import exclusive_run
 from reaper.logs import setup_logging
+from reaper.manual import ProgressBars, confirm_deletions, count_matches
 from reaper.metrics import ReaperMetrics
 from reaper.page import render_status_page
 from reaper.policies import Policy, force_policy, standard_policies
-from reaper.reap import RunOptions, run_policies
+from reaper.reap import RunOptions, RunResult, run_policies
+from reaper.restore import restore_archive
 from reaper.report import render_run
 from reaper.settings import MAX_DAYS, Columns, Settings, Statuses, load_settings
 from reaper.stats import collect_stats, render_report
@@ -90,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     modes.add_argument("--dry-run", action="store_true", help="select and count, write nothing (daemon: shadow mode)")
     modes.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     modes.add_argument("--check-indexes", action="store_true", help="report the recommended indexes; change nothing")
+    modes.add_argument("--restore", metavar="FILE", type=Path, help="put the rows of an archive file back")
+    modes.add_argument("--yes", action="store_true", help="confirm a run that deletes more than REAPER_CONFIRM_ABOVE rows")
     modes.add_argument("--demo", action="store_true", help=f"use (and fill) the demo database ./{DEMO_FILE}")
     limits = parser.add_argument_group("thresholds")
     limits.add_argument("--running-timeout", metavar="H", type=_hours, help="hours (default 24)")
@@ -103,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--database-url", metavar="URL", help="SQLAlchemy URL (default sqlite:///reaper.db)")
     where.add_argument("--table", metavar="NAME", help="table name (default processing_tasks)")
     where.add_argument("--config", metavar="FILE", type=Path, help="TOML settings file")
+    where.add_argument("--archive", choices=("jsonl", "table", "none"), help="keep deleted rows (default none)")
+    where.add_argument("--archive-dir", metavar="DIR", type=Path, help="where jsonl archives go (default reaper-archive)")
     where.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO (default), WARNING, ERROR")
     where.add_argument("--log-file", metavar="FILE", type=Path, help="also log to FILE, rotated")
     where.add_argument("--log-json", action="store_true", default=None, help="log JSON lines")
@@ -114,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 class Mode:
     """What the command line asked for."""
 
-    name: str  # once, stats, force, indexes, daemon
+    name: str  # once, stats, force, indexes, restore, daemon
     dry_run: bool
     as_json: bool
 
@@ -122,8 +130,8 @@ class Mode:
 def _mode(args: argparse.Namespace) -> Mode:
     if (args.force_status is None) != (args.older_than is None):
         raise UsageError("--force-status and --older-than go together")
-    if sum(map(bool, (args.stats_only, args.once or args.force_status, args.check_indexes))) > 1:
-        raise UsageError("--stats-only, --check-indexes and --once/--force-status are separate modes")
+    if sum(map(bool, (args.stats_only, args.once or args.force_status, args.check_indexes, args.restore))) > 1:
+        raise UsageError("--stats-only, --check-indexes, --restore and --once/--force-status are separate modes")
     if args.demo and args.database_url:
         raise UsageError("--demo uses its own database; drop --database-url")
     if args.force_status:
@@ -132,12 +140,14 @@ def _mode(args: argparse.Namespace) -> Mode:
         name = "stats"
     elif args.check_indexes:
         name = "indexes"
+    elif args.restore:
+        name = "restore"
     elif args.once:
         name = "once"
     else:
         name = "daemon"
     if name == "daemon" and args.json:
-        raise UsageError("--json goes with a one-shot mode (--once, --stats-only, --check-indexes, --force-status)")
+        raise UsageError("--json goes with a one-shot mode (--once, --stats-only, --check-indexes, --force-status, --restore)")
     return Mode(name=name, dry_run=args.dry_run, as_json=args.json)
 
 
@@ -151,6 +161,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "success_retention_days": args.success_retention,
         "batch_size": args.batch_size,
         "sleep_seconds": args.sleep,
+        "archive": args.archive,
+        "archive_dir": args.archive_dir,
         "max_runtime_seconds": args.max_runtime,
         "log_level": args.log_level,
         "log_file": args.log_file,
@@ -206,15 +218,50 @@ def _clean(mode: Mode, args: argparse.Namespace, settings: Settings, table: Task
     _warn_missing_indexes(table)
     options = _run_options(mode, settings)
     if mode.dry_run:  # a dry run writes nothing, so it needs no lock and never blocks a real run
-        run = run_policies(table, policies, now, options)
+        with ProgressBars({}, sys.stderr.isatty() and not mode.as_json, sys.stderr) as bars:
+            run = run_policies(table, policies, now, replace(options, progress=bars.advance))
     else:
-        with exclusive_run(table.engine, table.name) as lock:
-            run = run_policies(table, policies, now, replace(options, still_exclusive=lock.held))
+        run = _real_run(mode, args, settings, table, policies, now, options)
     if run.dry_run:
         logger.info(f"dry run finished: {run.matched} rows would be changed, none was")
     else:
         logger.info(f"cleanup finished: {run.affected} rows changed, {run.skipped} skipped")
     _emit(mode, run.to_json(), render_run(run, settings.safe_database_url))
+    return EXIT_OK
+
+
+def _real_run(
+    mode: Mode,
+    args: argparse.Namespace,
+    settings: Settings,
+    table: TaskTable,
+    policies: list[Policy],
+    now: datetime,
+    options: RunOptions,
+) -> RunResult:
+    """Count, confirm, then run under the lock, archiving and showing progress; write the audit line."""
+    show_progress = sys.stderr.isatty() and not mode.as_json
+    counts = count_matches(table, policies, now, options) if show_progress or not args.yes else {}
+    confirm_deletions(counts, policies, settings.confirm_above, args.yes, input if sys.stdin.isatty() else None)
+    with exclusive_run(table.engine, table.name) as lock, ProgressBars(counts, show_progress, sys.stderr) as bars:
+        archive = open_archive(settings.archive, settings.archive_dir, settings.archive_table, table.table,
+                               table.engine, now)
+        run = run_policies(
+            table, policies, now, replace(options, still_exclusive=lock.held, archive=archive, progress=bars.advance)
+        )
+    if run.affected and settings.audit_log is not None:
+        append_audit(settings.audit_log, audit_record(run, settings, mode.name, archive.location if archive else None))
+    return run
+
+
+def _restore(mode: Mode, args: argparse.Namespace, settings: Settings, table: TaskTable) -> int:
+    result = restore_archive(table, args.restore, mode.dry_run, settings.batch_size)
+    verb = "would restore" if result.dry_run else "restored"
+    text = (
+        f"{result.file}: {result.read} rows read, {verb} {result.restored}, "
+        f"{result.already_present} already in {table.name} (skipped)"
+    )
+    _emit(mode, result.to_json(), text)
     return EXIT_OK
 
 
@@ -263,6 +310,8 @@ def _run(mode: Mode, args: argparse.Namespace, settings: Settings, reload_settin
             stats = collect_stats(table, standard_policies(settings), now)
             _emit(mode, stats.to_json(), render_report(stats))
             return EXIT_OK
+        if mode.name == "restore":
+            return _restore(mode, args, settings, table)
         if mode.name == "indexes":
             advice = check_indexes(table)
             _emit(mode, {"indexes": [asdict(item) for item in advice]}, render_index_report(advice, table.name))

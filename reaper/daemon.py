@@ -24,6 +24,8 @@ import schedule
 from loguru import logger
 from sqlalchemy.engine import Engine
 
+from reaper.archive import open_archive
+from reaper.audit import append_audit, audit_record
 from reaper.clock import utcnow
 from reaper.db import SessionLimits, create_db_engine, database_errors
 from reaper.errors import LockHeld, ReaperError
@@ -140,8 +142,13 @@ class Daemon:
                     run = run_policies(table, standard_policies(settings), now, options)
                 else:
                     with exclusive_run(table.engine, table.name) as lock:
-                        exclusive = replace(options, still_exclusive=lock.held)
+                        archive = open_archive(settings.archive, settings.archive_dir, settings.archive_table,
+                                               table.table, table.engine, now)
+                        exclusive = replace(options, still_exclusive=lock.held, archive=archive)
                         run = run_policies(table, standard_policies(settings), now, exclusive)
+                    if run.affected and settings.audit_log is not None:
+                        location = archive.location if archive else None
+                        append_audit(settings.audit_log, audit_record(run, settings, "scheduled", location))
         except LockHeld as exc:
             logger.info(f"{'dry run' if dry_run else 'cleanup'} skipped: {exc}")
             self.metrics.run_failed(dry_run, "locked", self.clock().timestamp())

@@ -18,6 +18,7 @@ from sqlalchemy import and_
 from sqlalchemy.engine import Row
 from sqlalchemy.sql.elements import ColumnElement
 
+from reaper.archive import Archive
 from reaper.policies import Policy
 from reaper.selection import batches
 from reaper.table import TaskTable
@@ -39,6 +40,8 @@ class RunOptions:
     max_retries: int = 3
     should_stop: Callable[[], bool] = lambda: False
     still_exclusive: Callable[[], bool] = lambda: True
+    archive: Archive | None = None
+    progress: Callable[[str, int], None] = lambda policy, rows: None
     sleep: Callable[[float], None] = time.sleep
     timer: Callable[[], float] = time.monotonic
 
@@ -60,6 +63,8 @@ class PolicyResult:
     batches: int = 0
     sample_ids: list[Any] = field(default_factory=list)
     stop_reason: str | None = None
+    first_id: Any = None
+    last_id: Any = None
 
     def record(self, rows: Sequence[Row[Any]], outcome: BatchOutcome, sample_size: int) -> None:
         """Count one batch."""
@@ -72,6 +77,9 @@ class PolicyResult:
             self.skip_reasons[reason] = self.skip_reasons.get(reason, 0) + count
         room = max(sample_size - len(self.sample_ids), 0)
         self.sample_ids.extend(row[0] for row in rows[:room])
+        ids = [row[0] for row in rows]
+        self.first_id = min(ids) if self.first_id is None else min(self.first_id, *ids)
+        self.last_id = max(ids) if self.last_id is None else max(self.last_id, *ids)
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON form used by ``--json``."""
@@ -87,6 +95,7 @@ class PolicyResult:
             "cutoff": self.cutoff.isoformat(),
             "batches": self.batches,
             "sample_ids": [_jsonable(value) for value in self.sample_ids],
+            "id_range": [_jsonable(self.first_id), _jsonable(self.last_id)],
             "stopped": self.stop_reason,
         }
 
@@ -177,7 +186,7 @@ def apply_policy(
     clock = clock or _Clock(options)
     result = PolicyResult(policy.name, policy.status, policy.action.value, policy.threshold, policy.cutoff(now))
     selection = selection_of(table, policy, now)
-    ctx = WriteContext(table, policy, selection, now, options.max_retries, options.sleep)
+    ctx = WriteContext(table, policy, selection, now, options.max_retries, options.sleep, options.archive)
     def pause_then_check() -> bool:
         """Pause between batches, then say whether the next batch may start (the clock may have run out)."""
         if options.sleep_seconds:
@@ -188,6 +197,7 @@ def apply_policy(
     for rows in batches(table, policy, now, options.batch_size, pause_then_check):
         outcome = BatchOutcome() if options.dry_run else write_batch(ctx, rows)
         result.record(rows, outcome, options.sample_size)
+        options.progress(policy.name, len(rows))
         if not options.dry_run:
             _log_batch(policy, rows, outcome, result.batches)
         result.stop_reason = clock.stop_reason()

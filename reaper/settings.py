@@ -12,7 +12,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -133,6 +133,11 @@ class Settings(BaseSettings):
     lock_timeout_seconds: float = Field(5.0, gt=0, le=3600, allow_inf_nan=False)
     statement_timeout_seconds: float = Field(60.0, gt=0, le=86400, allow_inf_nan=False)
     max_retries: int = Field(3, ge=0, le=20)
+    archive: Literal["none", "jsonl", "table"] = "none"
+    archive_dir: Path = Path("reaper-archive")
+    archive_table: str | None = None
+    audit_log: Path | None = Path("reaper-audit.jsonl")
+    confirm_above: int = Field(10000, ge=0)
     dry_run_at: str = "01:00"
     cleanup_at: str = "02:00"
     timezone: str = "UTC"
@@ -165,6 +170,11 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r}") from None
         return value
+
+    @field_validator("audit_log", "archive_table", mode="before")
+    @classmethod
+    def _empty_means_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("dry_run_at", "cleanup_at", mode="after")
     @classmethod

@@ -15,11 +15,12 @@ from datetime import datetime
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import case, delete, update
+from sqlalchemy import and_, case, delete, select, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
+from reaper.archive import Archive
 from reaper.db import constraint_name, is_lock_conflict, refused_by_constraint
 from reaper.policies import Action, Policy
 from reaper.table import TaskTable
@@ -55,6 +56,7 @@ class WriteContext:
     now: datetime
     max_retries: int
     sleep: Callable[[float], None]
+    archive: Archive | None = None
 
 
 def failure_reason(policy: Policy, dated_from: datetime, now: datetime) -> str:
@@ -89,7 +91,24 @@ def _fail(conn: Connection, ctx: WriteContext, rows: Sequence[Row[Any]]) -> int:
 
 def _delete(conn: Connection, ctx: WriteContext, rows: Sequence[Row[Any]]) -> int:
     ids = [row[0] for row in rows]
-    return int(conn.execute(delete(ctx.table.table).where(ctx.table.id.in_(ids), ctx.selection)).rowcount)
+    if ctx.archive is None:
+        return int(conn.execute(delete(ctx.table.table).where(ctx.table.id.in_(ids), ctx.selection)).rowcount)
+    deleted = _delete_returning(conn, ctx, ids)
+    ctx.archive.write(conn, deleted)  # durable before the caller commits the delete
+    return len(deleted)
+
+
+def _delete_returning(conn: Connection, ctx: WriteContext, ids: list[Any]) -> list[dict[str, Any]]:
+    """Delete the matching rows among ``ids`` and return them whole: exactly the rows deleted."""
+    table = ctx.table.table
+    condition = and_(ctx.table.id.in_(ids), ctx.selection)
+    if conn.dialect.delete_returning:
+        return [dict(row) for row in conn.execute(delete(table).where(condition).returning(*table.c)).mappings()]
+    # No RETURNING (MySQL): lock the rows, so that the ones read are the ones deleted.
+    locked = [dict(row) for row in conn.execute(select(table).where(condition).with_for_update()).mappings()]
+    if locked:
+        conn.execute(delete(table).where(ctx.table.id.in_([row[ctx.table.id.name] for row in locked])))
+    return locked
 
 
 def _write_once(ctx: WriteContext, rows: Sequence[Row[Any]]) -> int:

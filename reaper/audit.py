@@ -1,0 +1,73 @@
+"""The audit trail: one JSON line per run that changed data, apart from the debug log.
+
+Each line says when, where (host, user, process), what (mode, the settings in force), and what
+came of it (per-policy counts and id ranges, the archive). The file is opened, appended to and
+fsync'ed per run, so a line is either whole or absent.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from reaper.errors import ConfigError
+from reaper.reap import RunResult
+from reaper.settings import Settings
+
+AUDITED_SETTINGS = (
+    "table", "running_timeout_hours", "pending_timeout_hours", "failure_retention_days",
+    "success_retention_days", "batch_size", "sleep_seconds", "max_runtime_seconds", "archive",
+)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container user with no passwd entry
+        return str(os.getuid())
+
+
+def audit_record(run: RunResult, settings: Settings, mode: str, archive: str | None) -> dict[str, Any]:
+    """Return the audit line of ``run``."""
+    return {
+        "time": run.now.isoformat(),
+        "host": socket.gethostname(),
+        "user": _user(),
+        "pid": os.getpid(),
+        "mode": mode,
+        "database": settings.safe_database_url,
+        "settings": {name: _plain(getattr(settings, name)) for name in AUDITED_SETTINGS},
+        "policies": {
+            name: {
+                "action": result.action,
+                "matched": result.matched,
+                "affected": result.affected,
+                "skipped": result.skipped,
+                "id_range": [_plain(result.first_id), _plain(result.last_id)],
+            }
+            for name, result in run.policies.items()
+        },
+        "affected": run.affected,
+        "archive": archive,
+        "duration_seconds": round(run.duration_seconds, 3),
+        "stop_reason": run.stop_reason,
+    }
+
+
+def _plain(value: Any) -> Any:
+    return value if value is None or isinstance(value, bool | int | float | str) else str(value)
+
+
+def append_audit(path: Path, record: dict[str, Any]) -> None:
+    """Append ``record`` as one line to the audit log and make it durable."""
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        raise ConfigError(f"cannot write the audit log {str(path)!r} (REAPER_AUDIT_LOG): {exc.strerror}") from None

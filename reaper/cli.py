@@ -18,15 +18,13 @@ from prometheus_client import CollectorRegistry, ProcessCollector, disable_creat
 
 from reaper import __version__
 from reaper.clock import utcnow
-from reaper.archive import open_archive
-from reaper.audit import append_audit, audit_record
+from reaper.cleanup import exclusive_cleanup, run_options
 from reaper.daemon import Daemon
 from reaper.db import SessionLimits, create_db_engine, database_errors
 from reaper.demo import DEMO_FILE, ensure_demo_database
 from reaper.errors import ConfigError, LockHeld, ReaperError
 from reaper.http import MetricsServer, TlsFiles, build_app
 from reaper.indexes import check_indexes, render_index_report
-from reaper.lock import exclusive_run
 from reaper.logs import setup_logging
 from reaper.manual import ProgressBars, confirm_deletions, count_matches
 from reaper.metrics import ReaperMetrics
@@ -191,16 +189,6 @@ def _open_table(settings: Settings) -> TaskTable:
         return open_table(engine, settings)
 
 
-def _run_options(mode: Mode, settings: Settings) -> RunOptions:
-    return RunOptions(
-        dry_run=mode.dry_run,
-        batch_size=settings.batch_size,
-        sleep_seconds=settings.sleep_seconds,
-        max_runtime_seconds=settings.max_runtime_seconds,
-        max_retries=settings.max_retries,
-    )
-
-
 def _warn_missing_indexes(table: TaskTable) -> None:
     for advice in check_indexes(table):
         if not advice.present:
@@ -216,7 +204,7 @@ def _clean(mode: Mode, args: argparse.Namespace, settings: Settings, table: Task
     if mode.name == "force":
         policies = [force_policy(_status_role(args.force_status, settings), args.older_than)]
     _warn_missing_indexes(table)
-    options = _run_options(mode, settings)
+    options = run_options(settings, mode.dry_run)
     if mode.dry_run:  # a dry run writes nothing, so it needs no lock and never blocks a real run
         with ProgressBars({}, sys.stderr.isatty() and not mode.as_json, sys.stderr) as bars:
             run = run_policies(table, policies, now, replace(options, progress=bars.advance))
@@ -239,19 +227,12 @@ def _real_run(
     now: datetime,
     options: RunOptions,
 ) -> RunResult:
-    """Count, confirm, then run under the lock, archiving and showing progress; write the audit line."""
+    """Count and confirm, then run under the lock with progress bars (see ``cleanup``)."""
     show_progress = sys.stderr.isatty() and not mode.as_json
     counts = count_matches(table, policies, now, options) if show_progress or not args.yes else {}
     confirm_deletions(counts, policies, settings.confirm_above, args.yes, input if sys.stdin.isatty() else None)
-    with exclusive_run(table.engine, table.name) as lock, ProgressBars(counts, show_progress, sys.stderr) as bars:
-        archive = open_archive(settings.archive, settings.archive_dir, settings.archive_table, table.table,
-                               table.engine, now)
-        run = run_policies(
-            table, policies, now, replace(options, still_exclusive=lock.held, archive=archive, progress=bars.advance)
-        )
-    if run.affected and settings.audit_log is not None:
-        append_audit(settings.audit_log, audit_record(run, settings, mode.name, archive.location if archive else None))
-    return run
+    with ProgressBars(counts, show_progress, sys.stderr) as bars:
+        return exclusive_cleanup(table, policies, now, replace(options, progress=bars.advance), settings, mode.name)
 
 
 def _restore(mode: Mode, args: argparse.Namespace, settings: Settings, table: TaskTable) -> int:

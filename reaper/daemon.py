@@ -17,22 +17,19 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime
 
 import schedule
 from loguru import logger
 from sqlalchemy.engine import Engine
 
-from reaper.archive import open_archive
-from reaper.audit import append_audit, audit_record
+from reaper.cleanup import exclusive_cleanup, run_options
 from reaper.clock import utcnow
 from reaper.db import SessionLimits, create_db_engine, database_errors
 from reaper.errors import LockHeld, ReaperError
-from reaper.lock import exclusive_run
 from reaper.metrics import ReaperMetrics
 from reaper.policies import standard_policies
-from reaper.reap import RunOptions, RunResult, run_policies
+from reaper.reap import RunResult, run_policies
 from reaper.settings import Settings
 from reaper.stats import collect_stats
 from reaper.table import TaskTable, open_table
@@ -126,29 +123,16 @@ class Daemon:
         """Run the four policies once (a dry run in shadow mode); record the outcome in the metrics."""
         dry_run = dry_run or self.shadow
         settings = self.settings
-        options = RunOptions(
-            dry_run=dry_run,
-            batch_size=settings.batch_size,
-            sleep_seconds=settings.sleep_seconds,
-            max_runtime_seconds=settings.max_runtime_seconds,
-            max_retries=settings.max_retries,
-            should_stop=self.stop_event.is_set,
-        )
+        options = run_options(settings, dry_run, should_stop=self.stop_event.is_set)
         try:
             table = self.task_table()
             now = self.clock()
+            policies = standard_policies(settings)
             with database_errors("policy run failed", settings.secrets):
                 if dry_run:
-                    run = run_policies(table, standard_policies(settings), now, options)
+                    run = run_policies(table, policies, now, options)
                 else:
-                    with exclusive_run(table.engine, table.name) as lock:
-                        archive = open_archive(settings.archive, settings.archive_dir, settings.archive_table,
-                                               table.table, table.engine, now)
-                        exclusive = replace(options, still_exclusive=lock.held, archive=archive)
-                        run = run_policies(table, standard_policies(settings), now, exclusive)
-                    if run.affected and settings.audit_log is not None:
-                        location = archive.location if archive else None
-                        append_audit(settings.audit_log, audit_record(run, settings, "scheduled", location))
+                    run = exclusive_cleanup(table, policies, now, options, settings, "scheduled")
         except LockHeld as exc:
             logger.info(f"{'dry run' if dry_run else 'cleanup'} skipped: {exc}")
             self.metrics.run_failed(dry_run, "locked", self.clock().timestamp())

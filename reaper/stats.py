@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, and_, case, func, literal, select
+from sqlalchemy import Integer, case, func, literal, select
 from sqlalchemy.engine import Connection
 
 from reaper.policies import Action, Policy

@@ -413,9 +413,9 @@ def test_the_kubernetes_deployment_reads_the_database_url_from_the_secret() -> N
 def test_the_service_and_the_pod_template_carry_the_scrape_annotations() -> None:
     service = kubernetes_object("service.yaml", "Service")
     deployment = kubernetes_object("deployment.yaml", "Deployment")
-    for annotations in (service["metadata"]["annotations"], deployment["spec"]["template"]["metadata"]["annotations"]):
-        assert annotations["prometheus.io/scrape"] == "true"
-        assert annotations["prometheus.io/port"] == str(METRICS_PORT)
+    for scrape_annotations in (service["metadata"]["annotations"], deployment["spec"]["template"]["metadata"]["annotations"]):
+        assert scrape_annotations["prometheus.io/scrape"] == "true"
+        assert scrape_annotations["prometheus.io/port"] == str(METRICS_PORT)
     assert service["spec"]["ports"] == [
         {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"}]
 

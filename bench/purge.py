@@ -1,0 +1,1057 @@
+#!/usr/bin/env python3
+"""Benchmark reaper's purge against the bare DELETE and pt-archiver, and the cost of watching.
+
+Issue 7. For each database asked for, the script builds a ``processing_tasks`` table of ``--rows``
+rows shaped like the seed's (about 96 % successes, 3 % failures, some retries and fresh pending and
+running tasks, created over 60 days, ids growing with time; about 49 % are old successes and
+failures past their retention), with the indexes ``reaper --check-indexes`` recommends, and then
+measures side by side, rebuilding the same table before each method:
+
+1. purge throughput (rows/s): ``python -m reaper --once --yes`` against one bare ``DELETE ...
+   WHERE`` in one transaction and, on MariaDB, ``pt-archiver --purge`` (``--bulk-delete --limit
+   1000 --commit-each``, and its row-at-a-time default);
+2. reaper's peak RSS for that purge (``wait4``'s ``ru_maxrss`` of the child), and on a small table;
+3. one statistics refresh (``collect_stats``, the query behind ``/metrics``), in-process, with and
+   without the recommended indexes;
+4. an application's single-row UPDATE latency (p50, p99) on an idle table and while reaper purges;
+
+and, from a profiled reaper run (``bench/profiled_reaper.py``), every transaction's length and
+where the run's time goes. It prints a table of figures and one ``GOAL`` line per goal of the
+issue, ``met`` or ``MISSED`` (with the reason when it is known). Everything listens on 127.0.0.1;
+the MariaDB server it starts (``tests/servers.py``) is stopped at the end.
+
+    python bench/purge.py --rows 1000000 --databases sqlite,mariadb
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = Path(__file__).resolve().parent
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+TABLE = "processing_tasks"
+TEMPLATE = "processing_tasks_template"
+HISTORY_SECONDS = 60 * 86400
+SUCCESS_RETENTION_DAYS = 30
+FAILURE_RETENTION_DAYS = 7
+TEN_MILLION = 10_000_000
+RSS_SMALL_ROWS = 10_000
+METHODS = ("bare", "reaper", "batch", "profile", "pt-archiver", "rss-small")
+
+# Goals of issue 7; never lowered here.
+GOAL_RATE_RATIO = 0.9
+GOAL_LONGEST_TRANSACTION = 0.5
+GOAL_PT_SPEEDUP = 3.0  # "several times faster": at least 3x
+GOAL_RSS_MB = 100.0
+GOAL_RSS_FLAT = 1.25  # at N rows no more than 1.25x the RSS on a 10,000-row table
+GOAL_STATS_SECONDS = 1.0
+GOAL_P99_RATIO = 2.0
+
+COLUMNS = "id, task_type, status, progress, created_at, started_at, completed_at, updated_at, error_message"
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def stamp(moment: datetime) -> str:
+    """A naive UTC moment spelt as SQLAlchemy stores DateTime on SQLite (and MariaDB reads it)."""
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def cut_offs(now: datetime) -> tuple[str, str]:
+    return stamp(now - timedelta(days=SUCCESS_RETENTION_DAYS)), stamp(now - timedelta(days=FAILURE_RETENTION_DAYS))
+
+
+FINISHED = "COALESCE(completed_at, updated_at, created_at)"
+PURGE_WHERE = f"(status = 'success' AND {FINISHED} < {{cut30}}) OR (status = 'failure' AND {FINISHED} < {{cut7}})"
+
+
+def row_expressions(now_sql: str, rows: int, seq: str, add_seconds: Callable[[str, str], str],
+                    idiv: Callable[[str, int], str]) -> str:
+    """The SELECT that makes rows ``seq`` (an integer column) of the benchmark table, for both SQL dialects.
+
+    Deterministic: multiplicative hashes of the sequence number stand for random draws, so every
+    rebuild (and both databases) get the same data. Age shaping: ``60 d * t * (0.95 + 0.05 t)``
+    with ``t`` falling from 1 to 0 along the ids, a slowly growing traffic; pending and running
+    tasks are fresh (the last hour), so there are no zombies and the purge is all deletion.
+    """
+    t = f"(1.0 - ({seq} - 0.5) / {rows})"
+    run_time = f"h3 % 600 + 5 + {idiv('h3', 600)} % 1795"
+    keep_completed = f"{idiv('h2', 1000)} % 10 <> 0"  # one finished row in ten has no completed_at
+    base = (
+        f"SELECT {seq} AS n, ({seq} * 2654435761) % 4294967291 % 1000 AS r, "
+        f"({seq} * 2246822519) % 4294967279 AS h2, ({seq} * 3266489917) % 4294967231 AS h3, "
+        f"{HISTORY_SECONDS} * {t} * (0.95 + 0.05 * {t}) AS age FROM {{source}}"
+    )
+    typed = (
+        "SELECT n, h2, h3, CASE WHEN r < 960 THEN 'success' WHEN r < 990 THEN 'failure' WHEN r < 998 THEN 'retry' "
+        "WHEN r < 999 THEN 'pending' ELSE 'running' END AS status, "
+        "CASE WHEN r >= 998 THEN h3 % 3600 ELSE age END AS age FROM (" + base + ") b"
+    )
+    dated = (
+        f"SELECT n, h2, h3, status, {add_seconds(now_sql, '-age')} AS created FROM (" + typed + ") t"
+    )
+    timed = (
+        f"SELECT n, h2, h3, status, created, {add_seconds('created', 'h3 % 600')} AS started, "
+        f"{add_seconds('created', run_time)} AS finished FROM (" + dated + ") d"
+    )
+    done = "status IN ('success', 'failure')"
+    return (
+        "SELECT n, CASE WHEN h2 % 1000 < 320 THEN 'download' WHEN h2 % 1000 < 640 THEN 'extract_audio' "
+        "WHEN h2 % 1000 < 960 THEN 'generate_srt' WHEN h2 % 1000 < 980 THEN 'video_slice' "
+        "WHEN h2 % 1000 < 995 THEN 'capcut_export' ELSE 'jianying_export' END, status, "
+        "CASE WHEN status = 'success' THEN 100 ELSE h3 % 100 END, created, "
+        "CASE WHEN status = 'pending' THEN NULL ELSE started END, "
+        f"CASE WHEN {done} AND {keep_completed} AND finished < {now_sql} THEN finished "
+        f"WHEN {done} AND {keep_completed} THEN {now_sql} END, "
+        f"CASE WHEN status IN ('success', 'failure', 'retry') AND finished < {now_sql} THEN finished "
+        f"WHEN status IN ('success', 'failure', 'retry') THEN {now_sql} "
+        "WHEN status = 'running' THEN started ELSE created END, "
+        "CASE WHEN status IN ('failure', 'retry') THEN CASE h3 % 3 WHEN 0 THEN 'ffmpeg exited with 1' "
+        "WHEN 1 THEN 'download timed out' ELSE 'disk full' END END "
+        "FROM (" + timed + ") x"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Child processes: bounded, with their own peak RSS
+
+
+@dataclass
+class ChildRun:
+    code: int
+    seconds: float
+    max_rss_mb: float
+    stdout: str
+    stderr: str
+
+
+def run_child(cmd: list[str], timeout: float, cwd: Path, env: dict[str, str] | None = None,
+              on_start: Callable[[], None] | None = None) -> ChildRun:
+    """Run ``cmd``, kill it (its whole session) after ``timeout`` s; return its code, time and peak RSS."""
+    out, err = cwd / "child.stdout", cwd / "child.stderr"
+    with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                                start_new_session=True)
+        killer = threading.Timer(timeout, lambda: _kill_group(proc.pid))
+        killer.start()
+        try:
+            if on_start is not None:
+                on_start()
+            _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, not all children's
+        finally:
+            killer.cancel()
+        seconds = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode in (-signal.SIGKILL, -signal.SIGTERM):
+        raise RuntimeError(f"{cmd[0]} ... was killed after the {timeout:g} s time limit")
+    return ChildRun(proc.returncode, seconds, usage.ru_maxrss / 1024, out.read_text(errors="replace"),
+                    err.read_text(errors="replace"))
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def child_env() -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("REAPER_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+# --------------------------------------------------------------------------------------------
+# The two databases
+
+
+class Backend:
+    """One database: build the table, run the bare DELETE, give the app a connection."""
+
+    name = ""
+
+    def __init__(self, rows: int, workdir: Path, indexes: bool) -> None:
+        self.rows = rows
+        self.workdir = workdir
+        self.indexes = indexes
+        self.index_statements: list[str] = []
+
+    # -- to implement
+    def url(self) -> str: ...
+    def build_template(self, now: datetime, stats: Callable[[str], float]) -> dict[str, float]: ...
+    def rebuild(self) -> None: ...
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]: ...
+    def bare_delete(self, cut30: str, cut7: str) -> int: ...
+    def app_connection(self) -> Any: ...
+    def app_update(self, conn: Any, when: str, task_id: int) -> None: ...
+    def version(self) -> str: ...
+    def close(self) -> None: ...
+    placeholder = "?"
+
+    def count(self, where: str | None = None, params: tuple[Any, ...] = ()) -> int:
+        sql = f"SELECT COUNT(*) FROM {TABLE}" + (f" WHERE {where}" if where else "")
+        return int(self.execute(sql, params)[0][0])
+
+    def purge_where(self) -> str:
+        return PURGE_WHERE.format(cut30=self.placeholder, cut7=self.placeholder)
+
+    def recommended_indexes(self, table_name: str) -> list[str]:
+        """The CREATE INDEX statements ``reaper --check-indexes`` prints for the missing indexes."""
+        from reaper.db import create_db_engine
+        from reaper.indexes import check_indexes
+        from reaper.settings import load_settings
+        from reaper.table import open_table
+
+        settings = load_settings({"database_url": self.url(), "table": table_name})
+        engine = create_db_engine(settings.url)
+        try:
+            return [item.create_statement.rstrip(";") for item in check_indexes(open_table(engine, settings))
+                    if not item.present]
+        finally:
+            engine.dispose()
+
+
+class SQLiteBackend(Backend):
+    name = "sqlite"
+    placeholder = "?"
+
+    def __init__(self, rows: int, workdir: Path, indexes: bool) -> None:
+        super().__init__(rows, workdir, indexes)
+        self.path = workdir / "tasks.sqlite3"
+        self.template = workdir / "template.sqlite3"
+        self.template_plain = workdir / "template-noindex.sqlite3"
+
+    def url(self) -> str:
+        return f"sqlite:///{self.path}"
+
+    def _connect(self, path: Path | None = None) -> sqlite3.Connection:
+        return sqlite3.connect(path or self.path, isolation_level=None, timeout=30)
+
+    def version(self) -> str:
+        return f"SQLite {sqlite3.sqlite_version} (rollback journal, synchronous=FULL: the defaults)"
+
+    def build_template(self, now: datetime, stats: Callable[[str], float]) -> dict[str, float]:
+        timings: dict[str, float] = {}
+        self.path.unlink(missing_ok=True)
+        started = time.perf_counter()
+        conn = self._connect()
+        conn.execute(
+            f"CREATE TABLE {TABLE} (id INTEGER NOT NULL PRIMARY KEY, task_type VARCHAR(32) NOT NULL, "
+            "status VARCHAR(16) NOT NULL, progress INTEGER NOT NULL, created_at DATETIME NOT NULL, "
+            "started_at DATETIME, completed_at DATETIME, updated_at DATETIME, error_message TEXT)"
+        )
+
+        def add(moment: str, seconds: str) -> str:
+            # julianday arithmetic, spelt 'YYYY-MM-DD HH:MM:SS.ffffff' like SQLAlchemy writes it
+            days = f"(({seconds}) / 86400.0)"
+            return f"(strftime('%Y-%m-%d %H:%M:%f', julianday({moment}) + {days}) || '000')"
+
+        select = row_expressions(f"'{stamp(now)}'", self.rows, "value", add, lambda a, b: f"({a} / {b})")
+        select = select.replace("{source}", "gen")
+        conn.execute("BEGIN")
+        for low in range(1, self.rows + 1, 1_000_000):
+            high = min(low + 999_999, self.rows)
+            conn.execute(
+                f"WITH RECURSIVE gen(value) AS (SELECT {low} UNION ALL SELECT value + 1 FROM gen WHERE value < {high}) "
+                f"INSERT INTO {TABLE} ({COLUMNS}) {select}"
+            )
+        conn.execute("COMMIT")
+        conn.execute("ANALYZE")
+        conn.close()
+        timings["fill"] = time.perf_counter() - started
+        timings["stats_without_indexes"] = stats(TABLE)
+        shutil.copyfile(self.path, self.template_plain)
+        self.index_statements = self.recommended_indexes(TABLE)
+        started = time.perf_counter()
+        conn = self._connect()
+        for statement in self.index_statements:
+            conn.execute(statement)
+        conn.execute("ANALYZE")
+        conn.close()
+        timings["indexes"] = time.perf_counter() - started
+        timings["stats_with_indexes"] = stats(TABLE)
+        shutil.copyfile(self.path, self.template)
+        return timings
+
+    def rebuild(self) -> None:
+        for leftover in self.workdir.glob("tasks.sqlite3*"):
+            leftover.unlink()
+        shutil.copyfile(self.template if self.indexes else self.template_plain, self.path)
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        conn = self._connect()
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+
+    def bare_delete(self, cut30: str, cut7: str) -> int:
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN")
+            deleted = conn.execute(f"DELETE FROM {TABLE} WHERE {self.purge_where()}", (cut30, cut7)).rowcount
+            conn.execute("COMMIT")
+            return deleted
+        finally:
+            conn.close()
+
+    def app_connection(self) -> sqlite3.Connection:
+        return self._connect()
+
+    def app_update(self, conn: sqlite3.Connection, when: str, task_id: int) -> None:
+        conn.execute(f"UPDATE {TABLE} SET updated_at = ? WHERE id = ?", (when, task_id))
+
+    def close(self) -> None:
+        pass
+
+
+class MariaDBBackend(Backend):
+    name = "mariadb"
+    placeholder = "%s"
+    DATABASE = "bench"
+
+    def __init__(self, rows: int, workdir: Path, indexes: bool, buffer_pool_mb: int, durable: bool) -> None:
+        super().__init__(rows, workdir, indexes)
+        import servers  # tests/servers.py: MariaDB as a plain process on 127.0.0.1
+
+        self.server = servers.start_mariadb()
+        self.settings_note = ""
+        try:
+            with self.server._admin() as conn, conn.cursor() as cur:
+                cur.execute(f"SET GLOBAL innodb_buffer_pool_size = {buffer_pool_mb * 1024 * 1024}")
+                cur.execute(f"SET GLOBAL innodb_flush_log_at_trx_commit = {1 if durable else 2}")
+                cur.execute("SELECT @@innodb_buffer_pool_size, @@innodb_flush_log_at_trx_commit, @@innodb_doublewrite")
+                pool, flush, doublewrite = cur.fetchone()
+            self.settings_note = (f"innodb_buffer_pool_size={int(pool) // 2**20}M, "
+                                  f"innodb_flush_log_at_trx_commit={flush}, innodb_doublewrite={doublewrite}")
+            self.server.create_database(self.DATABASE)
+        except BaseException:
+            self.server.stop()
+            raise
+
+    def url(self) -> str:
+        return self.server.url(self.DATABASE)
+
+    def _connect(self, autocommit: bool = True) -> Any:
+        import pymysql
+
+        return pymysql.connect(host=self.server.host, port=self.server.port, user=self.server.user,
+                               password=self.server.password, database=self.DATABASE, autocommit=autocommit,
+                               charset="utf8mb4", ssl_disabled=True, read_timeout=3600)
+
+    def version(self) -> str:
+        return f"MariaDB {self.execute('SELECT VERSION()')[0][0]} ({self.settings_note})"
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        conn = self._connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, params or None)
+                return list(cur.fetchall())
+        finally:
+            conn.close()
+
+    def build_template(self, now: datetime, stats: Callable[[str], float]) -> dict[str, float]:
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        self.execute(f"DROP TABLE IF EXISTS {TABLE}, {TEMPLATE}")
+        self.execute(
+            f"CREATE TABLE {TABLE} (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY, task_type VARCHAR(32) NOT NULL, "
+            "status VARCHAR(16) NOT NULL, progress INT NOT NULL, created_at DATETIME(6) NOT NULL, "
+            "started_at DATETIME(6) NULL, completed_at DATETIME(6) NULL, updated_at DATETIME(6) NULL, "
+            "error_message TEXT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+        )
+
+        def add(moment: str, seconds: str) -> str:
+            return f"({moment} + INTERVAL ROUND(({seconds}) * 1000000) MICROSECOND)"
+
+        select = row_expressions(f"TIMESTAMP('{stamp(now)}')", self.rows, "seq", add, lambda a, b: f"({a} DIV {b})")
+        for low in range(1, self.rows + 1, 1_000_000):
+            high = min(low + 999_999, self.rows)
+            sql = f"INSERT INTO {TABLE} ({COLUMNS}) " + select.replace("{source}", f"seq_{low}_to_{high}")
+            self.execute(sql)
+        self.execute(f"ANALYZE TABLE {TABLE}")
+        timings["fill"] = time.perf_counter() - started
+        timings["stats_without_indexes"] = stats(TABLE)
+        self.index_statements = self.recommended_indexes(TABLE)
+        started = time.perf_counter()
+        for statement in self.index_statements:
+            self.execute(statement)
+        self.execute(f"ANALYZE TABLE {TABLE}")
+        timings["indexes"] = time.perf_counter() - started
+        timings["stats_with_indexes"] = stats(TABLE)
+        self.execute(f"RENAME TABLE {TABLE} TO {TEMPLATE}")
+        return timings
+
+    def rebuild(self) -> None:
+        self.execute(f"DROP TABLE IF EXISTS {TABLE}")
+        self.execute(f"CREATE TABLE {TABLE} LIKE {TEMPLATE}")
+        secondary = [name for (name,) in self.execute(
+            "SELECT DISTINCT index_name FROM information_schema.statistics WHERE table_schema = DATABASE() "
+            "AND table_name = %s AND index_name <> 'PRIMARY'", (TABLE,))]
+        if secondary:  # load first, then build the indexes sorted: faster than maintaining them row by row
+            self.execute(f"ALTER TABLE {TABLE} " + ", ".join(f"DROP INDEX `{name}`" for name in secondary))
+        self.execute(f"INSERT INTO {TABLE} SELECT * FROM {TEMPLATE}")
+        if self.indexes and self.index_statements:
+            for statement in self.index_statements:
+                self.execute(statement)
+        self.execute(f"ANALYZE TABLE {TABLE}")
+
+    def bare_delete(self, cut30: str, cut7: str) -> int:
+        conn = self._connect(autocommit=False)
+        try:
+            with conn.cursor() as cur:
+                deleted = cur.execute(f"DELETE FROM {TABLE} WHERE {self.purge_where()}", (cut30, cut7))
+            conn.commit()
+            return int(deleted)
+        finally:
+            conn.close()
+
+    def app_connection(self) -> Any:
+        return self._connect(autocommit=True)
+
+    def app_update(self, conn: Any, when: str, task_id: int) -> None:
+        with conn.cursor() as cur:
+            cur.execute(f"UPDATE {TABLE} SET updated_at = %s WHERE id = %s", (when, task_id))
+
+    def pt_archiver(self, cut30: str, cut7: str, bulk: bool, cwd: Path, timeout: float) -> ChildRun:
+        s = self.server
+        dsn = f"h={s.host},P={s.port},u={s.user},p={s.password},D={self.DATABASE},t={TABLE},A=utf8mb4"
+        where = PURGE_WHERE.format(cut30=f"'{cut30}'", cut7=f"'{cut7}'")
+        cmd = ["pt-archiver", "--source", dsn, "--purge", "--where", where, "--limit", "1000", "--commit-each",
+               "--no-version-check", "--no-safe-auto-increment"]
+        if bulk:
+            cmd.append("--bulk-delete")
+        return run_child(cmd, timeout, cwd)
+
+    def close(self) -> None:
+        self.server.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# Measurements
+
+
+def time_stats(url: str, table_name: str, repeats: int) -> float:
+    """Median wall time of ``collect_stats`` (after one warm-up call), in this process."""
+    from reaper.db import create_db_engine
+    from reaper.policies import standard_policies
+    from reaper.settings import load_settings
+    from reaper.stats import collect_stats
+    from reaper.table import open_table
+
+    settings = load_settings({"database_url": url, "table": table_name})
+    engine = create_db_engine(settings.url)
+    try:
+        table = open_table(engine, settings)
+        policies = standard_policies(settings)
+        now = datetime.now(timezone.utc)
+        collect_stats(table, policies, now)
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            collect_stats(table, policies, now)
+            times.append(time.perf_counter() - started)
+        STATS_PARTS[table_name if table_name != TABLE else "last"] = stats_parts(table, policies, now)
+        return statistics.median(times)
+    finally:
+        engine.dispose()
+
+
+STATS_PARTS: dict[str, dict[str, float]] = {}
+
+
+def stats_parts(table: Any, policies: list[Any], now: datetime) -> dict[str, float]:
+    """Time each query of one refresh on its own (reaper.stats' private helpers), to see which one costs."""
+    from reaper import stats
+    from reaper.policies import Action
+
+    parts: dict[str, float] = {}
+    with table.engine.connect() as conn:
+        started = time.perf_counter()
+        stats._counts(conn, table)
+        parts["rows by status and type (GROUP BY over the table)"] = time.perf_counter() - started
+        started = time.perf_counter()
+        stats._created_since(conn, table, now - stats.RECENT_WINDOW)
+        parts["created in the last 24 h"] = time.perf_counter() - started
+        for policy in policies:
+            if policy.action is Action.FAIL:
+                started = time.perf_counter()
+                stats._stale(conn, table, policy, now)
+                parts[f"stale {policy.status}"] = time.perf_counter() - started
+    return parts
+
+
+@dataclass
+class Latency:
+    samples: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(share * len(ordered)) - 1))]
+
+
+def summarize(latencies: list[float]) -> Latency:
+    ms = [value * 1000 for value in latencies]
+    return Latency(len(ms), percentile(ms, 0.50), percentile(ms, 0.99), max(ms))
+
+
+class AppLoad:
+    """An application thread: single-row UPDATEs of recent tasks, each its own transaction."""
+
+    def __init__(self, backend: Backend, pause: float, seed: int = 7) -> None:
+        self.backend = backend
+        self.pause = pause
+        self.rng = random.Random(seed)
+        self.low = max(1, int(backend.rows * 0.9))  # the newest 10 %: never old enough to purge
+        self.latencies: list[float] = []
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run(self, limit: int, seconds: float) -> None:
+        conn = self.backend.app_connection()
+        deadline = time.monotonic() + seconds
+        try:
+            while len(self.latencies) < limit and not self._stop.is_set() and time.monotonic() < deadline:
+                task_id = self.rng.randint(self.low, self.backend.rows)
+                started = time.perf_counter()
+                try:
+                    self.backend.app_update(conn, stamp(utc_now()), task_id)
+                except Exception:  # a lock time-out counts as an error, not as a sample
+                    self.errors += 1
+                    continue
+                self.latencies.append(time.perf_counter() - started)
+                if self.pause:
+                    time.sleep(self.pause)
+        finally:
+            conn.close()
+
+    def start(self, limit: int, seconds: float) -> None:
+        self._thread = threading.Thread(target=self.run, args=(limit, seconds), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+
+
+@dataclass
+class MethodResult:
+    method: str
+    deleted: int
+    seconds: float
+    rate: float
+    left_over: int
+    expected: int
+    max_rss_mb: float | None = None
+    note: str = ""
+
+
+@dataclass
+class Profile:
+    """Where a profiled reaper run spent its time (see bench/profiled_reaper.py)."""
+
+    wall: float
+    write_transactions: int
+    longest_write: float
+    write_over_limit: int
+    longest_any: float
+    statements: dict[str, list[float]]
+    calls: dict[str, list[float]]
+    batches_logged: int
+    longest_batch_gap: float
+    gaps_over_limit: int
+
+
+@dataclass
+class BackendReport:
+    name: str
+    version: str
+    rows: int
+    build: dict[str, float] = field(default_factory=dict)
+    purgeable: int = 0
+    methods: list[MethodResult] = field(default_factory=list)
+    rss_small_mb: float | None = None
+    profile: Profile | None = None
+    profile_under_load: Profile | None = None
+    idle: Latency | None = None
+    during: Latency | None = None
+    during_errors: int = 0
+    index_statements: list[str] = field(default_factory=list)
+    stats_parts: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def method(self, name: str) -> MethodResult | None:
+        return next((m for m in self.methods if m.method == name), None)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.env = child_env()
+        self.run_number = 0
+
+    def fresh_dir(self, label: str) -> Path:
+        self.run_number += 1
+        path = self.workdir / f"run-{self.run_number:02d}-{label}"
+        path.mkdir()
+        return path
+
+    def reaper_cmd(self, url: str, profiled: bool, batch_size: int | None = None) -> list[str]:
+        entry = [str(BENCH / "profiled_reaper.py")] if profiled else ["-m", "reaper"]
+        cmd = [sys.executable, *entry, "--once", "--yes", "--json", "--database-url", url]
+        batch_size = batch_size or self.args.batch_size
+        if batch_size:
+            cmd += ["--batch-size", str(batch_size)]
+        cmd += ["--log-level", "INFO", "--log-json"] if profiled else ["--log-level", "WARNING"]
+        return cmd
+
+    def measure(self, backend: Backend, report: BackendReport, method: str,
+                action: Callable[[str, str, Path], tuple[int | None, ChildRun | None]]) -> MethodResult:
+        backend.rebuild()
+        before = backend.count()
+        cut30, cut7 = cut_offs(utc_now())
+        expected = backend.count(backend.purge_where(), (cut30, cut7))
+        run_dir = self.fresh_dir(method.split()[0].replace("-", ""))
+        log(f"{backend.name}: {method}: {expected:,} of {before:,} rows to purge")
+        started = time.perf_counter()
+        _, child = action(cut30, cut7, run_dir)
+        seconds = child.seconds if child is not None else time.perf_counter() - started
+        if child is not None and child.code != 0:
+            raise RuntimeError(f"{method} exited with {child.code}: {child.stderr[-2000:]}")
+        note = ""
+        if child is not None and method.startswith("reaper"):
+            with contextlib.suppress(ValueError, KeyError):
+                inside = float(json.loads(child.stdout)["duration_seconds"])
+                note = (f"{inside:.2f} s of the {seconds:.2f} s were the policies themselves (run_policies); "
+                        "the rest is start-up: interpreter, imports, reflection, the lock")
+        deleted = before - backend.count()
+        left = backend.count(backend.purge_where(), (cut30, cut7))
+        result = MethodResult(method, deleted, seconds, deleted / seconds if seconds else 0.0, left, expected,
+                              child.max_rss_mb if child is not None and method.startswith("reaper") else None, note)
+        log(f"{backend.name}: {method}: {deleted:,} rows in {seconds:.2f} s = {result.rate:,.0f} rows/s"
+            + (f", peak RSS {result.max_rss_mb:.0f} MB" if result.max_rss_mb else ""))
+        report.methods.append(result)
+        return result
+
+    def profile_of(self, path: Path, stderr: str) -> Profile:
+        data = json.loads(path.read_text())
+        writes = [seconds for seconds, wrote in data["transactions"] if wrote]
+        every = [seconds for seconds, _ in data["transactions"]]
+        stamps = []
+        for line in stderr.splitlines():
+            with contextlib.suppress(ValueError, KeyError):
+                record = json.loads(line)["record"]
+                stamps.append((record["time"]["timestamp"], " in batch " in record["message"]))
+        gaps = [now - before for (before, _), (now, is_batch) in zip(stamps, stamps[1:]) if is_batch]
+        return Profile(
+            wall=data["wall_seconds"],
+            write_transactions=len(writes),
+            longest_write=max(writes, default=0.0),
+            write_over_limit=sum(1 for s in writes if s > GOAL_LONGEST_TRANSACTION),
+            longest_any=max(every, default=0.0),
+            statements=data["statements"],
+            calls=data["calls"],
+            batches_logged=sum(1 for _, is_batch in stamps if is_batch),
+            longest_batch_gap=max(gaps, default=0.0),
+            gaps_over_limit=sum(1 for g in gaps if g > GOAL_LONGEST_TRANSACTION),
+        )
+
+    def run_backend(self, backend: Backend) -> BackendReport:
+        args = self.args
+        report = BackendReport(backend.name, backend.version(), backend.rows)
+        log(f"{backend.name}: building {backend.rows:,} rows")
+        def timed_stats(table: str, label: list[str] = ["without indexes", "with indexes"]) -> float:
+            seconds = time_stats(backend.url(), table, args.stats_repeats)
+            report.stats_parts[label.pop(0)] = STATS_PARTS.pop("last", {})
+            return seconds
+
+        report.build = backend.build_template(utc_now(), timed_stats)
+        report.index_statements = backend.index_statements
+        log(f"{backend.name}: built in {report.build['fill']:.1f} s (+{report.build['indexes']:.1f} s indexes); "
+            f"stats {report.build['stats_without_indexes']:.3f} s without indexes, "
+            f"{report.build['stats_with_indexes']:.3f} s with")
+
+        def bare(cut30: str, cut7: str, run_dir: Path) -> tuple[int, None]:
+            return backend.bare_delete(cut30, cut7), None
+
+        def reaper(cut30: str, cut7: str, run_dir: Path) -> tuple[None, ChildRun]:
+            return None, run_child(self.reaper_cmd(backend.url(), False), args.timeout, run_dir, self.env)
+
+        methods = args.methods
+        if "bare" in methods:
+            report.purgeable = self.measure(backend, report, "bare DELETE", bare).expected
+        if "reaper" in methods:
+            self.measure(backend, report, "reaper --once", reaper)
+        for size in args.extra_batch_sizes if "batch" in methods else []:
+            def sized(cut30: str, cut7: str, run_dir: Path, size: int = size) -> tuple[None, ChildRun]:
+                return None, run_child(self.reaper_cmd(backend.url(), False, size), args.timeout, run_dir, self.env)
+            self.measure(backend, report, f"reaper --batch-size {size}", sized)
+        if "profile" in methods:
+            self.profile_runs(backend, report)
+        if isinstance(backend, MariaDBBackend) and "pt-archiver" in methods and not args.skip_pt_archiver:
+            for bulk, label in ((True, "pt-archiver --bulk-delete"), (False, "pt-archiver (defaults)")):
+                def pt(cut30: str, cut7: str, run_dir: Path, bulk: bool = bulk) -> tuple[None, ChildRun]:
+                    return None, backend.pt_archiver(cut30, cut7, bulk, run_dir, args.timeout)
+                self.measure(backend, report, label, pt)
+        if "rss-small" in methods and not args.quick and backend.rows > RSS_SMALL_ROWS:
+            report.rss_small_mb = self.rss_on_small_table(backend)
+        if not report.purgeable and report.methods:
+            report.purgeable = report.methods[0].expected
+        return report
+
+    def profile_runs(self, backend: Backend, report: BackendReport) -> None:
+        """A profiled reaper run on its own, then application latency idle and during a profiled run."""
+        args = self.args
+        backend.rebuild()
+        run_dir = self.fresh_dir("profile")
+        env = dict(self.env, BENCH_PROFILE_OUT=str(run_dir / "profile.json"))
+        log(f"{backend.name}: profiled reaper run")
+        child = run_child(self.reaper_cmd(backend.url(), True), args.timeout, run_dir, env)
+        if child.code != 0:
+            raise RuntimeError(f"profiled reaper exited with {child.code}: {child.stderr[-2000:]}")
+        report.profile = self.profile_of(run_dir / "profile.json", child.stderr)
+
+        # application latency: idle, then while reaper purges (profiled as well)
+        backend.rebuild()
+        idle = AppLoad(backend, args.app_pause)
+        idle.run(args.latency_updates, args.timeout)
+        report.idle = summarize(idle.latencies)
+        run_dir = self.fresh_dir("latency")
+        env = dict(self.env, BENCH_PROFILE_OUT=str(run_dir / "profile.json"))
+        load = AppLoad(backend, args.app_pause, seed=8)
+        log(f"{backend.name}: app updates idle p50 {report.idle.p50_ms:.2f} ms p99 {report.idle.p99_ms:.2f} ms; "
+            "now during a purge")
+        try:
+            child = run_child(self.reaper_cmd(backend.url(), True), args.timeout, run_dir, env,
+                              on_start=lambda: load.start(args.latency_updates_max, args.timeout))
+        finally:
+            load.stop()
+        if child.code != 0:
+            raise RuntimeError(f"reaper under load exited with {child.code}: {child.stderr[-2000:]}")
+        report.profile_under_load = self.profile_of(run_dir / "profile.json", child.stderr)
+        report.during = summarize(load.latencies) if load.latencies else None
+        report.during_errors = load.errors
+
+    def rss_on_small_table(self, backend: Backend) -> float:
+        """reaper's peak RSS purging a 10,000-row table of the same shape: the flat baseline."""
+        small_dir = self.fresh_dir("small")
+        if isinstance(backend, MariaDBBackend):
+            small: Backend = backend
+            saved = backend.rows
+            backend.rows = RSS_SMALL_ROWS
+            try:
+                backend.build_template(utc_now(), lambda table: 0.0)
+                backend.rebuild()
+                run = run_child(self.reaper_cmd(backend.url(), False), self.args.timeout, small_dir, self.env)
+            finally:
+                backend.rows = saved
+        else:
+            small = SQLiteBackend(RSS_SMALL_ROWS, small_dir, True)
+            small.build_template(utc_now(), lambda table: 0.0)
+            small.rebuild()
+            run = run_child(self.reaper_cmd(small.url(), False), self.args.timeout, small_dir, self.env)
+        if run.code != 0:
+            raise RuntimeError(f"reaper on the small table exited with {run.code}: {run.stderr[-2000:]}")
+        log(f"{backend.name}: reaper peak RSS on {RSS_SMALL_ROWS:,} rows: {run.max_rss_mb:.0f} MB")
+        return run.max_rss_mb
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+
+
+def fmt_int(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def render(reports: list[BackendReport], args: argparse.Namespace) -> tuple[str, list[str]]:
+    lines = ["", f"Figures ({args.rows:,} rows per table; every method on a freshly rebuilt copy of the same table)", ""]
+    header = f"{'database':<9} {'method':<27} {'deleted':>9} {'seconds':>8} {'rows/s':>9} {'vs bare DELETE':>15} {'peak RSS':>9}"
+    lines += [header, "-" * len(header)]
+    for report in reports:
+        bare = report.method("bare DELETE")
+        for m in report.methods:
+            ratio = f"{m.rate / bare.rate:.2f}x" if bare and bare.rate else "-"
+            rss = f"{m.max_rss_mb:.0f} MB" if m.max_rss_mb else ""
+            lines.append(f"{report.name:<9} {m.method:<27} {m.deleted:>9,} {m.seconds:>8.2f} {m.rate:>9,.0f} "
+                         f"{ratio:>15} {rss:>9}")
+    lines += [f"{r.name} {m.method}: {m.note}" for r in reports for m in r.methods if m.note]
+    lines += [f"{r.name} {m.method}: {m.left_over:,} purgeable rows left behind" for r in reports
+              for m in r.methods if m.left_over]
+    lines.append("")
+    header = (f"{'database':<9} {'stats (no idx)':>14} {'stats (idx)':>12} {'RSS 10k rows':>13} "
+              f"{'longest write txn':>18} {'txns > 0.5 s':>13} {'app p50/p99 idle':>17} {'app p50/p99 purge':>18}")
+    lines += [header, "-" * len(header)]
+    for r in reports:
+        p = r.profile
+        idle = f"{r.idle.p50_ms:.2f}/{r.idle.p99_ms:.2f} ms" if r.idle else "-"
+        during = f"{r.during.p50_ms:.2f}/{r.during.p99_ms:.2f} ms" if r.during else "-"
+        lines.append(
+            f"{r.name:<9} {r.build['stats_without_indexes']:>12.3f} s {r.build['stats_with_indexes']:>10.3f} s "
+            f"{(f'{r.rss_small_mb:.0f} MB' if r.rss_small_mb else '-'):>13} "
+            f"{(f'{p.longest_write:.3f} s' if p else '-'):>18} "
+            f"{(f'{p.write_over_limit} of {p.write_transactions}' if p else '-'):>13} {idle:>17} {during:>18}"
+        )
+    for r in reports:
+        for label, parts in r.stats_parts.items():
+            lines.append(f"{r.name}: one statistics refresh {label}, query by query: "
+                         + "; ".join(f"{name} {seconds:.3f} s" for name, seconds in parts.items()))
+    for r in reports:
+        for label, p in (("profiled run", r.profile), ("profiled run under app load", r.profile_under_load)):
+            if p is None:
+                continue
+            lines += ["", f"{r.name}: where reaper's time went ({label}, {p.wall:.2f} s inside main(); "
+                          f"{p.write_transactions} write transactions, longest {p.longest_write:.3f} s; "
+                          f"longest gap between batch log lines {p.longest_batch_gap:.3f} s)"]
+            accounted = 0.0
+            for kind, (count, total, longest) in sorted(p.statements.items(), key=lambda item: -item[1][1]):
+                accounted += total
+                lines.append(f"  {kind:<16} {int(count):>7} statements {total:>8.2f} s "
+                             f"({100 * total / p.wall:4.1f} %), {1000 * total / max(count, 1):7.2f} ms each, "
+                             f"longest {longest:.3f} s")
+            for name, (count, total) in sorted(p.calls.items(), key=lambda item: -item[1][1]):
+                accounted += total
+                lines.append(f"  {name:<16} {int(count):>7} calls      {total:>8.2f} s "
+                             f"({100 * total / p.wall:4.1f} %), {1000 * total / max(count, 1):7.2f} ms each")
+            rest = p.wall - accounted
+            lines.append(f"  {'the rest':<16} {'':>7}            {rest:>8.2f} s ({100 * rest / p.wall:4.1f} %): "
+                         "Python, SQLAlchemy compiling and result rows, logging, start-up and reflection"
+                         + ("; on SQLite also the fetching of the selected rows (sqlite3 steps lazily)"
+                            if r.name == "sqlite" else ""))
+    goals = goal_lines(reports, args)
+    return "\n".join(lines + [""] + goals), goals
+
+
+def goal_lines(reports: list[BackendReport], args: argparse.Namespace) -> list[str]:
+    goals = []
+    at_10m = args.rows >= TEN_MILLION
+    for r in reports:
+        bare, mine = r.method("bare DELETE"), r.method("reaper --once")
+        p = r.profile
+        tag = f"[{r.name}, {r.rows:,} rows]"
+        if bare and mine and bare.rate:
+            ratio = mine.rate / bare.rate
+            why = ""
+            if ratio < GOAL_RATE_RATIO and p is not None:
+                batches = max(p.write_transactions, 1)
+                why = (f" ({ratio:.2f}x): {p.write_transactions} batches at "
+                       f"{1000 * p.wall / batches:.1f} ms each, of which "
+                       f"{1000 * p.statements.get('delete', [0, 0.0])[1] / batches:.1f} ms in the DELETE, "
+                       f"{1000 * p.statements.get('segment select', [0, 0.0])[1] / batches:.1f} ms in the "
+                       f"segment SELECT, {1000 * p.calls.get('commit', [0, 0.0])[1] / batches:.1f} ms committing; "
+                       "see 'where reaper's time went'")
+            elif ratio < GOAL_RATE_RATIO:
+                why = f" ({ratio:.2f}x)"
+            goals.append(f"GOAL {tag} reaper purges at >= {GOAL_RATE_RATIO} of the bare DELETE's rate: "
+                         + (f"met ({ratio:.2f}x)" if ratio >= GOAL_RATE_RATIO else f"MISSED{why}"))
+        if p is not None:
+            loaded = r.profile_under_load
+            worst = max(p.longest_write, loaded.longest_write if loaded else 0.0)
+            detail = f"alone: longest write transaction {p.longest_write:.3f} s, {p.write_over_limit} over"
+            if loaded:
+                detail += (f"; while the application updates: longest {loaded.longest_write:.3f} s, "
+                           f"{loaded.write_over_limit} over")
+                if r.name == "sqlite" and loaded.longest_write > GOAL_LONGEST_TRANSACTION:
+                    detail += " (waiting for SQLite's database-wide write lock inside the DELETE)"
+            verdict = "met" if worst <= GOAL_LONGEST_TRANSACTION else "MISSED"
+            goals.append(f"GOAL {tag} no transaction longer than {GOAL_LONGEST_TRANSACTION} s: {verdict} ({detail})")
+        pts = [m for m in r.methods if m.method.startswith("pt-archiver")]
+        if r.name != "mariadb":
+            goals.append(f"GOAL {tag} several (>= {GOAL_PT_SPEEDUP:g}) times faster than pt-archiver in every mode: "
+                         "not measured (pt-archiver is for MySQL and MariaDB)")
+        elif not pts or not mine:
+            goals.append(f"GOAL {tag} several (>= {GOAL_PT_SPEEDUP:g}) times faster than pt-archiver in every mode: "
+                         "not measured (--skip-pt-archiver)")
+        else:
+            speedups = {m.method: mine.rate / m.rate for m in pts if m.rate}
+            text = ", ".join(f"{speedup:.2f}x {name}" for name, speedup in speedups.items())
+            ok = all(speedup >= GOAL_PT_SPEEDUP for speedup in speedups.values())
+            goals.append(f"GOAL {tag} several (>= {GOAL_PT_SPEEDUP:g}) times faster than pt-archiver in every mode: "
+                         + (f"met ({text})" if ok else f"MISSED ({text})"))
+        if mine and mine.max_rss_mb:
+            flat = ""
+            flat_ok = True
+            if r.rss_small_mb:
+                flat_ok = mine.max_rss_mb <= GOAL_RSS_FLAT * r.rss_small_mb
+                flat = f", {r.rss_small_mb:.0f} MB at {RSS_SMALL_ROWS:,} rows"
+            size = "" if at_10m else f" (measured at {r.rows:,} rows; 10 M not run)"
+            ok = mine.max_rss_mb < GOAL_RSS_MB and flat_ok
+            goals.append(f"GOAL {tag} reaper's RSS under {GOAL_RSS_MB:g} MB at 10 M rows, flat in size: "
+                         + ("met" if ok else "MISSED") + f" ({mine.max_rss_mb:.0f} MB{flat}){size}")
+        with_idx = r.build.get("stats_with_indexes")
+        if with_idx is not None:
+            if at_10m:
+                ok, detail = with_idx < GOAL_STATS_SECONDS, f"{with_idx:.3f} s"
+            elif r.rows < 1_000_000:
+                ok, detail = None, f"{with_idx:.3f} s at {r.rows:,} rows: too small a table to project to 10 M"
+            else:
+                projected = with_idx * TEN_MILLION / r.rows
+                ok = projected < GOAL_STATS_SECONDS
+                detail = (f"{with_idx:.3f} s at {r.rows:,} rows; a full scan grows linearly: about "
+                          f"{projected:.2f} s at 10 M (projected, not measured)")
+            verdict = "not measured" if ok is None else "met" if ok else "MISSED"
+            goals.append(f"GOAL {tag} statistics refresh under {GOAL_STATS_SECONDS:g} s at 10 M rows with the indexes: "
+                         + f"{verdict} ({detail})")
+        if r.idle and r.during:
+            ratio = r.during.p99_ms / r.idle.p99_ms if r.idle.p99_ms else math.inf
+            detail = (f"p99 {r.during.p99_ms:.2f} ms during the purge vs {r.idle.p99_ms:.2f} ms idle = {ratio:.2f}x; "
+                      f"p50 {r.during.p50_ms:.2f} vs {r.idle.p50_ms:.2f} ms")
+            if r.during_errors:
+                detail += f"; {r.during_errors} updates failed"
+            goals.append(f"GOAL {tag} application p99 during a purge within {GOAL_P99_RATIO:g}x of idle: "
+                         + ("met" if ratio <= GOAL_P99_RATIO and not r.during_errors else "MISSED") + f" ({detail})")
+        elif r.idle:
+            goals.append(f"GOAL {tag} application p99 during a purge within {GOAL_P99_RATIO:g}x of idle: MISSED "
+                         "(no update finished while reaper purged)")
+    return goals
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) / 2**20:.1f} GiB"
+    return {"cpus": str(os.cpu_count()), "cpu": cpu, "memory": mem, "python": platform.python_version(),
+            "os": platform.platform()}
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows in the table (default 1,000,000)")
+    parser.add_argument("--databases", default="sqlite,mariadb", help="comma-separated: sqlite, mariadb")
+    parser.add_argument("--indexes", action=argparse.BooleanOptionalAction, default=True,
+                        help="purge tables carry the recommended indexes (default; the statistics are timed both ways)")
+    parser.add_argument("--skip-pt-archiver", action="store_true", help="do not run pt-archiver (MariaDB)")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer samples, no small-table RSS baseline: for the smoke test")
+    parser.add_argument("--batch-size", type=int, help="passed to reaper (default: reaper's own, 1000)")
+    parser.add_argument("--extra-batch-sizes", default="10000",
+                        help="also time reaper with these --batch-size values, for comparison (default 10000; '' none)")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help=f"what to run (default all): {', '.join(METHODS)}; the statistics are always timed")
+    parser.add_argument("--latency-updates", type=int, help="idle application updates (default 2000; 200 with --quick)")
+    parser.add_argument("--latency-updates-max", type=int, default=200_000,
+                        help="cap on the updates made while reaper purges (default 200,000)")
+    parser.add_argument("--app-pause", type=float, default=0.001, help="pause between application updates (s)")
+    parser.add_argument("--stats-repeats", type=int, help="timed statistics refreshes, median (default 5; 1 with --quick)")
+    parser.add_argument("--timeout", type=float, default=1200.0, help="limit for each child process (s)")
+    parser.add_argument("--mariadb-buffer-pool-mb", type=int, default=1024)
+    parser.add_argument("--mariadb-durable", action=argparse.BooleanOptionalAction, default=True,
+                        help="innodb_flush_log_at_trx_commit=1 as in production (default)")
+    parser.add_argument("--json-out", type=Path, help="also write every figure to this JSON file")
+    parser.add_argument("--workdir", type=Path, help="keep the working files here (default: a temporary folder)")
+    args = parser.parse_args(argv)
+    if args.rows < 100:
+        parser.error("--rows must be at least 100")
+    args.databases = [name.strip() for name in args.databases.split(",") if name.strip()]
+    unknown = set(args.databases) - {"sqlite", "mariadb"}
+    if unknown:
+        parser.error(f"unknown database(s): {', '.join(sorted(unknown))}")
+    args.methods = [name.strip() for name in args.methods.split(",") if name.strip()]
+    if set(args.methods) - set(METHODS):
+        parser.error(f"unknown method(s): {', '.join(sorted(set(args.methods) - set(METHODS)))}")
+    args.extra_batch_sizes = [int(size) for size in args.extra_batch_sizes.split(",") if size.strip()]
+    if args.quick:
+        args.extra_batch_sizes = []
+    args.latency_updates = args.latency_updates or (200 if args.quick else 2000)
+    args.stats_repeats = args.stats_repeats or (1 if args.quick else 5)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the servers are stopped
+    for key in [key for key in os.environ if key.startswith("REAPER_")]:
+        del os.environ[key]  # the benchmark's settings only
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="reaper-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    os.chdir(workdir)  # no .env of the caller's, and reaper's audit log lands here
+    started = time.perf_counter()
+    bench = Bench(args, workdir)
+    reports: list[BackendReport] = []
+    try:
+        for name in args.databases:
+            backend_dir = workdir / name
+            backend_dir.mkdir(exist_ok=True)
+            if name == "mariadb":
+                if not args.skip_pt_archiver and shutil.which("pt-archiver") is None:
+                    raise SystemExit("pt-archiver not found: apt-get install -y --no-install-recommends "
+                                     "percona-toolkit, or pass --skip-pt-archiver")
+                backend: Backend = MariaDBBackend(args.rows, backend_dir, args.indexes,
+                                                  args.mariadb_buffer_pool_mb, args.mariadb_durable)
+            else:
+                backend = SQLiteBackend(args.rows, backend_dir, args.indexes)
+            try:
+                reports.append(bench.run_backend(backend))
+            finally:
+                backend.close()
+    finally:
+        if args.workdir is None:
+            os.chdir("/")
+            shutil.rmtree(workdir, ignore_errors=True)
+    text, goals = render(reports, args)
+    print(f"reaper purge benchmark, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
+          f"{' '.join(sys.argv)}")
+    info = machine()
+    print(f"machine: {info['cpus']} CPUs ({info['cpu']}), {info['memory']} RAM, Python {info['python']}, {info['os']}")
+    for r in reports:
+        print(f"{r.name}: {r.version}")
+        print(f"  built {r.rows:,} rows in {r.build['fill']:.1f} s, indexes in {r.build['indexes']:.1f} s; "
+              f"{r.purgeable:,} to purge ({100 * r.purgeable / r.rows:.1f} %); indexes: "
+              + "; ".join(r.index_statements))
+    print(text)
+    print(f"\ntotal time {time.perf_counter() - started:.0f} s")
+    if args.json_out:
+        args.json_out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                             "machine": info, "reports": [asdict(r) for r in reports],
+                                             "goals": goals}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""Smoke test of the purge benchmark (bench/purge.py), so that it cannot rot.
+
+The benchmark itself is not part of the test suite: this runs it on a tiny SQLite table, as a
+subprocess with a time limit, and checks that it finishes and prints its figures and goals.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "purge.py"
+
+
+def test_the_purge_benchmark_runs_on_a_tiny_sqlite_table_and_prints_its_figures_and_goals(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("REAPER_")}
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--rows", "3000", "--databases", "sqlite", "--skip-pt-archiver", "--quick",
+         "--workdir", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    def figures(method: str) -> list[str]:  # rows of the figures table: database, method, deleted, seconds, ...
+        return [line for line in lines if re.match(rf"sqlite +{re.escape(method)} +[\d,]+ +[\d.]+ ", line)]
+
+    bare, reaper = figures("bare DELETE"), figures("reaper --once")
+    assert len(bare) == 1 and len(reaper) == 1, result.stdout
+    assert "rows/s" in result.stdout and "vs bare DELETE" in result.stdout
+    # both methods purged the same rows, about half of the table
+    deleted = {int(line.split()[3].replace(",", "")) for line in bare + reaper}  # database, method (2 words), deleted
+    assert len(deleted) == 1 and 1300 < deleted.pop() < 1700, result.stdout
+    goals = [line for line in lines if line.startswith("GOAL ")]
+    assert len(goals) == 6, result.stdout
+    assert all(" met" in goal or "MISSED" in goal or "not measured" in goal for goal in goals)

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.sql.elements import ColumnElement
 
 from reaper.archive import Archive
-from reaper.policies import Policy
+from reaper.policies import Action, Policy
 from reaper.selection import batches
 from reaper.table import TaskTable
 from reaper.writes import BatchOutcome, WriteContext, write_batch
@@ -194,7 +194,8 @@ def apply_policy(
         result.stop_reason = clock.stop_reason()
         return result.stop_reason is None
 
-    for rows in batches(table, policy, now, options.batch_size, pause_then_check):
+    with_age = policy.action is Action.FAIL  # only the reason written on a failed row needs the age
+    for rows in batches(table, policy, now, options.batch_size, pause_then_check, with_age):
         outcome = BatchOutcome() if options.dry_run else write_batch(ctx, rows)
         result.record(rows, outcome, options.sample_size)
         options.progress(policy.name, len(rows))

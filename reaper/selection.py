@@ -71,16 +71,30 @@ def _resume_after(order: Sequence[ColumnElement[Any]], values: Sequence[Any]) ->
     return and_(column >= value, or_(column > value, and_(column == value, _resume_after(order[1:], values[1:]))))
 
 
-def segment_query(table: TaskTable, policy: Policy, segment: Segment, after: Sequence[Any] | None, size: int) -> Select[Any]:
-    """Return the SELECT of the next batch of ``segment``: ids, ages and the position reached."""
-    query = select(table.id, table.age_expression(policy.status), *segment.order).where(segment.where)
+def segment_query(
+    table: TaskTable, policy: Policy, segment: Segment, after: Sequence[Any] | None, size: int, with_age: bool = True
+) -> Select[Any]:
+    """Return the SELECT of the next batch of ``segment``: ids, the position reached, and the ages.
+
+    A row is ``(id, *position, age)``; without ``with_age`` (a delete needs no age) the SELECT reads
+    only the index, as the age of a row may come from columns the index does not hold.
+    """
+    columns = [table.id, *segment.order]
+    if with_age:
+        columns.append(table.age_expression(policy.status))
+    query = select(*columns).where(segment.where)
     if after is not None:
         query = query.where(_resume_after(segment.order, after))
     return query.order_by(*segment.order).limit(size)
 
 
 def batches(
-    table: TaskTable, policy: Policy, now: datetime, size: int, pause: Callable[[], bool] = lambda: True
+    table: TaskTable,
+    policy: Policy,
+    now: datetime,
+    size: int,
+    pause: Callable[[], bool] = lambda: True,
+    with_age: bool = True,
 ) -> Iterator[Sequence[Row[Any]]]:
     """Yield the rows ``policy`` matches, ``size`` at a time, each read in its own short query.
 
@@ -96,9 +110,9 @@ def batches(
             if after is not None and not pause():
                 return
             with table.engine.connect() as conn:
-                rows = conn.execute(segment_query(table, policy, segment, after, size)).all()
+                rows = conn.execute(segment_query(table, policy, segment, after, size, with_age)).all()
             if rows:
                 yield rows
             if len(rows) < size:
                 break
-            after = tuple(rows[-1][2:])
+            after = tuple(rows[-1][1 : 1 + len(segment.order)])

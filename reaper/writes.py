@@ -77,7 +77,7 @@ def _fail(conn: Connection, ctx: WriteContext, rows: Sequence[Row[Any]]) -> int:
         reasons = {}
         dating_column = table.age_columns(ctx.policy.status)[0]  # the columns of one table share a type
         for row in rows:
-            dated_from = table.from_db(row[1], dating_column)
+            dated_from = table.from_db(row[-1], dating_column)  # the age is the last column selected
             assert dated_from is not None  # the selection only matches rows with an age
             reasons[row[0]] = table.fits(error, failure_reason(ctx.policy, dated_from, ctx.now))
         values[error] = case(reasons, value=table.id)

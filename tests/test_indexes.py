@@ -66,9 +66,10 @@ def batch_reads(conn: Connection, table: TaskTable, policy: Policy) -> list[tupl
     measured = []
     for number, segment in enumerate(segments(table, policy, NOW, table.stored_spellings(conn, policy.status))):
         first = conn.execute(segment_query(table, policy, segment, None, BATCH)).all()
-        positions: list[Any] = [None] + ([tuple(first[len(first) // 2][2:])] if first else [])
+        positions: list[Any] = [None] + ([tuple(first[len(first) // 2][1 : 1 + len(segment.order)])] if first else [])
         for after in positions:
-            read, returned = rows_read(conn, segment_query(table, policy, segment, after, BATCH))
+            with_age = policy.action.value == "fail"  # as apply_policy reads them
+            read, returned = rows_read(conn, segment_query(table, policy, segment, after, BATCH, with_age))
             kind = "null range" if segment.order == (table.id,) else "age range"
             where = f"{policy.name} segment {number} ({kind}) after {after}"
             measured.append((where, read, returned, index_range(conn, table, policy, segment)))

@@ -46,6 +46,7 @@ def audit_record(run: RunResult, settings: Settings, mode: str, archive: str | N
                 "action": result.action,
                 "matched": result.matched,
                 "affected": result.affected,
+                "by_action": dict(result.done),
                 "skipped": result.skipped,
                 "id_range": [_plain(result.first_id), _plain(result.last_id)],
             }

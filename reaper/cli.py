@@ -23,6 +23,7 @@ from reaper.daemon import Daemon
 from reaper.db import SessionLimits, create_db_engine, database_errors
 from reaper.demo import DEMO_FILE, ensure_demo_database
 from reaper.errors import ConfigError, LockHeld, ReaperError
+from reaper.explain import explain, parse_task_id, render_explanation
 from reaper.http import MetricsServer, TlsFiles, build_app
 from reaper.indexes import check_indexes, render_index_report
 from reaper.logs import setup_logging
@@ -84,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find and clean zombie and expired rows in a background-job table.",
         epilog="Settings also come from REAPER_* environment variables, .env and a TOML file; flags win.",
     )
-    modes = parser.add_argument_group("modes (without one of --once, --stats-only, --check-indexes, --force-status: the daemon)")
+    modes = parser.add_argument_group(
+        "modes (without one of --once, --stats-only, --check-indexes, --force-status, --restore, --explain: the daemon)"
+    )
     modes.add_argument("--once", action="store_true", help="run the four policies once and exit")
     modes.add_argument("--stats-only", action="store_true", help="print the table's statistics; write nothing")
     modes.add_argument("--force-status", metavar="S", help="clean only status S (needs --older-than)")
@@ -93,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     modes.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     modes.add_argument("--check-indexes", action="store_true", help="report the recommended indexes; change nothing")
     modes.add_argument("--restore", metavar="FILE", type=Path, help="put the rows of an archive file back")
+    modes.add_argument("--explain", metavar="ID", help="say which policy and threshold apply to row ID, and what a run would do")
     modes.add_argument("--yes", action="store_true", help="confirm a run that deletes more than REAPER_CONFIRM_ABOVE rows")
     modes.add_argument("--demo", action="store_true", help=f"use (and fill) the demo database ./{DEMO_FILE}")
     limits = parser.add_argument_group("thresholds")
@@ -120,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 class Mode:
     """What the command line asked for."""
 
-    name: str  # once, stats, force, indexes, restore, daemon
+    name: str  # once, stats, force, indexes, restore, explain, daemon
     dry_run: bool
     as_json: bool
 
@@ -128,8 +132,9 @@ class Mode:
 def _mode(args: argparse.Namespace) -> Mode:
     if (args.force_status is None) != (args.older_than is None):
         raise UsageError("--force-status and --older-than go together")
-    if sum(map(bool, (args.stats_only, args.once or args.force_status, args.check_indexes, args.restore))) > 1:
-        raise UsageError("--stats-only, --check-indexes, --restore and --once/--force-status are separate modes")
+    chosen = (args.stats_only, args.once or args.force_status, args.check_indexes, args.restore, args.explain)
+    if sum(map(bool, chosen)) > 1:
+        raise UsageError("--stats-only, --check-indexes, --restore, --explain and --once/--force-status are separate modes")
     if args.demo and args.database_url:
         raise UsageError("--demo uses its own database; drop --database-url")
     if args.force_status:
@@ -140,12 +145,16 @@ def _mode(args: argparse.Namespace) -> Mode:
         name = "indexes"
     elif args.restore:
         name = "restore"
+    elif args.explain:
+        name = "explain"
     elif args.once:
         name = "once"
     else:
         name = "daemon"
     if name == "daemon" and args.json:
-        raise UsageError("--json goes with a one-shot mode (--once, --stats-only, --check-indexes, --force-status, --restore)")
+        raise UsageError(
+            "--json goes with a one-shot mode (--once, --stats-only, --check-indexes, --force-status, --restore, --explain)"
+        )
     return Mode(name=name, dry_run=args.dry_run, as_json=args.json)
 
 
@@ -293,6 +302,10 @@ def _run(mode: Mode, args: argparse.Namespace, settings: Settings, reload_settin
             return EXIT_OK
         if mode.name == "restore":
             return _restore(mode, args, settings, table)
+        if mode.name == "explain":
+            found = explain(table, standard_policies(settings), parse_task_id(table, args.explain), now)
+            _emit(mode, found.to_json(), render_explanation(found))
+            return EXIT_OK
         if mode.name == "indexes":
             advice = check_indexes(table)
             _emit(mode, {"indexes": [asdict(item) for item in advice]}, render_index_report(advice, table.name))

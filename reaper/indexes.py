@@ -1,6 +1,7 @@
 """The indexes the policies and statistics need, which of them a table lacks, and how to add them.
 
-Each policy reads its matches along (status, first age column, id) (see ``selection``), so that
+Each policy reads its matches along (status, first age column, id) (see ``selection``; for running
+tasks the heartbeat column comes first when one is configured), so that
 index lets a batch read about as many entries as it returns; the statistics count rows created in
 the last day, served by (created_at). On MySQL and MariaDB, InnoDB appends the primary key to
 every secondary index, so an index on (status, age column) already serves. reaper only
@@ -38,7 +39,8 @@ class IndexAdvice:
 def _wanted(table: TaskTable) -> dict[tuple[str, ...], str]:
     wanted: dict[tuple[str, ...], str] = {}
     for status, purpose in PURPOSES.items():
-        first_age_column = table.age_columns(status)[0]
+        heartbeat = table.column("heartbeat_at") if status == "running" else None
+        first_age_column = heartbeat if heartbeat is not None else table.age_columns(status)[0]
         columns = (table.status.name, first_age_column.name, table.id.name)
         wanted[columns] = f"{wanted[columns]}, {purpose}" if columns in wanted else purpose
     wanted.setdefault((table.columns["created_at"].name,), "statistics (created in the last 24 hours)")

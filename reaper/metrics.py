@@ -57,6 +57,8 @@ class Snapshot:
     run_duration_seconds: Mapping[str, float] = field(default_factory=dict)
     dry_run_candidates: Mapping[str, int] = field(default_factory=dict)
     thresholds_seconds: Mapping[str, float] = field(default_factory=dict)
+    type_thresholds_seconds: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    heartbeat_timeout_seconds: float | None = None
     recent_runs: tuple[RunRecord, ...] = ()
 
     def with_run(self, record: RunRecord) -> tuple[RunRecord, ...]:
@@ -89,7 +91,7 @@ class ReaperMetrics:
         self._lock = threading.Lock()
         self._snapshot = Snapshot()
         self.reaped = Counter(
-            "reaper_reaped_tasks", "Rows the reaper set to failure or deleted.", ["policy", "action"], registry=registry
+            "reaper_reaped_tasks", "Rows the reaper set to failure, requeued or deleted.", ["policy", "action"], registry=registry
         )
         self.skipped = Counter(
             "reaper_skipped_tasks", "Rows a cleanup could not write (locked, or refused by a constraint).",
@@ -131,8 +133,21 @@ class ReaperMetrics:
             self._snapshot = replace(self._snapshot, **changes)  # type: ignore[arg-type]
 
     def set_thresholds(self, policies: Iterable[Policy]) -> None:
-        """Show the thresholds in force."""
-        self._update(thresholds_seconds={p.name: p.max_age.total_seconds() for p in policies})
+        """Show the thresholds in force: the defaults, and those of task types with their own."""
+        policies = list(policies)
+        by_type: dict[tuple[str, str], float] = {}
+        for policy in policies:
+            for rule in policy.rules:
+                for task_type in rule.task_types:
+                    by_type[(task_type, policy.name)] = rule.max_age.total_seconds()
+                    if rule.heartbeat_max_age is not None:
+                        by_type[(task_type, "heartbeat_timeout")] = rule.heartbeat_max_age.total_seconds()
+        heartbeat = next((p.default.heartbeat_max_age for p in policies if p.default.heartbeat_max_age), None)
+        self._update(
+            thresholds_seconds={p.name: p.max_age.total_seconds() for p in policies},
+            type_thresholds_seconds=by_type,
+            heartbeat_timeout_seconds=heartbeat.total_seconds() if heartbeat else None,
+        )
 
     def poll_succeeded(self, stats: Stats, at: float, duration: float) -> None:
         """Record a successful statistics poll."""
@@ -159,7 +174,8 @@ class ReaperMetrics:
             self._update(run_duration_seconds=durations, dry_run_candidates=candidates, recent_runs=recent)
             return
         for name, result in run.policies.items():
-            self.reaped.labels(name, Action(result.action).done).inc(result.affected)
+            for done, count in result.done.items():
+                self.reaped.labels(name, done).inc(count)
             for reason, count in result.skip_reasons.items():
                 self.skipped.labels(name, "lock" if reason == "lock conflict" else "constraint").inc(count)
         changes: dict[str, object] = {"run_duration_seconds": durations, "recent_runs": recent}
@@ -200,6 +216,10 @@ class _SnapshotCollector(Collector):
                         snapshot.dry_run_candidates)
         yield _labelled("reaper_threshold_seconds", "The age threshold of each policy in force.", "policy",
                         snapshot.thresholds_seconds)
+        yield _type_thresholds(snapshot.type_thresholds_seconds)
+        if snapshot.heartbeat_timeout_seconds is not None:
+            yield _gauge("reaper_heartbeat_timeout_seconds", "The heartbeat limit of running tasks (default).",
+                         snapshot.heartbeat_timeout_seconds)
         info = GaugeMetricFamily("reaper_build_info", "The reaper's version.", labels=["version"])
         info.add_metric([self.version], 1.0)
         yield info
@@ -213,6 +233,17 @@ def _labelled(name: str, documentation: str, label: str, values: Mapping[str, fl
     family = GaugeMetricFamily(name, documentation, labels=[label])
     for key, value in sorted(values.items()):
         family.add_metric([key], float(value))
+    return family
+
+
+def _type_thresholds(values: Mapping[tuple[str, str], float]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(
+        "reaper_task_type_threshold_seconds",
+        "Thresholds of task types that have their own ([task_types.NAME]); the others use reaper_threshold_seconds.",
+        labels=["task_type", "threshold"],
+    )
+    for (task_type, threshold), value in sorted(values.items()):
+        family.add_metric([task_type, threshold], value)
     return family
 
 

@@ -14,13 +14,10 @@ from datetime import datetime
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import and_
-from sqlalchemy.engine import Row
-from sqlalchemy.sql.elements import ColumnElement
 
 from reaper.archive import Archive
 from reaper.policies import Action, Policy
-from reaper.selection import batches
+from reaper.selection import Batch, batches
 from reaper.table import TaskTable
 from reaper.writes import BatchOutcome, WriteContext, write_batch
 
@@ -47,6 +44,29 @@ class RunOptions:
 
 
 @dataclass
+class RuleResult:
+    """What one rule of a policy (one task type, or the default ``*``) found and did."""
+
+    threshold: str
+    action: str
+    heartbeat_threshold: str | None = None
+    matched: int = 0
+    affected: int = 0
+    done: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON form used by ``--json``."""
+        return {
+            "threshold": self.threshold,
+            "heartbeat_threshold": self.heartbeat_threshold,
+            "action": self.action,
+            "matched": self.matched,
+            "affected": self.affected,
+            "by_action": dict(self.done),
+        }
+
+
+@dataclass
 class PolicyResult:
     """What one policy found and did in one pass."""
 
@@ -65,12 +85,29 @@ class PolicyResult:
     stop_reason: str | None = None
     first_id: Any = None
     last_id: Any = None
+    done: dict[str, int] = field(default_factory=dict)
+    rules: dict[str, RuleResult] = field(default_factory=dict)
 
-    def record(self, rows: Sequence[Row[Any]], outcome: BatchOutcome, sample_size: int) -> None:
+    @classmethod
+    def starting(cls, policy: Policy, now: datetime) -> PolicyResult:
+        """Return the empty result of ``policy``, with a line per rule."""
+        result = cls(policy.name, policy.status, policy.action.value, policy.threshold, policy.cutoff(now))
+        for rule in policy.rules:
+            result.rules[rule.key] = RuleResult(rule.threshold, rule.action.value, rule.heartbeat_threshold)
+        return result
+
+    def record(self, batch: Batch, outcome: BatchOutcome, sample_size: int) -> None:
         """Count one batch."""
+        rows = batch.rows
         self.batches += 1
         self.matched += len(rows)
         self.affected += outcome.affected
+        rule = self.rules[batch.rule.key]
+        rule.matched += len(rows)
+        rule.affected += outcome.affected
+        for action, count in outcome.done.items():
+            self.done[action] = self.done.get(action, 0) + count
+            rule.done[action] = rule.done.get(action, 0) + count
         self.skipped += outcome.skipped
         self.retries += outcome.retries
         for reason, count in outcome.reasons.items():
@@ -97,6 +134,8 @@ class PolicyResult:
             "sample_ids": [_jsonable(value) for value in self.sample_ids],
             "id_range": [_jsonable(self.first_id), _jsonable(self.last_id)],
             "stopped": self.stop_reason,
+            "by_action": dict(self.done),
+            "rules": {key: rule.to_json() for key, rule in self.rules.items()},
         }
 
 
@@ -146,11 +185,6 @@ def _jsonable(value: Any) -> Any:
     return value if isinstance(value, int | float | str) or value is None else str(value)
 
 
-def selection_of(table: TaskTable, policy: Policy, now: datetime) -> ColumnElement[bool]:
-    """Return the condition a row must meet for ``policy`` at ``now``: status and age."""
-    return and_(table.status_is(policy.status), table.older_than(policy.status, policy.cutoff(now)))
-
-
 class _Clock:
     """Tells a pass when to stop: a stop request, or the end of its run-time budget."""
 
@@ -169,13 +203,15 @@ class _Clock:
         return None
 
 
-def _log_batch(policy: Policy, rows: Sequence[Row[Any]], outcome: BatchOutcome, batch: int) -> None:
+def _log_batch(policy: Policy, batch: Batch, outcome: BatchOutcome, number: int) -> None:
+    rows = batch.rows
     ids = ", ".join(str(row[0]) for row in rows[:LOGGED_IDS_PER_BATCH])
     more = " ..." if len(rows) > LOGGED_IDS_PER_BATCH else ""
     skipped = f", {outcome.skipped} skipped" if outcome.skipped else ""
+    done = ", ".join(f"{action} {count}" for action, count in outcome.done.items()) or f"{batch.rule.action.done} 0"
+    scope = f" [{batch.rule.key}]" if batch.rule.task_types else ""
     logger.info(
-        f"{policy.name}: {policy.action.done} {outcome.affected} of {len(rows)} rows in batch {batch}{skipped} "
-        f"(ids {ids}{more})"
+        f"{policy.name}{scope}: {done} of {len(rows)} rows in batch {number}{skipped} (ids {ids}{more})"
     )
 
 
@@ -184,9 +220,12 @@ def apply_policy(
 ) -> PolicyResult:
     """Run ``policy`` over the whole table in keyset batches and return its counts."""
     clock = clock or _Clock(options)
-    result = PolicyResult(policy.name, policy.status, policy.action.value, policy.threshold, policy.cutoff(now))
-    selection = selection_of(table, policy, now)
-    ctx = WriteContext(table, policy, selection, now, options.max_retries, options.sleep, options.archive)
+    result = PolicyResult.starting(policy, now)
+    contexts = {
+        rule: WriteContext(table, policy, rule, now, options.max_retries, options.sleep, options.archive)
+        for rule in policy.rules
+    }
+
     def pause_then_check() -> bool:
         """Pause between batches, then say whether the next batch may start (the clock may have run out)."""
         if options.sleep_seconds:
@@ -194,13 +233,13 @@ def apply_policy(
         result.stop_reason = clock.stop_reason()
         return result.stop_reason is None
 
-    with_age = policy.action is Action.FAIL  # only the reason written on a failed row needs the age
-    for rows in batches(table, policy, now, options.batch_size, pause_then_check, with_age):
-        outcome = BatchOutcome() if options.dry_run else write_batch(ctx, rows)
-        result.record(rows, outcome, options.sample_size)
-        options.progress(policy.name, len(rows))
+    with_age = Action.DELETE not in policy.actions  # only the reason written on a row needs the age
+    for batch in batches(table, policy, now, options.batch_size, pause_then_check, with_age):
+        outcome = BatchOutcome() if options.dry_run else write_batch(contexts[batch.rule], batch.rows)
+        result.record(batch, outcome, options.sample_size)
+        options.progress(policy.name, len(batch.rows))
         if not options.dry_run:
-            _log_batch(policy, rows, outcome, result.batches)
+            _log_batch(policy, batch, outcome, result.batches)
         result.stop_reason = clock.stop_reason()
         if result.stop_reason is not None:
             break
@@ -208,8 +247,8 @@ def apply_policy(
 
 
 def _log_policy(result: PolicyResult, dry_run: bool) -> None:
-    done = {"fail": "failed", "delete": "deleted"}[result.action]
-    verb = f"{result.matched} would be {done}" if dry_run else f"{result.affected} {done}"
+    done = ", ".join(f"{count} {action}" for action, count in result.done.items()) or f"0 {Action(result.action).done}"
+    verb = f"{result.matched} would be {Action(result.action).done}" if dry_run else done
     skipped = f", {result.skipped} skipped ({result.skip_reasons})" if result.skipped else ""
     logger.info(
         f"{result.policy}: {result.matched} {result.status} rows older than {result.threshold}, {verb}{skipped}"
@@ -221,9 +260,12 @@ def run_policies(table: TaskTable, policies: Sequence[Policy], now: datetime, op
     clock = _Clock(options)
     started = options.timer()
     run = RunResult(dry_run=options.dry_run, now=now, policies={})
-    if any(policy.action.value == "fail" for policy in policies):
-        with table.engine.connect() as conn:
-            table.write_value(conn, "failure")  # a vocabulary that cannot be written fails before any batch
+    writes = set().union(*(policy.actions for policy in policies)) if policies else set()
+    with table.engine.connect() as conn:  # a vocabulary that cannot be written fails before any batch
+        if writes & {Action.FAIL, Action.REQUEUE}:
+            table.write_value(conn, "failure")
+        if Action.REQUEUE in writes:
+            table.write_value(conn, "pending")
     for policy in policies:
         run.stop_reason = clock.stop_reason()
         if run.stop_reason is not None:

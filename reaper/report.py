@@ -2,15 +2,37 @@
 
 from __future__ import annotations
 
+from reaper.policies import DEFAULT_RULE, Action
 from reaper.reap import PolicyResult, RunResult
 
 
+def _done(action: str, done: dict[str, int], affected: int, dry_run: bool) -> str:
+    if dry_run:
+        return f"would be {Action(action).done}"
+    return ", ".join(f"{count} {verb}" for verb, count in done.items()) or f"{affected} {Action(action).done}"
+
+
+def _rule_lines(result: PolicyResult, dry_run: bool) -> list[str]:
+    """A line per task type that has its own rule, and one for the others."""
+    if len(result.rules) < 2:
+        return []
+    lines = []
+    for key, rule in result.rules.items():
+        name = "other types" if key == DEFAULT_RULE else key
+        beat = f", heartbeat {rule.heartbeat_threshold}" if rule.heartbeat_threshold else ""
+        done = _done(rule.action, rule.done, rule.affected, dry_run)
+        lines.append(f"  {'':<18}   {name}: older than {rule.threshold}{beat}: {rule.matched} matched, {done}")
+    return lines
+
+
 def _policy_lines(name: str, result: PolicyResult, dry_run: bool) -> list[str]:
-    verb = {"fail": "failed", "delete": "deleted"}[result.action]
-    done = f"would be {verb}" if dry_run else f"{result.affected} {verb}"
+    done = _done(result.action, result.done, result.affected, dry_run)
     ids = ", ".join(map(str, result.sample_ids))
     sample = f" (ids {ids}{', ...' if result.matched > len(result.sample_ids) else ''})" if ids else ""
-    lines = [f"  {name:<18} {result.status} older than {result.threshold:<7}: {result.matched:>7} matched, {done}{sample}"]
+    beat = result.rules[DEFAULT_RULE].heartbeat_threshold if DEFAULT_RULE in result.rules else None
+    threshold = f"{result.threshold} (heartbeat {beat})" if beat else result.threshold
+    lines = [f"  {name:<18} {result.status} older than {threshold:<7}: {result.matched:>7} matched, {done}{sample}"]
+    lines += _rule_lines(result, dry_run)
     for reason, count in result.skip_reasons.items():
         lines.append(f"  {'':<18} {count} skipped: {reason}")
     changed_under_us = result.matched - result.affected - result.skipped

@@ -1,15 +1,16 @@
 """Which rows a policy matches, read in batches along the index that serves it.
 
-A policy matches ``status IN (spellings) AND COALESCE(c1, c2, ...) < cutoff``, where c1, c2, ...
-are its age columns (started_at, then updated_at, then created_at for running tasks). Read as one
-query ordered by id, that condition forces the database either to walk the whole primary key or to
-sort every match for every batch. So the matches are read as disjoint segments, each in the order
-of the recommended index (status, c1, id), and each batch resumes where the last one stopped:
+A rule of a policy matches ``status IN (spellings) AND <its task types> AND COALESCE(c1, c2, ...) <
+cutoff``, where c1, c2, ... are its age columns (heartbeat_at when configured, started_at,
+updated_at, created_at for running tasks; see ``matching``). Read as one query ordered by id, that
+condition forces the database either to walk the whole primary key or to sort every match for
+every batch. So the matches are read as disjoint segments, each in the order of the recommended
+index (status, c1, id), and each batch resumes where the last one stopped:
 
-- for each stored spelling v of the status:
-  - A: ``status = v AND c1 < cutoff``, ordered by (c1, id): a range of the index;
-  - B: ``status = v AND c1 IS NULL AND COALESCE(c2, ...) < cutoff``, ordered by id: the index's
-    null range, filtered (only when the policy has more than one age column).
+- for each rule, and each stored spelling v of the status:
+  - A: ``status = v AND <types> AND c1 < cutoff1``, ordered by (c1, id): a range of the index;
+  - B: ``status = v AND <types> AND c1 IS NULL AND COALESCE(c2, ...) < cutoff2``, ordered by id: the
+    index's null range, filtered (only when the policy has more than one age column).
 
 A batch therefore reads about as many index entries as it returns, however large the table.
 """
@@ -26,16 +27,26 @@ from sqlalchemy.engine import Row
 from sqlalchemy.sql.elements import ColumnElement
 
 from reaper.db import backend_of
-from reaper.policies import Policy
+from reaper.matching import dated_before, dating_columns, datings, type_scope
+from reaper.policies import Policy, Rule
 from reaper.table import TaskTable
 
 
 @dataclass(frozen=True)
 class Segment:
-    """A part of a policy's matches that one index range serves, and the order to read it in."""
+    """A part of a rule's matches that one index range serves, and the order to read it in."""
 
+    rule: Rule
     where: ColumnElement[bool]
     order: tuple[ColumnElement[Any], ...]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Rows read in one query, and the rule that matched them."""
+
+    rule: Rule
+    rows: Sequence[Row[Any]]
 
 
 def _as_stored(table: TaskTable, column: Column[Any]) -> ColumnElement[Any]:
@@ -51,15 +62,17 @@ def _as_stored(table: TaskTable, column: Column[Any]) -> ColumnElement[Any]:
 
 def segments(table: TaskTable, policy: Policy, now: datetime, spellings: Sequence[str]) -> list[Segment]:
     """Return the disjoint segments that together hold every row ``policy`` matches at ``now``."""
-    cutoff = policy.cutoff(now)
-    first, *rest = table.age_columns(policy.status)
     found = []
-    for value in spellings:
-        status = table.status == value
-        found.append(Segment(and_(status, table.before(first, cutoff)), (_as_stored(table, first), table.id)))
-        if rest:
-            undated_first = and_(status, first.is_(None), table.coalesce_before(rest, cutoff))
-            found.append(Segment(undated_first, (table.id,)))
+    for rule in policy.rules:
+        first, *rest = datings(table, policy, rule, now)
+        scope = type_scope(table, policy, rule)
+        for value in spellings:
+            status = and_(table.status == value, scope)
+            dated = and_(status, table.before(first.column, first.cutoff))
+            found.append(Segment(rule, dated, (_as_stored(table, first.column), table.id)))
+            if rest:
+                undated_first = and_(status, first.column.is_(None), dated_before(table, rest))
+                found.append(Segment(rule, undated_first, (table.id,)))
     return found
 
 
@@ -72,16 +85,22 @@ def _resume_after(order: Sequence[ColumnElement[Any]], values: Sequence[Any]) ->
 
 
 def segment_query(
-    table: TaskTable, policy: Policy, segment: Segment, after: Sequence[Any] | None, size: int, with_age: bool = True
+    table: TaskTable,
+    policy: Policy,
+    segment: Segment,
+    after: Sequence[Any] | None,
+    size: int,
+    with_age: bool = True,
 ) -> Select[Any]:
     """Return the SELECT of the next batch of ``segment``: ids, the position reached, and the ages.
 
-    A row is ``(id, *position, age)``; without ``with_age`` (a delete needs no age) the SELECT reads
-    only the index, as the age of a row may come from columns the index does not hold.
+    A row is ``(id, *position, *age columns)``, the age columns in the order of ``matching.datings``;
+    without ``with_age`` (a delete needs no age) the SELECT reads only the index, as the age of a row
+    may come from columns the index does not hold.
     """
     columns = [table.id, *segment.order]
     if with_age:
-        columns.append(table.age_expression(policy.status))
+        columns += [column for _, column in dating_columns(table, policy, segment.rule)]
     query = select(*columns).where(segment.where)
     if after is not None:
         query = query.where(_resume_after(segment.order, after))
@@ -95,7 +114,7 @@ def batches(
     size: int,
     pause: Callable[[], bool] = lambda: True,
     with_age: bool = True,
-) -> Iterator[Sequence[Row[Any]]]:
+) -> Iterator[Batch]:
     """Yield the rows ``policy`` matches, ``size`` at a time, each read in its own short query.
 
     ``pause`` is called after each full batch, before the query that follows it, so that a run
@@ -112,7 +131,7 @@ def batches(
             with table.engine.connect() as conn:
                 rows = conn.execute(segment_query(table, policy, segment, after, size, with_age)).all()
             if rows:
-                yield rows
+                yield Batch(segment.rule, rows)
             if len(rows) < size:
                 break
             after = tuple(rows[-1][1 : 1 + len(segment.order)])

@@ -54,8 +54,12 @@ class Columns(BaseModel):
     finished_at: str | None = "completed_at"
     updated_at: str | None = "updated_at"
     error: str | None = "error_message"
+    heartbeat_at: str | None = None
+    attempts: str | None = None
 
-    @field_validator("task_type", "started_at", "finished_at", "updated_at", "error", mode="before")
+    @field_validator(
+        "task_type", "started_at", "finished_at", "updated_at", "error", "heartbeat_at", "attempts", mode="before"
+    )
     @classmethod
     def _empty_means_absent(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -104,6 +108,25 @@ class Statuses(BaseModel):
         return self
 
 
+RescueAction = Literal["fail", "requeue"]
+MAX_HOURS = MAX_DAYS * 24
+
+
+class TaskTypeSettings(BaseModel):
+    """The thresholds and actions of one task type (``[task_types.NAME]``); unset keys fall back to the global ones."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    running_timeout_hours: float | None = Field(None, gt=0, le=MAX_HOURS, allow_inf_nan=False)
+    pending_timeout_hours: float | None = Field(None, gt=0, le=MAX_HOURS, allow_inf_nan=False)
+    failure_retention_days: float | None = Field(None, gt=0, le=MAX_DAYS, allow_inf_nan=False)
+    success_retention_days: float | None = Field(None, gt=0, le=MAX_DAYS, allow_inf_nan=False)
+    heartbeat_timeout_minutes: float | None = Field(None, gt=0, le=MAX_HOURS * 60, allow_inf_nan=False)
+    running_timeout_action: RescueAction | None = None
+    pending_timeout_action: RescueAction | None = None
+    max_attempts: int | None = Field(None, ge=1, le=1000)
+
+
 class Settings(BaseSettings):
     """Everything reaper can be told; immutable once loaded."""
 
@@ -123,10 +146,15 @@ class Settings(BaseSettings):
     table: str = "processing_tasks"
     columns: Columns = Columns()
     statuses: Statuses = Statuses()
-    running_timeout_hours: float = Field(24.0, gt=0, le=MAX_DAYS * 24, allow_inf_nan=False)
-    pending_timeout_hours: float = Field(2.0, gt=0, le=MAX_DAYS * 24, allow_inf_nan=False)
+    running_timeout_hours: float = Field(24.0, gt=0, le=MAX_HOURS, allow_inf_nan=False)
+    pending_timeout_hours: float = Field(2.0, gt=0, le=MAX_HOURS, allow_inf_nan=False)
     failure_retention_days: float = Field(7.0, gt=0, le=MAX_DAYS, allow_inf_nan=False)
     success_retention_days: float = Field(30.0, gt=0, le=MAX_DAYS, allow_inf_nan=False)
+    heartbeat_timeout_minutes: float = Field(10.0, gt=0, le=MAX_HOURS * 60, allow_inf_nan=False)
+    running_timeout_action: RescueAction = "fail"
+    pending_timeout_action: RescueAction = "fail"
+    max_attempts: int = Field(3, ge=1, le=1000)
+    task_types: dict[str, TaskTypeSettings] = Field(default_factory=dict)
     batch_size: int = Field(1000, ge=1, le=10000)
     sleep_seconds: float = Field(0.0, ge=0, le=3600, allow_inf_nan=False)
     max_runtime_seconds: float | None = Field(None, gt=0, allow_inf_nan=False)
@@ -194,6 +222,26 @@ class Settings(BaseSettings):
         if (self.metrics_certfile is None) != (self.metrics_keyfile is None):
             raise ValueError("REAPER_METRICS_CERTFILE and REAPER_METRICS_KEYFILE go together")
         return self
+
+    @field_validator("task_types", mode="after")
+    @classmethod
+    def _named_task_types(cls, value: dict[str, TaskTypeSettings]) -> dict[str, TaskTypeSettings]:
+        if any(not name.strip() for name in value):
+            raise ValueError("a task type name cannot be empty")
+        return value
+
+    def for_task_type(self, name: str | None) -> TaskTypeSettings:
+        """Return the thresholds and actions in force for task type ``name`` (``None``: the global ones)."""
+        own = self.task_types.get(name) if name is not None else None
+        merged = {key: getattr(self, key) for key in TaskTypeSettings.model_fields}
+        if own is not None:
+            merged.update(own.model_dump(exclude_none=True))
+        return TaskTypeSettings(**merged)
+
+    def rescues(self) -> bool:
+        """Whether any policy, for any task type, requeues instead of failing."""
+        kinds = [self.for_task_type(None), *(self.for_task_type(name) for name in self.task_types)]
+        return any("requeue" in (kind.running_timeout_action, kind.pending_timeout_action) for kind in kinds)
 
     @field_validator("table", mode="after")
     @classmethod
@@ -299,6 +347,11 @@ def _check_environment(environ: Mapping[str, str], where: str = "the environment
             continue
         if any(key.startswith(prefix + "__") for prefix in nested):
             continue
+        if key.startswith(ENV_PREFIX + "TASK_TYPES__"):  # variable names lose the case of a task type
+            raise ConfigError(
+                f"{key} in {where}: set task types in the TOML config file ([task_types.NAME]) "
+                "or as JSON in REAPER_TASK_TYPES"
+            )
         raise ConfigError(f"unknown setting {key} in {where}")
 
 
@@ -306,8 +359,14 @@ def _describe(error: ValidationError, config_file: Path | None) -> str:
     first = error.errors()[0]
     location = tuple(first["loc"])
     message = first["msg"].removeprefix("Value error, ")
+    where = f" in config file {str(config_file)!r}" if config_file else ""
+    if location[:1] == ("task_types",) and len(location) > 1:  # a TOML table of its own, not a variable
+        dotted = ".".join(map(str, location))
+        if first["type"] == "extra_forbidden":
+            known = ", ".join(TaskTypeSettings.model_fields)
+            return f"unknown setting {dotted}{where} (a task type takes: {known})"
+        return f"invalid setting {dotted}{where}: {message} (got {first.get('input')!r})"
     if first["type"] == "extra_forbidden":
-        where = f" in config file {str(config_file)!r}" if config_file else ""
         return f"unknown setting {'.'.join(map(str, location))} ({env_name(location)}){where}"
     if not location:  # a rule across several settings names them in its message
         return f"invalid settings: {message}"

@@ -16,7 +16,8 @@ from typing import Any
 from sqlalchemy import Integer, case, func, literal, select
 from sqlalchemy.engine import Connection
 
-from reaper.policies import Action, Policy
+from reaper.matching import dated_before, dating_expression, datings, type_scope
+from reaper.policies import Action, Policy, Rule
 from reaper.table import TaskTable
 
 STATUS_ORDER = ("pending", "running", "success", "failure", "retry", "revoked")
@@ -26,9 +27,13 @@ RECENT_WINDOW = timedelta(hours=24)
 
 @dataclass
 class StaleSummary:
-    """Zombies of one status: how many, per task type, the threshold, and the oldest age seen."""
+    """Zombies of one status: how many, per task type, the thresholds, and the oldest age seen.
+
+    ``threshold`` is the default rule's; ``thresholds_by_type`` holds the task types with their own.
+    """
 
     threshold: str
+    thresholds_by_type: dict[str, str] = field(default_factory=dict)
     count: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
     oldest_age_seconds: float | None = None
@@ -78,6 +83,7 @@ class Stats:
             "stale_by_type": {status: summary.by_type for status, summary in self.stale.items()},
             "oldest_age_seconds": {status: summary.oldest_age_seconds for status, summary in self.stale.items()},
             "thresholds": {status: summary.threshold for status, summary in self.stale.items()},
+            "thresholds_by_type": {status: summary.thresholds_by_type for status, summary in self.stale.items()},
         }
 
 
@@ -105,36 +111,48 @@ def _created_since(conn: Connection, table: TaskTable, since: datetime) -> int:
     return int(conn.execute(query).scalar_one())
 
 
-def _stale(conn: Connection, table: TaskTable, policy: Policy, now: datetime) -> StaleSummary:
-    """Count the rows ``policy`` would act on, per task type, and find the oldest row of its status."""
-    summary = StaleSummary(threshold=policy.threshold)
-    task_type = _task_type(table)
-    dated = table.age_expression(policy.status)
-    is_stale = case((table.older_than(policy.status, policy.cutoff(now)), 1), else_=0)
+def _stale_rule(conn: Connection, table: TaskTable, policy: Policy, rule: Rule, now: datetime) -> list[Any]:
+    """Return (task type, zombies, oldest dating moment) per task type for one rule of ``policy``."""
+    found = datings(table, policy, rule, now)
+    is_stale = case((dated_before(table, found), 1), else_=0)
     query = (
-        select(task_type, func.sum(is_stale, type_=Integer), func.min(dated))
-        .where(table.status_is(policy.status))
-        .group_by(task_type)
+        select(_task_type(table), func.sum(is_stale, type_=Integer), func.min(dating_expression(table, found)))
+        .where(table.status_is(policy.status), type_scope(table, policy, rule))
+        .group_by(_task_type(table))
     )
+    return [(kind, stale, table.from_db(first, found[0].column)) for kind, stale, first in conn.execute(query)]
+
+
+def _stale(conn: Connection, table: TaskTable, policy: Policy, now: datetime) -> StaleSummary:
+    """Count the rows ``policy`` would act on, per task type (each by its own rule), and the oldest one.
+
+    The oldest age is measured the way the policy judges: from the last heartbeat when there is one.
+    """
+    summary = StaleSummary(threshold=_rule_threshold(policy.default))
+    summary.thresholds_by_type = {rule.key: _rule_threshold(rule) for rule in policy.rules if rule.task_types}
     oldest: datetime | None = None
-    for kind, stale, first in conn.execute(query):
-        if stale:
-            summary.by_type[_type_key(kind)] = summary.by_type.get(_type_key(kind), 0) + int(stale)
-            summary.count += int(stale)
-        moment = table.from_db(first, table.age_columns(policy.status)[0])
-        if moment is not None and (oldest is None or moment < oldest):
-            oldest = moment
+    for rule in policy.rules:
+        for kind, stale, moment in _stale_rule(conn, table, policy, rule, now):
+            if stale:
+                summary.by_type[_type_key(kind)] = summary.by_type.get(_type_key(kind), 0) + int(stale)
+                summary.count += int(stale)
+            if moment is not None and (oldest is None or moment < oldest):
+                oldest = moment
     summary.oldest_age_seconds = (now - oldest).total_seconds() if oldest is not None else None
     return summary
 
 
+def _rule_threshold(rule: Rule) -> str:
+    return rule.threshold if rule.heartbeat_threshold is None else f"{rule.threshold}, {rule.heartbeat_threshold} heartbeat"
+
+
 def collect_stats(table: TaskTable, policies: Sequence[Policy], now: datetime) -> Stats:
-    """Read the table's statistics; zombies are counted against the fail-action ``policies``."""
+    """Read the table's statistics; zombies are counted against the fail and requeue ``policies``."""
     with table.engine.connect() as conn:
         counts = _counts(conn, table)
         recent = _created_since(conn, table, now - RECENT_WINDOW)
         stale = {
-            policy.status: _stale(conn, table, policy, now) for policy in policies if policy.action is Action.FAIL
+            policy.status: _stale(conn, table, policy, now) for policy in policies if Action.DELETE not in policy.actions
         }
     return Stats(now=now, table=table.name, by_status_and_type=counts, created_last_24h=recent, stale=stale)
 
@@ -157,6 +175,7 @@ def render_report(stats: Stats) -> str:
         lines.append(f"  {task_type:<18} : {count:>6} ({_share(count, total)})")
     lines += ["", f"Created in the last 24 hours: {stats.created_last_24h}", "", "Needing attention:"]
     for status, summary in stats.stale.items():
-        lines.append(f"  {status} past timeout (>{summary.threshold}): {summary.count}")
+        own = "".join(f"; {kind} >{threshold}" for kind, threshold in summary.thresholds_by_type.items())
+        lines.append(f"  {status} past timeout (>{summary.threshold}{own}): {summary.count}")
     lines.append(rule)
     return "\n".join(lines)

@@ -17,7 +17,7 @@ from sqlalchemy import Column, MetaData, Table, and_, func, inspect, literal, no
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import NoSuchTableError
 from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.types import DateTime, String
+from sqlalchemy.types import DateTime, Integer, String
 
 from reaper.errors import SchemaError
 from reaper.settings import Settings, Statuses, env_name
@@ -25,10 +25,12 @@ from reaper.settings import Settings, Statuses, env_name
 ACTIVE_STATUSES = ("pending", "running", "retry")
 TERMINAL_STATUSES = ("success", "failure", "revoked")
 
-# Which columns say how old a row of each status is: the first non-null one counts.
+# Which columns say how old a row of each status is: the first non-null one counts. A pending row
+# waits since its last write (a requeue, by reaper or the application, restarts the wait), else
+# since its creation. The heartbeat column, when configured, comes before all of a running row's.
 AGE_COLUMNS: dict[str, tuple[str, ...]] = {
     "running": ("started_at", "updated_at", "created_at"),
-    "pending": ("created_at",),
+    "pending": ("updated_at", "created_at"),
     "retry": ("updated_at", "created_at"),
     "success": ("finished_at", "updated_at", "created_at"),
     "failure": ("finished_at", "updated_at", "created_at"),
@@ -242,20 +244,41 @@ def _check_columns(table: Table, settings: Settings) -> dict[str, Column[Any]]:
                 f"set {env_name(('columns', role))} to the right name{optional}"
             )
         found[role] = table.columns[name]
-    for role in ("created_at", "started_at", "finished_at", "updated_at"):
+    for role in ("created_at", "started_at", "finished_at", "updated_at", "heartbeat_at"):
         column = found.get(role)
         if column is not None and not isinstance(column.type, DateTime):
             raise SchemaError(
                 f"column {column.name!r} of table {table.name!r} ({env_name(('columns', role))}) "
                 f"is {column.type}, not a date-time column"
             )
+    attempts = found.get("attempts")
+    if attempts is not None and not isinstance(attempts.type, Integer):
+        raise SchemaError(
+            f"column {attempts.name!r} of table {table.name!r} ({env_name(('columns', 'attempts'))}) "
+            f"is {attempts.type}, not an integer column"
+        )
     return found
+
+
+def _check_task_type_settings(table: Table, columns: dict[str, Column[Any]], settings: Settings) -> None:
+    """Refuse settings the table cannot honour, before any row is read."""
+    if settings.task_types and "task_type" not in columns:
+        raise SchemaError(
+            f"[task_types] thresholds are set but table {table.name!r} has no task-type column "
+            f"({env_name(('columns', 'task_type'))} is empty)"
+        )
+    if settings.rescues() and "updated_at" not in columns:
+        raise SchemaError(
+            f"requeue needs an updated-at column to restart a requeued task's wait, and table {table.name!r} "
+            f"has none ({env_name(('columns', 'updated_at'))}); use the fail action"
+        )
 
 
 def open_table(engine: Engine, settings: Settings) -> TaskTable:
     """Reflect the configured table and check every configured column against it."""
     table = _reflect(engine, settings)
     columns = _check_columns(table, settings)
+    _check_task_type_settings(table, columns, settings)
     return TaskTable(
         engine=engine,
         table=table,

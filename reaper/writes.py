@@ -1,4 +1,4 @@
-"""The conditional writes: fail or delete one batch, retrying lock conflicts, isolating refused rows.
+"""The conditional writes: fail, requeue or delete one batch, retrying lock conflicts, isolating refused rows.
 
 Every write carries the policy's whole condition in its WHERE clause, so a row that changed since
 it was selected is left alone. A batch that keeps hitting lock conflicts after the retries is
@@ -15,14 +15,15 @@ from datetime import datetime
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import and_, case, delete, select, update
+from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
 from reaper.archive import Archive
 from reaper.db import constraint_name, is_lock_conflict, refused_by_constraint
-from reaper.policies import Action, Policy
+from reaper.matching import Dating, dated_by, datings, rule_condition
+from reaper.policies import Action, Policy, Rule
 from reaper.table import TaskTable
 
 RETRY_BASE_SECONDS = 0.2
@@ -30,12 +31,13 @@ RETRY_BASE_SECONDS = 0.2
 
 @dataclass
 class BatchOutcome:
-    """What one write did: rows affected, rows skipped and why."""
+    """What one write did: rows affected (by action done), rows skipped and why."""
 
     affected: int = 0
     skipped: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     retries: int = 0
+    done: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: BatchOutcome) -> None:
         """Fold another outcome into this one."""
@@ -44,49 +46,104 @@ class BatchOutcome:
         self.retries += other.retries
         for reason, count in other.reasons.items():
             self.reasons[reason] = self.reasons.get(reason, 0) + count
+        for action, count in other.done.items():
+            self.done[action] = self.done.get(action, 0) + count
 
 
 @dataclass(frozen=True)
 class WriteContext:
-    """Everything a batch write needs besides the rows."""
+    """Everything a batch write needs besides the rows: the rule, its whole condition, the moment."""
 
     table: TaskTable
     policy: Policy
-    selection: ColumnElement[bool]
+    rule: Rule
     now: datetime
     max_retries: int
     sleep: Callable[[float], None]
     archive: Archive | None = None
 
+    @property
+    def selection(self) -> ColumnElement[bool]:
+        """The rule's whole condition, re-checked by every write."""
+        return rule_condition(self.table, self.policy, self.rule, self.now)
 
-def failure_reason(policy: Policy, dated_from: datetime, now: datetime) -> str:
-    """Return the text written into the error column of a row that ``policy`` sets to failure."""
-    hours = (now - dated_from).total_seconds() / 3600
-    age = f"{hours:.1f} h" if hours < 72 else f"{hours / 24:.1f} d"
+
+def _age_text(seconds: float) -> str:
+    hours = seconds / 3600
+    if hours < 1:
+        return f"{seconds / 60:.0f} min"
+    return f"{hours:.1f} h" if hours < 72 else f"{hours / 24:.1f} d"
+
+
+def failure_reason(policy: Policy, rule: Rule, dating: Dating, dated_from: datetime, now: datetime, ending: str) -> str:
+    """Return the text written into the error column of a row that ``rule`` fails or requeues."""
+    age = _age_text((now - dated_from).total_seconds())
+    scope = f" for {rule.key}" if rule.task_types else ""
+    if dating.is_heartbeat:
+        return (
+            f"reaper {policy.name}: no heartbeat for {age}, over the {dating.threshold} limit{scope} "
+            f"(last at {dated_from:%Y-%m-%d %H:%M:%S} UTC); {ending}"
+        )
     return (
-        f"reaper {policy.name}: {policy.status} for {age}, over the {policy.threshold} limit "
-        f"(since {dated_from:%Y-%m-%d %H:%M:%S} UTC); set to failure at {now:%Y-%m-%d %H:%M:%S} UTC"
+        f"reaper {policy.name}: {policy.status} for {age}, over the {dating.threshold} limit{scope} "
+        f"(since {dated_from:%Y-%m-%d %H:%M:%S} UTC); {ending}"
     )
 
 
-def _fail(conn: Connection, ctx: WriteContext, rows: Sequence[Row[Any]]) -> int:
+def _reasons(ctx: WriteContext, rows: Sequence[Row[Any]], ending: str) -> ColumnElement[Any] | None:
+    """Return a CASE on id giving each row its reason, or ``None`` when the table has no error column."""
+    table, error = ctx.table, ctx.table.column("error")
+    if error is None:
+        return None
+    found = datings(table, ctx.policy, ctx.rule, ctx.now)
+    reasons = {}
+    for row in rows:
+        dated = dated_by(table, found, row[-len(found) :])  # the age columns are the last ones selected
+        assert dated is not None  # the selection only matches rows with an age
+        reasons[row[0]] = table.fits(error, failure_reason(ctx.policy, ctx.rule, *dated, ctx.now, ending))
+    return case(reasons, value=table.id)
+
+
+def _set_failed(conn: Connection, ctx: WriteContext, rows: Sequence[Row[Any]], ending: str, *extra: Any) -> int:
     table = ctx.table
     values: dict[Any, Any] = {table.status: table.write_value(conn, "failure")}
-    error = table.column("error")
-    if error is not None:
-        reasons = {}
-        dating_column = table.age_columns(ctx.policy.status)[0]  # the columns of one table share a type
-        for row in rows:
-            dated_from = table.from_db(row[-1], dating_column)  # the age is the last column selected
-            assert dated_from is not None  # the selection only matches rows with an age
-            reasons[row[0]] = table.fits(error, failure_reason(ctx.policy, dated_from, ctx.now))
-        values[error] = case(reasons, value=table.id)
+    reasons = _reasons(ctx, rows, ending)
+    if reasons is not None:
+        values[table.columns["error"]] = reasons
     for role in ("finished_at", "updated_at"):
         column = table.column(role)
         if column is not None:
             values[column] = table.to_db(ctx.now, column)
     ids = [row[0] for row in rows]
-    return int(conn.execute(update(table.table).where(table.id.in_(ids), ctx.selection).values(values)).rowcount)
+    query = update(table.table).where(table.id.in_(ids), ctx.selection, *extra).values(values)
+    return int(conn.execute(query).rowcount)
+
+
+def _requeue(conn: Connection, ctx: WriteContext, rows: Sequence[Row[Any]]) -> dict[str, int]:
+    """Set rows back to pending (past the attempts bound: to failure), in one transaction."""
+    table, stamp = ctx.table, f"{ctx.now:%Y-%m-%d %H:%M:%S} UTC"
+    attempts = table.column("attempts")
+    values: dict[Any, Any] = {table.status: table.write_value(conn, "pending")}
+    reasons = _reasons(ctx, rows, f"requeued at {stamp}")
+    if reasons is not None:
+        values[table.columns["error"]] = reasons
+    for role in ("started_at", "heartbeat_at"):  # a stale beat would condemn the next worker's run at once
+        if table.column(role) is not None:
+            values[table.columns[role]] = None
+    values[table.columns["updated_at"]] = table.to_db(ctx.now, table.columns["updated_at"])  # the wait restarts
+    under_bound: list[Any] = []
+    if attempts is not None and ctx.rule.max_attempts is not None:
+        values[attempts] = func.coalesce(attempts, 0) + 1
+        under_bound = [or_(attempts.is_(None), attempts < ctx.rule.max_attempts)]
+    ids = [row[0] for row in rows]
+    query = update(table.table).where(table.id.in_(ids), ctx.selection, *under_bound).values(values)
+    requeued = int(conn.execute(query).rowcount)
+    if not under_bound:
+        return {"requeued": requeued}
+    ending = f"set to failure at {stamp} after {ctx.rule.max_attempts} attempts (REAPER_MAX_ATTEMPTS)"
+    assert attempts is not None
+    failed = _set_failed(conn, ctx, rows, ending, attempts >= ctx.rule.max_attempts)
+    return {"requeued": requeued, "failed": failed}
 
 
 def _delete(conn: Connection, ctx: WriteContext, rows: Sequence[Row[Any]]) -> int:
@@ -111,13 +168,18 @@ def _delete_returning(conn: Connection, ctx: WriteContext, ids: list[Any]) -> li
     return locked
 
 
-def _write_once(ctx: WriteContext, rows: Sequence[Row[Any]]) -> int:
+def _write_once(ctx: WriteContext, rows: Sequence[Row[Any]]) -> dict[str, int]:
+    """Write one batch in one transaction; return the rows affected by action done."""
     with ctx.table.engine.begin() as conn:
-        return _fail(conn, ctx, rows) if ctx.policy.action is Action.FAIL else _delete(conn, ctx, rows)
+        if ctx.rule.action is Action.DELETE:
+            return {"deleted": _delete(conn, ctx, rows)}
+        if ctx.rule.action is Action.REQUEUE:
+            return _requeue(conn, ctx, rows)
+        return {"failed": _set_failed(conn, ctx, rows, f"set to failure at {ctx.now:%Y-%m-%d %H:%M:%S} UTC")}
 
 
-def _write_retrying(ctx: WriteContext, rows: Sequence[Row[Any]], outcome: BatchOutcome) -> int | None:
-    """Write, retrying lock conflicts; return rows affected, or ``None`` when the retries ran out."""
+def _write_retrying(ctx: WriteContext, rows: Sequence[Row[Any]], outcome: BatchOutcome) -> dict[str, int] | None:
+    """Write, retrying lock conflicts; return rows affected by action, or ``None`` when the retries ran out."""
     for attempt in range(ctx.max_retries + 1):
         try:
             return _write_once(ctx, rows)
@@ -152,5 +214,5 @@ def write_batch(ctx: WriteContext, rows: Sequence[Row[Any]]) -> BatchOutcome:
     if affected is None:
         outcome.add(BatchOutcome(skipped=len(rows), reasons={"lock conflict": len(rows)}))
     else:
-        outcome.affected += affected
+        outcome.add(BatchOutcome(affected=sum(affected.values()), done=affected))
     return outcome

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text, insert, select
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text, create_engine, event, insert, select, update
 from sqlalchemy.dialects.mysql import DATETIME
 from sqlalchemy.engine import Engine
 
@@ -72,6 +72,8 @@ def create_table(engine: Engine, shape: Shape | None = None) -> Table:
         ("finished_at", stamp),
         ("updated_at", stamp),
         ("error", String(shape.error_length) if shape.error_length else Text()),
+        ("heartbeat_at", stamp),
+        ("attempts", Integer()),
     ]
     for role, column_type in optional:
         if names.get(role):
@@ -100,7 +102,7 @@ class Tasks:
             if not names.get(role):
                 raise KeyError(f"the shape has no {role} column")
             row[names[role]] = value
-        for role in ("created_at", "started_at", "finished_at", "updated_at"):
+        for role in ("created_at", "started_at", "finished_at", "updated_at", "heartbeat_at"):
             name = names.get(role)
             if name and isinstance(row.get(name), datetime) and not self.shape.aware_timestamps:
                 row[name] = row[name].astimezone(timezone.utc).replace(tzinfo=None)
@@ -134,6 +136,30 @@ class Tasks:
         id_column = self.table.c[self.shape.columns["id"]]
         with self.engine.connect() as conn:
             return [tuple(row) for row in conn.execute(select(self.table).order_by(id_column))]
+
+
+WITH_HEARTBEAT_AND_ATTEMPTS = {**DEFAULT_COLUMNS, "heartbeat_at": "heartbeat_at", "attempts": "attempts"}
+
+
+def change_just_before_the_write(engine: Engine, tasks: Tasks, task_id: Any, **values: Any) -> None:
+    """Make a 'worker' set ``values`` (by role) on ``task_id`` after the reaper's SELECT, before its write."""
+    worker = create_engine(engine.url)  # a connection of its own, as a worker process would have
+    names = tasks.shape.columns
+    plain = {
+        names[role]: value.astimezone(timezone.utc).replace(tzinfo=None) if isinstance(value, datetime) else value
+        for role, value in values.items()
+    }
+    change = update(tasks.table).where(tasks.table.c[names["id"]] == task_id).values(plain)
+    done: list[bool] = []
+
+    def before_write(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if not done and statement.lstrip().upper().startswith(("UPDATE", "DELETE")):
+            done.append(True)
+            with worker.begin() as worker_conn:
+                worker_conn.execute(change)
+            worker.dispose()
+
+    event.listen(engine, "before_cursor_execute", before_write)
 
 
 def settings_for(url: str, shape: Shape | None = None, **overrides: Any) -> Settings:

@@ -14,7 +14,7 @@ from reaper.cli import main
 from reaper.demo import demo_rows
 from reaper.indexes import check_indexes
 from reaper.policies import Policy, standard_policies
-from reaper.reap import selection_of
+from reaper.matching import rule_condition
 from reaper.selection import Segment, segment_query, segments
 from reaper.table import TaskTable, open_table
 
@@ -91,7 +91,7 @@ def test_check_indexes_reports_what_is_missing_with_statements_that_work(tasks: 
     advice = check_indexes(table)
     assert [item.columns for item in advice] == [
         ("status", "started_at", "id"),
-        ("status", "created_at", "id"),
+        ("status", "updated_at", "id"),  # a pending row waits since its last write
         ("status", "completed_at", "id"),
         ("created_at",),
     ]
@@ -104,9 +104,9 @@ def test_check_indexes_reports_what_is_missing_with_statements_that_work(tasks: 
 
 def test_a_longer_existing_index_counts_as_present(tasks: Tasks, database_url: str) -> None:
     with tasks.engine.begin() as conn:
-        conn.exec_driver_sql("CREATE INDEX ix_wide ON processing_tasks (status, created_at, id, task_type)")
+        conn.exec_driver_sql("CREATE INDEX ix_wide ON processing_tasks (status, updated_at, id, task_type)")
     advice = {item.columns: item.present for item in check_indexes(open_table(tasks.engine, settings_for(database_url)))}
-    assert advice[("status", "created_at", "id")] and not advice[("status", "started_at", "id")]
+    assert advice[("status", "updated_at", "id")] and not advice[("status", "started_at", "id")]
 
 
 def test_on_mysql_an_index_without_the_key_counts_because_innodb_appends_it(
@@ -143,9 +143,10 @@ def test_without_the_indexes_a_plain_query_for_zombies_reads_the_whole_table(tas
     table = open_table(tasks.engine, settings)
     with tasks.engine.connect() as conn:
         analyze(conn, table.engine.url.get_backend_name(), table.name)
+        pending = standard_policies(settings)[1]
         plain_query = (
             select(table.id)
-            .where(selection_of(table, standard_policies(settings)[1], NOW))
+            .where(rule_condition(table, pending, pending.default, NOW))
             .order_by(table.id)
             .limit(BATCH)
         )

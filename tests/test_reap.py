@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Enum, create_engine, event, update
 from sqlalchemy.engine import Engine
 
-from helpers import NOW, Shape, Tasks, ago, create_table, settings_for
+from helpers import NOW, Shape, Tasks, ago, change_just_before_the_write, create_table, settings_for
 from reaper.policies import Policy, force_policy, standard_policies
 from reaper.reap import RunOptions, RunResult, run_policies
 from reaper.settings import Settings
@@ -264,24 +264,8 @@ def test_each_batch_commits_in_its_own_transaction(tasks: Tasks, database_url: s
 
 
 def finish_task_just_before_the_write(engine: Engine, tasks: Tasks, task_id: Any, new_status: str) -> None:
-    """Make a 'worker' change ``task_id`` after the reaper's SELECT and before its UPDATE or DELETE."""
-    worker = create_engine(engine.url)  # a connection of its own, as a worker process would have
-    names = tasks.shape.columns
-    change = (
-        update(tasks.table)
-        .where(tasks.table.c[names["id"]] == task_id)
-        .values({names["status"]: new_status, names["finished_at"]: NOW.replace(tzinfo=None)})
-    )
-    done: list[bool] = []
-
-    def before_write(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if not done and statement.lstrip().upper().startswith(("UPDATE", "DELETE")):
-            done.append(True)
-            with worker.begin() as worker_conn:
-                worker_conn.execute(change)
-            worker.dispose()
-
-    event.listen(engine, "before_cursor_execute", before_write)
+    """Make a 'worker' change ``task_id``'s status after the reaper's SELECT and before its UPDATE or DELETE."""
+    change_just_before_the_write(engine, tasks, task_id, status=new_status, finished_at=NOW)
 
 
 def test_task_finished_between_select_and_update_stays_finished(

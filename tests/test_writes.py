@@ -1,15 +1,17 @@
-"""Writes under pressure: rows refused by a foreign key, rows locked by the application."""
+"""Writes under pressure (rows refused by a foreign key, rows locked by the application), and requeue."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, ForeignKey, Integer, Table, insert, select, text
+from sqlalchemy import Column, ForeignKey, Integer, Table, insert, select, text, update
 from sqlalchemy.engine import Engine, make_url
 
-from helpers import NOW, Tasks, ago, settings_for
+from helpers import NOW, WITH_HEARTBEAT_AND_ATTEMPTS, Shape, Tasks, ago, change_just_before_the_write, settings_for
+from reaper.errors import SchemaError
 from reaper.db import SessionLimits, create_db_engine
 from reaper.policies import standard_policies
 from reaper.reap import RunOptions, RunResult, run_policies
@@ -112,3 +114,93 @@ def test_sessions_carry_the_lock_and_statement_limits(database_url: str, reaper_
             assert conn.execute(text("SHOW statement_timeout")).scalar() == "30s"
         else:
             assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+# --- requeue instead of fail -----------------------------------------------------------------------
+
+
+def reap_all(tasks: Tasks, database_url: str, now: datetime = NOW, **overrides: Any) -> RunResult:
+    """Run the four policies once at ``now`` with the given setting overrides."""
+    settings = settings_for(database_url, tasks.shape, **overrides)
+    return run_policies(open_table(tasks.engine, settings), standard_policies(settings), now, RunOptions(batch_size=2))
+
+
+@pytest.fixture
+def counted(make_tasks: Callable[..., Tasks]) -> Tasks:
+    """A task table with a heartbeat column and an attempts column."""
+    return make_tasks(Shape(columns=WITH_HEARTBEAT_AND_ATTEMPTS))
+
+
+def test_requeue_sets_a_zombie_back_to_pending_with_a_reason_and_no_start_time(tasks: Tasks, database_url: str) -> None:
+    zombie = tasks.add("running", created_at=ago(hours=30), started_at=ago(hours=25))
+    run = reap_all(tasks, database_url, running_timeout_action="requeue")
+    row = tasks.get(zombie)
+    assert row["status"] == "pending" and row["started_at"] is None
+    assert "over the 24 h limit" in row["error"] and "requeued at 2026-11-29 12:00:00 UTC" in row["error"]
+    assert run.policies["running_timeout"].done == {"requeued": 1}
+    # The requeued task waits afresh: the pending policy of the same pass leaves it alone.
+    assert run.policies["pending_timeout"].matched == 0
+
+
+def test_requeue_without_an_attempts_column_is_unbounded(tasks: Tasks, database_url: str) -> None:
+    zombie = tasks.add("running", created_at=ago(days=3), started_at=ago(hours=25))
+    for day in range(3):
+        later = NOW + timedelta(days=day)
+        with tasks.engine.begin() as conn:  # a worker picks it up again and dies again
+            conn.execute(update(tasks.table).where(tasks.table.c.id == zombie).values(
+                status="running", started_at=(later - timedelta(hours=25)).replace(tzinfo=None)))
+        reap_all(tasks, database_url, now=later, running_timeout_action="requeue")
+        assert tasks.status_of(zombie) == "pending"
+
+
+def test_requeue_counts_attempts_and_fails_tasks_past_the_bound(counted: Tasks, database_url: str) -> None:
+    fresh = counted.add("running", started_at=ago(hours=25))
+    second = counted.add("running", started_at=ago(hours=25), attempts=2)
+    spent = counted.add("running", started_at=ago(hours=25), attempts=3)
+    run = reap_all(counted, database_url, running_timeout_action="requeue", max_attempts=3)
+    assert [(counted.get(task)["status"], counted.get(task)["attempts"]) for task in (fresh, second, spent)] == [
+        ("pending", 1), ("pending", 3), ("failure", 3)
+    ]
+    assert "after 3 attempts" in counted.get(spent)["error"]
+    assert run.policies["running_timeout"].done == {"requeued": 2, "failed": 1}
+
+
+def test_requeue_clears_a_stale_heartbeat_so_the_next_worker_is_not_condemned(counted: Tasks, database_url: str) -> None:
+    silent = counted.add("running", started_at=ago(hours=1), heartbeat_at=ago(minutes=30))
+    reap_all(counted, database_url, running_timeout_action="requeue", heartbeat_timeout_minutes=10)
+    row = counted.get(silent)
+    assert (row["status"], row["heartbeat_at"], row["attempts"]) == ("pending", None, 1)
+
+
+def test_a_requeued_pending_task_waits_a_whole_timeout_again(counted: Tasks, database_url: str) -> None:
+    stuck = counted.add("pending", created_at=ago(hours=3))
+    reap_all(counted, database_url, pending_timeout_action="requeue")
+    assert (counted.get(stuck)["status"], counted.get(stuck)["attempts"]) == ("pending", 1)
+    reap_all(counted, database_url, now=NOW + timedelta(hours=1), pending_timeout_action="requeue")
+    assert counted.get(stuck)["attempts"] == 1
+    reap_all(counted, database_url, now=NOW + timedelta(hours=2, seconds=1), pending_timeout_action="requeue")
+    assert counted.get(stuck)["attempts"] == 2
+
+
+def test_requeue_is_chosen_per_task_type(counted: Tasks, database_url: str) -> None:
+    download = counted.add("running", task_type="download", started_at=ago(hours=25))
+    render = counted.add("running", task_type="render", started_at=ago(hours=25))
+    reap_all(counted, database_url, task_types={"download": {"running_timeout_action": "requeue"}})
+    assert (counted.status_of(download), counted.status_of(render)) == ("pending", "failure")
+
+
+def test_a_task_that_finishes_between_select_and_requeue_stays_finished(
+    counted: Tasks, database_url: str, engine: Engine
+) -> None:
+    racer = counted.add("running", started_at=ago(hours=25))
+    change_just_before_the_write(engine, counted, racer, status="success", finished_at=NOW)
+    run = reap_all(counted, database_url, running_timeout_action="requeue")
+    assert (counted.status_of(racer), counted.get(racer)["attempts"]) == ("success", None)
+    assert run.policies["running_timeout"].affected == 0
+
+
+def test_requeue_needs_an_updated_at_column(make_tasks: Callable[..., Tasks], database_url: str) -> None:
+    columns = {role: (None if role == "updated_at" else name) for role, name in Shape().columns.items()}
+    tasks = make_tasks(Shape(columns=columns))
+    with pytest.raises(SchemaError, match="requeue needs an updated-at column"):
+        reap_all(tasks, database_url, pending_timeout_action="requeue")

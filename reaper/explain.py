@@ -1,0 +1,202 @@
+"""``reaper --explain ID``: for one row, which policy and threshold apply, its ages, and the verdict.
+
+The verdict is asked of the database with the very condition a run writes under (``matching``),
+so it cannot disagree with what a run at the same moment would do; the ages and the moment the row
+becomes eligible are worked out in Python from the values read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Integer, select
+from sqlalchemy.engine import Connection
+
+from reaper.errors import ReaperError
+from reaper.matching import Dating, dated_by, datings, rule_condition, type_scope
+from reaper.policies import Action, Policy, Rule
+from reaper.table import TaskTable
+
+
+class TaskNotFound(ReaperError):
+    """No row has the id given to ``--explain``."""
+
+    kind = "not_found"
+
+
+class BadTaskId(ReaperError):
+    """The id given to ``--explain`` cannot be an id of the table (a usage error)."""
+
+    exit_code = 2
+    kind = "usage"
+
+
+@dataclass
+class Explanation:
+    """What reaper thinks of one row at ``now``."""
+
+    task_id: Any
+    now: datetime
+    status: str | None
+    status_role: str
+    task_type: str | None
+    policy: str | None = None
+    rule: str | None = None
+    threshold: str | None = None
+    heartbeat_threshold: str | None = None
+    ages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dated_by: str | None = None
+    eligible_at: datetime | None = None
+    attempts: int | None = None
+    max_attempts: int | None = None
+    verdict: str = "none"
+    why: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON form used by ``--explain ID --json``."""
+        return {
+            "id": self.task_id if isinstance(self.task_id, int | str) else str(self.task_id),
+            "now": self.now.isoformat(),
+            "status": self.status,
+            "status_role": self.status_role,
+            "task_type": self.task_type,
+            "policy": self.policy,
+            "rule": self.rule,
+            "threshold": self.threshold,
+            "heartbeat_threshold": self.heartbeat_threshold,
+            "ages": self.ages,
+            "dated_by": self.dated_by,
+            "eligible_at": self.eligible_at.isoformat() if self.eligible_at else None,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "verdict": self.verdict,
+            "why": self.why,
+        }
+
+
+def parse_task_id(table: TaskTable, text: str) -> Any:
+    """Convert the id given on the command line to the id column's type."""
+    if isinstance(table.id.type, Integer):
+        try:
+            return int(text)
+        except ValueError:
+            raise BadTaskId(f"--explain: {text!r} is not an id of {table.name} (its ids are integers)") from None
+    return text
+
+
+def _row(conn: Connection, table: TaskTable, task_id: Any) -> dict[str, Any]:
+    row = conn.execute(select(table.table).where(table.id == task_id)).mappings().first()
+    if row is None:
+        raise TaskNotFound(f"--explain: no row with {table.id.name} = {task_id!r} in {table.name}")
+    return {role: row[column.name] for role, column in table.columns.items()}
+
+
+def _rule_of(conn: Connection, table: TaskTable, policy: Policy, task_id: Any) -> Rule:
+    """The rule that judges the row, asked of the database (its collation decides what a type matches)."""
+    for rule in policy.rules:
+        if rule.task_types and conn.execute(
+            select(table.id).where(table.id == task_id, type_scope(table, policy, rule))
+        ).first():
+            return rule
+    return policy.default
+
+
+def _ages(table: TaskTable, found: Sequence[Dating], row: dict[str, Any], now: datetime) -> dict[str, dict[str, Any]]:
+    ages = {}
+    for item in found:
+        moment = table.from_db(row[item.role], item.column)
+        ages[item.role] = {
+            "column": item.column.name,
+            "value": moment.isoformat() if moment else None,
+            "age_seconds": round((now - moment).total_seconds(), 3) if moment else None,
+            "limit": item.threshold,
+        }
+    return ages
+
+
+def explain(table: TaskTable, policies: Sequence[Policy], task_id: Any, now: datetime) -> Explanation:
+    """Explain what the policies make of the row ``task_id`` at ``now``."""
+    with table.engine.connect() as conn:
+        row = _row(conn, table, task_id)
+        role = table.role_of(row["status"])
+        found = Explanation(task_id, now, row["status"], role, row.get("task_type"))
+        policy = next((policy for policy in policies if policy.status == role), None)
+        if policy is None:
+            found.why = f"no policy acts on {role} rows: reaper leaves this row alone"
+            return found
+        rule = _rule_of(conn, table, policy, task_id)
+        matches = conn.execute(
+            select(table.id).where(table.id == task_id, rule_condition(table, policy, rule, now))
+        ).first() is not None
+    _judge(found, table, policy, rule, row, matches)
+    return found
+
+
+def _judge(
+    found: Explanation, table: TaskTable, policy: Policy, rule: Rule, row: dict[str, Any], matches: bool
+) -> None:
+    now = found.now
+    found.policy, found.rule, found.threshold = policy.name, rule.key, rule.threshold
+    found.heartbeat_threshold = rule.heartbeat_threshold
+    dates = datings(table, policy, rule, now)
+    found.ages = _ages(table, dates, row, now)
+    dated = dated_by(table, dates, [row[item.role] for item in dates])
+    scope = f"the {rule.key} rule" if rule.task_types else "the default rule"
+    if dated is None:
+        found.why = f"{policy.name} ({scope}): the row has no value in any of its age columns, so it never matches"
+        return
+    dating, moment = dated
+    found.dated_by = dating.role
+    found.eligible_at = moment + (now - dating.cutoff)
+    age = (now - moment).total_seconds()
+    measured = f"{dating.role} {moment:%Y-%m-%d %H:%M:%S} UTC, {_readable(age)} ago, limit {dating.threshold}"
+    if not matches:
+        found.verdict = "none"
+        found.why = f"{policy.name} ({scope}): {measured}: under the limit, eligible from {found.eligible_at:%Y-%m-%d %H:%M:%S} UTC"
+        if dating.is_heartbeat:
+            found.why += " if no heartbeat comes before"
+        return
+    found.verdict, outcome = _action(found, table, rule, row)
+    found.why = f"{policy.name} ({scope}): {measured}: over the limit; {outcome}"
+
+
+def _action(found: Explanation, table: TaskTable, rule: Rule, row: dict[str, Any]) -> tuple[str, str]:
+    """The verdict of a matching row, and why: the rule's action, bounded by the attempts for requeue."""
+    if rule.action is Action.DELETE:
+        return "deleted", "the next run deletes it"
+    if rule.action is Action.FAIL:
+        return "failed", "the next run sets it to failure"
+    if table.column("attempts") is None:
+        return "requeued", "the next run requeues it (no attempts column, so no bound)"
+    found.attempts, found.max_attempts = row["attempts"], rule.max_attempts
+    spent = row["attempts"] or 0
+    if rule.max_attempts is not None and spent >= rule.max_attempts:
+        return "failed", f"attempts {spent} reached the bound of {rule.max_attempts}: the next run sets it to failure"
+    return "requeued", f"attempts {spent} of {rule.max_attempts}: the next run requeues it to pending"
+
+
+def _readable(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h" if seconds < 72 * 3600 else f"{seconds / 86400:.1f} d"
+
+
+def render_explanation(found: Explanation) -> str:
+    """Return the human text of ``--explain``."""
+    kind = found.task_type if found.task_type is not None else "(none)"
+    lines = [
+        f"task {found.task_id}: status {found.status!r} ({found.status_role}), task type {kind}",
+        f"at {found.now:%Y-%m-%d %H:%M:%S} UTC",
+    ]
+    if found.policy:
+        beat = f", heartbeat limit {found.heartbeat_threshold}" if found.heartbeat_threshold else ""
+        lines.append(f"policy {found.policy}, rule {found.rule}: limit {found.threshold}{beat}")
+        for role, age in found.ages.items():
+            shown = f"{age['value']} ({_readable(age['age_seconds'])} ago)" if age["value"] else "empty"
+            marker = "  <- dates the row" if role == found.dated_by else ""
+            lines.append(f"  {role:<13} {age['column']:<16} {shown}{marker}")
+    lines.append(f"verdict: {found.verdict}: {found.why}")
+    return "\n".join(lines)

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from reaper.policies import STANDARD_POLICY_NAMES, Action, Policy
+from reaper.policies import STANDARD_POLICY_NAMES, Policy
 from reaper.reap import RunResult
 from reaper.stats import STATUS_ORDER, Stats
 
@@ -25,7 +25,7 @@ OTHER_TYPE = "other"
 STALE_STATUSES = ("running", "pending")
 RUN_MODES = ("cleanup", "dry_run")
 RUN_OUTCOMES = ("success", "failure", "locked", "stopped")
-STANDARD_ACTIONS = {"running_timeout": "failed", "pending_timeout": "failed"}
+STANDARD_ACTIONS = {"running_timeout": ("failed", "requeued"), "pending_timeout": ("failed", "requeued")}
 
 
 RECENT_RUNS_KEPT = 10
@@ -115,7 +115,8 @@ class ReaperMetrics:
     def _initialise_labels(self) -> None:
         # Series that exist from the start let rate() and increase() see the first event.
         for name in STANDARD_POLICY_NAMES:
-            self.reaped.labels(name, STANDARD_ACTIONS.get(name, "deleted"))
+            for action in STANDARD_ACTIONS.get(name, ("deleted",)):
+                self.reaped.labels(name, action)
         for mode in RUN_MODES:
             for outcome in RUN_OUTCOMES:
                 self.runs.labels(mode, outcome)
@@ -217,9 +218,12 @@ class _SnapshotCollector(Collector):
         yield _labelled("reaper_threshold_seconds", "The age threshold of each policy in force.", "policy",
                         snapshot.thresholds_seconds)
         yield _type_thresholds(snapshot.type_thresholds_seconds)
-        if snapshot.heartbeat_timeout_seconds is not None:
-            yield _gauge("reaper_heartbeat_timeout_seconds", "The heartbeat limit of running tasks (default).",
-                         snapshot.heartbeat_timeout_seconds)
+        heartbeat = GaugeMetricFamily(
+            "reaper_heartbeat_timeout_seconds", "The default heartbeat limit of running tasks; no sample without a heartbeat column."
+        )
+        if snapshot.heartbeat_timeout_seconds is not None:  # the family is always declared, so queries stay valid
+            heartbeat.add_metric([], snapshot.heartbeat_timeout_seconds)
+        yield heartbeat
         info = GaugeMetricFamily("reaper_build_info", "The reaper's version.", labels=["version"])
         info.add_metric([self.version], 1.0)
         yield info

@@ -17,6 +17,11 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry, generate_latest
+
+from reaper.metrics import ReaperMetrics
+from reaper.policies import standard_policies
+from reaper.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "grafana" / "reaper-dashboard.json"
@@ -116,6 +121,29 @@ def compose_bind_mounts(service: dict[str, Any]) -> dict[str, str]:
     return mounts
 
 
+def exported_metric_names() -> set[str]:
+    """Every metric name the daemon can export, from a registry with every optional metric switched on.
+
+    Settings with a heartbeat column and a task type of its own make the daemon export
+    `reaper_heartbeat_timeout_seconds` and samples of `reaper_task_type_threshold_seconds`.
+    """
+    registry = CollectorRegistry()
+    metrics = ReaperMetrics(registry, "0.0.0")
+    settings = load_settings({
+        "columns": {"heartbeat_at": "heartbeat_at", "attempts": "attempts"},
+        "task_types": {"video_slice": {"running_timeout_hours": 36}},
+    })
+    metrics.set_thresholds(standard_policies(settings))
+    text = generate_latest(registry).decode()
+    names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+    return names | {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")}
+
+
+def dashboard_metric_names() -> set[str]:
+    """The reaper metrics the dashboard's queries name."""
+    return {m.group(1) for expr in dashboard_expressions() for m in _METRIC_SELECTOR.finditer(expr)}
+
+
 def probe(container: dict[str, Any], name: str) -> dict[str, Any]:
     assert name in container, f"container {container['name']} has no {name}"
     return container[name]["httpGet"]  # type: ignore[no-any-return]
@@ -165,7 +193,7 @@ def test_every_panel_has_a_unique_id_a_place_a_description_and_a_unit() -> None:
     assert len(ids) == len(set(ids)), f"duplicate panel ids: {sorted(ids)}"
     assert panels, "the dashboard has no panels"
     for panel in panels:
-        assert panel["type"] in {"timeseries", "stat"}, panel["title"]
+        assert panel["type"] in {"timeseries", "stat", "table"}, panel["title"]
         assert set(panel["gridPos"]) >= {"x", "y", "w", "h"}, panel["title"]
         assert panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24, panel["title"]
         assert panel["description"].strip(), panel["title"]
@@ -208,7 +236,52 @@ def test_the_dashboard_shows_every_metric_the_brief_asks_for() -> None:
         "reaper_tasks", "reaper_stale_tasks", "reaper_oldest_task_age_seconds", "reaper_reaped_tasks_total",
         "reaper_runs_total", "reaper_run_duration_seconds", "reaper_last_success_timestamp_seconds",
         "reaper_database_up", "reaper_threshold_seconds", "reaper_dry_run_candidates",
+        "reaper_task_type_threshold_seconds", "reaper_heartbeat_timeout_seconds",
     }
+
+
+def test_the_dashboard_uses_only_metrics_the_daemon_exports() -> None:
+    exported = exported_metric_names()
+    assert {"reaper_task_type_threshold_seconds", "reaper_heartbeat_timeout_seconds"} <= exported
+    used = dashboard_metric_names()
+    assert used <= exported, f"the daemon exports no {sorted(used - exported)}"
+
+
+def test_the_dashboard_shows_the_thresholds_of_each_task_type_beside_the_defaults() -> None:
+    panels = [p for p in dashboard_panels()
+              if any("reaper_task_type_threshold_seconds" in t.get("expr", "") for t in p.get("targets", []))]
+    assert len(panels) == 1, [p["title"] for p in panels]
+    (panel,) = panels
+    assert panel["type"] == "table"
+    assert panel["fieldConfig"]["defaults"]["unit"] == "s"
+    expressions = [t["expr"] for t in panel["targets"]]
+    assert all(t.get("format") == "table" and t.get("instant") is True for t in panel["targets"])
+    joined = "\n".join(expressions)
+    assert re.search(r"by \(task_type, threshold\) \(reaper_task_type_threshold_seconds\{", joined), joined
+    # The global values sit in the same table, as a row of their own, so that each type compares with them.
+    assert "reaper_threshold_seconds{" in joined and "reaper_heartbeat_timeout_seconds{" in joined
+    (matrix,) = [t["options"] for t in panel["transformations"] if t["id"] == "groupingToMatrix"]
+    assert (matrix["rowField"], matrix["columnField"], matrix["valueField"]) == ("task_type", "threshold", "Value")
+
+
+def test_the_default_heartbeat_limit_is_shown_with_the_default_thresholds() -> None:
+    stats = [p for p in dashboard_panels() if p["type"] == "stat"
+             and {"reaper_threshold_seconds", "reaper_heartbeat_timeout_seconds"}
+             <= {m.group(1) for t in p["targets"] for m in _METRIC_SELECTOR.finditer(t["expr"])}]
+    assert stats and all(p["fieldConfig"]["defaults"]["unit"] == "s" for p in stats)
+
+
+def test_every_panel_of_reaped_rows_shows_requeued_beside_failed_and_deleted() -> None:
+    found = []
+    for panel in dashboard_panels():
+        expressions = [t["expr"] for t in panel.get("targets", []) if "reaper_reaped_tasks_total" in t.get("expr", "")]
+        if not expressions:
+            continue
+        found.append(panel["title"])
+        split_by_action = any(re.search(r"\bby \([^)]*\baction\b", expr) for expr in expressions)
+        one_per_action = {action for expr in expressions for action in re.findall(r'action="(\w+)"', expr)}
+        assert split_by_action or one_per_action >= {"failed", "requeued", "deleted"}, panel["title"]
+    assert found
 
 
 def test_queries_use_no_template_variables_but_rate_interval_and_task_type() -> None:
@@ -325,7 +398,7 @@ def test_the_database_init_creates_the_table_its_indexes_and_a_reaper_login_that
     sql = MARIADB_INIT.read_text(encoding="utf-8")
     assert re.search(r"CREATE TABLE IF NOT EXISTS processing_tasks", sql)
     assert "DATETIME(6)" in sql
-    for columns in ("(status, started_at, id)", "(status, created_at, id)", "(status, completed_at, id)", "(created_at)"):
+    for columns in ("(status, started_at, id)", "(status, updated_at, id)", "(status, completed_at, id)", "(created_at)"):
         assert re.search(r"INDEX ix_processing_tasks_\w+ " + re.escape(columns), sql), columns
     grants = re.findall(r"^GRANT (.+?) ON (\S+) TO 'reaper'@'%';", sql, re.MULTILINE)
     assert grants == [("SELECT, UPDATE, DELETE", "app.processing_tasks")]

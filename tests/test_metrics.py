@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event
 
-from helpers import NOW, Tasks, ago, settings_for
+from helpers import NOW, Shape, Tasks, ago, settings_for
 from reaper.daemon import Daemon
 from reaper.metrics import ReaperMetrics
 from reaper.settings import Settings
@@ -129,3 +129,33 @@ def test_a_scrape_never_queries_the_database(tasks: Tasks, database_url: str) ->
     for _ in range(3):
         generate_latest(registry)
     assert statements == []
+
+
+def test_task_type_thresholds_and_requeues_are_exported(tasks: Tasks, database_url: str) -> None:
+    fill(tasks)  # download running 30 h and 1 h, video_slice running 50 h
+    settings = settings_for(
+        database_url,
+        task_types={"video_slice": {"running_timeout_hours": 60}, "download": {"running_timeout_action": "requeue"}},
+    )
+    daemon, registry = make_daemon(settings)
+    daemon.poll()
+    scraped = samples(registry)
+    assert value(scraped, "reaper_stale_tasks", status="running", task_type="video_slice") == 0  # 50 h < 60 h
+    assert value(scraped, "reaper_stale_tasks", status="running", task_type="download") == 1
+    assert value(scraped, "reaper_threshold_seconds", policy="running_timeout") == 24 * 3600
+    assert value(scraped, "reaper_task_type_threshold_seconds", task_type="video_slice", threshold="running_timeout") == 60 * 3600
+    assert value(scraped, "reaper_task_type_threshold_seconds", task_type="download", threshold="running_timeout") == 24 * 3600
+    daemon.run_policies(dry_run=False)
+    scraped = samples(registry)
+    assert value(scraped, "reaper_reaped_tasks_total", policy="running_timeout", action="requeued") == 1
+    assert value(scraped, "reaper_reaped_tasks_total", policy="running_timeout", action="failed") == 0
+
+
+def test_the_heartbeat_limit_is_exported_only_when_a_heartbeat_column_is_set(tasks: Tasks, database_url: str) -> None:
+    daemon, registry = make_daemon(settings_for(database_url))
+    daemon.poll()
+    assert not any(name == "reaper_heartbeat_timeout_seconds" for name, _ in samples(registry))
+    columns = {**Shape().column_settings(), "heartbeat_at": "updated_at"}
+    daemon, registry = make_daemon(settings_for(database_url, columns=columns, heartbeat_timeout_minutes=5))
+    daemon.poll()
+    assert value(samples(registry), "reaper_heartbeat_timeout_seconds") == 300

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Enum, create_engine, event, update
+from sqlalchemy import Enum, create_engine, event
 from sqlalchemy.engine import Engine
 
 from helpers import NOW, Shape, Tasks, ago, change_just_before_the_write, create_table, settings_for

@@ -141,3 +141,53 @@ def test_an_unknown_reaper_line_in_dotenv_is_an_error_naming_the_file() -> None:
     Path(".env").write_text("REAPER_BATCH_SIZ=50\n")
     with pytest.raises(ConfigError, match="unknown setting REAPER_BATCH_SIZ in .env"):
         load_settings()
+
+
+def test_task_types_come_from_toml_tables_and_fall_back_to_the_global_values(tmp_path: Path) -> None:
+    config = write_toml(
+        tmp_path / "r.toml",
+        'running_timeout_hours = 20\n[task_types.video_slice]\nrunning_timeout_hours = 36\n'
+        '[task_types.download]\nrunning_timeout_action = "requeue"\nmax_attempts = 5\n',
+    )
+    settings = load_settings({"pending_timeout_hours": 3}, config)
+    video, download = settings.for_task_type("video_slice"), settings.for_task_type("download")
+    assert (video.running_timeout_hours, video.pending_timeout_hours, video.running_timeout_action) == (36, 3, "fail")
+    assert (download.running_timeout_hours, download.running_timeout_action, download.max_attempts) == (20, "requeue", 5)
+    assert settings.for_task_type("render").running_timeout_hours == 20 and settings.rescues()
+
+
+def test_an_unknown_key_in_a_task_type_table_is_an_error_naming_it(tmp_path: Path) -> None:
+    config = write_toml(tmp_path / "r.toml", "[task_types.video_slice]\nrunning_timeout = 36\n")
+    with pytest.raises(ConfigError, match=r"unknown setting task_types\.video_slice\.running_timeout in config file"):
+        load_settings(config_file=config)
+
+
+@pytest.mark.parametrize("line", ["running_timeout_hours = -1", 'running_timeout_action = "delete"', "max_attempts = 0"])
+def test_an_invalid_task_type_value_is_an_error_naming_the_key(tmp_path: Path, line: str) -> None:
+    config = write_toml(tmp_path / "r.toml", f"[task_types.download]\n{line}\n")
+    key = line.split(" ")[0]
+    with pytest.raises(ConfigError, match=rf"invalid setting task_types\.download\.{key} in config file"):
+        load_settings(config_file=config)
+
+
+def test_task_types_can_be_given_as_json_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REAPER_TASK_TYPES", '{"Video_Slice": {"running_timeout_hours": 36}}')
+    assert load_settings().for_task_type("Video_Slice").running_timeout_hours == 36  # the case is kept
+
+
+def test_a_task_type_variable_is_refused_because_names_lose_their_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REAPER_TASK_TYPES__VIDEO_SLICE__RUNNING_TIMEOUT_HOURS", "36")
+    with pytest.raises(ConfigError, match="set task types in the TOML config file"):
+        load_settings()
+
+
+def test_heartbeat_attempts_and_actions_have_safe_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    assert (settings.columns.heartbeat_at, settings.columns.attempts) == (None, None)
+    assert (settings.running_timeout_action, settings.pending_timeout_action) == ("fail", "fail")
+    assert (settings.heartbeat_timeout_minutes, settings.max_attempts, settings.rescues()) == (10, 3, False)
+    monkeypatch.setenv("REAPER_COLUMNS__HEARTBEAT_AT", "last_beat")
+    monkeypatch.setenv("REAPER_HEARTBEAT_TIMEOUT_MINUTES", "5")
+    monkeypatch.setenv("REAPER_PENDING_TIMEOUT_ACTION", "requeue")
+    settings = load_settings()
+    assert (settings.columns.heartbeat_at, settings.heartbeat_timeout_minutes, settings.rescues()) == ("last_beat", 5, True)

@@ -78,3 +78,16 @@ def test_an_empty_table_reports_zeros(tasks: Tasks, database_url: str) -> None:
     assert stats.total == 0 and set(stats.by_status.values()) == {0} and stats.stale["running"].count == 0
     assert stats.stale["running"].oldest_age_seconds is None
     assert "Total tasks: 0" in render_report(stats)
+
+
+def test_zombies_are_counted_by_the_threshold_of_their_task_type(tasks: Tasks, database_url: str) -> None:
+    fill(tasks)  # video_slice running for 30 h, download running for 1 h, download pending for 5 h
+    stats = stats_of(
+        tasks, database_url,
+        task_types={"video_slice": {"running_timeout_hours": 36}, "download": {"running_timeout_hours": 0.5}},
+    )
+    assert stats.stale["running"].by_type == {"download": 1}
+    assert stats.stale["running"].thresholds_by_type == {"download": "0.5 h", "video_slice": "36 h"}
+    document = json.loads(json.dumps(stats.to_json()))
+    assert document["thresholds_by_type"]["running"] == {"download": "0.5 h", "video_slice": "36 h"}
+    assert "download >0.5 h; video_slice >36 h" in render_report(stats)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
@@ -9,7 +10,7 @@ import pytest
 from sqlalchemy import Column, DateTime, Enum, Integer, MetaData, String, Table, create_engine
 from sqlalchemy.dialects.mysql import TIMESTAMP as MySQLTimestamp
 
-from helpers import NOW, Tasks, settings_for
+from helpers import NOW, Shape, Tasks, settings_for
 from reaper.errors import SchemaError
 from reaper.settings import Statuses
 from reaper.table import TaskTable, casings, open_table
@@ -88,3 +89,20 @@ def test_text_is_cut_to_a_string_columns_length(tasks: Tasks, database_url: str)
     table = open_table(tasks.engine, settings_for(database_url))
     short = Column("note", String(10))
     assert table.fits(short, "x" * 50) == "xxxxxxx..." and table.fits(short, "ok") == "ok"
+
+
+def test_task_type_thresholds_need_a_task_type_column(make_tasks: Callable[..., Tasks], database_url: str) -> None:
+    columns = {role: (None if role == "task_type" else name) for role, name in Shape().columns.items()}
+    tasks = make_tasks(Shape(columns=columns))
+    settings = settings_for(database_url, tasks.shape, task_types={"download": {"running_timeout_hours": 1}})
+    with pytest.raises(SchemaError, match="has no task-type column"):
+        open_table(tasks.engine, settings)
+
+
+@pytest.mark.parametrize("role, message", [("heartbeat_at", "not a date-time column"), ("attempts", "not an integer column")])
+def test_heartbeat_and_attempts_columns_must_have_the_right_type(
+    tasks: Tasks, database_url: str, role: str, message: str
+) -> None:
+    columns = {**tasks.shape.column_settings(), role: "error_message" if role == "heartbeat_at" else "created_at"}
+    with pytest.raises(SchemaError, match=message):
+        open_table(tasks.engine, settings_for(database_url, tasks.shape, columns=columns))

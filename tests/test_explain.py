@@ -1,0 +1,131 @@
+"""``reaper --explain ID``: the policy, the threshold, the ages and the verdict for one row."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from freezegun import freeze_time
+
+from helpers import NOW, WITH_HEARTBEAT_AND_ATTEMPTS, Shape, Tasks, ago, settings_for
+from reaper.cli import main
+from reaper.explain import Explanation, explain, render_explanation
+from reaper.policies import standard_policies
+from reaper.reap import RunOptions, run_policies
+from reaper.table import open_table
+
+SLOW_VIDEOS = {"video_slice": {"running_timeout_hours": 36}}
+
+
+@pytest.fixture
+def counted(make_tasks: Callable[..., Tasks]) -> Tasks:
+    """A task table with a heartbeat column and an attempts column."""
+    return make_tasks(Shape(columns=WITH_HEARTBEAT_AND_ATTEMPTS))
+
+
+def why(tasks: Tasks, database_url: str, task_id: Any, **overrides: Any) -> Explanation:
+    """Explain one row at NOW with the given setting overrides."""
+    settings = settings_for(database_url, tasks.shape, **overrides)
+    return explain(open_table(tasks.engine, settings), standard_policies(settings), task_id, NOW)
+
+
+def run_then_status(tasks: Tasks, database_url: str, task_id: Any, **overrides: Any) -> str | None:
+    """What a real run at NOW does to the row: the check that the explanation told the truth."""
+    settings = settings_for(database_url, tasks.shape, **overrides)
+    run_policies(open_table(tasks.engine, settings), standard_policies(settings), NOW, RunOptions())
+    return tasks.status_of(task_id)
+
+
+def test_a_zombie_is_explained_by_the_default_rule_and_then_failed(tasks: Tasks, database_url: str) -> None:
+    zombie = tasks.add("running", task_type="download", started_at=ago(hours=30))
+    found = why(tasks, database_url, zombie, task_types=SLOW_VIDEOS)
+    assert (found.policy, found.rule, found.threshold, found.verdict) == ("running_timeout", "*", "24 h", "failed")
+    assert found.dated_by == "started_at" and found.ages["started_at"]["age_seconds"] == 30 * 3600
+    assert "over the limit" in found.why
+    assert run_then_status(tasks, database_url, zombie, task_types=SLOW_VIDEOS) == "failure"
+
+
+def test_a_task_type_with_its_own_threshold_is_explained_with_it(tasks: Tasks, database_url: str) -> None:
+    slow = tasks.add("running", task_type="video_slice", started_at=ago(hours=30))
+    found = why(tasks, database_url, slow, task_types=SLOW_VIDEOS)
+    assert (found.rule, found.threshold, found.verdict) == ("video_slice", "36 h", "none")
+    assert found.eligible_at == NOW + timedelta(hours=6)
+    assert run_then_status(tasks, database_url, slow, task_types=SLOW_VIDEOS) == "running"
+
+
+def test_a_beating_long_running_task_is_explained_by_its_heartbeat(counted: Tasks, database_url: str) -> None:
+    marathon = counted.add("running", started_at=ago(hours=40), heartbeat_at=ago(minutes=2))
+    found = why(counted, database_url, marathon)
+    assert (found.dated_by, found.heartbeat_threshold, found.verdict) == ("heartbeat_at", "10 min", "none")
+    assert found.eligible_at == NOW + timedelta(minutes=8)
+    assert "if no heartbeat comes before" in found.why
+    assert run_then_status(counted, database_url, marathon) == "running"
+
+
+def test_a_silent_task_is_explained_as_failed_by_its_heartbeat(counted: Tasks, database_url: str) -> None:
+    silent = counted.add("running", started_at=ago(hours=1), heartbeat_at=ago(minutes=15))
+    found = why(counted, database_url, silent)
+    assert (found.dated_by, found.verdict) == ("heartbeat_at", "failed")
+    assert run_then_status(counted, database_url, silent) == "failure"
+
+
+def test_a_task_that_never_beat_is_explained_by_its_start_time(counted: Tasks, database_url: str) -> None:
+    mute = counted.add("running", started_at=ago(hours=25))
+    found = why(counted, database_url, mute)
+    assert found.ages["heartbeat_at"]["value"] is None
+    assert (found.dated_by, found.threshold, found.verdict) == ("started_at", "24 h", "failed")
+
+
+@pytest.mark.parametrize("attempts, verdict", [(None, "requeued"), (2, "requeued"), (3, "failed")])
+def test_requeue_is_explained_with_the_attempts_and_the_bound(
+    counted: Tasks, database_url: str, attempts: int | None, verdict: str
+) -> None:
+    zombie = counted.add("running", started_at=ago(hours=25), attempts=attempts)
+    found = why(counted, database_url, zombie, running_timeout_action="requeue", max_attempts=3)
+    assert (found.verdict, found.attempts, found.max_attempts) == (verdict, attempts, 3)
+    expected = "pending" if verdict == "requeued" else "failure"
+    assert run_then_status(counted, database_url, zombie, running_timeout_action="requeue", max_attempts=3) == expected
+
+
+def test_requeue_without_an_attempts_column_is_explained_as_unbounded(tasks: Tasks, database_url: str) -> None:
+    zombie = tasks.add("running", started_at=ago(hours=25))
+    found = why(tasks, database_url, zombie, running_timeout_action="requeue")
+    assert found.verdict == "requeued" and "no bound" in found.why
+
+
+def test_an_old_success_is_explained_as_deleted(tasks: Tasks, database_url: str) -> None:
+    old = tasks.add("success", finished_at=ago(days=31))
+    found = why(tasks, database_url, old)
+    assert (found.policy, found.dated_by, found.verdict) == ("success_retention", "finished_at", "deleted")
+
+
+def test_a_status_without_a_policy_is_left_alone(tasks: Tasks, database_url: str) -> None:
+    retrying = tasks.add("retry", updated_at=ago(days=90))
+    found = why(tasks, database_url, retrying)
+    assert (found.policy, found.verdict) == (None, "none")
+    assert "no policy acts on retry rows" in render_explanation(found)
+
+
+def test_the_command_prints_the_explanation_as_json(
+    tasks: Tasks, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    zombie = tasks.add("running", started_at=ago(hours=30))
+    before = tasks.dump()
+    with freeze_time(NOW):
+        code = main(["--database-url", database_url, "--explain", str(zombie), "--json"])
+    document = json.loads(capsys.readouterr().out)
+    assert code == 0 and tasks.dump() == before
+    assert (document["id"], document["policy"], document["verdict"]) == (zombie, "running_timeout", "failed")
+    assert document["ages"]["started_at"]["age_seconds"] == 30 * 3600
+
+
+@pytest.mark.parametrize("given, code, message", [("999999", 1, "no row with id = 999999"), ("abc", 2, "not an id")])
+def test_an_unknown_or_malformed_id_is_one_line_and_a_non_zero_exit(
+    tasks: Tasks, database_url: str, capsys: pytest.CaptureFixture[str], given: str, code: int, message: str
+) -> None:
+    assert main(["--database-url", database_url, "--explain", given]) == code
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 from helpers import NOW, Tasks, ago, settings_for
 from reaper.policies import standard_policies
-from reaper.stats import collect_stats, render_report
+from reaper.stats import Stats, Totals, collect_stats, poll_stats, render_report
 from reaper.table import open_table
+
+TEN_MINUTES = timedelta(minutes=10)
 
 
 def stats_of(tasks: Tasks, database_url: str, **overrides: object):  # type: ignore[no-untyped-def]
     settings = settings_for(database_url, tasks.shape, **overrides)
     return collect_stats(open_table(tasks.engine, settings), standard_policies(settings), NOW)
+
+
+def poll_of(
+    tasks: Tasks, database_url: str, previous: Totals | None, at: timedelta = timedelta(0)
+) -> tuple[Stats, Totals]:
+    settings = settings_for(database_url, tasks.shape)
+    table = open_table(tasks.engine, settings)
+    return poll_stats(table, standard_policies(settings), NOW + at, previous, TEN_MINUTES)
 
 
 def fill(tasks: Tasks) -> None:
@@ -78,3 +89,57 @@ def test_an_empty_table_reports_zeros(tasks: Tasks, database_url: str) -> None:
     assert stats.total == 0 and set(stats.by_status.values()) == {0} and stats.stale["running"].count == 0
     assert stats.stale["running"].oldest_age_seconds is None
     assert "Total tasks: 0" in render_report(stats)
+
+
+# --- the daemon's cheaper refresh ------------------------------------------------------------------------------
+
+
+def test_a_first_poll_counts_exactly_what_the_full_count_does(tasks: Tasks, database_url: str) -> None:
+    fill(tasks)
+    tasks.add("retry", task_type="extract_audio")
+    tasks.add("revoked", task_type="download")
+    stats, totals = poll_of(tasks, database_url, None)
+    full = stats_of(tasks, database_url)
+    assert stats.by_status_and_type == full.by_status_and_type and stats.total == 12
+    assert stats.created_last_24h == full.created_last_24h == 5
+    assert stats.stale["running"] == full.stale["running"] and stats.stale["pending"] == full.stale["pending"]
+    assert stats.totals_at == totals.at == NOW and full.totals_at == NOW
+    assert dict(totals.counts) == {("success", "download"): 6, ("failure", "video_slice"): 1, ("revoked", "download"): 1}
+
+
+def test_terminal_counts_are_reused_until_the_totals_interval_passes(tasks: Tasks, database_url: str) -> None:
+    fill(tasks)
+    _, totals = poll_of(tasks, database_url, None)
+    tasks.add("success", task_type="download")
+    tasks.add("failure", task_type="download")
+    tasks.add("running", task_type="extract_audio", started_at=ago(hours=48))
+    tasks.add("pending", task_type="download")
+    later, reused = poll_of(tasks, database_url, totals, at=TEN_MINUTES - timedelta(seconds=1))
+    assert reused is totals and later.totals_at == NOW  # no full count: the finished rows are those of NOW
+    assert later.by_status["success"] == 6 and later.by_status["failure"] == 1
+    assert later.by_status["running"] == 3 and later.by_status["pending"] == 2  # the active ones are exact
+    assert later.stale["running"].by_type == {"video_slice": 1, "extract_audio": 1}
+    due, recounted = poll_of(tasks, database_url, totals, at=TEN_MINUTES)
+    assert recounted.at == due.totals_at == NOW + TEN_MINUTES
+    assert due.by_status["success"] == 7 and due.by_status["failure"] == 2 and due.total == 14
+
+
+def test_unknown_and_oddly_spelt_statuses_are_counted_once_among_the_rows_counted_less_often(
+    tasks: Tasks, database_url: str
+) -> None:
+    tasks.add("RUNNING", task_type=None)
+    tasks.add("Retry")
+    tasks.add("Paused")
+    tasks.add("SUCCESS")
+    stats, totals = poll_of(tasks, database_url, None)
+    assert stats.by_status_and_type == stats_of(tasks, database_url).by_status_and_type
+    assert stats.by_status["running"] == 1 and stats.by_status["retry"] == 1
+    assert dict(totals.counts) == {("paused", "download"): 1, ("success", "download"): 1}
+
+
+def test_a_clock_that_went_back_recounts_the_terminal_statuses(tasks: Tasks, database_url: str) -> None:
+    tasks.add("success")
+    _, totals = poll_of(tasks, database_url, None, at=timedelta(hours=1))
+    tasks.add("success")
+    stats, recounted = poll_of(tasks, database_url, totals)
+    assert recounted.at == NOW and stats.by_status["success"] == 2

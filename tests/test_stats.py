@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+import pytest
+from sqlalchemy import text
+
 from helpers import NOW, Tasks, ago, settings_for
 from reaper.policies import standard_policies
 from reaper.stats import Stats, Totals, collect_stats, poll_stats, render_report
@@ -104,7 +107,9 @@ def test_a_first_poll_counts_exactly_what_the_full_count_does(tasks: Tasks, data
     assert stats.created_last_24h == full.created_last_24h == 5
     assert stats.stale["running"] == full.stale["running"] and stats.stale["pending"] == full.stale["pending"]
     assert stats.totals_at == totals.at == NOW and full.totals_at == NOW
-    assert dict(totals.counts) == {("success", "download"): 6, ("failure", "video_slice"): 1, ("revoked", "download"): 1}
+    assert dict(totals.counts) == {
+        ("success", "download"): 6, ("failure", "video_slice"): 1, ("revoked", "download"): 1
+    }
 
 
 def test_terminal_counts_are_reused_until_the_totals_interval_passes(tasks: Tasks, database_url: str) -> None:
@@ -143,3 +148,17 @@ def test_a_clock_that_went_back_recounts_the_terminal_statuses(tasks: Tasks, dat
     tasks.add("success")
     stats, recounted = poll_of(tasks, database_url, totals)
     assert recounted.at == NOW and stats.by_status["success"] == 2
+
+
+def test_sqlite_counts_the_last_24_hours_in_any_text_spelling_of_its_timestamps(tasks: Tasks, backend: str) -> None:
+    if backend != "sqlite":
+        pytest.skip("only SQLite keeps timestamps as text in the application's own spelling")
+    spellings = ["2026-11-28 12:00:00", "2026-11-28T12:00:00.5", "2026-11-29T11:59", "2026-11-28 11:59:59.999",
+                 "2026-11-28T11:00:00", "2026-11-27 13:00:00", "2025-12-31 23:59:59"]
+    with tasks.engine.begin() as conn:
+        for spelt in spellings:
+            insert = "INSERT INTO processing_tasks (status, task_type, created_at) VALUES ('success', 'x', :at)"
+            conn.execute(text(insert), {"at": spelt})
+    url = str(tasks.engine.url)
+    assert stats_of(tasks, url).created_last_24h == 3  # from 2026-11-28 12:00:00, NOW less 24 h, included
+    assert poll_of(tasks, url, None)[0].created_last_24h == 3

@@ -12,8 +12,10 @@ measures side by side, rebuilding the same table before each method:
    1000 --commit-each``, and its row-at-a-time default);
 2. reaper's peak RSS for that purge (``/usr/bin/time``'s maximum resident set size), and on a
    10,000-row table, to see that it is flat;
-3. one statistics refresh (``collect_stats``, the query behind ``/metrics``), in-process, with and
-   without the recommended indexes;
+3. the statistics behind ``/metrics``, in-process, with and without the recommended indexes: the
+   daemon's per-poll refresh (``poll_stats``, terminal counts reused; the figure of the GOAL line)
+   and, separately, a full recount (``collect_stats``: ``--stats-only``, and the daemon's poll
+   every ``REAPER_TOTALS_INTERVAL_SECONDS``);
 4. an application's single-row UPDATE latency (p50, p99) on an idle table and while reaper purges;
 
 and, from a profiled reaper run (``bench/profiled_reaper.py``), every transaction's length and
@@ -476,11 +478,17 @@ class MariaDBBackend(Backend):
 
 
 def time_stats(url: str, table_name: str, repeats: int) -> float:
-    """Median wall time of ``collect_stats`` (after one warm-up call), in this process."""
+    """Median wall time of the daemon's per-poll refresh, in this process; the full recount's goes to STATS_FULL.
+
+    The per-poll refresh is ``poll_stats`` with terminal counts younger than the totals interval, what
+    the daemon does on all but one poll in ``REAPER_TOTALS_INTERVAL_SECONDS / REAPER_STATS_INTERVAL_SECONDS``
+    (19 in 20 with the defaults); the full recount is ``collect_stats`` (``--stats-only``, and
+    ``poll_stats``' cost when its terminal counts are due). Each after one warm-up call.
+    """
     from reaper.db import create_db_engine
     from reaper.policies import standard_policies
     from reaper.settings import load_settings
-    from reaper.stats import collect_stats
+    from reaper.stats import collect_stats, poll_stats
     from reaper.table import open_table
 
     settings = load_settings({"database_url": url, "table": table_name})
@@ -489,40 +497,73 @@ def time_stats(url: str, table_name: str, repeats: int) -> float:
         table = open_table(engine, settings)
         policies = standard_policies(settings)
         now = datetime.now(timezone.utc)
-        collect_stats(table, policies, now)
-        times = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            collect_stats(table, policies, now)
-            times.append(time.perf_counter() - started)
+        never = timedelta(days=1)
+        _, totals = poll_stats(table, policies, now, None, never)  # the counts every later poll reuses
+
+        def one_poll() -> None:
+            if poll_stats(table, policies, now, totals, never)[1] is not totals:
+                raise AssertionError("the timed poll recounted the terminal statuses")
+
+        polls = [timed(one_poll) for _ in range(repeats + 1)][1:]
+        fulls = [timed(lambda: collect_stats(table, policies, now)) for _ in range(repeats + 1)][1:]
         STATS_PARTS[table_name if table_name != TABLE else "last"] = stats_parts(table, policies, now)
-        return statistics.median(times)
+        STATS_FULL["last"] = statistics.median(fulls)
+        return statistics.median(polls)
     finally:
         engine.dispose()
 
 
+def timed(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
 STATS_PARTS: dict[str, dict[str, float]] = {}
+STATS_FULL: dict[str, float] = {}
 
 
 def stats_parts(table: Any, policies: list[Any], now: datetime) -> dict[str, float]:
-    """Time each query of one refresh on its own (reaper.stats' private helpers), to see which one costs."""
+    """Time each query of a refresh on its own (reaper.stats' private helpers), to see which one costs."""
     from reaper import stats
     from reaper.policies import Action
 
     parts: dict[str, float] = {}
     with table.engine.connect() as conn:
-        started = time.perf_counter()
-        stats._counts(conn, table)
-        parts["rows by status and type (GROUP BY over the table)"] = time.perf_counter() - started
-        started = time.perf_counter()
-        stats._created_since(conn, table, now - stats.RECENT_WINDOW)
-        parts["created in the last 24 h"] = time.perf_counter() - started
+        parts["full recount: rows by status and type (GROUP BY over the table)"] = timed(
+            lambda: stats._counts(conn, table))
+        parts["poll: active statuses by type (status IN (pending, running, retry))"] = timed(
+            lambda: stats._active_counts(conn, table))
+        parts["when due: the other statuses by type (status NOT IN (...))"] = timed(
+            lambda: stats._other_counts(conn, table, now))
+        parts["created in the last 24 h"] = timed(lambda: stats._created_since(conn, table, now - stats.RECENT_WINDOW))
         for policy in policies:
             if policy.action is Action.FAIL:
-                started = time.perf_counter()
-                stats._stale(conn, table, policy, now)
-                parts[f"stale {policy.status}"] = time.perf_counter() - started
+                parts[f"stale {policy.status}"] = timed(lambda policy=policy: stats._stale(conn, table, policy, now))
+        parts["alternative, not used: active counts and both stale queries in one query"] = timed(
+            lambda: active_and_zombies_in_one_query(conn, table, policies, now))
     return parts
+
+
+def active_and_zombies_in_one_query(conn: Any, table: Any, policies: list[Any], now: datetime) -> int:
+    """One GROUP BY status, task_type over the active statuses that also sums the zombies and finds the oldest.
+
+    Measured against reaper's separate queries (one count, one per fail policy) to see whether
+    sharing the scan of the active rows pays; its figures are only timed, not used.
+    """
+    from sqlalchemy import Integer, and_, case, func, select
+
+    from reaper.policies import Action
+    from reaper.stats import _is_active, _task_type
+
+    fail = [policy for policy in policies if policy.action is Action.FAIL]
+    stale = case(*((and_(table.status_is(p.status), table.older_than(p.status, p.cutoff(now))), 1) for p in fail),
+                 else_=0)
+    oldest = [func.min(case((table.status_is(p.status), table.age_expression(p.status)))) for p in fail]
+    task_type = _task_type(table)
+    query = (select(table.status, task_type, func.count(), func.sum(stale, type_=Integer), *oldest)
+             .where(_is_active(table)).group_by(table.status, task_type))
+    return len(conn.execute(query).all())
 
 
 @dataclass
@@ -628,6 +669,7 @@ class BackendReport:
     during_errors: int = 0
     index_statements: list[str] = field(default_factory=list)
     stats_parts: dict[str, dict[str, float]] = field(default_factory=dict)
+    stats_full: dict[str, float] = field(default_factory=dict)  # full recount, "without/with indexes"
 
     def method(self, name: str) -> MethodResult | None:
         return next((m for m in self.methods if m.method == name), None)
@@ -712,14 +754,17 @@ class Bench:
         log(f"{backend.name}: building {backend.rows:,} rows")
         def timed_stats(table: str, label: list[str] = ["without indexes", "with indexes"]) -> float:
             seconds = time_stats(backend.url(), table, args.stats_repeats)
-            report.stats_parts[label.pop(0)] = STATS_PARTS.pop("last", {})
+            which = label.pop(0)
+            report.stats_parts[which] = STATS_PARTS.pop("last", {})
+            report.stats_full[which] = STATS_FULL.pop("last")
             return seconds
 
         report.build = backend.build_template(utc_now(), timed_stats)
         report.index_statements = backend.index_statements
         log(f"{backend.name}: built in {report.build['fill']:.1f} s (+{report.build['indexes']:.1f} s indexes); "
-            f"stats {report.build['stats_without_indexes']:.3f} s without indexes, "
-            f"{report.build['stats_with_indexes']:.3f} s with")
+            f"stats per poll {report.build['stats_without_indexes']:.3f} s without indexes, "
+            f"{report.build['stats_with_indexes']:.3f} s with; full recount "
+            f"{report.stats_full['without indexes']:.3f} s and {report.stats_full['with indexes']:.3f} s")
 
         def bare(cut30: str, cut7: str, run_dir: Path) -> tuple[int, None]:
             return backend.bare_delete(cut30, cut7), None
@@ -829,7 +874,7 @@ def render(reports: list[BackendReport], args: argparse.Namespace) -> tuple[str,
     lines += [f"{r.name} {m.method}: {m.left_over:,} purgeable rows left behind" for r in reports
               for m in r.methods if m.left_over]
     lines.append("")
-    header = (f"{'database':<9} {'stats (no idx)':>14} {'stats (idx)':>12} {'RSS 10k rows':>13} "
+    header = (f"{'database':<9} {'poll (no idx)':>14} {'poll (idx)':>12} {'RSS 10k rows':>13} "
               f"{'longest write txn':>18} {'txns > 0.5 s':>13} {'app p50/p99 idle':>17} {'app p50/p99 purge':>18}")
     lines += [header, "-" * len(header)]
     for r in reports:
@@ -842,6 +887,13 @@ def render(reports: list[BackendReport], args: argparse.Namespace) -> tuple[str,
             f"{(f'{p.longest_write:.3f} s' if p else '-'):>18} "
             f"{(f'{p.write_over_limit} of {p.write_transactions}' if p else '-'):>13} {idle:>17} {during:>18}"
         )
+    for r in reports:
+        if r.stats_full:
+            lines.append(f"{r.name}: statistics: the daemon's per-poll refresh (terminal counts reused) "
+                         f"{r.build['stats_without_indexes']:.3f} s without the indexes, "
+                         f"{r.build['stats_with_indexes']:.3f} s with; a full recount (--stats-only, and the "
+                         f"daemon every REAPER_TOTALS_INTERVAL_SECONDS) {r.stats_full['without indexes']:.3f} s "
+                         f"without, {r.stats_full['with indexes']:.3f} s with")
     for r in reports:
         for label, parts in r.stats_parts.items():
             lines.append(f"{r.name}: one statistics refresh {label}, query by query: "
@@ -930,18 +982,21 @@ def goal_lines(reports: list[BackendReport], args: argparse.Namespace) -> list[s
                          + ("met" if ok else "MISSED") + f" ({mine.max_rss_mb:.0f} MB{flat}){size}")
         with_idx = r.build.get("stats_with_indexes")
         if with_idx is not None:
+            full = r.stats_full.get("with indexes")
+            recount = "" if full is None else f"; full recount (every REAPER_TOTALS_INTERVAL_SECONDS) {full:.3f} s"
             if at_10m:
-                ok, detail = with_idx < GOAL_STATS_SECONDS, f"{with_idx:.3f} s"
+                ok, detail = with_idx < GOAL_STATS_SECONDS, f"per poll {with_idx:.3f} s{recount}"
             elif r.rows < 1_000_000:
-                ok, detail = None, f"{with_idx:.3f} s at {r.rows:,} rows: too small a table to project to 10 M"
+                ok, detail = None, f"{with_idx:.3f} s at {r.rows:,} rows: too small a table to project to 10 M{recount}"
             else:
                 projected = with_idx * TEN_MILLION / r.rows
                 ok = projected < GOAL_STATS_SECONDS
-                detail = (f"{with_idx:.3f} s at {r.rows:,} rows; a full scan grows linearly: about "
-                          f"{projected:.2f} s at 10 M (projected, not measured)")
+                detail = (f"per poll {with_idx:.3f} s at {r.rows:,} rows; it reads the active rows, which grow with "
+                          f"the table in this data set: about {projected:.2f} s at 10 M (projected, not measured)"
+                          f"{recount}")
             verdict = "not measured" if ok is None else "met" if ok else "MISSED"
-            goals.append(f"GOAL {tag} statistics refresh under {GOAL_STATS_SECONDS:g} s at 10 M rows with the indexes: "
-                         + f"{verdict} ({detail})")
+            goals.append(f"GOAL {tag} statistics refresh (the daemon's per-poll refresh) under {GOAL_STATS_SECONDS:g} s "
+                         f"at 10 M rows with the indexes: {verdict} ({detail})")
         if r.idle and r.during:
             ratio = r.during.p99_ms / r.idle.p99_ms if r.idle.p99_ms else math.inf
             detail = (f"p99 {r.during.p99_ms:.2f} ms during the purge vs {r.idle.p99_ms:.2f} ms idle = {ratio:.2f}x; "

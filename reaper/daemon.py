@@ -5,7 +5,9 @@ Jobs (on a ``schedule.Scheduler`` of our own, never the module-level one):
   mode); both in ``timezone``, each in a thread of its own so that the loop keeps ticking;
 - every ``reload_interval_minutes`` (counted from start-up) and on SIGHUP: reload the settings;
 - a poller thread refreshes the statistics every ``stats_interval_seconds``, the first time before
-  the HTTP server starts, and backs off (1 s, 2 s, 4 s ... up to a minute) while the database fails.
+  the HTTP server starts, and backs off (1 s, 2 s, 4 s ... up to a minute) while the database fails;
+  it counts the active statuses every time and the others (a full scan) every
+  ``totals_interval_seconds``, and again after a cleanup or when the database changes.
 Every job is guarded: an exception is logged and counted, never fatal, and a job still running
 when it comes due again is skipped, not started twice. SIGTERM and SIGINT stop the loop; a run in
 progress finishes the batch in hand and stops.
@@ -17,7 +19,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import schedule
 from loguru import logger
@@ -31,7 +33,7 @@ from reaper.metrics import ReaperMetrics
 from reaper.policies import standard_policies
 from reaper.reap import RunResult, run_policies
 from reaper.settings import Settings
-from reaper.stats import collect_stats
+from reaper.stats import Totals, poll_stats
 from reaper.table import TaskTable, open_table
 
 TICK_SECONDS = 1.0
@@ -76,6 +78,8 @@ class Daemon:
         self._threads: list[threading.Thread] = []
         self._engine: Engine | None = None
         self._table: TaskTable | None = None
+        self._totals: Totals | None = None
+        self._recount_totals = False  # set by a cleanup that changed rows; read and cleared by the next poll
         self._last_tick = time.monotonic()
         self.poll_failures = 0
         metrics.set_thresholds(standard_policies(settings))
@@ -96,19 +100,22 @@ class Daemon:
     def _forget_database(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
-        self._engine, self._table = None, None
+        self._engine, self._table, self._totals = None, None, None
 
     # --- jobs ----------------------------------------------------------------------------------
 
     def poll(self) -> bool:
         """Refresh the statistics snapshot behind the metrics; return whether the database answered."""
         started = time.monotonic()
+        previous, self._recount_totals = (None if self._recount_totals else self._totals), False
         try:
             table = self.task_table()
             now = self.clock()
+            max_age = timedelta(seconds=self.settings.totals_interval_seconds)
             with database_errors("statistics poll failed", self.settings.secrets):
-                stats = collect_stats(table, standard_policies(self.settings), now)
+                stats, self._totals = poll_stats(table, standard_policies(self.settings), now, previous, max_age)
         except ReaperError as exc:
+            self._recount_totals = self._recount_totals or previous is None
             self.poll_failures += 1
             self.metrics.poll_failed(exc.kind, time.monotonic() - started)
             logger.warning(f"database poll failed ({self.poll_failures} in a row): {exc}")
@@ -141,6 +148,8 @@ class Daemon:
             self.metrics.run_failed(dry_run, "failure", self.clock().timestamp())
             self.metrics.database_errors.labels(exc.kind).inc()
             raise
+        if not dry_run and run.affected:
+            self._recount_totals = True  # the next poll counts what the cleanup left, not what it found
         self.metrics.run_finished(run, self.clock().timestamp())
         logger.info(
             f"scheduled {'dry run' if dry_run else 'cleanup'} finished: {run.matched} matched, "

@@ -208,6 +208,11 @@ class _SnapshotCollector(Collector):
         )
         yield _gauge("reaper_poll_duration_seconds", "How long the last statistics poll took.", snapshot.poll_duration_seconds)
         yield _gauge(
+            "reaper_last_totals_timestamp_seconds",
+            "When the rows of the terminal (and unknown) statuses in reaper_tasks were last counted; 0 until then.",
+            snapshot.stats.totals_at.timestamp() if snapshot.stats else 0.0,
+        )
+        yield _gauge(
             "reaper_last_success_timestamp_seconds", "When the last cleanup run (not a dry run) succeeded; 0 until then.",
             snapshot.last_cleanup_success,
         )

@@ -171,6 +171,7 @@ class Settings(BaseSettings):
     timezone: str = "UTC"
     reload_interval_minutes: float = Field(60.0, gt=0, allow_inf_nan=False)
     stats_interval_seconds: float = Field(30.0, ge=1, allow_inf_nan=False)
+    totals_interval_seconds: float = Field(600.0, gt=0, allow_inf_nan=False)
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(DEFAULT_METRICS_PORT, ge=0, le=65535)
     metrics_certfile: Path | None = None

@@ -3,22 +3,28 @@
 Status keys are role names (``pending``, ``running``, ...) whatever the table stores, so that
 dashboards and alerts keep working across vocabularies; a stored status that matches no role is
 reported lower-cased. Rows without a task type are counted under ``unknown``.
+
+The daemon refreshes cheaply (``poll_stats``): every poll counts the active statuses (pending,
+running, retry: a range of the status index) and the zombies exactly, and recounts every other
+row (the terminal statuses, millions of rows) only when its last count is older than a given age,
+reusing it in between. ``collect_stats`` (``--stats-only``) counts everything, every time.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, case, func, literal, select
+from sqlalchemy import Integer, String, and_, case, func, literal, not_, or_, select
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
 
 from reaper.matching import dated_before, dating_expression, datings, type_scope
 from reaper.policies import Action, Policy, Rule
-from reaper.table import TaskTable
+from reaper.table import ACTIVE_STATUSES, TaskTable
 
 STATUS_ORDER = ("pending", "running", "success", "failure", "retry", "revoked")
 UNKNOWN_TYPE = "unknown"
@@ -48,6 +54,7 @@ class Stats:
     by_status_and_type: dict[tuple[str, str], int]
     created_last_24h: int
     stale: dict[str, StaleSummary]
+    totals_at: datetime  # when the rows of the statuses that are not active were counted (``now`` if just now)
 
     @property
     def total(self) -> int:
@@ -96,18 +103,50 @@ def _task_type(table: TaskTable) -> Any:
     return column if column is not None else literal(None).label("task_type")
 
 
-def _counts(conn: Connection, table: TaskTable) -> dict[tuple[str, str], int]:
+@dataclass(frozen=True)
+class Totals:
+    """The rows whose status is not an active one (terminal, unknown, null), by status and type, and when."""
+
+    counts: Mapping[tuple[str, str], int]
+    at: datetime
+
+
+def _is_active(table: TaskTable) -> ColumnElement[bool]:
+    return table.status.in_([value for role in ACTIVE_STATUSES for value in table.status_values(role)])
+
+
+def _counts(
+    conn: Connection, table: TaskTable, where: ColumnElement[bool] | None = None
+) -> dict[tuple[str, str], int]:
     task_type = _task_type(table)
     query = select(table.status, task_type, func.count()).group_by(table.status, task_type)
+    if where is not None:
+        query = query.where(where)
     counts: dict[tuple[str, str], int] = defaultdict(int)
     for status, kind, count in conn.execute(query):
         counts[(table.role_of(status), _type_key(kind))] += int(count)
     return dict(counts)
 
 
+def _active_counts(conn: Connection, table: TaskTable) -> dict[tuple[str, str], int]:
+    """Count the active statuses per task type: a range of the status index, however large the table."""
+    return _counts(conn, table, _is_active(table))
+
+
+def _other_counts(conn: Connection, table: TaskTable, now: datetime) -> Totals:
+    """Count every row whose status is not active (a full scan): exactly the complement of ``_active_counts``."""
+    return Totals(_counts(conn, table, or_(not_(_is_active(table)), table.status.is_(None))), now)
+
+
 def _created_since(conn: Connection, table: TaskTable, since: datetime) -> int:
     created = table.columns["created_at"]
-    query = select(func.count()).select_from(table.table).where(table.since(created, since))
+    condition = table.since(created, since)
+    if table.engine.dialect.name == "sqlite":
+        # SQLite compares its text timestamps through julianday(), which no index serves. Every ISO
+        # spelling of a later moment sorts after the date a day before: a bound the index can use.
+        day_before = (table.to_db(since, created) - timedelta(days=1)).strftime("%Y-%m-%d")
+        condition = and_(created >= literal(day_before, String()), condition)
+    query = select(func.count()).select_from(table.table).where(condition)
     return int(conn.execute(query).scalar_one())
 
 
@@ -146,15 +185,34 @@ def _rule_threshold(rule: Rule) -> str:
     return rule.threshold if rule.heartbeat_threshold is None else f"{rule.threshold}, {rule.heartbeat_threshold} heartbeat"
 
 
+def _zombies(conn: Connection, table: TaskTable, policies: Sequence[Policy], now: datetime) -> dict[str, StaleSummary]:
+    """Zombies of the policies that fail or requeue (not those that delete)."""
+    return {policy.status: _stale(conn, table, policy, now) for policy in policies if Action.DELETE not in policy.actions}
+
+
 def collect_stats(table: TaskTable, policies: Sequence[Policy], now: datetime) -> Stats:
     """Read the table's statistics; zombies are counted against the fail and requeue ``policies``."""
     with table.engine.connect() as conn:
         counts = _counts(conn, table)
         recent = _created_since(conn, table, now - RECENT_WINDOW)
-        stale = {
-            policy.status: _stale(conn, table, policy, now) for policy in policies if Action.DELETE not in policy.actions
-        }
-    return Stats(now=now, table=table.name, by_status_and_type=counts, created_last_24h=recent, stale=stale)
+        stale = _zombies(conn, table, policies, now)
+    return Stats(now, table.name, counts, recent, stale, totals_at=now)
+
+
+def poll_stats(
+    table: TaskTable, policies: Sequence[Policy], now: datetime, previous: Totals | None, max_age: timedelta
+) -> tuple[Stats, Totals]:
+    """The daemon's refresh: active statuses exactly, the rest recounted only when ``previous`` is ``max_age`` old."""
+    with table.engine.connect() as conn:
+        totals = previous
+        if totals is None or now - totals.at >= max_age or now < totals.at:
+            totals = _other_counts(conn, table, now)
+        counts = _active_counts(conn, table)
+        recent = _created_since(conn, table, now - RECENT_WINDOW)
+        stale = _zombies(conn, table, policies, now)
+    for key, count in totals.counts.items():
+        counts[key] = counts.get(key, 0) + count
+    return Stats(now, table.name, counts, recent, stale, totals_at=totals.at), totals
 
 
 def _share(count: int, total: int) -> str:

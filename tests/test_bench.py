@@ -36,3 +36,6 @@ def test_the_purge_benchmark_runs_on_a_tiny_sqlite_table_and_prints_its_figures_
     goals = [line for line in lines if line.startswith("GOAL ")]
     assert len(goals) == 6, result.stdout
     assert all(" met" in goal or "MISSED" in goal or "not measured" in goal for goal in goals)
+    # the statistics goal is about the daemon's per-poll refresh, and the full recount is shown beside it
+    assert any("per-poll refresh" in goal and "full recount" in goal for goal in goals), result.stdout
+    assert re.search(r"sqlite: statistics: the daemon's per-poll refresh .* [\d.]+ s with; a full recount", result.stdout)

@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +146,65 @@ def test_a_stop_request_ends_the_cleanup_after_the_batch_in_hand(tasks: Tasks, d
     assert run is not None and run.stop_reason == "stop requested" and tasks.count() == 3
     assert value(samples(registry), "reaper_runs_total", mode="cleanup", outcome="stopped") == 1
     assert value(samples(registry), "reaper_last_success_timestamp_seconds") == 0
+
+
+# --- the statistics poll -------------------------------------------------------------------------------------
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def test_the_daemon_recounts_the_terminal_statuses_only_every_totals_interval(tasks: Tasks, database_url: str) -> None:
+    tasks.add("success", finished_at=ago(days=1))
+    clock = Clock()
+    daemon, registry = make_daemon(settings_for(database_url, totals_interval_seconds=120), clock=clock)
+    assert value(samples(registry), "reaper_last_totals_timestamp_seconds") == 0
+    assert daemon.poll()
+    tasks.add("success")
+    tasks.add("running", started_at=ago(hours=30))
+    for _ in range(3):  # 30, 60, 90 s later: the finished rows of the first poll, the running ones of now
+        clock.advance(30)
+        assert daemon.poll()
+        scraped = samples(registry)
+        assert value(scraped, "reaper_tasks", status="success", task_type="download") == 1
+        assert value(scraped, "reaper_tasks", status="running", task_type="download") == 1
+        assert value(scraped, "reaper_stale_tasks", status="running", task_type="download") == 1
+        assert value(scraped, "reaper_last_totals_timestamp_seconds") == NOW.timestamp()
+    clock.advance(30)
+    assert daemon.poll()
+    scraped = samples(registry)
+    assert value(scraped, "reaper_tasks", status="success", task_type="download") == 2
+    assert value(scraped, "reaper_last_totals_timestamp_seconds") == (NOW + timedelta(seconds=120)).timestamp()
+
+
+def test_a_cleanup_that_changed_rows_makes_the_next_poll_recount_everything(tasks: Tasks, database_url: str) -> None:
+    for _ in range(3):
+        tasks.add("success", finished_at=ago(days=60))
+    tasks.add("success", finished_at=ago(days=1))
+    daemon, registry = make_daemon(settings_for(database_url), clock=lambda: NOW)
+    assert daemon.poll()
+    assert value(samples(registry), "reaper_tasks", status="success", task_type="download") == 4
+    daemon.run_policies(dry_run=True)
+    assert daemon.poll()
+    assert value(samples(registry), "reaper_tasks", status="success", task_type="download") == 4
+    tasks.add("failure")  # not counted yet: a dry run changes nothing, so the last full count stands
+    assert daemon.poll()
+    assert value(samples(registry), "reaper_tasks", status="failure", task_type="download") == 0
+    daemon.run_policies(dry_run=False)
+    assert daemon.poll()
+    scraped = samples(registry)
+    assert value(scraped, "reaper_tasks", status="success", task_type="download") == 1
+    assert value(scraped, "reaper_tasks", status="failure", task_type="download") == 1
 
 
 # --- reloading -------------------------------------------------------------------------------------------

@@ -71,6 +71,21 @@ def test_a_threshold_that_is_not_a_positive_number_is_rejected(monkeypatch: pyte
         load_settings()
 
 
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "inf", "often"])
+def test_a_totals_interval_that_is_not_a_positive_number_is_rejected(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("REAPER_TOTALS_INTERVAL_SECONDS", value)
+    with pytest.raises(ConfigError, match="invalid setting REAPER_TOTALS_INTERVAL_SECONDS"):
+        load_settings()
+
+
+def test_the_totals_interval_defaults_to_ten_minutes_and_accepts_a_fraction(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().totals_interval_seconds == 600
+    monkeypatch.setenv("REAPER_TOTALS_INTERVAL_SECONDS", "0.5")
+    assert load_settings().totals_interval_seconds == 0.5
+
+
 @pytest.mark.parametrize("role", ["ID", "STATUS", "CREATED_AT"])
 def test_a_required_column_cannot_be_emptied(monkeypatch: pytest.MonkeyPatch, role: str) -> None:
     monkeypatch.setenv(f"REAPER_COLUMNS__{role}", "")

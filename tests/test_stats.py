@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import text
 
 from helpers import NOW, Tasks, ago, settings_for
 from reaper.policies import standard_policies
-from reaper.stats import collect_stats, render_report
+from reaper.stats import Stats, Totals, collect_stats, poll_stats, render_report
 from reaper.table import open_table
+
+TEN_MINUTES = timedelta(minutes=10)
 
 
 def stats_of(tasks: Tasks, database_url: str, **overrides: object):  # type: ignore[no-untyped-def]
     settings = settings_for(database_url, tasks.shape, **overrides)
     return collect_stats(open_table(tasks.engine, settings), standard_policies(settings), NOW)
+
+
+def poll_of(
+    tasks: Tasks, database_url: str, previous: Totals | None, at: timedelta = timedelta(0)
+) -> tuple[Stats, Totals]:
+    settings = settings_for(database_url, tasks.shape)
+    table = open_table(tasks.engine, settings)
+    return poll_stats(table, standard_policies(settings), NOW + at, previous, TEN_MINUTES)
 
 
 def fill(tasks: Tasks) -> None:
@@ -91,3 +105,72 @@ def test_zombies_are_counted_by_the_threshold_of_their_task_type(tasks: Tasks, d
     document = json.loads(json.dumps(stats.to_json()))
     assert document["thresholds_by_type"]["running"] == {"download": "0.5 h", "video_slice": "36 h"}
     assert "download >0.5 h; video_slice >36 h" in render_report(stats)
+
+
+# --- the daemon's cheaper refresh ------------------------------------------------------------------------------
+
+
+def test_a_first_poll_counts_exactly_what_the_full_count_does(tasks: Tasks, database_url: str) -> None:
+    fill(tasks)
+    tasks.add("retry", task_type="extract_audio")
+    tasks.add("revoked", task_type="download")
+    stats, totals = poll_of(tasks, database_url, None)
+    full = stats_of(tasks, database_url)
+    assert stats.by_status_and_type == full.by_status_and_type and stats.total == 12
+    assert stats.created_last_24h == full.created_last_24h == 5
+    assert stats.stale["running"] == full.stale["running"] and stats.stale["pending"] == full.stale["pending"]
+    assert stats.totals_at == totals.at == NOW and full.totals_at == NOW
+    assert dict(totals.counts) == {
+        ("success", "download"): 6, ("failure", "video_slice"): 1, ("revoked", "download"): 1
+    }
+
+
+def test_terminal_counts_are_reused_until_the_totals_interval_passes(tasks: Tasks, database_url: str) -> None:
+    fill(tasks)
+    _, totals = poll_of(tasks, database_url, None)
+    tasks.add("success", task_type="download")
+    tasks.add("failure", task_type="download")
+    tasks.add("running", task_type="extract_audio", started_at=ago(hours=48))
+    tasks.add("pending", task_type="download")
+    later, reused = poll_of(tasks, database_url, totals, at=TEN_MINUTES - timedelta(seconds=1))
+    assert reused is totals and later.totals_at == NOW  # no full count: the finished rows are those of NOW
+    assert later.by_status["success"] == 6 and later.by_status["failure"] == 1
+    assert later.by_status["running"] == 3 and later.by_status["pending"] == 2  # the active ones are exact
+    assert later.stale["running"].by_type == {"video_slice": 1, "extract_audio": 1}
+    due, recounted = poll_of(tasks, database_url, totals, at=TEN_MINUTES)
+    assert recounted.at == due.totals_at == NOW + TEN_MINUTES
+    assert due.by_status["success"] == 7 and due.by_status["failure"] == 2 and due.total == 14
+
+
+def test_unknown_and_oddly_spelt_statuses_are_counted_once_among_the_rows_counted_less_often(
+    tasks: Tasks, database_url: str
+) -> None:
+    tasks.add("RUNNING", task_type=None)
+    tasks.add("Retry")
+    tasks.add("Paused")
+    tasks.add("SUCCESS")
+    stats, totals = poll_of(tasks, database_url, None)
+    assert stats.by_status_and_type == stats_of(tasks, database_url).by_status_and_type
+    assert stats.by_status["running"] == 1 and stats.by_status["retry"] == 1
+    assert dict(totals.counts) == {("paused", "download"): 1, ("success", "download"): 1}
+
+
+def test_a_clock_that_went_back_recounts_the_terminal_statuses(tasks: Tasks, database_url: str) -> None:
+    tasks.add("success")
+    _, totals = poll_of(tasks, database_url, None, at=timedelta(hours=1))
+    tasks.add("success")
+    stats, recounted = poll_of(tasks, database_url, totals)
+    assert recounted.at == NOW and stats.by_status["success"] == 2
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # only SQLite keeps timestamps as the application spelt them
+def test_sqlite_counts_the_last_24_hours_in_any_text_spelling_of_its_timestamps(tasks: Tasks) -> None:
+    spellings = ["2026-11-28 12:00:00", "2026-11-28T12:00:00.5", "2026-11-29T11:59", "2026-11-28 11:59:59.999",
+                 "2026-11-28T11:00:00", "2026-11-27 13:00:00", "2025-12-31 23:59:59"]
+    with tasks.engine.begin() as conn:
+        for spelt in spellings:
+            insert = "INSERT INTO processing_tasks (status, task_type, created_at) VALUES ('success', 'x', :at)"
+            conn.execute(text(insert), {"at": spelt})
+    url = str(tasks.engine.url)
+    assert stats_of(tasks, url).created_last_24h == 3  # from 2026-11-28 12:00:00, NOW less 24 h, included
+    assert poll_of(tasks, url, None)[0].created_last_24h == 3

@@ -14,6 +14,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from reaper.errors import ConfigError
 from reaper.reap import RunResult
 from reaper.settings import Settings
@@ -21,6 +23,7 @@ from reaper.settings import Settings
 AUDITED_SETTINGS = (
     "table", "running_timeout_hours", "pending_timeout_hours", "failure_retention_days",
     "success_retention_days", "batch_size", "sleep_seconds", "max_runtime_seconds", "archive",
+    "heartbeat_timeout_minutes", "running_timeout_action", "pending_timeout_action", "max_attempts", "task_types",
 )
 
 
@@ -60,6 +63,10 @@ def audit_record(run: RunResult, settings: Settings, mode: str, archive: str | N
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, dict):  # task types: name -> their own settings
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, BaseModel):
+        return value.model_dump(exclude_none=True)
     return value if value is None or isinstance(value, bool | int | float | str) else str(value)
 
 

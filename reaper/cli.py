@@ -132,7 +132,8 @@ class Mode:
 def _mode(args: argparse.Namespace) -> Mode:
     if (args.force_status is None) != (args.older_than is None):
         raise UsageError("--force-status and --older-than go together")
-    chosen = (args.stats_only, args.once or args.force_status, args.check_indexes, args.restore, args.explain)
+    explaining = args.explain is not None
+    chosen = (args.stats_only, args.once or args.force_status, args.check_indexes, args.restore, explaining)
     if sum(map(bool, chosen)) > 1:
         raise UsageError("--stats-only, --check-indexes, --restore, --explain and --once/--force-status are separate modes")
     if args.demo and args.database_url:
@@ -145,7 +146,7 @@ def _mode(args: argparse.Namespace) -> Mode:
         name = "indexes"
     elif args.restore:
         name = "restore"
-    elif args.explain:
+    elif args.explain is not None:
         name = "explain"
     elif args.once:
         name = "once"

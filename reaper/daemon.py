@@ -34,7 +34,7 @@ from reaper.policies import standard_policies
 from reaper.reap import RunResult, run_policies
 from reaper.settings import Settings
 from reaper.stats import Totals, poll_stats
-from reaper.table import TaskTable, open_table
+from reaper.table import TaskTable, check_fit, open_table
 
 TICK_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 60.0
@@ -42,6 +42,8 @@ SHUTDOWN_GRACE_SECONDS = 10.0
 DATABASE_KEYS = {
     "database_url", "database_timezone", "table", "columns", "statuses",
     "lock_timeout_seconds", "statement_timeout_seconds",
+    # Whether some policy requeues decides how pending rows are dated (TaskTable.pending_since_update).
+    "task_types", "running_timeout_action", "pending_timeout_action",
 }
 SCHEDULE_KEYS = {"dry_run_at", "cleanup_at", "timezone", "reload_interval_minutes"}
 RESTART_KEYS = {"metrics_host", "metrics_port", "metrics_certfile", "metrics_keyfile", "metrics_client_cafile"}
@@ -165,8 +167,17 @@ class Daemon:
             self.metrics.reloads.labels("failure").inc()
             logger.error(f"configuration reload failed, keeping the running configuration: {exc}")
             return False
-        old, self.settings = self.settings, new
+        old = self.settings
         changed = {name for name in type(new).model_fields if getattr(new, name) != getattr(old, name)}
+        same_table = not changed & {"database_url", "table", "columns"}
+        try:
+            if self._table is not None and same_table:  # new task types or requeue must fit it, as at start
+                check_fit(self._table, new)
+        except ReaperError as exc:
+            self.metrics.reloads.labels("failure").inc()
+            logger.error(f"configuration reload refused, keeping the running configuration: {exc}")
+            return False
+        self.settings = new
         if changed & DATABASE_KEYS:
             self._forget_database()
         if changed & SCHEDULE_KEYS:

@@ -79,6 +79,8 @@ class Explanation:
 
 def parse_task_id(table: TaskTable, text: str) -> Any:
     """Convert the id given on the command line to the id column's type."""
+    if not text.strip():
+        raise BadTaskId("--explain: the id is empty")
     if isinstance(table.id.type, Integer):
         try:
             return int(text)
@@ -131,6 +133,15 @@ def explain(table: TaskTable, policies: Sequence[Policy], task_id: Any, now: dat
         matches = conn.execute(
             select(table.id).where(table.id == task_id, rule_condition(table, policy, rule, now))
         ).first() is not None
+        matched_status = matches or conn.execute(
+            select(table.id).where(table.id == task_id, table.status_is(policy.status))
+        ).first() is not None
+    if not matched_status:  # e.g. 'rUNNING': the role by name, but no spelling the policies match
+        found.why = (
+            f"{policy.name}: its stored status {row['status']!r} is not one of the spellings reaper matches "
+            f"({', '.join(table.status_values(policy.status))}), so no run touches it"
+        )
+        return found
     _judge(found, table, policy, rule, row, matches)
     return found
 
@@ -153,6 +164,12 @@ def _judge(
     found.eligible_at = moment + (now - dating.cutoff)
     age = (now - moment).total_seconds()
     measured = f"{dating.role} {moment:%Y-%m-%d %H:%M:%S} UTC, {_readable(age)} ago, limit {dating.threshold}"
+    if not matches and found.eligible_at <= now:  # Python and the database disagree: say so, never guess
+        found.why = (
+            f"{policy.name} ({scope}): {measured}: over the limit as reaper reads it, yet the database does "
+            "not match the row (check REAPER_DATABASE_TIMEZONE and how the column stores time)"
+        )
+        return
     if not matches:
         found.verdict = "none"
         found.why = f"{policy.name} ({scope}): {measured}: under the limit, eligible from {found.eligible_at:%Y-%m-%d %H:%M:%S} UTC"

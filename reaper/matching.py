@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, true
+from sqlalchemy import and_, false, or_, true
 from sqlalchemy.schema import Column
 from sqlalchemy.sql.elements import ColumnElement
 
-from reaper.policies import Policy, Rule
+from reaper.policies import Action, Policy, Rule
 from reaper.table import TaskTable
 
 
@@ -68,8 +68,10 @@ def dated_before(table: TaskTable, found: Sequence[Dating]) -> ColumnElement[boo
 def type_scope(table: TaskTable, policy: Policy, rule: Rule) -> ColumnElement[bool]:
     """Return the condition that a row belongs to ``rule``: its task types, or none of the named ones."""
     task_type = table.column("task_type")
-    if task_type is None or not policy.named_types:
+    if not policy.named_types:
         return true()
+    if task_type is None:  # refused at start (table.check_fit); never let every rule match every row
+        return true() if not rule.task_types else false()
     if rule.task_types:
         return task_type.in_(rule.task_types)
     return or_(task_type.is_(None), task_type.not_in(policy.named_types))
@@ -82,16 +84,19 @@ def rule_condition(table: TaskTable, policy: Policy, rule: Rule, now: datetime) 
     )
 
 
-def dating_expression(table: TaskTable, found: Sequence[Dating]) -> ColumnElement[Any]:
-    """Return the SQL expression of the moment a row is dated from (its first age column with a value)."""
-    columns = [item.column for item in found]
-    return columns[0] if len(columns) == 1 else func.coalesce(*columns)
-
-
 def dated_by(table: TaskTable, found: Sequence[Dating], values: Sequence[Any]) -> tuple[Dating, datetime] | None:
     """Return the age column that dates a row (given its values, in ``found``'s order) and the moment."""
     for item, value in zip(found, values, strict=True):
+        if value is None:
+            continue
         moment = table.from_db(value, item.column)
-        if moment is not None:
-            return item, moment
+        return None if moment is None else (item, moment)  # a value that is no time dates nothing, as in SQL
     return None
+
+
+def counted_attempts(table: TaskTable, rule: Rule) -> Column[Any] | None:
+    """The attempts column when ``rule`` requeues with a bound: the rows must be read with it."""
+    attempts = table.column("attempts")
+    if rule.action is not Action.REQUEUE or rule.max_attempts is None:
+        return None
+    return attempts

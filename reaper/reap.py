@@ -17,6 +17,7 @@ from loguru import logger
 
 from reaper.archive import Archive
 from reaper.policies import Action, Policy
+from reaper.matching import counted_attempts, dating_columns
 from reaper.selection import Batch, batches
 from reaper.table import TaskTable
 from reaper.writes import BatchOutcome, WriteContext, write_batch
@@ -215,6 +216,19 @@ def _log_batch(policy: Policy, batch: Batch, outcome: BatchOutcome, number: int)
     )
 
 
+def _foreseen(table: TaskTable, policy: Policy, batch: Batch) -> BatchOutcome:
+    """What a real run would do to a batch, for the dry run: its rule's action, or for a bounded
+    requeue, a failure for the rows whose attempts have reached the bound (nothing is written)."""
+    rule = batch.rule
+    if counted_attempts(table, rule) is None:
+        return BatchOutcome(done={rule.action.done: len(batch.rows)})
+    assert rule.max_attempts is not None
+    position = len(batch.rows[0]) - len(dating_columns(table, policy, rule)) - 1
+    spent = sum(1 for row in batch.rows if (row[position] or 0) >= rule.max_attempts)
+    foreseen = {"requeued": len(batch.rows) - spent, "failed": spent}
+    return BatchOutcome(done={action: count for action, count in foreseen.items() if count})
+
+
 def apply_policy(
     table: TaskTable, policy: Policy, now: datetime, options: RunOptions, clock: _Clock | None = None
 ) -> PolicyResult:
@@ -235,7 +249,7 @@ def apply_policy(
 
     with_age = Action.DELETE not in policy.actions  # only the reason written on a row needs the age
     for batch in batches(table, policy, now, options.batch_size, pause_then_check, with_age):
-        outcome = BatchOutcome() if options.dry_run else write_batch(contexts[batch.rule], batch.rows)
+        outcome = _foreseen(table, policy, batch) if options.dry_run else write_batch(contexts[batch.rule], batch.rows)
         result.record(batch, outcome, options.sample_size)
         options.progress(policy.name, len(batch.rows))
         if not options.dry_run:
@@ -246,9 +260,17 @@ def apply_policy(
     return result
 
 
+def done_text(done: dict[str, int], action: str, affected: int, dry_run: bool) -> str:
+    """Say what was (or, in a dry run, would be) done: ``3 failed, 2 requeued`` or ``would be deleted``."""
+    listed = ", ".join(f"{count} {verb}" for verb, count in done.items())
+    if dry_run:
+        return f"would be: {listed}" if listed and list(done) != [Action(action).done] else f"would be {Action(action).done}"
+    return listed or f"{affected} {Action(action).done}"
+
+
 def _log_policy(result: PolicyResult, dry_run: bool) -> None:
-    done = ", ".join(f"{count} {action}" for action, count in result.done.items()) or f"0 {Action(result.action).done}"
-    verb = f"{result.matched} would be {Action(result.action).done}" if dry_run else done
+    done = done_text(result.done, result.action, result.affected, dry_run)
+    verb = f"{result.matched} {done}" if dry_run else done
     skipped = f", {result.skipped} skipped ({result.skip_reasons})" if result.skipped else ""
     logger.info(
         f"{result.policy}: {result.matched} {result.status} rows older than {result.threshold}, {verb}{skipped}"

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-from reaper.policies import DEFAULT_RULE, Action
-from reaper.reap import PolicyResult, RunResult
-
-
-def _done(action: str, done: dict[str, int], affected: int, dry_run: bool) -> str:
-    if dry_run:
-        return f"would be {Action(action).done}"
-    return ", ".join(f"{count} {verb}" for verb, count in done.items()) or f"{affected} {Action(action).done}"
+from reaper.policies import DEFAULT_RULE
+from reaper.reap import PolicyResult, RunResult, done_text
 
 
 def _rule_lines(result: PolicyResult, dry_run: bool) -> list[str]:
@@ -20,13 +14,13 @@ def _rule_lines(result: PolicyResult, dry_run: bool) -> list[str]:
     for key, rule in result.rules.items():
         name = "other types" if key == DEFAULT_RULE else key
         beat = f", heartbeat {rule.heartbeat_threshold}" if rule.heartbeat_threshold else ""
-        done = _done(rule.action, rule.done, rule.affected, dry_run)
+        done = done_text(rule.done, rule.action, rule.affected, dry_run)
         lines.append(f"  {'':<18}   {name}: older than {rule.threshold}{beat}: {rule.matched} matched, {done}")
     return lines
 
 
 def _policy_lines(name: str, result: PolicyResult, dry_run: bool) -> list[str]:
-    done = _done(result.action, result.done, result.affected, dry_run)
+    done = done_text(result.done, result.action, result.affected, dry_run)
     ids = ", ".join(map(str, result.sample_ids))
     sample = f" (ids {ids}{', ...' if result.matched > len(result.sample_ids) else ''})" if ids else ""
     beat = result.rules[DEFAULT_RULE].heartbeat_threshold if DEFAULT_RULE in result.rules else None

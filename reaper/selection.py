@@ -27,7 +27,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.sql.elements import ColumnElement
 
 from reaper.db import backend_of
-from reaper.matching import dated_before, dating_columns, datings, type_scope
+from reaper.matching import counted_attempts, dated_before, dating_columns, datings, type_scope
 from reaper.policies import Policy, Rule
 from reaper.table import TaskTable
 
@@ -94,12 +94,15 @@ def segment_query(
 ) -> Select[Any]:
     """Return the SELECT of the next batch of ``segment``: ids, the position reached, and the ages.
 
-    A row is ``(id, *position, *age columns)``, the age columns in the order of ``matching.datings``;
+    A row is ``(id, *position, [attempts], *age columns)``, the age columns in the order of
+    ``matching.datings``, the attempts only for a rule that requeues with a bound;
     without ``with_age`` (a delete needs no age) the SELECT reads only the index, as the age of a row
     may come from columns the index does not hold.
     """
     columns = [table.id, *segment.order]
     if with_age:
+        attempts = counted_attempts(table, segment.rule)
+        columns += [attempts] if attempts is not None else []  # before the ages, which come last
         columns += [column for _, column in dating_columns(table, policy, segment.rule)]
     query = select(*columns).where(segment.where)
     if after is not None:

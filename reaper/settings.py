@@ -124,7 +124,13 @@ class TaskTypeSettings(BaseModel):
     heartbeat_timeout_minutes: float | None = Field(None, gt=0, le=MAX_HOURS * 60, allow_inf_nan=False)
     running_timeout_action: RescueAction | None = None
     pending_timeout_action: RescueAction | None = None
-    max_attempts: int | None = Field(None, ge=1, le=1000)
+    action: RescueAction | None = None  # both of the above, where they are not set
+    max_attempts: int | None = Field(None, ge=1, le=1000, strict=True)  # strict: TOML's true is not 1
+
+
+# A task type name is matched against stored values (case-insensitively on many MySQL collations),
+# and "*" names the default rule in reports: names that could collide are refused.
+RESERVED_TYPE_NAMES = ("*",)
 
 
 class Settings(BaseSettings):
@@ -227,16 +233,26 @@ class Settings(BaseSettings):
     @field_validator("task_types", mode="after")
     @classmethod
     def _named_task_types(cls, value: dict[str, TaskTypeSettings]) -> dict[str, TaskTypeSettings]:
-        if any(not name.strip() for name in value):
-            raise ValueError("a task type name cannot be empty")
+        seen: dict[str, str] = {}
+        for name in value:
+            if not name.strip() or name != name.strip():
+                raise ValueError(f"task type {name!r}: a name cannot be empty or start or end with a space")
+            if name in RESERVED_TYPE_NAMES or "," in name:
+                raise ValueError(f"task type {name!r}: '*' and ',' are reserved for reports")
+            other = seen.setdefault(name.casefold(), name)
+            if other != name:  # a case-insensitive collation would match one row by both rules
+                raise ValueError(f"task types {other!r} and {name!r} differ only in case")
         return value
 
     def for_task_type(self, name: str | None) -> TaskTypeSettings:
         """Return the thresholds and actions in force for task type ``name`` (``None``: the global ones)."""
         own = self.task_types.get(name) if name is not None else None
-        merged = {key: getattr(self, key) for key in TaskTypeSettings.model_fields}
+        merged = {key: getattr(self, key) for key in TaskTypeSettings.model_fields if key != "action"}
         if own is not None:
-            merged.update(own.model_dump(exclude_none=True))
+            merged.update(own.model_dump(exclude_none=True, exclude={"action"}))
+            for key in ("running_timeout_action", "pending_timeout_action"):
+                if own.action is not None and getattr(own, key) is None:
+                    merged[key] = own.action
         return TaskTypeSettings(**merged)
 
     def rescues(self) -> bool:
@@ -356,12 +372,23 @@ def _check_environment(environ: Mapping[str, str], where: str = "the environment
         raise ConfigError(f"unknown setting {key} in {where}")
 
 
-def _describe(error: ValidationError, config_file: Path | None) -> str:
+def _task_types_source(dotenv: Mapping[str, str], config_file: Path | None) -> str:
+    """Where the task types in force come from: the first source, by precedence, that sets them."""
+    name = ENV_PREFIX + "TASK_TYPES"
+    if any(key.upper() == name for key in os.environ):
+        return f" in {name}"
+    if any(key.upper() == name for key in dotenv):
+        return f" in {name} of {DOTENV_FILE}"
+    return f" in config file {str(config_file)!r}" if config_file else ""
+
+
+def _describe(error: ValidationError, config_file: Path | None, dotenv: Mapping[str, str]) -> str:
     first = error.errors()[0]
     location = tuple(first["loc"])
     message = first["msg"].removeprefix("Value error, ")
     where = f" in config file {str(config_file)!r}" if config_file else ""
-    if location[:1] == ("task_types",) and len(location) > 1:  # a TOML table of its own, not a variable
+    if location[:1] == ("task_types",):  # usually a TOML table of its own, not a variable
+        where = _task_types_source(dotenv, config_file)
         dotted = ".".join(map(str, location))
         if first["type"] == "extra_forbidden":
             known = ", ".join(TaskTypeSettings.model_fields)
@@ -398,7 +425,10 @@ def load_settings(overrides: Mapping[str, Any] | None = None, config_file: Path 
     try:
         loaded = loader(**values)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, config_file)) from None
+        raise ConfigError(_describe(exc, config_file, dotenv)) from None
     except SettingsError as exc:  # a nested value (REAPER_COLUMNS=...) that is not JSON, for one
-        raise ConfigError(f"invalid settings: {str(exc).splitlines()[0]}") from None
+        first_line = str(exc).splitlines()[0]
+        for source, said in (("_DotEnvSource", DOTENV_FILE), ("EnvSettingsSource", "the environment")):
+            first_line = first_line.replace(f'source "{source}"', said)
+        raise ConfigError(f"invalid settings: {first_line} (not valid JSON?)") from None
     return Settings.model_validate(loaded.model_dump())

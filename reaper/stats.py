@@ -22,7 +22,7 @@ from sqlalchemy import Integer, String, and_, case, func, literal, not_, or_, se
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
-from reaper.matching import dated_before, dating_expression, datings, type_scope
+from reaper.matching import dated_before, datings, type_scope
 from reaper.policies import Action, Policy, Rule
 from reaper.table import ACTIVE_STATUSES, TaskTable
 
@@ -151,15 +151,28 @@ def _created_since(conn: Connection, table: TaskTable, since: datetime) -> int:
 
 
 def _stale_rule(conn: Connection, table: TaskTable, policy: Policy, rule: Rule, now: datetime) -> list[Any]:
-    """Return (task type, zombies, oldest dating moment) per task type for one rule of ``policy``."""
+    """Return (task type, zombies, oldest dating moment) per task type for one rule of ``policy``.
+
+    The oldest moment is taken per age column, among the rows that column dates, and converted with
+    that column's own type: a heartbeat stored with its zone and start times stored naive in the
+    database's zone cannot be compared inside one MIN().
+    """
     found = datings(table, policy, rule, now)
     is_stale = case((dated_before(table, found), 1), else_=0)
+    oldest = [
+        func.min(case((and_(*(prior.column.is_(None) for prior in found[:i]), item.column.is_not(None)), item.column)))
+        for i, item in enumerate(found)
+    ]
     query = (
-        select(_task_type(table), func.sum(is_stale, type_=Integer), func.min(dating_expression(table, found)))
+        select(_task_type(table), func.sum(is_stale, type_=Integer), *oldest)
         .where(table.status_is(policy.status), type_scope(table, policy, rule))
         .group_by(_task_type(table))
     )
-    return [(kind, stale, table.from_db(first, found[0].column)) for kind, stale, first in conn.execute(query)]
+    rows = []
+    for kind, stale, *firsts in conn.execute(query):
+        moments = [table.from_db(first, item.column) for first, item in zip(firsts, found, strict=True)]
+        rows.append((kind, stale, min((moment for moment in moments if moment is not None), default=None)))
+    return rows
 
 
 def _stale(conn: Connection, table: TaskTable, policy: Policy, now: datetime) -> StaleSummary:

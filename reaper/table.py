@@ -25,17 +25,19 @@ from reaper.settings import Settings, Statuses, env_name
 ACTIVE_STATUSES = ("pending", "running", "retry")
 TERMINAL_STATUSES = ("success", "failure", "revoked")
 
-# Which columns say how old a row of each status is: the first non-null one counts. A pending row
-# waits since its last write (a requeue, by reaper or the application, restarts the wait), else
-# since its creation. The heartbeat column, when configured, comes before all of a running row's.
+# Which columns say how old a row of each status is: the first non-null one counts. The heartbeat
+# column, when configured, comes before all of a running row's (see matching.py).
 AGE_COLUMNS: dict[str, tuple[str, ...]] = {
     "running": ("started_at", "updated_at", "created_at"),
-    "pending": ("updated_at", "created_at"),
+    "pending": ("created_at",),
     "retry": ("updated_at", "created_at"),
     "success": ("finished_at", "updated_at", "created_at"),
     "failure": ("finished_at", "updated_at", "created_at"),
     "revoked": ("finished_at", "updated_at", "created_at"),
 }
+# When some policy requeues, a pending row waits since its last write instead: a requeue restarts
+# the wait, so a task set back to pending is not failed at once for its old creation time.
+REQUEUED_PENDING_AGE_COLUMNS = ("updated_at", "created_at")
 
 
 def casings(value: str) -> list[str]:
@@ -60,6 +62,7 @@ class TaskTable:
     columns: dict[str, Column[Any]]
     statuses: Statuses
     zone: ZoneInfo
+    pending_since_update: bool = False
     _write_values: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -129,6 +132,8 @@ class TaskTable:
     def age_columns(self, status_role: str) -> list[Column[Any]]:
         """Return the columns whose first non-null value dates a row of ``status_role``."""
         roles = AGE_COLUMNS[status_role]
+        if status_role == "pending" and self.pending_since_update:
+            roles = REQUEUED_PENDING_AGE_COLUMNS
         return [self.columns[role] for role in roles if role in self.columns]
 
     def age_expression(self, status_role: str) -> ColumnElement[Any]:
@@ -176,7 +181,10 @@ class TaskTable:
         if value is None:
             return None
         if isinstance(value, str):
-            value = datetime.fromisoformat(value)
+            try:
+                value = datetime.fromisoformat(value)
+            except ValueError:  # SQLite text that is no timestamp: julianday() is NULL, so no policy matches it
+                return None
         if value.tzinfo is None:
             # Columns that store a zone arrive in the session's zone, which is UTC (see db.py).
             value = value.replace(tzinfo=timezone.utc if _stores_zone(column) else self.zone)
@@ -260,6 +268,11 @@ def _check_columns(table: Table, settings: Settings) -> dict[str, Column[Any]]:
     return found
 
 
+def check_fit(table: TaskTable, settings: Settings) -> None:
+    """Raise ``SchemaError`` when ``settings`` (task types, requeue) ask for columns ``table`` lacks."""
+    _check_task_type_settings(table.table, table.columns, settings)
+
+
 def _check_task_type_settings(table: Table, columns: dict[str, Column[Any]], settings: Settings) -> None:
     """Refuse settings the table cannot honour, before any row is read."""
     if settings.task_types and "task_type" not in columns:
@@ -285,4 +298,5 @@ def open_table(engine: Engine, settings: Settings) -> TaskTable:
         columns=columns,
         statuses=settings.statuses,
         zone=ZoneInfo(settings.database_timezone),
+        pending_since_update=settings.rescues(),
     )

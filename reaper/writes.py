@@ -140,7 +140,7 @@ def _requeue(conn: Connection, ctx: WriteContext, rows: Sequence[Row[Any]]) -> d
     requeued = int(conn.execute(query).rowcount)
     if not under_bound:
         return {"requeued": requeued}
-    ending = f"set to failure at {stamp} after {ctx.rule.max_attempts} attempts (REAPER_MAX_ATTEMPTS)"
+    ending = f"set to failure at {stamp}: its attempts reached the bound of {ctx.rule.max_attempts}"
     assert attempts is not None
     failed = _set_failed(conn, ctx, rows, ending, attempts >= ctx.rule.max_attempts)
     return {"requeued": requeued, "failed": failed}

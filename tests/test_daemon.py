@@ -22,7 +22,7 @@ import schedule
 from freezegun import freeze_time
 from prometheus_client import CollectorRegistry
 
-from helpers import NOW, SERVER_BACKENDS, Tasks, ago, settings_for
+from helpers import NOW, SERVER_BACKENDS, Shape, Tasks, ago, settings_for
 from reaper.daemon import Daemon, backoff_seconds
 from reaper.errors import ConfigError, DatabaseError
 from reaper.http import MetricsServer, TlsFiles, build_app
@@ -243,6 +243,46 @@ def test_an_invalid_new_config_is_logged_and_the_running_one_kept(
     assert not daemon.reload()
     assert daemon.settings.running_timeout_hours == 6
     assert value(samples(registry), "reaper_config_reloads_total", outcome="failure") == 1
+
+
+def test_a_reload_that_asks_for_a_column_the_table_lacks_is_refused(
+    make_tasks: Any, database_url: str, tmp_path: Path
+) -> None:
+    tasks = make_tasks(Shape(columns={**Shape().columns, "updated_at": None}))
+    zombie = tasks.add("running", started_at=ago(hours=30))
+    config = tmp_path / "reaper.toml"
+    config.write_text("running_timeout_hours = 24\n[columns]\nupdated_at = ''\n")
+
+    def load() -> Settings:
+        return load_settings({"database_url": database_url}, config)
+
+    daemon, registry = make_daemon(load(), reload=load, clock=lambda: NOW)
+    assert daemon.poll()
+    config.write_text("running_timeout_action = 'requeue'\n[columns]\nupdated_at = ''\n")
+    assert not daemon.reload()  # requeue needs an updated-at column
+    assert daemon.settings.running_timeout_action == "fail"
+    assert value(samples(registry), "reaper_config_reloads_total", outcome="failure") == 1
+    daemon.run_policies(dry_run=False)
+    assert tasks.status_of(zombie) == "failure"
+
+
+def test_a_reload_that_turns_requeue_on_dates_pending_rows_from_their_last_write(
+    tasks: Tasks, database_url: str, tmp_path: Path
+) -> None:
+    tasks.add("pending", created_at=ago(hours=5), updated_at=ago(minutes=5))
+    config = tmp_path / "reaper.toml"
+    config.write_text("pending_timeout_action = 'fail'\n")
+
+    def load() -> Settings:
+        return load_settings({"database_url": database_url}, config)
+
+    daemon, registry = make_daemon(load(), reload=load, clock=lambda: NOW)
+    daemon.poll()
+    assert value(samples(registry), "reaper_stale_tasks", status="pending", task_type="download") == 1
+    config.write_text("pending_timeout_action = 'requeue'\n")
+    assert daemon.reload()
+    daemon.poll()
+    assert value(samples(registry), "reaper_stale_tasks", status="pending", task_type="download") == 0
 
 
 # --- HTTP ---------------------------------------------------------------------------------------------------

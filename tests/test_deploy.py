@@ -398,7 +398,7 @@ def test_the_database_init_creates_the_table_its_indexes_and_a_reaper_login_that
     sql = MARIADB_INIT.read_text(encoding="utf-8")
     assert re.search(r"CREATE TABLE IF NOT EXISTS processing_tasks", sql)
     assert "DATETIME(6)" in sql
-    for columns in ("(status, started_at, id)", "(status, updated_at, id)", "(status, completed_at, id)", "(created_at)"):
+    for columns in ("(status, started_at, id)", "(status, created_at, id)", "(status, completed_at, id)", "(created_at)"):
         assert re.search(r"INDEX ix_processing_tasks_\w+ " + re.escape(columns), sql), columns
     grants = re.findall(r"^GRANT (.+?) ON (\S+) TO 'reaper'@'%';", sql, re.MULTILINE)
     assert grants == [("SELECT, UPDATE, DELETE", "app.processing_tasks")]

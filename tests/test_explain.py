@@ -129,3 +129,20 @@ def test_an_unknown_or_malformed_id_is_one_line_and_a_non_zero_exit(
     assert main(["--database-url", database_url, "--explain", given]) == code
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_status_in_a_spelling_reaper_does_not_match_is_explained_not_judged(tasks: Tasks, database_url: str) -> None:
+    odd = tasks.add("rUNNING", started_at=ago(hours=30))
+    found = why(tasks, database_url, odd)
+    if database_url.startswith("mysql"):  # its default collation ignores case: the spelling matches there
+        assert found.verdict == "failed" and run_then_status(tasks, database_url, odd) == "failure"
+        return
+    assert found.verdict == "none" and "is not one of the spellings reaper matches" in found.why
+    assert run_then_status(tasks, database_url, odd) == "rUNNING"
+
+
+def test_an_empty_id_is_a_usage_error_not_the_daemon(
+    tasks: Tasks, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--database-url", database_url, "--explain", " "]) == 2
+    assert "the id is empty" in capsys.readouterr().err

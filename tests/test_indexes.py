@@ -91,7 +91,7 @@ def test_check_indexes_reports_what_is_missing_with_statements_that_work(tasks: 
     advice = check_indexes(table)
     assert [item.columns for item in advice] == [
         ("status", "started_at", "id"),
-        ("status", "updated_at", "id"),  # a pending row waits since its last write
+        ("status", "created_at", "id"),
         ("status", "completed_at", "id"),
         ("created_at",),
     ]
@@ -104,9 +104,9 @@ def test_check_indexes_reports_what_is_missing_with_statements_that_work(tasks: 
 
 def test_a_longer_existing_index_counts_as_present(tasks: Tasks, database_url: str) -> None:
     with tasks.engine.begin() as conn:
-        conn.exec_driver_sql("CREATE INDEX ix_wide ON processing_tasks (status, updated_at, id, task_type)")
+        conn.exec_driver_sql("CREATE INDEX ix_wide ON processing_tasks (status, created_at, id, task_type)")
     advice = {item.columns: item.present for item in check_indexes(open_table(tasks.engine, settings_for(database_url)))}
-    assert advice[("status", "updated_at", "id")] and not advice[("status", "started_at", "id")]
+    assert advice[("status", "created_at", "id")] and not advice[("status", "started_at", "id")]
 
 
 def test_on_mysql_an_index_without_the_key_counts_because_innodb_appends_it(
@@ -171,3 +171,13 @@ def test_with_the_recommended_indexes_no_batch_reads_much_more_than_it_returns(
             assert read <= returned + 5, (where, read, returned)
         else:  # the null range of the first age column, walked once by id over a whole run
             assert read <= range_size < 15420 // 4, (where, read, returned, range_size)
+
+
+def test_with_requeue_pending_rows_are_read_along_updated_at_and_with_a_heartbeat_running_rows_along_it(
+    tasks: Tasks, database_url: str
+) -> None:
+    columns = {**tasks.shape.column_settings(), "heartbeat_at": "updated_at"}
+    settings = settings_for(database_url, tasks.shape, columns=columns, running_timeout_action="requeue")
+    advice = [item.columns for item in check_indexes(open_table(tasks.engine, settings))]
+    assert ("status", "updated_at", "id") in advice and ("status", "started_at", "id") not in advice
+    assert ("status", "created_at", "id") not in advice

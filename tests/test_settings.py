@@ -206,3 +206,38 @@ def test_heartbeat_attempts_and_actions_have_safe_defaults(monkeypatch: pytest.M
     monkeypatch.setenv("REAPER_PENDING_TIMEOUT_ACTION", "requeue")
     settings = load_settings()
     assert (settings.columns.heartbeat_at, settings.heartbeat_timeout_minutes, settings.rescues()) == ("last_beat", 5, True)
+
+
+@pytest.mark.parametrize(
+    "tables, message",
+    [
+        ("[task_types.video]\nmax_attempts = 2\n[task_types.Video]\nmax_attempts = 3\n", "differ only in case"),
+        ('[task_types."*"]\nmax_attempts = 2\n', "reserved for reports"),
+        ('[task_types." video"]\nmax_attempts = 2\n', "start or end with a space"),
+        ("[task_types.video]\nmax_attempts = true\n", "task_types.video.max_attempts"),
+    ],
+)
+def test_task_type_names_and_values_that_could_mislead_are_refused(tmp_path: Path, tables: str, message: str) -> None:
+    config = write_toml(tmp_path / "r.toml", tables)
+    with pytest.raises(ConfigError, match=message):
+        load_settings(config_file=config)
+
+
+def test_a_task_type_action_sets_both_actions_unless_one_is_set_on_its_own(tmp_path: Path) -> None:
+    config = write_toml(
+        tmp_path / "r.toml", '[task_types.download]\naction = "requeue"\npending_timeout_action = "fail"\n'
+    )
+    download = load_settings(config_file=config).for_task_type("download")
+    assert (download.running_timeout_action, download.pending_timeout_action) == ("requeue", "fail")
+
+
+def test_a_bad_task_type_in_the_environment_is_blamed_on_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write_toml(tmp_path / "r.toml", "running_timeout_hours = 3\n")
+    monkeypatch.setenv("REAPER_TASK_TYPES", '{"video": {"bogus": 1}}')
+    with pytest.raises(ConfigError, match=r"task_types\.video\.bogus in REAPER_TASK_TYPES \("):
+        load_settings(config_file=config)
+    monkeypatch.setenv("REAPER_TASK_TYPES", '{"video": ')
+    with pytest.raises(ConfigError, match="from the environment"):
+        load_settings(config_file=config)

@@ -8,8 +8,15 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table
+from sqlalchemy.dialects import mysql
+
 from helpers import NOW, Tasks, ago, settings_for
 from reaper.policies import standard_policies
+from reaper.settings import load_settings
 from reaper.stats import Stats, Totals, collect_stats, poll_stats, render_report
 from reaper.table import open_table
 
@@ -27,6 +34,12 @@ def poll_of(
     settings = settings_for(database_url, tasks.shape)
     table = open_table(tasks.engine, settings)
     return poll_stats(table, standard_policies(settings), NOW + at, previous, TEN_MINUTES)
+
+
+def stats_of_url(engine: Any, database_url: str, **overrides: object) -> Stats:
+    """Statistics of a table the test built itself."""
+    settings = load_settings({"database_url": database_url, **overrides})
+    return collect_stats(open_table(engine, settings), standard_policies(settings), NOW)
 
 
 def fill(tasks: Tasks) -> None:
@@ -174,3 +187,28 @@ def test_sqlite_counts_the_last_24_hours_in_any_text_spelling_of_its_timestamps(
     url = str(tasks.engine.url)
     assert stats_of(tasks, url).created_last_24h == 3  # from 2026-11-28 12:00:00, NOW less 24 h, included
     assert poll_of(tasks, url, None)[0].created_last_24h == 3
+
+
+def test_the_oldest_age_reads_each_column_in_its_own_zone(engine: Any, database_url: str) -> None:
+    """A heartbeat stored with its zone, start times stored naive in the database's zone (UTC+8)."""
+    aware = DateTime(timezone=True).with_variant(mysql.TIMESTAMP(fsp=6), "mysql", "mariadb")
+    naive = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+    table = Table(
+        "processing_tasks", MetaData(), Column("id", Integer, primary_key=True), Column("status", String(20)),
+        Column("task_type", String(32)), Column("created_at", naive), Column("started_at", naive),
+        Column("heartbeat_at", aware, nullable=True),
+    )
+    table.create(engine)
+    shanghai = ZoneInfo("Asia/Shanghai")
+    local = lambda moment: moment.astimezone(shanghai).replace(tzinfo=None)  # noqa: E731
+    with engine.begin() as conn:
+        conn.execute(table.insert(), [
+            {"status": "running", "task_type": "a", "created_at": local(ago(hours=40)), "started_at": local(ago(hours=40)),
+             "heartbeat_at": None},
+            {"status": "running", "task_type": "a", "created_at": local(ago(hours=5)), "started_at": local(ago(hours=5)),
+             "heartbeat_at": ago(hours=3) if not database_url.startswith("sqlite") else ago(hours=3).replace(tzinfo=None)},
+        ])
+    columns = {"finished_at": "", "updated_at": "", "error": "", "heartbeat_at": "heartbeat_at"}
+    stats = stats_of_url(engine, database_url, columns=columns, database_timezone="Asia/Shanghai")
+    assert stats.stale["running"].oldest_age_seconds == 40 * 3600
+    assert stats.stale["running"].count == 2  # 40 h without a beat, and a beat 3 h ago

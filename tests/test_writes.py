@@ -161,7 +161,7 @@ def test_requeue_counts_attempts_and_fails_tasks_past_the_bound(counted: Tasks, 
     assert [(counted.get(task)["status"], counted.get(task)["attempts"]) for task in (fresh, second, spent)] == [
         ("pending", 1), ("pending", 3), ("failure", 3)
     ]
-    assert "after 3 attempts" in counted.get(spent)["error"]
+    assert "its attempts reached the bound of 3" in counted.get(spent)["error"]
     assert run.policies["running_timeout"].done == {"requeued": 2, "failed": 1}
 
 
@@ -204,3 +204,16 @@ def test_requeue_needs_an_updated_at_column(make_tasks: Callable[..., Tasks], da
     tasks = make_tasks(Shape(columns=columns))
     with pytest.raises(SchemaError, match="requeue needs an updated-at column"):
         reap_all(tasks, database_url, pending_timeout_action="requeue")
+
+
+def test_the_dry_run_foresees_which_rows_a_bounded_requeue_would_fail(counted: Tasks, database_url: str) -> None:
+    counted.add("running", started_at=ago(hours=25))
+    counted.add("running", started_at=ago(hours=25), attempts=3)
+    settings = settings_for(database_url, counted.shape, running_timeout_action="requeue", max_attempts=3)
+    table = open_table(counted.engine, settings)
+    before = counted.dump()
+    dry = run_policies(table, standard_policies(settings), NOW, RunOptions(dry_run=True)).policies["running_timeout"]
+    assert counted.dump() == before
+    real = run_policies(table, standard_policies(settings), NOW, RunOptions()).policies["running_timeout"]
+    assert dry.done == real.done == {"requeued": 1, "failed": 1}
+    assert dry.affected == 0 and real.affected == 2

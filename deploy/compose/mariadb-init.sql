@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS processing_tasks (
     PRIMARY KEY (id),
     -- The indexes `reaper --check-indexes` recommends (README, "Indexes").
     INDEX ix_processing_tasks_status_started_at_id (status, started_at, id),
-    INDEX ix_processing_tasks_status_updated_at_id (status, updated_at, id),
+    INDEX ix_processing_tasks_status_created_at_id (status, created_at, id),
     INDEX ix_processing_tasks_status_completed_at_id (status, completed_at, id),
     INDEX ix_processing_tasks_created_at (created_at)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;

@@ -8,7 +8,7 @@ database. The dry run branches here, in ``apply_policy``, and only here.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,8 +16,9 @@ from typing import Any
 from loguru import logger
 
 from reaper.archive import Archive
-from reaper.policies import Action, Policy
+from reaper.policies import Action, Policy, Rule
 from reaper.matching import counted_attempts, dating_columns
+from reaper.ranges import delete_by_ranges, deletes_by_range
 from reaper.selection import Batch, batches
 from reaper.table import TaskTable
 from reaper.writes import BatchOutcome, WriteContext, write_batch
@@ -229,6 +230,25 @@ def _foreseen(table: TaskTable, policy: Policy, batch: Batch) -> BatchOutcome:
     return BatchOutcome(done={action: count for action, count in foreseen.items() if count})
 
 
+def _batches_written(
+    table: TaskTable,
+    policy: Policy,
+    now: datetime,
+    options: RunOptions,
+    contexts: dict[Rule, WriteContext],
+    pause: Callable[[], bool],
+) -> Iterator[tuple[Batch, BatchOutcome]]:
+    """Each batch and what was done to it: deleted by index range where possible (see ``ranges``),
+    else read as rows and written (or, in a dry run, foreseen) one batch at a time."""
+    if deletes_by_range(table, policy, options.dry_run, options.archive is not None):
+        yield from delete_by_ranges(table, policy, now, options.batch_size, pause, contexts)
+        return
+    with_age = Action.DELETE not in policy.actions  # only the reason written on a row needs the age
+    for batch in batches(table, policy, now, options.batch_size, pause, with_age):
+        outcome = _foreseen(table, policy, batch) if options.dry_run else write_batch(contexts[batch.rule], batch.rows)
+        yield batch, outcome
+
+
 def apply_policy(
     table: TaskTable, policy: Policy, now: datetime, options: RunOptions, clock: _Clock | None = None
 ) -> PolicyResult:
@@ -247,9 +267,9 @@ def apply_policy(
         result.stop_reason = clock.stop_reason()
         return result.stop_reason is None
 
-    with_age = Action.DELETE not in policy.actions  # only the reason written on a row needs the age
-    for batch in batches(table, policy, now, options.batch_size, pause_then_check, with_age):
-        outcome = _foreseen(table, policy, batch) if options.dry_run else write_batch(contexts[batch.rule], batch.rows)
+    for batch, outcome in _batches_written(table, policy, now, options, contexts, pause_then_check):
+        if not batch.rows:  # a range whose rows all changed under us, or the empty end of a segment
+            continue
         result.record(batch, outcome, options.sample_size)
         options.progress(policy.name, len(batch.rows))
         if not options.dry_run:

@@ -76,12 +76,12 @@ def segments(table: TaskTable, policy: Policy, now: datetime, spellings: Sequenc
     return found
 
 
-def _resume_after(order: Sequence[ColumnElement[Any]], values: Sequence[Any]) -> ColumnElement[bool]:
+def resume_after(order: Sequence[ColumnElement[Any]], values: Sequence[Any]) -> ColumnElement[bool]:
     """Rows strictly after ``values`` in ``order``; the leading ``>=`` lets every database seek to it."""
     column, value = order[0], values[0]
     if len(order) == 1:
         return column > value
-    return and_(column >= value, or_(column > value, and_(column == value, _resume_after(order[1:], values[1:]))))
+    return and_(column >= value, or_(column > value, and_(column == value, resume_after(order[1:], values[1:]))))
 
 
 def segment_query(
@@ -106,7 +106,7 @@ def segment_query(
         columns += [column for _, column in dating_columns(table, policy, segment.rule)]
     query = select(*columns).where(segment.where)
     if after is not None:
-        query = query.where(_resume_after(segment.order, after))
+        query = query.where(resume_after(segment.order, after))
     return query.order_by(*segment.order).limit(size)
 
 

@@ -1,0 +1,66 @@
+"""Purging by index range: one DELETE per batch, bounded by the index, with the condition re-checked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from helpers import NOW, Tasks, ago, change_just_before_the_write, settings_for
+from reaper.policies import standard_policies
+from reaper.reap import RunOptions, RunResult, run_policies
+from reaper.table import open_table
+
+
+def statements_of(engine: Engine) -> list[str]:
+    """Record every statement the engine runs from now on."""
+    seen: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda conn, cursor, statement, *rest: seen.append(statement))
+    return seen
+
+
+def purge(tasks: Tasks, database_url: str, **options: Any) -> RunResult:
+    settings = settings_for(database_url, tasks.shape)
+    table = open_table(tasks.engine, settings)
+    return run_policies(table, standard_policies(settings)[3:], NOW, RunOptions(**options))
+
+
+def test_each_batch_is_deleted_by_one_ranged_delete_without_an_id_list(tasks: Tasks, database_url: str) -> None:
+    old = [tasks.add("success", finished_at=ago(days=31, minutes=minute)) for minute in range(25)]
+    young = tasks.add("success", finished_at=ago(days=29))
+    seen = statements_of(tasks.engine)
+    result = purge(tasks, database_url, batch_size=10).policies["success_retention"]
+    deletes = [" ".join(s.split()).upper() for s in seen if s.lstrip().upper().startswith("DELETE")]
+    # Three ranges of the finished-time segment, and one (empty here) of the rows without that time.
+    assert len(deletes) == 4 and all("RETURNING" in d and "ID IN (" not in d for d in deletes)
+    assert (result.matched, result.affected, result.batches, result.done) == (25, 25, 3, {"deleted": 25})
+    assert len(result.sample_ids) == 5 and set(result.sample_ids) <= set(old)
+    assert (result.first_id, result.last_id) == (min(old), max(old))
+    assert tasks.count() == 1 and tasks.get(young) is not None
+
+
+def test_a_row_revived_inside_a_range_before_its_delete_is_kept(
+    tasks: Tasks, database_url: str, engine: Engine
+) -> None:
+    rows = [tasks.add("success", finished_at=ago(days=40, minutes=minute)) for minute in range(6)]
+    change_just_before_the_write(engine, tasks, rows[2], status="pending")
+    result = purge(tasks, database_url, batch_size=4).policies["success_retention"]
+    assert tasks.status_of(rows[2]) == "pending" and tasks.count() == 1
+    assert (result.matched, result.affected) == (5, 5)
+
+
+@pytest.mark.parametrize("size", [1, 3, 7])
+def test_ranges_cover_every_row_whatever_the_batch_size_and_ties_in_the_age(
+    tasks: Tasks, database_url: str, size: int
+) -> None:
+    moment = ago(days=35)
+    for _ in range(8):  # the same finished time: the range must split ties by id
+        tasks.add("success", finished_at=moment)
+    for days in (31, 33):
+        tasks.add("success", finished_at=ago(days=days))
+    tasks.add("success", updated_at=ago(days=50))  # no finished time: the null segment, by id
+    result = purge(tasks, database_url, batch_size=size).policies["success_retention"]
+    assert (result.matched, result.affected, tasks.count()) == (11, 11, 0)
+    assert result.batches >= 11 // size

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, delete, or_, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -53,29 +54,39 @@ def _range(segment: Segment, after: Sequence[Any] | None, upto: Sequence[Any] | 
     return and_(*bounds)
 
 
-def _end_of_batch(table: TaskTable, segment: Segment, after: Sequence[Any] | None, size: int) -> tuple[Any, ...] | None:
+def _end_of_batch(
+    conn: Connection, segment: Segment, after: Sequence[Any] | None, size: int
+) -> tuple[Any, ...] | None:
     """The position of the ``size``-th row after ``after``, or ``None`` when fewer rows are left."""
     query = select(*segment.order).where(_range(segment, after, None)).order_by(*segment.order)
-    with table.engine.connect() as conn:
-        found = conn.execute(query.offset(size - 1).limit(1)).first()
+    found = conn.execute(query.offset(size - 1).limit(1)).first()
     return None if found is None else tuple(found)
 
 
-def _delete_range(ctx: WriteContext, where: ColumnElement[bool]) -> tuple[Batch, BatchOutcome]:
-    """Delete the matching rows of one range; fall back to ids and ``write_batch`` when refused."""
+def _delete_range(
+    conn: Connection, ctx: WriteContext, segment: Segment, after: Sequence[Any] | None, size: int
+) -> tuple[Batch, BatchOutcome, tuple[Any, ...] | None]:
+    """Find the end of the next range and delete its matching rows, in one transaction on ``conn``.
+
+    When the database refuses the range (a lock conflict, a foreign key), its rows are read as ids
+    and handed to ``write_batch``, which retries, bisects and skips one batch at a time.
+    """
     table = ctx.table
-    statement = delete(table.table).where(where, ctx.selection).returning(table.id)
     try:
-        with table.engine.begin() as conn:
-            ids = conn.execute(statement).scalars().all()
+        with conn.begin():
+            upto = _end_of_batch(conn, segment, after, size)
+            where = _range(segment, after, upto)
+            ids = conn.execute(delete(table.table).where(where, ctx.selection).returning(table.id)).scalars().all()
     except DBAPIError as exc:
         if not (is_lock_conflict(exc) or refused_by_constraint(exc)):
             raise
-        with table.engine.connect() as conn:  # find the rows, then retry, bisect and skip them one batch at a time
+        with conn.begin():
+            upto = _end_of_batch(conn, segment, after, size)
+            where = _range(segment, after, upto)
             rows = conn.execute(select(table.id).where(where, ctx.selection).order_by(table.id)).all()
-        return Batch(ctx.rule, rows), write_batch(ctx, rows)
+        return Batch(ctx.rule, rows), write_batch(ctx, rows), upto
     rows = [(task_id,) for task_id in ids]
-    return Batch(ctx.rule, rows), BatchOutcome(affected=len(ids), done={"deleted": len(ids)} if ids else {})
+    return Batch(ctx.rule, rows), BatchOutcome(affected=len(ids), done={"deleted": len(ids)} if ids else {}), upto
 
 
 def delete_by_ranges(
@@ -94,11 +105,12 @@ def delete_by_ranges(
         spellings = table.stored_spellings(conn, policy.status)
     for segment in segments(table, policy, now, spellings):
         after: tuple[Any, ...] | None = None
-        while True:
-            if after is not None and not pause():
-                return
-            upto = _end_of_batch(table, segment, after, size)
-            yield _delete_range(contexts[segment.rule], _range(segment, after, upto))
-            if upto is None:
-                break
-            after = upto
+        with table.engine.connect() as conn:  # one session per segment: no pool ping and reset per batch
+            while True:
+                if after is not None and not pause():
+                    return
+                batch, outcome, upto = _delete_range(conn, contexts[segment.rule], segment, after, size)
+                yield batch, outcome
+                if upto is None:
+                    break
+                after = upto

@@ -76,6 +76,7 @@ _days = _number(0, high=MAX_DAYS, unit=" days")
 _seconds = _number(0)
 _pause = _number(0, at_least=True, high=3600, unit=" seconds")
 _count = _number(1, at_least=True, whole=True)
+_batch_time = _number(0, at_least=True, high=60, unit=" seconds")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("--failure-retention", metavar="D", type=_days, help="days (default 7)")
     limits.add_argument("--success-retention", metavar="D", type=_days, help="days (default 30)")
     limits.add_argument("--batch-size", metavar="N", type=_count, help="rows per transaction (default 1000)")
+    limits.add_argument("--batch-time", metavar="S", type=_batch_time,
+                        help="target seconds per write transaction: slower batches shrink (default 0.25; 0 fixed)")
     limits.add_argument("--sleep", metavar="S", type=_pause, help="seconds to pause between batches")
     limits.add_argument("--max-runtime", metavar="S", type=_seconds, help="stop a run after S seconds")
     where = parser.add_argument_group("database, configuration and logs")
@@ -168,6 +171,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "failure_retention_days": args.failure_retention,
         "success_retention_days": args.success_retention,
         "batch_size": args.batch_size,
+        "batch_time_seconds": args.batch_time,
         "sleep_seconds": args.sleep,
         "archive": args.archive,
         "archive_dir": args.archive_dir,

@@ -14,6 +14,7 @@ the rows are read as ids and written by ``writes.write_batch`` (retries, bisecti
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -26,6 +27,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from reaper.db import is_lock_conflict, refused_by_constraint
 from reaper.policies import Action, Policy
 from reaper.selection import Batch, Segment, resume_after, segments
+from reaper.sizing import BatchSizer
 from reaper.table import TaskTable
 from reaper.writes import BatchOutcome, WriteContext, write_batch
 
@@ -93,11 +95,11 @@ def delete_by_ranges(
     table: TaskTable,
     policy: Policy,
     now: datetime,
-    size: int,
+    sizer: BatchSizer,
     pause: Callable[[], bool],
     contexts: dict[Any, WriteContext],
 ) -> Iterator[tuple[Batch, BatchOutcome]]:
-    """Delete what ``policy`` matches, one index range of at most ``size`` rows per transaction.
+    """Delete what ``policy`` matches, one index range of at most ``sizer.size`` rows per transaction.
 
     ``pause`` is called before each range after the first of a segment, as in ``selection.batches``.
     """
@@ -109,7 +111,9 @@ def delete_by_ranges(
             while True:
                 if after is not None and not pause():
                     return
-                batch, outcome, upto = _delete_range(conn, contexts[segment.rule], segment, after, size)
+                started = time.monotonic()
+                batch, outcome, upto = _delete_range(conn, contexts[segment.rule], segment, after, sizer.size)
+                sizer.observe(len(batch.rows), time.monotonic() - started)
                 yield batch, outcome
                 if upto is None:
                     break

@@ -20,6 +20,7 @@ from reaper.policies import Action, Policy, Rule
 from reaper.matching import counted_attempts, dating_columns
 from reaper.ranges import delete_by_ranges, deletes_by_range
 from reaper.selection import Batch, batches
+from reaper.sizing import BatchSizer
 from reaper.table import TaskTable
 from reaper.writes import BatchOutcome, WriteContext, write_batch
 
@@ -34,6 +35,7 @@ class RunOptions:
 
     dry_run: bool = False
     batch_size: int = 1000
+    batch_time_seconds: float | None = None  # see sizing.BatchSizer; None: every batch is batch_size
     sample_size: int = SAMPLE_SIZE
     sleep_seconds: float = 0.0
     max_runtime_seconds: float | None = None
@@ -251,12 +253,18 @@ def _batches_written(
 ) -> Iterator[tuple[Batch, BatchOutcome]]:
     """Each batch and what was done to it: deleted by index range where possible (see ``ranges``),
     else read as rows and written (or, in a dry run, foreseen) one batch at a time."""
+    sizer = BatchSizer(options.batch_size, None if options.dry_run else options.batch_time_seconds)
     if deletes_by_range(table, policy, options.dry_run, options.archive is not None):
-        yield from delete_by_ranges(table, policy, now, options.batch_size, pause, contexts)
+        yield from delete_by_ranges(table, policy, now, sizer, pause, contexts)
         return
     with_age = Action.DELETE not in policy.actions  # only the reason written on a row needs the age
-    for batch in batches(table, policy, now, options.batch_size, pause, with_age):
-        outcome = _foreseen(table, policy, batch) if options.dry_run else write_batch(contexts[batch.rule], batch.rows)
+    for batch in batches(table, policy, now, sizer, pause, with_age):
+        if options.dry_run:
+            yield batch, _foreseen(table, policy, batch)
+            continue
+        started = time.monotonic()
+        outcome = write_batch(contexts[batch.rule], batch.rows)
+        sizer.observe(len(batch.rows), time.monotonic() - started)
         yield batch, outcome
 
 

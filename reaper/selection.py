@@ -29,6 +29,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from reaper.db import backend_of
 from reaper.matching import counted_attempts, dated_before, dating_columns, datings, type_scope
 from reaper.policies import Policy, Rule
+from reaper.sizing import BatchSizer
 from reaper.table import TaskTable
 
 
@@ -114,11 +115,11 @@ def batches(
     table: TaskTable,
     policy: Policy,
     now: datetime,
-    size: int,
+    sizer: BatchSizer,
     pause: Callable[[], bool] = lambda: True,
     with_age: bool = True,
 ) -> Iterator[Batch]:
-    """Yield the rows ``policy`` matches, ``size`` at a time, each read in its own short query.
+    """Yield the rows ``policy`` matches, ``sizer.size`` at a time, each read in its own short query.
 
     ``pause`` is called after each full batch, before the query that follows it, so that a run
     yields to the application between batches and never waits once the matches run out; when it
@@ -131,6 +132,7 @@ def batches(
         while True:
             if after is not None and not pause():
                 return
+            size = sizer.size
             with table.engine.connect() as conn:
                 rows = conn.execute(segment_query(table, policy, segment, after, size, with_age)).all()
             if rows:

@@ -162,6 +162,7 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, le=1000)
     task_types: dict[str, TaskTypeSettings] = Field(default_factory=dict)
     batch_size: int = Field(1000, ge=1, le=10000)
+    batch_time_seconds: float = Field(0.25, ge=0, le=60, allow_inf_nan=False)  # 0: fixed batches
     sleep_seconds: float = Field(0.0, ge=0, le=3600, allow_inf_nan=False)
     max_runtime_seconds: float | None = Field(None, gt=0, allow_inf_nan=False)
     lock_timeout_seconds: float = Field(5.0, gt=0, le=3600, allow_inf_nan=False)

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "purge.py"
 
 
@@ -39,3 +41,23 @@ def test_the_purge_benchmark_runs_on_a_tiny_sqlite_table_and_prints_its_figures_
     # the statistics goal is about the daemon's per-poll refresh, and the full recount is shown beside it
     assert any("per-poll refresh" in goal and "full recount" in goal for goal in goals), result.stdout
     assert re.search(r"sqlite: statistics: the daemon's per-poll refresh .* [\d.]+ s with; a full recount", result.stdout)
+
+
+CEILING = SCRIPT.parent / "batch_ceiling.py"
+
+
+def test_the_batch_ceiling_benchmark_runs_every_strategy_on_a_tiny_mariadb_table(tmp_path: Path) -> None:
+    if not Path("/usr/sbin/mariadbd").exists():
+        if os.environ.get("CI"):
+            raise RuntimeError("mariadb is not installed; .ci/run must install it")
+        pytest.skip("mariadb is not installed on this machine")
+    result = subprocess.run(
+        [sys.executable, str(CEILING), "--rows", "3000", "--batch-size", "100"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = re.findall(r"^(\S+) +([\d,]+) rows .* ([\d.]+)x of the first bare DELETE, ([\d,]+) transactions$",
+                      result.stdout, re.MULTILINE)
+    assert [name for name, *_ in rows] == ["bare", "in-list", "range", "pk-chunks", "bare"], result.stdout
+    assert len({deleted for _, deleted, _, _ in rows}) == 1  # every strategy purged the same rows
+    assert all(int(count.replace(",", "")) > 1 for name, _, _, count in rows if name != "bare")

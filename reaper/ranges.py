@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import Integer, and_, delete, func, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
@@ -30,6 +30,11 @@ from reaper.selection import Batch, Segment, resume_after, segments
 from reaper.sizing import BatchSizer
 from reaper.table import TaskTable
 from reaper.writes import BatchOutcome, WriteContext, write_batch
+
+
+# Matches per id at which walking the primary key beats walking the index: bench/batch_ceiling.py
+# measured 0.61x of a bare DELETE for id chunks against 0.39x for index ranges at 42 %.
+DENSE_SHARE = 0.25
 
 
 def deletes_by_range(table: TaskTable, policy: Policy, dry_run: bool, archiving: bool) -> bool:
@@ -65,30 +70,111 @@ def _end_of_batch(
     return None if found is None else tuple(found)
 
 
-def _delete_range(
-    conn: Connection, ctx: WriteContext, segment: Segment, after: Sequence[Any] | None, size: int
-) -> tuple[Batch, BatchOutcome, tuple[Any, ...] | None]:
-    """Find the end of the next range and delete its matching rows, in one transaction on ``conn``.
+def _delete_where(conn: Connection, ctx: WriteContext, bounds: Callable[[], ColumnElement[bool]]) -> tuple[Batch, BatchOutcome]:
+    """Delete the rows within ``bounds()`` that match the rule, in one transaction on ``conn``.
 
-    When the database refuses the range (a lock conflict, a foreign key), its rows are read as ids
-    and handed to ``write_batch``, which retries, bisects and skips one batch at a time.
+    ``bounds`` runs inside the transaction (it may read where the range ends). When the database
+    refuses the delete (a lock conflict, a foreign key), the rows are read as ids and handed to
+    ``write_batch``, which retries, bisects and skips one batch at a time.
     """
     table = ctx.table
     try:
         with conn.begin():
-            upto = _end_of_batch(conn, segment, after, size)
-            where = _range(segment, after, upto)
-            ids = conn.execute(delete(table.table).where(where, ctx.selection).returning(table.id)).scalars().all()
+            statement = delete(table.table).where(bounds(), ctx.selection).returning(table.id)
+            ids = conn.execute(statement).scalars().all()
     except DBAPIError as exc:
         if not (is_lock_conflict(exc) or refused_by_constraint(exc)):
             raise
         with conn.begin():
-            upto = _end_of_batch(conn, segment, after, size)
-            where = _range(segment, after, upto)
-            rows = conn.execute(select(table.id).where(where, ctx.selection).order_by(table.id)).all()
-        return Batch(ctx.rule, rows), write_batch(ctx, rows), upto
+            rows = conn.execute(select(table.id).where(bounds(), ctx.selection).order_by(table.id)).all()
+        return Batch(ctx.rule, rows), write_batch(ctx, rows)
     rows = [(task_id,) for task_id in ids]
-    return Batch(ctx.rule, rows), BatchOutcome(affected=len(ids), done={"deleted": len(ids)} if ids else {}), upto
+    return Batch(ctx.rule, rows), BatchOutcome(affected=len(ids), done={"deleted": len(ids)} if ids else {})
+
+
+def _delete_stretch(
+    conn: Connection, ctx: WriteContext, start: int, stop: int, last: int, sample: int
+) -> tuple[Batch, BatchOutcome]:
+    """Delete the matching rows with ``start <= id < stop``, counted, not read back (``last``: the
+    highest id that matched when the walk began, to report the stretch's true end). The first
+    ``sample`` ids are read first, for the run's sample of ids.
+
+    ``RETURNING id`` cost MariaDB a third of its purge rate here (bench: 54 k against 86 k rows/s),
+    and the ids are known to lie in the stretch; a refused stretch is read as ids and written by
+    ``write_batch`` as in ``_delete_where``.
+    """
+    table = ctx.table
+    bounds = and_(table.id >= start, table.id < stop)
+    try:
+        with conn.begin():
+            sampled = conn.execute(
+                select(table.id).where(bounds, ctx.selection).order_by(table.id).limit(sample)
+            ).all() if sample else []
+            deleted = int(conn.execute(delete(table.table).where(bounds, ctx.selection)).rowcount)
+    except DBAPIError as exc:
+        if not (is_lock_conflict(exc) or refused_by_constraint(exc)):
+            raise
+        with conn.begin():
+            rows = conn.execute(select(table.id).where(bounds, ctx.selection).order_by(table.id)).all()
+        return Batch(ctx.rule, rows), write_batch(ctx, rows)
+    outcome = BatchOutcome(affected=deleted, done={"deleted": deleted} if deleted else {})
+    return Batch(ctx.rule, sampled, count=deleted, id_span=(start, min(stop - 1, last))), outcome
+
+
+def _dense_span(conn: Connection, ctx: WriteContext) -> tuple[int, int] | None:
+    """The id span of the rule's matches, when they fill at least ``DENSE_SHARE`` of it (integer ids)."""
+    table = ctx.table
+    if not isinstance(table.id.type, Integer):
+        return None
+    query = select(func.min(table.id), func.max(table.id), func.count()).where(ctx.selection)
+    low, high, count = conn.execute(query).one()
+    conn.rollback()  # end the read's transaction before the deletes begin theirs
+    if not count or count < DENSE_SHARE * (int(high) - int(low) + 1):
+        return None
+    return int(low), int(high)
+
+
+def _by_ids(
+    conn: Connection,
+    ctx: WriteContext,
+    span: tuple[int, int],
+    sizer: BatchSizer,
+    pause: Callable[[], bool],
+    sample: int,
+) -> Iterator[tuple[Batch, BatchOutcome] | None]:
+    """Walk the primary key in steps of ``sizer.size`` ids; yield ``None`` when ``pause`` says stop."""
+    start, high = span
+    while start <= high:
+        if start > span[0] and not pause():
+            yield None
+            return
+        width, started = sizer.size, time.monotonic()
+        yield _delete_stretch(conn, ctx, start, start + width, high, sample if start == span[0] else 0)
+        sizer.observe(width, time.monotonic() - started)
+        start += width
+
+
+def _by_index(
+    conn: Connection, ctx: WriteContext, segment: Segment, sizer: BatchSizer, pause: Callable[[], bool]
+) -> Iterator[tuple[Batch, BatchOutcome] | None]:
+    """Walk one segment's index range by range; yield ``None`` when ``pause`` says stop."""
+    after: tuple[Any, ...] | None = None
+    while True:
+        if after is not None and not pause():
+            yield None
+            return
+        size, started, ends = sizer.size, time.monotonic(), []
+
+        def bounds() -> ColumnElement[bool]:
+            ends.append(_end_of_batch(conn, segment, after, size))
+            return _range(segment, after, ends[-1])
+
+        batch, outcome = _delete_where(conn, ctx, bounds)
+        sizer.observe(len(batch.rows), time.monotonic() - started)
+        yield batch, outcome
+        if ends[-1] is None:
+            return
+        after = ends[-1]
 
 
 def delete_by_ranges(
@@ -98,23 +184,26 @@ def delete_by_ranges(
     sizer: BatchSizer,
     pause: Callable[[], bool],
     contexts: dict[Any, WriteContext],
+    sample: int = 0,
 ) -> Iterator[tuple[Batch, BatchOutcome]]:
-    """Delete what ``policy`` matches, one index range of at most ``sizer.size`` rows per transaction.
+    """Delete what ``policy`` matches, at most ``sizer.size`` rows (or ids) per transaction.
 
-    ``pause`` is called before each range after the first of a segment, as in ``selection.batches``.
+    Each rule whose matches are dense in the primary key is walked along it (sequential reads, as a
+    bare DELETE's table scan); the others along their index segments. ``pause`` is called before
+    each range but the first of a walk, as in ``selection.batches``; when it says stop, so does this.
     """
-    with table.engine.connect() as conn:
+    with table.engine.connect() as conn:  # one session per policy: no pool ping and reset per batch
         spellings = table.stored_spellings(conn, policy.status)
-    for segment in segments(table, policy, now, spellings):
-        after: tuple[Any, ...] | None = None
-        with table.engine.connect() as conn:  # one session per segment: no pool ping and reset per batch
-            while True:
-                if after is not None and not pause():
-                    return
-                started = time.monotonic()
-                batch, outcome, upto = _delete_range(conn, contexts[segment.rule], segment, after, sizer.size)
-                sizer.observe(len(batch.rows), time.monotonic() - started)
-                yield batch, outcome
-                if upto is None:
-                    break
-                after = upto
+        conn.rollback()
+        for rule in policy.rules:
+            ctx = contexts[rule]
+            span = _dense_span(conn, ctx)
+            walks = [_by_ids(conn, ctx, span, sizer, pause, sample)] if span else [
+                _by_index(conn, ctx, segment, sizer, pause)
+                for segment in segments(table, policy, now, spellings) if segment.rule is rule
+            ]
+            for walk in walks:
+                for step in walk:
+                    if step is None:
+                        return
+                    yield step

@@ -103,12 +103,11 @@ class PolicyResult:
 
     def record(self, batch: Batch, outcome: BatchOutcome, sample_size: int) -> None:
         """Count one batch."""
-        rows = batch.rows
         self.batches += 1
-        self.matched += len(rows)
+        self.matched += batch.size
         self.affected += outcome.affected
         rule = self.rules[batch.rule.key]
-        rule.matched += len(rows)
+        rule.matched += batch.size
         rule.affected += outcome.affected
         for action, count in outcome.done.items():
             self.done[action] = self.done.get(action, 0) + count
@@ -118,8 +117,10 @@ class PolicyResult:
         for reason, count in outcome.reasons.items():
             self.skip_reasons[reason] = self.skip_reasons.get(reason, 0) + count
         room = max(sample_size - len(self.sample_ids), 0)
-        self.sample_ids.extend(row[0] for row in rows[:room])
-        ids = [row[0] for row in rows]
+        self.sample_ids.extend(row[0] for row in batch.rows[:room])
+        ids = batch.ids
+        if not ids:
+            return
         self.first_id = min(ids) if self.first_id is None else min(self.first_id, *ids)
         self.last_id = max(ids) if self.last_id is None else max(self.last_id, *ids)
 
@@ -222,11 +223,13 @@ def _log_batch(policy: Policy, batch: Batch, outcome: BatchOutcome, number: int)
     rows = batch.rows
     ids = ", ".join(str(row[0]) for row in rows[:LOGGED_IDS_PER_BATCH])
     more = " ..." if len(rows) > LOGGED_IDS_PER_BATCH else ""
+    if batch.id_span is not None:  # deleted along the primary key, ids not read back
+        ids, more = f"{batch.id_span[0]} to {batch.id_span[1]}", ""
     skipped = f", {outcome.skipped} skipped" if outcome.skipped else ""
     done = ", ".join(f"{action} {count}" for action, count in outcome.done.items()) or f"{batch.rule.action.done} 0"
     scope = f" [{batch.rule.key}]" if batch.rule.task_types else ""
     logger.info(
-        f"{policy.name}{scope}: {done} of {len(rows)} rows in batch {number}{skipped} (ids {ids}{more})"
+        f"{policy.name}{scope}: {done} of {batch.size} rows in batch {number}{skipped} (ids {ids}{more})"
     )
 
 
@@ -255,7 +258,7 @@ def _batches_written(
     else read as rows and written (or, in a dry run, foreseen) one batch at a time."""
     sizer = BatchSizer(options.batch_size, None if options.dry_run else options.batch_time_seconds)
     if deletes_by_range(table, policy, options.dry_run, options.archive is not None):
-        yield from delete_by_ranges(table, policy, now, sizer, pause, contexts)
+        yield from delete_by_ranges(table, policy, now, sizer, pause, contexts, options.sample_size)
         return
     with_age = Action.DELETE not in policy.actions  # only the reason written on a row needs the age
     for batch in batches(table, policy, now, sizer, pause, with_age):
@@ -287,10 +290,10 @@ def apply_policy(
         return result.stop_reason is None
 
     for batch, outcome in _batches_written(table, policy, now, options, contexts, pause_then_check):
-        if not batch.rows:  # a range whose rows all changed under us, or the empty end of a segment
+        if not batch.size:  # a range whose rows all changed under us, or the empty end of a segment
             continue
         result.record(batch, outcome, options.sample_size)
-        options.progress(policy.name, len(batch.rows))
+        options.progress(policy.name, batch.size)
         if not options.dry_run:
             _log_batch(policy, batch, outcome, result.batches)
         result.stop_reason = clock.stop_reason()

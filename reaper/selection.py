@@ -44,10 +44,26 @@ class Segment:
 
 @dataclass(frozen=True)
 class Batch:
-    """Rows read in one query, and the rule that matched them."""
+    """Rows read in one query, and the rule that matched them.
+
+    A batch deleted along the primary key without reading its ids back holds a sample of them as
+    ``rows``: ``count`` says how many there were, and ``id_span`` the stretch of ids they lay in.
+    """
 
     rule: Rule
     rows: Sequence[Row[Any]]
+    count: int | None = None
+    id_span: tuple[Any, Any] | None = None
+
+    @property
+    def size(self) -> int:
+        """How many rows the batch holds."""
+        return len(self.rows) if self.count is None else self.count
+
+    @property
+    def ids(self) -> list[Any]:
+        """The ids known of the batch: its rows', or the ends of its stretch of ids."""
+        return [row[0] for row in self.rows] if self.id_span is None else list(self.id_span)
 
 
 def _as_stored(table: TaskTable, column: Column[Any]) -> ColumnElement[Any]:

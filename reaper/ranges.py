@@ -121,17 +121,25 @@ def _delete_stretch(
     return Batch(ctx.rule, sampled, count=deleted, id_span=(start, min(stop - 1, last))), outcome
 
 
-def _dense_span(conn: Connection, ctx: WriteContext) -> tuple[int, int] | None:
-    """The id span of the rule's matches, when they fill at least ``DENSE_SHARE`` of it (integer ids)."""
+def _dense_span(conn: Connection, ctx: WriteContext, walks: Sequence[Segment]) -> tuple[int, int] | None:
+    """The id span of the rule's matches, when they fill at least ``DENSE_SHARE`` of it (integer ids).
+
+    Counted segment by segment, each an index range read from the index alone: the rule's whole
+    condition, an OR across its age columns, would make MariaDB scan the table (0.9 s at 1 M rows).
+    """
     table = ctx.table
-    if not isinstance(table.id.type, Integer):
+    if not isinstance(table.id.type, Integer) or not walks:
         return None
-    query = select(func.min(table.id), func.max(table.id), func.count()).where(ctx.selection)
-    low, high, count = conn.execute(query).one()
-    conn.rollback()  # end the read's transaction before the deletes begin theirs
-    if not count or count < DENSE_SHARE * (int(high) - int(low) + 1):
+    spans = [
+        conn.execute(select(func.min(table.id), func.max(table.id), func.count()).where(segment.where)).one()
+        for segment in walks
+    ]
+    conn.rollback()  # end the reads' transaction before the deletes begin theirs
+    found = [(int(low), int(high), int(count)) for low, high, count in spans if count]
+    if not found:
         return None
-    return int(low), int(high)
+    low, high = min(span[0] for span in found), max(span[1] for span in found)
+    return (low, high) if sum(span[2] for span in found) >= DENSE_SHARE * (high - low + 1) else None
 
 
 def _by_ids(
@@ -197,10 +205,10 @@ def delete_by_ranges(
         conn.rollback()
         for rule in policy.rules:
             ctx = contexts[rule]
-            span = _dense_span(conn, ctx)
+            own = [segment for segment in segments(table, policy, now, spellings) if segment.rule is rule]
+            span = _dense_span(conn, ctx, own)
             walks = [_by_ids(conn, ctx, span, sizer, pause, sample)] if span else [
-                _by_index(conn, ctx, segment, sizer, pause)
-                for segment in segments(table, policy, now, spellings) if segment.rule is rule
+                _by_index(conn, ctx, segment, sizer, pause) for segment in own
             ]
             for walk in walks:
                 for step in walk:

@@ -9,7 +9,8 @@ its old successes by, side by side in one run:
   ``WHERE id IN (...) AND <condition>`` and committed (reaper's path before the range purge);
 - ``range``: the batch's last position read from the index (``LIMIT 1 OFFSET n-1``), then one
   ``DELETE ... WHERE <condition> AND <position up to it>`` per batch (reaper's range purge);
-- ``pk-chunks``: ``DELETE ... WHERE id >= a AND id < a + n AND <condition>`` along the primary key.
+- ``pk-chunks``: ``DELETE ... WHERE id >= a AND id < a + n AND <condition>`` along the primary key;
+- ``pk+return``: the same with ``RETURNING id``, read back (what reading the ids back costs).
 
 Each strategy runs on a fresh copy of the table; every batched one commits once per batch, as a
 gentle purge must. Usage: ``python bench/batch_ceiling.py [--rows N] [--batch-size N]``.
@@ -94,6 +95,19 @@ def pk_chunks(conn: Any, cur: Any, cut: str, size: int) -> tuple[int, int]:
     return deleted, batches
 
 
+def pk_chunks_returning(conn: Any, cur: Any, cut: str, size: int) -> tuple[int, int]:
+    deleted = batches = 0
+    cur.execute("SELECT MIN(id), MAX(id) FROM processing_tasks")
+    low, high = cur.fetchone()
+    for start in range(low, high + 1, size):
+        cur.execute(f"DELETE FROM processing_tasks WHERE id >= %s AND id < %s AND {CONDITION} RETURNING id",
+                    (start, start + size, cut))
+        deleted += len(cur.fetchall())
+        conn.commit()
+        batches += 1
+    return deleted, batches
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -101,7 +115,8 @@ def main() -> int:
     args = parser.parse_args()
     plan: list[tuple[str, Strategy, int]] = [
         ("bare", bare, 0), ("in-list", in_list, args.batch_size), ("range", by_range, args.batch_size),
-        ("pk-chunks", pk_chunks, args.batch_size), ("bare", bare, 0),
+        ("pk-chunks", pk_chunks, args.batch_size), ("pk+return", pk_chunks_returning, args.batch_size),
+        ("bare", bare, 0),
     ]
     backend = purge.MariaDBBackend(args.rows, Path("/tmp/reaper-batch-ceiling"), True, 512, True)
     try:

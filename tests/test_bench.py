@@ -58,6 +58,6 @@ def test_the_batch_ceiling_benchmark_runs_every_strategy_on_a_tiny_mariadb_table
     assert result.returncode == 0, result.stderr[-3000:]
     rows = re.findall(r"^(\S+) +([\d,]+) rows .* ([\d.]+)x of the first bare DELETE, ([\d,]+) transactions$",
                       result.stdout, re.MULTILINE)
-    assert [name for name, *_ in rows] == ["bare", "in-list", "range", "pk-chunks", "bare"], result.stdout
+    assert [name for name, *_ in rows] == ["bare", "in-list", "range", "pk-chunks", "pk+return", "bare"], result.stdout
     assert len({deleted for _, deleted, _, _ in rows}) == 1  # every strategy purged the same rows
     assert all(int(count.replace(",", "")) > 1 for name, _, _, count in rows if name != "bare")

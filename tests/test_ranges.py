@@ -86,3 +86,32 @@ def test_ranges_cover_every_row_whatever_the_batch_size_and_ties_in_the_age(
     result = purge(tasks, database_url, batch_size=size).policies["success_retention"]
     assert (result.matched, result.affected, tasks.count()) == (11, 11, 0)
     assert result.batches >= 11 // size
+
+
+def test_a_locked_row_in_a_purge_is_retried_then_skipped_and_the_purge_goes_on(
+    tasks: Tasks, database_url: str
+) -> None:
+    from sqlalchemy.engine import make_url
+
+    from reaper.db import SessionLimits, create_db_engine
+    from test_writes import hold_row_lock
+
+    old = [tasks.add("failure", finished_at=ago(days=10)) for _ in range(3)]
+    holder, conn = hold_row_lock(tasks, database_url, old[1])
+    engine = create_db_engine(make_url(database_url), SessionLimits(lock_timeout_seconds=1, statement_timeout_seconds=30))
+    try:
+        settings = settings_for(database_url, tasks.shape)
+        policies = standard_policies(settings)[2:3]
+        options = RunOptions(batch_size=1, max_retries=1, sleep=lambda _: None)
+        result = run_policies(open_table(engine, settings), policies, NOW, options).policies["failure_retention"]
+    finally:
+        conn.rollback()
+        conn.close()
+        holder.dispose()
+        engine.dispose()
+    assert result.retries >= 1 and "lock conflict" in result.skip_reasons
+    if database_url.startswith("sqlite"):  # SQLite locks the whole database, so every batch waits
+        assert (result.affected, result.skipped) == (0, 3)
+    else:
+        assert (result.affected, result.skipped) == (2, 1)
+        assert [tasks.status_of(task) for task in old] == [None, "failure", None]

@@ -551,15 +551,19 @@ def active_and_zombies_in_one_query(conn: Any, table: Any, policies: list[Any], 
     Measured against reaper's separate queries (one count, one per fail policy) to see whether
     sharing the scan of the active rows pays; its figures are only timed, not used.
     """
-    from sqlalchemy import Integer, and_, case, func, select
+    from sqlalchemy import Integer, case, func, select
 
+    from reaper.matching import dating_columns, rule_condition
     from reaper.policies import Action
     from reaper.stats import _is_active, _task_type
 
     fail = [policy for policy in policies if policy.action is Action.FAIL]
-    stale = case(*((and_(table.status_is(p.status), table.older_than(p.status, p.cutoff(now))), 1) for p in fail),
-                 else_=0)
-    oldest = [func.min(case((table.status_is(p.status), table.age_expression(p.status)))) for p in fail]
+    stale = case(*((rule_condition(table, p, p.default, now), 1) for p in fail), else_=0)
+    def dated(policy: Any) -> Any:  # the moment a row is dated from: its first age column with a value
+        columns = [column for _, column in dating_columns(table, policy, policy.default)]
+        return columns[0] if len(columns) == 1 else func.coalesce(*columns)
+
+    oldest = [func.min(case((table.status_is(p.status), dated(p)))) for p in fail]
     task_type = _task_type(table)
     query = (select(table.status, task_type, func.count(), func.sum(stale, type_=Integer), *oldest)
              .where(_is_active(table)).group_by(table.status, task_type))

@@ -40,9 +40,7 @@ def dating_columns(table: TaskTable, policy: Policy, rule: Rule) -> list[tuple[s
     """Return the age columns of ``rule``'s rows, by role, in the order they count."""
     heartbeat = table.column("heartbeat_at")
     found = [("heartbeat_at", heartbeat)] if rule.heartbeat_max_age is not None and heartbeat is not None else []
-    for column in table.age_columns(policy.status):
-        found.append((next(role for role, candidate in table.columns.items() if candidate is column), column))
-    return found
+    return found + [(role, table.columns[role]) for role in table.age_roles(policy.status)]
 
 
 def datings(table: TaskTable, policy: Policy, rule: Rule, now: datetime) -> list[Dating]:

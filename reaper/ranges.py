@@ -1,11 +1,16 @@
-"""Deleting by index range: the fast path of a purge.
+"""Deleting by range: the fast path of a purge.
 
 A delete batch read as ids and deleted with ``WHERE id IN (...)`` costs a primary-key look-up per
-row on top of the delete, and the ids travel to reaper and back. Here each batch is a range of the
-segment's index instead: one query finds where the batch ends (the ``size``-th row, read from the
-index alone), and one ``DELETE ... WHERE <segment> AND <the rule's whole condition> AND <range>
-RETURNING id`` removes it, so the database walks the index once and a row that changed meanwhile
-is still left alone. The ids come back for the logs, samples and audit line.
+row on top of the delete, and the ids travel to reaper and back. Here each batch is a range, deleted
+with the rule's whole condition re-checked by the database, so a row that changed meanwhile is
+still left alone:
+
+- a rule whose matches fill at least ``DENSE_SHARE`` of their span of (integer) ids is walked along
+  the primary key, ``DELETE ... WHERE id >= a AND id < a + size AND <condition>``, counted, not read
+  back (sequential reads, as a bare DELETE's table scan);
+- the others along their index segments: one query reads where the batch ends (the ``size``-th
+  row, from the index alone), and one ``DELETE ... WHERE <segment> AND <condition> AND <range>
+  RETURNING id`` removes it; the ids feed the logs, samples and audit line.
 
 Used when the database has ``DELETE ... RETURNING`` (SQLite, PostgreSQL, MariaDB), the run writes,
 and nothing is archived; otherwise, and for a range that a lock conflict or a foreign key refuses,
@@ -14,7 +19,6 @@ the rows are read as ids and written by ``writes.write_batch`` (retries, bisecti
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -70,12 +74,29 @@ def _end_of_batch(
     return None if found is None else tuple(found)
 
 
+def _deleted(count: int) -> BatchOutcome:
+    return BatchOutcome(affected=count, done={"deleted": count} if count else {})
+
+
+def _refused(exc: DBAPIError) -> bool:
+    """Whether the database refused a range in a way ``write_batch`` handles row by row."""
+    return is_lock_conflict(exc) or refused_by_constraint(exc)
+
+
+def _write_as_ids(
+    conn: Connection, ctx: WriteContext, bounds: Callable[[], ColumnElement[bool]]
+) -> tuple[Batch, BatchOutcome]:
+    """Read a refused range's matching rows as ids (``bounds()`` runs inside the read's transaction);
+    ``write_batch`` retries, bisects and skips them."""
+    with conn.begin():
+        rows = conn.execute(select(ctx.table.id).where(bounds(), ctx.selection).order_by(ctx.table.id)).all()
+    return Batch(ctx.rule, rows), write_batch(ctx, rows)
+
+
 def _delete_where(conn: Connection, ctx: WriteContext, bounds: Callable[[], ColumnElement[bool]]) -> tuple[Batch, BatchOutcome]:
     """Delete the rows within ``bounds()`` that match the rule, in one transaction on ``conn``.
 
-    ``bounds`` runs inside the transaction (it may read where the range ends). When the database
-    refuses the delete (a lock conflict, a foreign key), the rows are read as ids and handed to
-    ``write_batch``, which retries, bisects and skips one batch at a time.
+    ``bounds`` runs inside the transaction (it may read where the range ends).
     """
     table = ctx.table
     try:
@@ -83,13 +104,10 @@ def _delete_where(conn: Connection, ctx: WriteContext, bounds: Callable[[], Colu
             statement = delete(table.table).where(bounds(), ctx.selection).returning(table.id)
             ids = conn.execute(statement).scalars().all()
     except DBAPIError as exc:
-        if not (is_lock_conflict(exc) or refused_by_constraint(exc)):
+        if not _refused(exc):
             raise
-        with conn.begin():
-            rows = conn.execute(select(table.id).where(bounds(), ctx.selection).order_by(table.id)).all()
-        return Batch(ctx.rule, rows), write_batch(ctx, rows)
-    rows = [(task_id,) for task_id in ids]
-    return Batch(ctx.rule, rows), BatchOutcome(affected=len(ids), done={"deleted": len(ids)} if ids else {})
+        return _write_as_ids(conn, ctx, bounds)
+    return Batch(ctx.rule, [(task_id,) for task_id in ids]), _deleted(len(ids))
 
 
 def _delete_stretch(
@@ -100,8 +118,7 @@ def _delete_stretch(
     ``sample`` ids are read first, for the run's sample of ids.
 
     ``RETURNING id`` cost MariaDB a third of its purge rate here (bench: 54 k against 86 k rows/s),
-    and the ids are known to lie in the stretch; a refused stretch is read as ids and written by
-    ``write_batch`` as in ``_delete_where``.
+    and the ids are known to lie in the stretch.
     """
     table = ctx.table
     bounds = and_(table.id >= start, table.id < stop)
@@ -112,13 +129,10 @@ def _delete_stretch(
             ).all() if sample else []
             deleted = int(conn.execute(delete(table.table).where(bounds, ctx.selection)).rowcount)
     except DBAPIError as exc:
-        if not (is_lock_conflict(exc) or refused_by_constraint(exc)):
+        if not _refused(exc):
             raise
-        with conn.begin():
-            rows = conn.execute(select(table.id).where(bounds, ctx.selection).order_by(table.id)).all()
-        return Batch(ctx.rule, rows), write_batch(ctx, rows)
-    outcome = BatchOutcome(affected=deleted, done={"deleted": deleted} if deleted else {})
-    return Batch(ctx.rule, sampled, count=deleted, id_span=(start, min(stop - 1, last))), outcome
+        return _write_as_ids(conn, ctx, lambda: bounds)
+    return Batch(ctx.rule, sampled, count=deleted, id_span=(start, min(stop - 1, last))), _deleted(deleted)
 
 
 def _dense_span(conn: Connection, ctx: WriteContext, walks: Sequence[Segment]) -> tuple[int, int] | None:
@@ -156,9 +170,9 @@ def _by_ids(
         if start > span[0] and not pause():
             yield None
             return
-        width, started = sizer.size, time.monotonic()
+        width, started = sizer.size, sizer.timer()
         yield _delete_stretch(conn, ctx, start, start + width, high, sample if start == span[0] else 0)
-        sizer.observe(width, time.monotonic() - started)
+        sizer.observe(width, sizer.timer() - started)
         start += width
 
 
@@ -171,14 +185,14 @@ def _by_index(
         if after is not None and not pause():
             yield None
             return
-        size, started, ends = sizer.size, time.monotonic(), []
+        size, started, ends = sizer.size, sizer.timer(), []
 
         def bounds() -> ColumnElement[bool]:
             ends.append(_end_of_batch(conn, segment, after, size))
             return _range(segment, after, ends[-1])
 
         batch, outcome = _delete_where(conn, ctx, bounds)
-        sizer.observe(len(batch.rows), time.monotonic() - started)
+        sizer.observe(len(batch.rows), sizer.timer() - started)
         yield batch, outcome
         if ends[-1] is None:
             return
@@ -203,9 +217,10 @@ def delete_by_ranges(
     with table.engine.connect() as conn:  # one session per policy: no pool ping and reset per batch
         spellings = table.stored_spellings(conn, policy.status)
         conn.rollback()
+        every_segment = segments(table, policy, now, spellings)
         for rule in policy.rules:
             ctx = contexts[rule]
-            own = [segment for segment in segments(table, policy, now, spellings) if segment.rule is rule]
+            own = [segment for segment in every_segment if segment.rule is rule]
             span = _dense_span(conn, ctx, own)
             walks = [_by_ids(conn, ctx, span, sizer, pause, sample)] if span else [
                 _by_index(conn, ctx, segment, sizer, pause) for segment in own

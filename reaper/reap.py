@@ -256,7 +256,7 @@ def _batches_written(
 ) -> Iterator[tuple[Batch, BatchOutcome]]:
     """Each batch and what was done to it: deleted by index range where possible (see ``ranges``),
     else read as rows and written (or, in a dry run, foreseen) one batch at a time."""
-    sizer = BatchSizer(options.batch_size, None if options.dry_run else options.batch_time_seconds)
+    sizer = BatchSizer(options.batch_size, None if options.dry_run else options.batch_time_seconds, options.timer)
     if deletes_by_range(table, policy, options.dry_run, options.archive is not None):
         yield from delete_by_ranges(table, policy, now, sizer, pause, contexts, options.sample_size)
         return
@@ -265,9 +265,9 @@ def _batches_written(
         if options.dry_run:
             yield batch, _foreseen(table, policy, batch)
             continue
-        started = time.monotonic()
+        started = sizer.timer()
         outcome = write_batch(contexts[batch.rule], batch.rows)
-        sizer.observe(len(batch.rows), time.monotonic() - started)
+        sizer.observe(len(batch.rows), sizer.timer() - started)
         yield batch, outcome
 
 

@@ -9,6 +9,8 @@ batch faster than half the target doubles it back, never above ``batch_size``.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -18,6 +20,7 @@ class BatchSizer:
 
     limit: int
     target_seconds: float | None = None
+    timer: Callable[[], float] = time.monotonic  # what the callers time their writes with
     size: int = field(init=False)
 
     def __post_init__(self) -> None:

@@ -6,14 +6,13 @@ must exist in the reflected table, and SQL is only ever built from the reflected
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.dialects.mysql import TIMESTAMP as MySQLTimestamp
-from sqlalchemy import Column, MetaData, Table, and_, func, inspect, literal, not_, or_, select
+from sqlalchemy import Column, MetaData, Table, and_, func, inspect, literal, not_, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import NoSuchTableError
 from sqlalchemy.sql.elements import ColumnElement
@@ -129,29 +128,16 @@ class TaskTable:
                 return role
         return lowered
 
-    def age_columns(self, status_role: str) -> list[Column[Any]]:
-        """Return the columns whose first non-null value dates a row of ``status_role``."""
+    def age_roles(self, status_role: str) -> list[str]:
+        """Return the roles of the columns whose first non-null value dates a row of ``status_role``."""
         roles = AGE_COLUMNS[status_role]
         if status_role == "pending" and self.pending_since_update:
             roles = REQUEUED_PENDING_AGE_COLUMNS
-        return [self.columns[role] for role in roles if role in self.columns]
+        return [role for role in roles if role in self.columns]
 
-    def age_expression(self, status_role: str) -> ColumnElement[Any]:
-        """Return the SQL expression for the moment a row of ``status_role`` is dated from."""
-        columns = self.age_columns(status_role)
-        return columns[0] if len(columns) == 1 else func.coalesce(*columns)
-
-    def older_than(self, status_role: str, cutoff: datetime) -> ColumnElement[bool]:
-        """Return ``COALESCE(age columns) < cutoff``, written so that an index on each column serves."""
-        return self.coalesce_before(self.age_columns(status_role), cutoff)
-
-    def coalesce_before(self, columns: Sequence[Column[Any]], cutoff: datetime) -> ColumnElement[bool]:
-        """Return ``COALESCE(columns) < cutoff`` as ``c1 < x OR (c1 IS NULL AND (c2 < x OR ...))``."""
-        first, rest = columns[0], columns[1:]
-        condition = self.before(first, cutoff)
-        if not rest:
-            return condition
-        return or_(condition, and_(first.is_(None), self.coalesce_before(rest, cutoff)))
+    def age_columns(self, status_role: str) -> list[Column[Any]]:
+        """Return the columns whose first non-null value dates a row of ``status_role``."""
+        return [self.columns[role] for role in self.age_roles(status_role)]
 
     def before(self, column: Column[Any], moment: datetime) -> ColumnElement[bool]:
         """Return ``column < moment``, the moment converted to what the column stores."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime
 from typing import Any
 
@@ -62,9 +63,9 @@ class WriteContext:
     sleep: Callable[[float], None]
     archive: Archive | None = None
 
-    @property
+    @cached_property
     def selection(self) -> ColumnElement[bool]:
-        """The rule's whole condition, re-checked by every write."""
+        """The rule's whole condition, re-checked by every write (built once per pass)."""
         return rule_condition(self.table, self.policy, self.rule, self.now)
 
 

@@ -88,15 +88,20 @@ def test_ranges_cover_every_row_whatever_the_batch_size_and_ties_in_the_age(
     assert result.batches >= 11 // size
 
 
+@pytest.mark.parametrize("young_per_old", [0, 4], ids=["key walk", "index ranges"])
 def test_a_locked_row_in_a_purge_is_retried_then_skipped_and_the_purge_goes_on(
-    tasks: Tasks, database_url: str
+    tasks: Tasks, database_url: str, young_per_old: int
 ) -> None:
     from sqlalchemy.engine import make_url
 
     from reaper.db import SessionLimits, create_db_engine
     from test_writes import hold_row_lock
 
-    old = [tasks.add("failure", finished_at=ago(days=10)) for _ in range(3)]
+    old = []
+    for _ in range(3):  # with young rows between them, too sparse to walk the primary key
+        old.append(tasks.add("failure", finished_at=ago(days=10)))
+        for _ in range(young_per_old):
+            tasks.add("failure", finished_at=ago(days=1))
     holder, conn = hold_row_lock(tasks, database_url, old[1])
     engine = create_db_engine(make_url(database_url), SessionLimits(lock_timeout_seconds=1, statement_timeout_seconds=30))
     try:

@@ -26,6 +26,7 @@ def run_options(settings: Settings, dry_run: bool, **extra: Any) -> RunOptions:
         dry_run=dry_run,
         batch_size=settings.batch_size,
         batch_time_seconds=settings.batch_time_seconds or None,
+        max_batch_size=settings.batch_ceiling,
         sleep_seconds=settings.sleep_seconds,
         max_runtime_seconds=settings.max_runtime_seconds,
         max_retries=settings.max_retries,

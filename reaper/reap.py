@@ -34,8 +34,9 @@ class RunOptions:
     """How a pass runs: dry or not, batch size, pacing, limits, and a stop request."""
 
     dry_run: bool = False
-    batch_size: int = 1000
+    batch_size: int = 1000  # the first batch's size
     batch_time_seconds: float | None = None  # see sizing.BatchSizer; None: every batch is batch_size
+    max_batch_size: int | None = None  # how far batches may grow; None: never past batch_size
     sample_size: int = SAMPLE_SIZE
     sleep_seconds: float = 0.0
     max_runtime_seconds: float | None = None
@@ -256,7 +257,9 @@ def _batches_written(
 ) -> Iterator[tuple[Batch, BatchOutcome]]:
     """Each batch and what was done to it: deleted by index range where possible (see ``ranges``),
     else read as rows and written (or, in a dry run, foreseen) one batch at a time."""
-    sizer = BatchSizer(options.batch_size, None if options.dry_run else options.batch_time_seconds, options.timer)
+    target = None if options.dry_run else options.batch_time_seconds
+    ceiling = None if options.archive is not None else options.max_batch_size  # an archive holds whole rows
+    sizer = BatchSizer(options.batch_size, target, options.timer, ceiling)
     if deletes_by_range(table, policy, options.dry_run, options.archive is not None):
         yield from delete_by_ranges(table, policy, now, sizer, pause, contexts, options.sample_size)
         return

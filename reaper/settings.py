@@ -29,6 +29,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from reaper.errors import ConfigError
+from reaper.sizing import MAX_BATCH_SIZE
 
 ENV_PREFIX = "REAPER_"
 DOTENV_FILE = ".env"
@@ -161,7 +162,7 @@ class Settings(BaseSettings):
     pending_timeout_action: RescueAction = "fail"
     max_attempts: int = Field(3, ge=1, le=1000)
     task_types: dict[str, TaskTypeSettings] = Field(default_factory=dict)
-    batch_size: int = Field(1000, ge=1, le=10000)
+    batch_size: int = Field(1000, ge=1, le=MAX_BATCH_SIZE)  # the first batch's; set, the most (see sizing)
     batch_time_seconds: float = Field(0.25, ge=0, le=60, allow_inf_nan=False)  # 0: fixed batches
     sleep_seconds: float = Field(0.0, ge=0, le=3600, allow_inf_nan=False)
     max_runtime_seconds: float | None = Field(None, gt=0, allow_inf_nan=False)
@@ -255,6 +256,11 @@ class Settings(BaseSettings):
                 if own.action is not None and getattr(own, key) is None:
                     merged[key] = own.action
         return TaskTypeSettings(**merged)
+
+    @property
+    def batch_ceiling(self) -> int:
+        """How far batches may grow: ``batch_size`` when the user set it, else ``MAX_BATCH_SIZE``."""
+        return self.batch_size if "batch_size" in self.model_fields_set else MAX_BATCH_SIZE
 
     def rescues(self) -> bool:
         """Whether any policy, for any task type, requeues instead of failing."""
@@ -432,4 +438,4 @@ def load_settings(overrides: Mapping[str, Any] | None = None, config_file: Path 
         for source, said in (("_DotEnvSource", DOTENV_FILE), ("EnvSettingsSource", "the environment")):
             first_line = first_line.replace(f'source "{source}"', said)
         raise ConfigError(f"invalid settings: {first_line} (not valid JSON?)") from None
-    return Settings.model_validate(loaded.model_dump())
+    return Settings.model_validate(loaded.model_dump(exclude_unset=True))  # keeps what was set: batch_ceiling

@@ -1,10 +1,18 @@
-"""The size of the next batch: at most ``batch_size``, smaller while transactions run long.
+"""The size of the next batch: grown while write transactions are quick, shrunk while they are slow.
 
-A batch of a fixed size can take far longer than usual when the server is busy (a 1,000-row
-delete took 20 ms alone and 490 ms under an application's load in ``bench/purge.py``), and a long
-transaction holds its locks that long. With a target time per write transaction
-(``REAPER_BATCH_TIME_SECONDS``), a batch slower than the target halves the next one, and a full
-batch faster than half the target doubles it back, never above ``batch_size``.
+A batch of a fixed size is either too small or too large: on a quiet server a 1,000-row delete
+commits in milliseconds and the commits cost as much as the deletes (``bench/batch_ceiling.py
+--database sqlite``: a walk along the primary key ran at 0.69x of one bare DELETE in batches of
+1,000 ids, 1.05x in batches of 10,000); on a busy one the same batch took 490 ms
+(``bench/purge.py``), holding its locks that long. So, with a target
+time per write transaction (``REAPER_BATCH_TIME_SECONDS``), a batch slower than the target halves
+the next one, and a full batch faster than half the target doubles it, up to a ceiling.
+
+The first batch has ``REAPER_BATCH_SIZE`` rows. The ceiling is ``MAX_BATCH_SIZE`` when the user left
+``REAPER_BATCH_SIZE`` at its default, and ``REAPER_BATCH_SIZE`` itself when they set it (flag,
+environment or file): a size chosen on purpose is a limit that batches never exceed, as
+``--chunk-size`` set by hand disables ``pt-online-schema-change``'s ``--chunk-time``. Runs that
+archive hold each batch's whole rows in memory: they never grow past ``REAPER_BATCH_SIZE`` either.
 """
 
 from __future__ import annotations
@@ -13,18 +21,29 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+# The most rows (or ids, for a walk along the primary key) a grown batch covers. It bounds what a
+# batch holds in memory (its ids, at most) whatever the server's speed; the target time, not this,
+# is what keeps transactions short.
+MAX_BATCH_SIZE = 100_000
+
 
 @dataclass
 class BatchSizer:
     """The current batch size, adapted to the time each write transaction takes."""
 
-    limit: int
+    first: int
     target_seconds: float | None = None
     timer: Callable[[], float] = time.monotonic  # what the callers time their writes with
+    ceiling: int | None = None  # None: ``first`` is also the most
     size: int = field(init=False)
 
     def __post_init__(self) -> None:
-        self.size = self.limit
+        self.size = self.first
+
+    @property
+    def most(self) -> int:
+        """The largest size a batch may reach."""
+        return max(self.first, self.ceiling or self.first)
 
     def observe(self, rows: int, seconds: float) -> None:
         """Adapt the next batch's size to how long a batch of ``rows`` rows took to write."""
@@ -33,4 +52,4 @@ class BatchSizer:
         if seconds > self.target_seconds:
             self.size = max(1, min(self.size, rows) // 2)
         elif rows >= self.size and seconds < self.target_seconds / 2:
-            self.size = min(self.limit, self.size * 2)
+            self.size = min(self.most, self.size * 2)

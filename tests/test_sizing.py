@@ -1,4 +1,5 @@
-"""Batches that shrink while write transactions run longer than REAPER_BATCH_TIME_SECONDS."""
+"""Batches that grow while write transactions are quick and shrink while they run longer than
+REAPER_BATCH_TIME_SECONDS."""
 
 from __future__ import annotations
 
@@ -9,14 +10,17 @@ import pytest
 from sqlalchemy import event
 
 from helpers import NOW, Tasks, ago, settings_for
+from reaper.archive import JsonlArchive, read_jsonl_archive
+from reaper.cleanup import run_options
 from reaper.cli import main
 from reaper.policies import standard_policies
 from reaper.reap import RunOptions, RunResult, run_policies
-from reaper.sizing import BatchSizer
+from reaper.settings import load_settings
+from reaper.sizing import MAX_BATCH_SIZE, BatchSizer
 from reaper.table import open_table
 
 
-def test_a_slow_batch_halves_the_next_and_fast_full_batches_double_it_back_to_the_limit() -> None:
+def test_a_slow_batch_halves_the_next_and_fast_full_batches_double_it_back_to_the_first_size_at_most() -> None:
     sizer = BatchSizer(1000, target_seconds=0.2)
     sizer.observe(1000, 0.5)
     assert sizer.size == 500
@@ -27,7 +31,26 @@ def test_a_slow_batch_halves_the_next_and_fast_full_batches_double_it_back_to_th
     sizer.observe(250, 0.05)
     sizer.observe(500, 0.05)
     sizer.observe(1000, 0.01)
-    assert sizer.size == 1000  # never above batch_size
+    assert sizer.size == 1000  # no ceiling: never above the first size
+
+
+def test_quick_full_batches_grow_up_to_the_ceiling_and_a_slow_one_halves_the_next() -> None:
+    sizer = BatchSizer(1000, target_seconds=0.2, ceiling=5000)
+    sizer.observe(1000, 0.01)
+    assert sizer.size == 2000
+    sizer.observe(2000, 0.02)
+    sizer.observe(4000, 0.04)
+    assert sizer.size == 5000
+    sizer.observe(5000, 0.05)
+    assert sizer.size == 5000
+    sizer.observe(5000, 0.3)
+    assert sizer.size == 2500
+
+
+def test_a_batch_that_was_not_full_does_not_grow_the_next() -> None:
+    sizer = BatchSizer(1000, target_seconds=0.2, ceiling=5000)
+    sizer.observe(10, 0.001)  # the last rows of a segment say nothing about a full batch's time
+    assert sizer.size == 1000
 
 
 def test_without_a_target_every_batch_has_the_configured_size() -> None:
@@ -65,3 +88,53 @@ def test_batches_shrink_while_writes_are_slower_than_the_batch_time(
 def test_the_batch_time_flag_is_validated(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--once", "--batch-time", "-1"]) == 2
     assert "--batch-time" in capsys.readouterr().err
+
+
+def old_successes(tasks: Tasks, count: int) -> None:
+    for _ in range(count):
+        tasks.add("success", finished_at=ago(days=31))
+
+
+def test_a_purge_on_a_quick_database_grows_its_batches_and_deletes_everything(tasks: Tasks, database_url: str) -> None:
+    old_successes(tasks, 120)
+    fixed = purge_with(tasks, database_url, RunOptions(batch_size=2, batch_time_seconds=30))
+    assert (fixed.affected, fixed.batches) == (120, 60)
+    old_successes(tasks, 120)
+    grown = purge_with(tasks, database_url, RunOptions(batch_size=2, batch_time_seconds=30, max_batch_size=64))
+    assert grown.affected == 120
+    assert grown.batches <= 7  # 2, 4, 8, 16, 32, 64 ids, then the rest
+
+
+def test_a_purge_that_archives_never_grows_past_the_batch_size(tasks: Tasks, database_url: str, tmp_path: Any) -> None:
+    old_successes(tasks, 30)
+    archive = JsonlArchive(tmp_path, tasks.shape.name, NOW)
+    options = RunOptions(batch_size=3, batch_time_seconds=30, max_batch_size=64, archive=archive)
+    result = purge_with(tasks, database_url, options)
+    assert sum(1 for _ in read_jsonl_archive(archive.path)) == 30
+    assert (result.affected, result.batches) == (30, 10)
+
+
+def purge_with(tasks: Tasks, database_url: str, options: RunOptions) -> Any:
+    settings = settings_for(database_url, tasks.shape)
+    table = open_table(tasks.engine, settings)
+    return run_policies(table, standard_policies(settings), NOW, options).policies["success_retention"]
+
+
+def test_batches_may_grow_to_the_ceiling_while_the_batch_size_is_left_at_its_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REAPER_BATCH_SIZE", raising=False)
+    options = run_options(load_settings(), dry_run=False)
+    assert (options.batch_size, options.max_batch_size) == (1000, MAX_BATCH_SIZE)
+
+
+@pytest.mark.parametrize("source", ["flag", "environment", "file"])
+def test_a_batch_size_the_user_sets_is_the_most_a_batch_ever_holds(
+    source: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    monkeypatch.delenv("REAPER_BATCH_SIZE", raising=False)
+    config = tmp_path / "reaper.toml"
+    config.write_text("batch_size = 1000\n" if source == "file" else "")
+    if source == "environment":
+        monkeypatch.setenv("REAPER_BATCH_SIZE", "1000")
+    settings = load_settings({"batch_size": 1000} if source == "flag" else {}, config)
+    options = run_options(settings, dry_run=False)
+    assert (options.batch_size, options.max_batch_size) == (1000, 1000)

@@ -13,7 +13,10 @@ its old successes by, side by side in one run:
 - ``pk+return``: the same with ``RETURNING id``, read back (what reading the ids back costs).
 
 Each strategy runs on a fresh copy of the table; every batched one commits once per batch, as a
-gentle purge must. Usage: ``python bench/batch_ceiling.py [--rows N] [--batch-size N]``.
+gentle purge must. ``--walk-sizes`` adds the key walk at other batch sizes (what a commit every
+1,000 rows costs against fewer, larger batches). ``--database sqlite`` runs the bare DELETE and the
+key walks on SQLite (its rollback journal and ``synchronous=FULL``, as ``purge.py``).
+Usage: ``python bench/batch_ceiling.py [--rows N] [--batch-size N] [--walk-sizes N,N] [--database D]``.
 """
 
 from __future__ import annotations
@@ -108,17 +111,46 @@ def pk_chunks_returning(conn: Any, cur: Any, cut: str, size: int) -> tuple[int, 
     return deleted, batches
 
 
+class SQLiteCursor:
+    """A sqlite3 cursor that speaks the strategies' dialect: ``%s`` markers, ``execute`` returns the row count."""
+
+    def __init__(self, conn: Any) -> None:
+        self.cursor = conn.cursor()
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+        return self.cursor.execute(sql.replace("%s", "?"), params).rowcount
+
+    def fetchone(self) -> Any:
+        return self.cursor.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self.cursor.fetchall()
+
+
+def plan_for(args: argparse.Namespace) -> list[tuple[str, Strategy, int]]:
+    """The strategies to run, in order, each with its batch size (0: one transaction)."""
+    walks = [("pk-chunks", pk_chunks, int(size)) for size in args.walk_sizes.split(",") if size]
+    if args.database == "sqlite":
+        return [("bare", bare, 0), ("pk-chunks", pk_chunks, args.batch_size), *walks, ("bare", bare, 0)]
+    return [
+        ("bare", bare, 0), ("in-list", in_list, args.batch_size), ("range", by_range, args.batch_size),
+        ("pk-chunks", pk_chunks, args.batch_size), ("pk+return", pk_chunks_returning, args.batch_size),
+        *walks, ("bare", bare, 0),
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--walk-sizes", default="", help="also walk the key in batches of these sizes: 10000,50000")
+    parser.add_argument("--database", choices=("mariadb", "sqlite"), default="mariadb")
     args = parser.parse_args()
-    plan: list[tuple[str, Strategy, int]] = [
-        ("bare", bare, 0), ("in-list", in_list, args.batch_size), ("range", by_range, args.batch_size),
-        ("pk-chunks", pk_chunks, args.batch_size), ("pk+return", pk_chunks_returning, args.batch_size),
-        ("bare", bare, 0),
-    ]
-    backend = purge.MariaDBBackend(args.rows, Path("/tmp/reaper-batch-ceiling"), True, 512, True)
+    plan = plan_for(args)
+    workdir = Path("/tmp/reaper-batch-ceiling")
+    workdir.mkdir(exist_ok=True)
+    backend: Any = (purge.SQLiteBackend(args.rows, workdir, True) if args.database == "sqlite"
+                    else purge.MariaDBBackend(args.rows, workdir, True, 512, True))
     try:
         print(f"{backend.version()}, {args.rows:,} rows, batches of {args.batch_size:,}", flush=True)
         backend.build_template(purge.utc_now(), lambda table: 0.0)
@@ -126,17 +158,18 @@ def main() -> int:
         bare_rate = None
         for name, strategy, size in plan:
             backend.rebuild()
-            conn = backend._connect(autocommit=False)
+            conn = backend._connect() if args.database == "sqlite" else backend._connect(autocommit=False)
             try:
-                with conn.cursor() as cur:
-                    started = time.perf_counter()
-                    deleted, batches = strategy(conn, cur, cut, size)
-                    seconds = time.perf_counter() - started
+                cur = SQLiteCursor(conn) if args.database == "sqlite" else conn.cursor()
+                started = time.perf_counter()
+                deleted, batches = strategy(conn, cur, cut, size)
+                seconds = time.perf_counter() - started
             finally:
                 conn.close()
             rate = deleted / seconds
             bare_rate = bare_rate or rate
-            print(f"{name:<10} {deleted:>9,} rows {seconds:7.2f} s {rate:>9,.0f} rows/s {rate / bare_rate:5.2f}x "
+            label = f"{name} {size}" if size else name
+            print(f"{label:<16} {deleted:>9,} rows {seconds:7.2f} s {rate:>9,.0f} rows/s {rate / bare_rate:5.2f}x "
                   f"of the first bare DELETE, {batches:,} transactions", flush=True)
     finally:
         backend.close()

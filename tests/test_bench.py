@@ -46,6 +46,12 @@ def test_the_purge_benchmark_runs_on_a_tiny_sqlite_table_and_prints_its_figures_
 CEILING = SCRIPT.parent / "batch_ceiling.py"
 
 
+def strategies_run(stdout: str) -> list[tuple[str, str, str, str]]:
+    """(strategy, rows deleted, ratio, transactions) per line of batch_ceiling.py's output."""
+    return re.findall(r"^(\S+)(?: \d+)? +([\d,]+) rows .* ([\d.]+)x of the first bare DELETE, ([\d,]+) transactions$",
+                      stdout, re.MULTILINE)
+
+
 def test_the_batch_ceiling_benchmark_runs_every_strategy_on_a_tiny_mariadb_table(tmp_path: Path) -> None:
     if not Path("/usr/sbin/mariadbd").exists():
         if os.environ.get("CI"):
@@ -56,8 +62,20 @@ def test_the_batch_ceiling_benchmark_runs_every_strategy_on_a_tiny_mariadb_table
         capture_output=True, text=True, timeout=120, cwd=tmp_path, stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = re.findall(r"^(\S+) +([\d,]+) rows .* ([\d.]+)x of the first bare DELETE, ([\d,]+) transactions$",
-                      result.stdout, re.MULTILINE)
+    rows = strategies_run(result.stdout)
     assert [name for name, *_ in rows] == ["bare", "in-list", "range", "pk-chunks", "pk+return", "bare"], result.stdout
     assert len({deleted for _, deleted, _, _ in rows}) == 1  # every strategy purged the same rows
     assert all(int(count.replace(",", "")) > 1 for name, _, _, count in rows if name != "bare")
+
+
+def test_the_batch_ceiling_benchmark_walks_the_key_at_each_batch_size_on_sqlite(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(CEILING), "--rows", "3000", "--batch-size", "100", "--walk-sizes", "1000",
+         "--database", "sqlite"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = strategies_run(result.stdout)
+    assert [name for name, *_ in rows] == ["bare", "pk-chunks", "pk-chunks", "bare"], result.stdout
+    assert len({deleted for _, deleted, _, _ in rows}) == 1 and rows[0][1] != "0"
+    assert [int(count.replace(",", "")) for *_, count in rows] == [1, 30, 3, 1]  # 3,000 ids in 100s, then 1,000s

@@ -31,7 +31,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from reaper.db import is_lock_conflict, refused_by_constraint
 from reaper.policies import Action, Policy
 from reaper.selection import Batch, Segment, resume_after, segments
-from reaper.sizing import BatchSizer
+from reaper.sizing import MAX_ID_LIST, BatchSizer
 from reaper.table import TaskTable
 from reaper.writes import BatchOutcome, WriteContext, write_batch
 
@@ -90,7 +90,10 @@ def _write_as_ids(
     ``write_batch`` retries, bisects and skips them."""
     with conn.begin():
         rows = conn.execute(select(ctx.table.id).where(bounds(), ctx.selection).order_by(ctx.table.id)).all()
-    return Batch(ctx.rule, rows), write_batch(ctx, rows)
+    outcome = BatchOutcome()
+    for start in range(0, len(rows), MAX_ID_LIST):  # a grown range can hold more ids than one statement binds
+        outcome.add(write_batch(ctx, rows[start : start + MAX_ID_LIST]))
+    return Batch(ctx.rule, rows), outcome
 
 
 def _delete_where(conn: Connection, ctx: WriteContext, bounds: Callable[[], ColumnElement[bool]]) -> tuple[Batch, BatchOutcome]:

@@ -20,7 +20,7 @@ from reaper.policies import Action, Policy, Rule
 from reaper.matching import counted_attempts, dating_columns
 from reaper.ranges import delete_by_ranges, deletes_by_range
 from reaper.selection import Batch, batches
-from reaper.sizing import BatchSizer
+from reaper.sizing import MAX_ID_LIST, BatchSizer
 from reaper.table import TaskTable
 from reaper.writes import BatchOutcome, WriteContext, write_batch
 
@@ -258,11 +258,13 @@ def _batches_written(
     """Each batch and what was done to it: deleted by index range where possible (see ``ranges``),
     else read as rows and written (or, in a dry run, foreseen) one batch at a time."""
     target = None if options.dry_run else options.batch_time_seconds
-    ceiling = None if options.archive is not None else options.max_batch_size  # an archive holds whole rows
-    sizer = BatchSizer(options.batch_size, target, options.timer, ceiling)
     if deletes_by_range(table, policy, options.dry_run, options.archive is not None):
+        sizer = BatchSizer(options.batch_size, target, options.timer, options.max_batch_size)
         yield from delete_by_ranges(table, policy, now, sizer, pause, contexts, options.sample_size)
         return
+    growth = None if options.archive is not None else options.max_batch_size  # an archive holds whole rows
+    ceiling = None if growth is None else min(growth, MAX_ID_LIST)  # the write binds every id
+    sizer = BatchSizer(options.batch_size, target, options.timer, ceiling)
     with_age = Action.DELETE not in policy.actions  # only the reason written on a row needs the age
     for batch in batches(table, policy, now, sizer, pause, with_age):
         if options.dry_run:

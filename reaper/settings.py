@@ -29,7 +29,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from reaper.errors import ConfigError
-from reaper.sizing import MAX_BATCH_SIZE
+from reaper.sizing import MAX_BATCH_SIZE, MAX_ID_LIST
 
 ENV_PREFIX = "REAPER_"
 DOTENV_FILE = ".env"
@@ -162,7 +162,7 @@ class Settings(BaseSettings):
     pending_timeout_action: RescueAction = "fail"
     max_attempts: int = Field(3, ge=1, le=1000)
     task_types: dict[str, TaskTypeSettings] = Field(default_factory=dict)
-    batch_size: int = Field(1000, ge=1, le=MAX_BATCH_SIZE)  # the first batch's; set, the most (see sizing)
+    batch_size: int = Field(1000, ge=1, le=MAX_ID_LIST)  # the first batch's; set, the most (see sizing)
     batch_time_seconds: float = Field(0.25, ge=0, le=60, allow_inf_nan=False)  # 0: fixed batches
     sleep_seconds: float = Field(0.0, ge=0, le=3600, allow_inf_nan=False)
     max_runtime_seconds: float | None = Field(None, gt=0, allow_inf_nan=False)

@@ -8,11 +8,12 @@ commits in milliseconds and the commits cost as much as the deletes (``bench/bat
 time per write transaction (``REAPER_BATCH_TIME_SECONDS``), a batch slower than the target halves
 the next one, and a full batch faster than half the target doubles it, up to a ceiling.
 
-The first batch has ``REAPER_BATCH_SIZE`` rows. The ceiling is ``MAX_BATCH_SIZE`` when the user left
-``REAPER_BATCH_SIZE`` at its default, and ``REAPER_BATCH_SIZE`` itself when they set it (flag,
-environment or file): a size chosen on purpose is a limit that batches never exceed, as
-``--chunk-size`` set by hand disables ``pt-online-schema-change``'s ``--chunk-time``. Runs that
-archive hold each batch's whole rows in memory: they never grow past ``REAPER_BATCH_SIZE`` either.
+The first batch has ``REAPER_BATCH_SIZE`` rows. The ceiling is ``REAPER_BATCH_SIZE`` itself when the
+user set it (flag, environment or file): a size chosen on purpose is a limit that batches never
+exceed, as ``--chunk-size`` set by hand disables ``pt-online-schema-change``'s ``--chunk-time``.
+Left at its default, batches grow up to ``MAX_BATCH_SIZE`` when deleted by range, and up to
+``MAX_ID_LIST`` when read as ids and written with ``WHERE id IN (...)``. Runs that archive hold each
+batch's whole rows in memory: they never grow past ``REAPER_BATCH_SIZE``.
 """
 
 from __future__ import annotations
@@ -21,10 +22,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-# The most rows (or ids, for a walk along the primary key) a grown batch covers. It bounds what a
-# batch holds in memory (its ids, at most) whatever the server's speed; the target time, not this,
-# is what keeps transactions short.
+# The most rows (or ids, for a walk along the primary key) a grown batch covers when it is deleted
+# by range (``ranges``): it bounds what a batch holds in memory (its ids, at most) whatever the
+# server's speed; the target time, not this, is what keeps transactions short.
 MAX_BATCH_SIZE = 100_000
+# The most ids one statement binds (``WHERE id IN (...)``), and so the most rows a batch read as ids
+# holds: PostgreSQL's protocol takes at most 65,535 parameters, SQLite 32,766 by default (999 before
+# 3.32). Also the largest REAPER_BATCH_SIZE.
+MAX_ID_LIST = 10_000
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import Column, ForeignKey, Integer, Table, event, insert
 from sqlalchemy.engine import Engine
 
 from helpers import NOW, Tasks, ago, change_just_before_the_write, settings_for
@@ -120,3 +120,31 @@ def test_a_locked_row_in_a_purge_is_retried_then_skipped_and_the_purge_goes_on(
     else:
         assert (result.affected, result.skipped) == (2, 1)
         assert [tasks.status_of(task) for task in old] == [None, "failure", None]
+
+
+def test_a_refused_range_is_written_in_id_lists_no_longer_than_one_statement_binds(
+    tasks: Tasks, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.engine import make_url
+
+    import reaper.ranges
+    from reaper.db import SessionLimits, create_db_engine
+    from test_writes import run
+
+    ids = [tasks.add("failure", finished_at=ago(days=10)) for _ in range(10)]
+    outputs = Table("task_outputs", tasks.table.metadata, Column("id", Integer, primary_key=True),
+                    Column("task_id", Integer, ForeignKey(tasks.table.c.id, name="fk_outputs_task"), nullable=False))
+    outputs.create(tasks.engine)
+    with tasks.engine.begin() as conn:
+        conn.execute(insert(outputs), [{"task_id": ids[2]}, {"task_id": ids[6]}])
+    lists: list[int] = []
+    real_write = reaper.ranges.write_batch
+    monkeypatch.setattr(reaper.ranges, "MAX_ID_LIST", 3)
+    monkeypatch.setattr(reaper.ranges, "write_batch", lambda ctx, rows: lists.append(len(rows)) or real_write(ctx, rows))
+    engine = create_db_engine(make_url(database_url), SessionLimits(lock_timeout_seconds=1, statement_timeout_seconds=30))
+    try:
+        result = run(engine, database_url, tasks, 2, batch_size=10).policies["failure_retention"]
+    finally:
+        engine.dispose()
+    assert (result.matched, result.affected, result.skipped) == (10, 8, 2)
+    assert lists and max(lists) <= 3 and sum(lists) == 10  # the refused range of 10 ids, 3 at a time

@@ -138,3 +138,18 @@ def test_a_batch_size_the_user_sets_is_the_most_a_batch_ever_holds(
     settings = load_settings({"batch_size": 1000} if source == "flag" else {}, config)
     options = run_options(settings, dry_run=False)
     assert (options.batch_size, options.max_batch_size) == (1000, 1000)
+
+
+def test_batches_written_as_id_lists_grow_no_further_than_one_statement_binds(
+    tasks: Tasks, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import reaper.reap
+
+    for _ in range(20):
+        tasks.add("running", started_at=ago(hours=30))
+    monkeypatch.setattr(reaper.reap, "MAX_ID_LIST", 4)
+    settings = settings_for(database_url, tasks.shape)
+    options = RunOptions(batch_size=2, batch_time_seconds=30, max_batch_size=64)
+    result = run_policies(open_table(tasks.engine, settings), standard_policies(settings), NOW, options)
+    zombies = result.policies["running_timeout"]
+    assert (zombies.affected, zombies.batches) == (20, 6)  # 2, then 4 at a time: never 8

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from dotenv import dotenv_values
 from pydantic_settings import (
     BaseSettings,
@@ -146,6 +146,8 @@ class Settings(BaseSettings):
 
     # The REAPER_* lines of .env, read by load_settings (a class variable, not a setting).
     dotenv_values: ClassVar[Mapping[str, str]] = {}
+    # Whether a source (flag, environment, .env, file) gave batch_size: see batch_ceiling.
+    _batch_size_given: bool | None = PrivateAttr(default=None)
 
     config_file: Path | None = None
     database_url: str = DEFAULT_DATABASE_URL
@@ -260,7 +262,9 @@ class Settings(BaseSettings):
     @property
     def batch_ceiling(self) -> int:
         """How far batches may grow: ``batch_size`` when the user set it, else ``MAX_BATCH_SIZE``."""
-        return self.batch_size if "batch_size" in self.model_fields_set else MAX_BATCH_SIZE
+        given = self._batch_size_given
+        return self.batch_size if (given if given is not None else "batch_size" in self.model_fields_set) \
+            else MAX_BATCH_SIZE
 
     def rescues(self) -> bool:
         """Whether any policy, for any task type, requeues instead of failing."""
@@ -438,4 +442,6 @@ def load_settings(overrides: Mapping[str, Any] | None = None, config_file: Path 
         for source, said in (("_DotEnvSource", DOTENV_FILE), ("EnvSettingsSource", "the environment")):
             first_line = first_line.replace(f'source "{source}"', said)
         raise ConfigError(f"invalid settings: {first_line} (not valid JSON?)") from None
-    return Settings.model_validate(loaded.model_dump(exclude_unset=True))  # keeps what was set: batch_ceiling
+    settings = Settings.model_validate(loaded.model_dump())
+    settings._batch_size_given = "batch_size" in loaded.model_fields_set
+    return settings

@@ -256,6 +256,16 @@ def test_demo_fills_a_database_in_the_working_directory_and_dry_runs_it(capsys: 
     assert document["policies"]["success_retention"]["matched"] > 0
 
 
+@pytest.mark.parametrize("variable, value", [("REAPER_COLUMNS__ID", "job_id"), ("REAPER_STATUSES__FAILURE", "pending")])
+def test_the_demo_keeps_its_own_columns_and_statuses_whatever_the_environment_names(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    code, out, err = run_cli(capsys, "--demo", "--once", "--dry-run", "--json")
+    assert code == 0, err
+    assert json.loads(out)["policies"]["running_timeout"]["matched"] == 2
+
+
 def test_the_installed_command_and_python_dash_m_run_without_a_traceback(tmp_path: Path) -> None:
     console_script = str(Path(sys.executable).parent / "reaper")  # installed beside this interpreter
     for command in ([console_script], [sys.executable, "-m", "reaper"]):

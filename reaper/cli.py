@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("--pending-timeout", metavar="H", type=_hours, help="hours (default 2)")
     limits.add_argument("--failure-retention", metavar="D", type=_days, help="days (default 7)")
     limits.add_argument("--success-retention", metavar="D", type=_days, help="days (default 30)")
-    limits.add_argument("--batch-size", metavar="N", type=_count, help="rows per transaction (default 1000)")
+    limits.add_argument("--batch-size", metavar="N", type=_count,
+                        help="the most rows per transaction (default: 1000 at first, then adapted to --batch-time)")
     limits.add_argument("--batch-time", metavar="S", type=_batch_time,
                         help="target seconds per write transaction: slower batches shrink (default 0.25; 0 fixed)")
     limits.add_argument("--sleep", metavar="S", type=_pause, help="seconds to pause between batches")

@@ -174,8 +174,11 @@ def _by_ids(
             yield None
             return
         width, started = sizer.size, sizer.timer()
-        yield _delete_stretch(conn, ctx, start, start + width, high, sample if start == span[0] else 0)
-        sizer.observe(width, sizer.timer() - started)
+        batch, outcome = _delete_stretch(conn, ctx, start, start + width, high, sample if start == span[0] else 0)
+        # a stretch of few matches (a gap in the span) is quick whatever its width: growing on it would
+        # make the next dense stretch a far longer transaction
+        sizer.observe(width, sizer.timer() - started, full=batch.size >= DENSE_SHARE * width)
+        yield batch, outcome
         start += width
 
 
@@ -229,6 +232,7 @@ def delete_by_ranges(
                 _by_index(conn, ctx, segment, sizer, pause) for segment in own
             ]
             for walk in walks:
+                sizer.restart()  # a width in ids is no row count, and each segment's rows cost their own
                 for step in walk:
                     if step is None:
                         return

@@ -50,11 +50,19 @@ class BatchSizer:
         """The largest size a batch may reach."""
         return max(self.first, self.ceiling or self.first)
 
-    def observe(self, rows: int, seconds: float) -> None:
-        """Adapt the next batch's size to how long a batch of ``rows`` rows took to write."""
+    def observe(self, rows: int, seconds: float, full: bool | None = None) -> None:
+        """Adapt the next batch's size to how long a batch of ``rows`` rows took to write.
+
+        Only a full batch (``rows`` at least the size, unless ``full`` says) grows the next: a quick
+        batch of few rows says nothing of how long a full one would take.
+        """
         if not self.target_seconds:
             return
         if seconds > self.target_seconds:
             self.size = max(1, min(self.size, rows) // 2)
-        elif rows >= self.size and seconds < self.target_seconds / 2:
+        elif (rows >= self.size if full is None else full) and seconds < self.target_seconds / 2:
             self.size = min(self.most, self.size * 2)
+
+    def restart(self) -> None:
+        """Start again from the first size (a new walk whose rows may cost more, or count otherwise)."""
+        self.size = self.first

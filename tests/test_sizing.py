@@ -153,3 +153,36 @@ def test_batches_written_as_id_lists_grow_no_further_than_one_statement_binds(
     result = run_policies(open_table(tasks.engine, settings), standard_policies(settings), NOW, options)
     zombies = result.policies["running_timeout"]
     assert (zombies.affected, zombies.batches) == (20, 6)  # 2, then 4 at a time: never 8
+
+
+def test_a_quick_batch_that_was_not_full_by_its_own_account_does_not_grow_the_next() -> None:
+    sizer = BatchSizer(100, target_seconds=0.2, ceiling=1000)
+    sizer.observe(100, 0.001, full=False)  # a stretch of 100 ids with almost no match in it
+    assert sizer.size == 100
+    sizer.observe(100, 0.001, full=True)
+    assert sizer.size == 200
+    sizer.restart()
+    assert sizer.size == 100
+
+
+def test_a_gap_in_a_primary_key_walk_does_not_make_the_next_transaction_a_huge_one(
+    tasks: Tasks, database_url: str
+) -> None:
+    for count, days in ((30, 31), (300, 1), (300, 31)):  # old rows, a stretch of young ones, old rows
+        for _ in range(count):
+            tasks.add("success", finished_at=ago(days=days))
+    deleted_per_statement: list[int] = []
+
+    def after(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        if statement.lstrip().upper().startswith("DELETE"):
+            deleted_per_statement.append(cursor.rowcount)
+
+    event.listen(tasks.engine, "after_cursor_execute", after)
+    total = tasks.count()
+    # each deleted row costs 10 ms: a batch of more than 100 rows is slower than the 1 s target
+    options = RunOptions(batch_size=8, batch_time_seconds=1.0, max_batch_size=4096,
+                         timer=lambda: (total - tasks.count()) * 0.01)
+    settings = settings_for(database_url, tasks.shape)
+    result = run_policies(open_table(tasks.engine, settings), standard_policies(settings)[3:], NOW, options)
+    assert result.policies["success_retention"].affected == 330
+    assert max(deleted_per_statement) <= 100  # within the target; grown through the gap, one took 174 rows (1.7 s)

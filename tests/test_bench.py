@@ -79,3 +79,39 @@ def test_the_batch_ceiling_benchmark_walks_the_key_at_each_batch_size_on_sqlite(
     assert [name for name, *_ in rows] == ["bare", "pk-chunks", "pk-chunks", "bare"], result.stdout
     assert len({deleted for _, deleted, _, _ in rows}) == 1 and rows[0][1] != "0"
     assert [int(count.replace(",", "")) for *_, count in rows] == [1, 30, 3, 1]  # 3,000 ids in 100s, then 1,000s
+
+
+def test_the_purge_lag_benchmark_times_each_method_to_its_commit_and_until_innodb_removed_the_rows(
+    tmp_path: Path,
+) -> None:
+    if not Path("/usr/sbin/mariadbd").exists():
+        if os.environ.get("CI"):
+            raise RuntimeError("mariadb is not installed; .ci/run must install it")
+        pytest.skip("mariadb is not installed on this machine")
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT.parent / "purge_lag.py"), "--rows", "3000", "--rounds", "1",
+         "--methods", "bare,reaper,reaper-held"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = re.findall(r"^round 1 (\S+) +([\d,]+) rows  last commit +([\d.]+) s .* removed by InnoDB +([\d.]+) s",
+                      result.stdout, re.MULTILINE)
+    assert [method for method, *_ in rows] == ["bare", "reaper", "reaper-held"], result.stdout
+    assert len({deleted for _, deleted, _, _ in rows}) == 1 and rows[0][1] != "0"
+    assert all(float(removed) >= float(commit) for _, _, commit, removed in rows)  # removal follows the commit
+
+
+def test_the_app_latency_benchmark_compares_the_application_idle_during_a_bare_delete_and_during_reaper(
+    tmp_path: Path,
+) -> None:
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT.parent / "app_latency.py"), "--database", "sqlite", "--rows", "3000",
+         "bare", "", "--sleep 0.01"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = re.findall(r"^(.+?) +(?:[\d.]+ s )? +p50 +([\d.]+) +p99 +([\d.]+) .* \(([\d,]+) updates\)$",
+                       result.stdout, re.MULTILINE)
+    assert [label for label, *_ in lines] == ["idle", "bare", "reaper (defaults)", "--sleep 0.01"], result.stdout
+    assert int(lines[0][3].replace(",", "")) == 3000  # the idle sample is complete
+    assert all(float(p50) <= float(p99) for _, p50, p99, _ in lines)

@@ -42,7 +42,8 @@ def purge_once(backend: purge.Backend, method: str) -> float:
     else:
         cmd = [sys.executable, "-m", "reaper", "--once", "--yes", "--database-url", backend.url(),
                "--log-level", "WARNING", *shlex.split(method)]
-        done = subprocess.run(cmd, capture_output=True, text=True, env=purge.child_env(), stdin=subprocess.DEVNULL)
+        done = subprocess.run(cmd, capture_output=True, text=True, env=purge.child_env(), stdin=subprocess.DEVNULL,
+                              cwd=backend.workdir)  # reaper's audit log goes beside the table's files
         if done.returncode != 0:
             raise RuntimeError(f"reaper {method} exited with {done.returncode}: {done.stderr[-2000:]}")
     return time.perf_counter() - started

@@ -45,7 +45,8 @@ def hold_purge(backend: purge.MariaDBBackend) -> Any:
 
 
 def run_method(backend: purge.MariaDBBackend, method: str, flags: list[str]) -> tuple[float, str]:
-    """Run one method; return its seconds to the last commit and a note."""
+    """Run one method; return its seconds to the last commit and a note (reaper's audit log goes to
+    the working folder, beside the table's files)."""
     cut30, cut7 = purge.cut_offs(purge.utc_now())
     started = time.perf_counter()
     if method == "bare":
@@ -53,7 +54,8 @@ def run_method(backend: purge.MariaDBBackend, method: str, flags: list[str]) -> 
         return time.perf_counter() - started, ""
     cmd = [sys.executable, "-m", "reaper", "--once", "--yes", "--json", "--database-url", backend.url(),
            "--log-level", "WARNING", *flags]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=purge.child_env(), stdin=subprocess.DEVNULL)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=purge.child_env(), stdin=subprocess.DEVNULL,
+                          cwd=backend.workdir)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"reaper exited with {done.returncode}: {done.stderr[-2000:]}")

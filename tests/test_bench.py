@@ -99,6 +99,7 @@ def test_the_purge_lag_benchmark_times_each_method_to_its_commit_and_until_innod
     assert [method for method, *_ in rows] == ["bare", "reaper", "reaper-held"], result.stdout
     assert len({deleted for _, deleted, _, _ in rows}) == 1 and rows[0][1] != "0"
     assert all(float(removed) >= float(commit) for _, _, commit, removed in rows)  # removal follows the commit
+    assert list(tmp_path.iterdir()) == []  # reaper's audit log stays in the benchmark's own folder
 
 
 def test_the_app_latency_benchmark_compares_the_application_idle_during_a_bare_delete_and_during_reaper(
@@ -115,3 +116,4 @@ def test_the_app_latency_benchmark_compares_the_application_idle_during_a_bare_d
     assert [label for label, *_ in lines] == ["idle", "bare", "reaper (defaults)", "--sleep 0.01"], result.stdout
     assert int(lines[0][3].replace(",", "")) == 3000  # the idle sample is complete
     assert all(float(p50) <= float(p99) for _, p50, p99, _ in lines)
+    assert list(tmp_path.iterdir()) == []  # reaper's audit log stays in the benchmark's own folder

@@ -35,6 +35,7 @@ from reaper.reap import RunOptions, RunResult, run_policies
 from reaper.restore import restore_archive
 from reaper.report import render_run
 from reaper.settings import MAX_DAYS, Columns, Settings, Statuses, load_settings
+from reaper.sizing import MAX_ID_LIST
 from reaper.stats import collect_stats, render_report
 from reaper.table import ACTIVE_STATUSES, TERMINAL_STATUSES, TaskTable, open_table
 
@@ -75,7 +76,7 @@ _hours = _number(0, high=MAX_DAYS * 24, unit=" hours")
 _days = _number(0, high=MAX_DAYS, unit=" days")
 _seconds = _number(0)
 _pause = _number(0, at_least=True, high=3600, unit=" seconds")
-_count = _number(1, at_least=True, whole=True)
+_batch_size = _number(1, at_least=True, whole=True, high=MAX_ID_LIST, unit=" rows")
 _batch_time = _number(0, at_least=True, high=60, unit=" seconds")
 
 
@@ -105,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("--pending-timeout", metavar="H", type=_hours, help="hours (default 2)")
     limits.add_argument("--failure-retention", metavar="D", type=_days, help="days (default 7)")
     limits.add_argument("--success-retention", metavar="D", type=_days, help="days (default 30)")
-    limits.add_argument("--batch-size", metavar="N", type=_count,
+    limits.add_argument("--batch-size", metavar="N", type=_batch_size,
                         help="the most rows per transaction (default: 1000 at first, then adapted to --batch-time)")
     limits.add_argument("--batch-time", metavar="S", type=_batch_time,
                         help="target seconds per write transaction: slower batches shrink (default 0.25; 0 fixed)")

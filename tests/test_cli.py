@@ -131,6 +131,7 @@ def test_force_status_accepts_the_stored_spelling(
         (["--once", "--pending-timeout", "-2"], "--pending-timeout: must be greater than 0"),
         (["--once", "--failure-retention", "week"], "--failure-retention: expected a number"),
         (["--once", "--batch-size", "0"], "--batch-size: must be at least 1"),
+        (["--once", "--batch-size", "20000"], "--batch-size: must be at most 10000 rows"),
         (["--once", "--frobnicate"], "unrecognized arguments: --frobnicate"),
         (["--stats-only", "--once"], "are separate modes"),
         (["--check-indexes", "--force-status", "failure", "--older-than", "1"], "are separate modes"),

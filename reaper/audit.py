@@ -24,7 +24,7 @@ AUDITED_SETTINGS = (
     "table", "running_timeout_hours", "pending_timeout_hours", "failure_retention_days",
     "success_retention_days", "batch_size", "sleep_seconds", "max_runtime_seconds", "archive",
     "heartbeat_timeout_minutes", "running_timeout_action", "pending_timeout_action", "max_attempts", "task_types",
-    "batch_time_seconds",
+    "batch_time_seconds", "batch_ceiling",
 )
 
 

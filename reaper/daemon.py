@@ -169,6 +169,8 @@ class Daemon:
             return False
         old = self.settings
         changed = {name for name in type(new).model_fields if getattr(new, name) != getattr(old, name)}
+        if new.batch_ceiling != old.batch_ceiling:  # batch_size given or left to its default: how far batches grow
+            changed.add("batch_size")
         same_table = not changed & {"database_url", "table", "columns"}
         try:
             if self._table is not None and same_table:  # new task types or requeue must fit it, as at start

@@ -157,6 +157,7 @@ def test_each_run_that_changes_data_appends_one_audit_line(
     assert line["policies"]["failure_retention"]["affected"] == 4
     assert line["policies"]["success_retention"]["id_range"][0] is not None
     assert line["settings"]["failure_retention_days"] == 7 and line["archive"].endswith(".jsonl.gz")
+    assert line["settings"]["batch_ceiling"] == 100_000  # batch_size left at its default: batches could grow
     assert "password" not in json.dumps(line) or "***" in line["database"]
     capsys.readouterr()
 

@@ -446,3 +446,27 @@ def test_a_missing_certificate_is_a_one_line_configuration_error(tmp_path: Path)
     with pytest.raises(ConfigError, match="cannot load the metrics TLS certificate"):
         MetricsServer(build_app(CollectorRegistry(), lambda: (True, ""), lambda: (True, "")), "127.0.0.1", 0,
                       TlsFiles(tmp_path / "nope.pem", tmp_path / "nope.key"))
+
+
+def test_a_reload_that_sets_the_batch_size_makes_it_the_most_a_batch_holds_and_says_so(
+    tasks: Tasks, database_url: str, tmp_path: Path
+) -> None:
+    from loguru import logger
+
+    config = tmp_path / "reaper.toml"
+    config.write_text("")
+
+    def load() -> Settings:
+        return load_settings({"database_url": database_url}, config)
+
+    daemon, _ = make_daemon(load(), reload=load, clock=lambda: NOW)
+    assert daemon.settings.batch_ceiling == 100_000  # left at its default: batches may grow
+    config.write_text("batch_size = 1000\n")  # the same value, now chosen on purpose
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(str(message)), level="INFO")
+    try:
+        assert daemon.reload()
+    finally:
+        logger.remove(sink)
+    assert daemon.settings.batch_ceiling == 1000
+    assert any("configuration reloaded: batch_size changed" in line for line in lines), lines

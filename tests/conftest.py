@@ -9,25 +9,19 @@ that cannot start fails the run instead.
 from __future__ import annotations
 
 import os
-import glob
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import create_engine
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 
 import servers
-from helpers import BACKENDS, Shape, Tasks, create_table
-
-SERVER_BINARIES = {"mariadb": "/usr/sbin/mariadbd", "postgresql": "/usr/lib/postgresql/*/bin/postgres"}
-
+from helpers import BACKENDS, Shape, Tasks, create_table, require_server
+from reaper.db import SessionLimits, create_db_engine
 
 def _start(name: str) -> servers.Server:
-    if not glob.glob(SERVER_BINARIES[name]):
-        if os.environ.get("CI"):
-            raise RuntimeError(f"{name} is not installed; .ci/run must install it")
-        pytest.skip(f"{name} is not installed on this machine")
+    require_server(name)
     return servers.start_mariadb() if name == "mariadb" else servers.start_postgresql()
 
 
@@ -83,6 +77,14 @@ def database_url(
 def engine(database_url: str) -> Iterator[Engine]:
     """An engine on the test's database."""
     engine = create_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def reaper_engine(tasks: Tasks, database_url: str) -> Iterator[Engine]:
+    """The engine the reaper itself would use on the task table: short lock waits."""
+    engine = create_db_engine(make_url(database_url), SessionLimits(lock_timeout_seconds=1, statement_timeout_seconds=30))
     yield engine
     engine.dispose()
 

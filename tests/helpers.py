@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import uuid
 from collections.abc import Mapping
@@ -9,7 +10,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text, create_engine, event, insert, select, update
+from sqlalchemy import (
+    Column, DateTime, ForeignKey, Integer, MetaData, String, Table, Text, create_engine, event, insert, select, update,
+)
+import pytest
 from sqlalchemy.dialects.mysql import DATETIME
 from sqlalchemy.engine import Engine
 
@@ -139,6 +143,31 @@ class Tasks:
 
 
 WITH_HEARTBEAT_AND_ATTEMPTS = {**DEFAULT_COLUMNS, "heartbeat_at": "heartbeat_at", "attempts": "attempts"}
+
+
+SERVER_BINARIES = {"mariadb": "/usr/sbin/mariadbd", "postgresql": "/usr/lib/postgresql/*/bin/postgres"}
+
+
+def require_server(name: str) -> None:
+    """Skip the test when the database server ``name`` is not installed; under CI that is an error."""
+    if not glob.glob(SERVER_BINARIES[name]):
+        if os.environ.get("CI"):
+            raise RuntimeError(f"{name} is not installed; .ci/run must install it")
+        pytest.skip(f"{name} is not installed on this machine")
+
+
+def referenced_by_outputs(tasks: Tasks, task_ids: list[Any]) -> None:
+    """Create the application's ``task_outputs`` table, whose rows reference ``task_ids`` (foreign key
+    ``fk_outputs_task``), so that the database refuses to delete those tasks."""
+    outputs = Table(
+        "task_outputs",
+        tasks.table.metadata,
+        Column("id", Integer, primary_key=True),
+        Column("task_id", Integer, ForeignKey(tasks.table.c.id, name="fk_outputs_task"), nullable=False),
+    )
+    outputs.create(tasks.engine)
+    with tasks.engine.begin() as conn:
+        conn.execute(insert(outputs), [{"task_id": task_id} for task_id in task_ids])
 
 
 def change_just_before_the_write(engine: Engine, tasks: Tasks, task_id: Any, **values: Any) -> None:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from helpers import require_server
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "purge.py"
 
@@ -53,10 +53,7 @@ def strategies_run(stdout: str) -> list[tuple[str, str, str, str]]:
 
 
 def test_the_batch_ceiling_benchmark_runs_every_strategy_on_a_tiny_mariadb_table(tmp_path: Path) -> None:
-    if not Path("/usr/sbin/mariadbd").exists():
-        if os.environ.get("CI"):
-            raise RuntimeError("mariadb is not installed; .ci/run must install it")
-        pytest.skip("mariadb is not installed on this machine")
+    require_server("mariadb")
     result = subprocess.run(
         [sys.executable, str(CEILING), "--rows", "3000", "--batch-size", "100"],
         capture_output=True, text=True, timeout=120, cwd=tmp_path, stdin=subprocess.DEVNULL,
@@ -84,10 +81,7 @@ def test_the_batch_ceiling_benchmark_walks_the_key_at_each_batch_size_on_sqlite(
 def test_the_purge_lag_benchmark_times_each_method_to_its_commit_and_until_innodb_removed_the_rows(
     tmp_path: Path,
 ) -> None:
-    if not Path("/usr/sbin/mariadbd").exists():
-        if os.environ.get("CI"):
-            raise RuntimeError("mariadb is not installed; .ci/run must install it")
-        pytest.skip("mariadb is not installed on this machine")
+    require_server("mariadb")
     result = subprocess.run(
         [sys.executable, str(SCRIPT.parent / "purge_lag.py"), "--rows", "3000", "--rounds", "1",
          "--methods", "bare,reaper,reaper-held"],

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, ForeignKey, Integer, Table, event, insert
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from helpers import NOW, Tasks, ago, change_just_before_the_write, settings_for
+from helpers import NOW, Tasks, ago, change_just_before_the_write, referenced_by_outputs, settings_for
 from reaper.policies import standard_policies
 from reaper.reap import RunOptions, RunResult, run_policies
 from reaper.table import open_table
@@ -90,11 +90,8 @@ def test_ranges_cover_every_row_whatever_the_batch_size_and_ties_in_the_age(
 
 @pytest.mark.parametrize("young_per_old", [0, 4], ids=["key walk", "index ranges"])
 def test_a_locked_row_in_a_purge_is_retried_then_skipped_and_the_purge_goes_on(
-    tasks: Tasks, database_url: str, young_per_old: int
+    tasks: Tasks, database_url: str, young_per_old: int, reaper_engine: Engine
 ) -> None:
-    from sqlalchemy.engine import make_url
-
-    from reaper.db import SessionLimits, create_db_engine
     from test_writes import hold_row_lock
 
     old = []
@@ -103,17 +100,15 @@ def test_a_locked_row_in_a_purge_is_retried_then_skipped_and_the_purge_goes_on(
         for _ in range(young_per_old):
             tasks.add("failure", finished_at=ago(days=1))
     holder, conn = hold_row_lock(tasks, database_url, old[1])
-    engine = create_db_engine(make_url(database_url), SessionLimits(lock_timeout_seconds=1, statement_timeout_seconds=30))
     try:
         settings = settings_for(database_url, tasks.shape)
         policies = standard_policies(settings)[2:3]
         options = RunOptions(batch_size=1, max_retries=1, sleep=lambda _: None)
-        result = run_policies(open_table(engine, settings), policies, NOW, options).policies["failure_retention"]
+        result = run_policies(open_table(reaper_engine, settings), policies, NOW, options).policies["failure_retention"]
     finally:
         conn.rollback()
         conn.close()
         holder.dispose()
-        engine.dispose()
     assert result.retries >= 1 and "lock conflict" in result.skip_reasons
     if database_url.startswith("sqlite"):  # SQLite locks the whole database, so every batch waits
         assert (result.affected, result.skipped) == (0, 3)
@@ -123,28 +118,17 @@ def test_a_locked_row_in_a_purge_is_retried_then_skipped_and_the_purge_goes_on(
 
 
 def test_a_refused_range_is_written_in_id_lists_no_longer_than_one_statement_binds(
-    tasks: Tasks, database_url: str, monkeypatch: pytest.MonkeyPatch
+    tasks: Tasks, database_url: str, reaper_engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sqlalchemy.engine import make_url
-
     import reaper.ranges
-    from reaper.db import SessionLimits, create_db_engine
     from test_writes import run
 
     ids = [tasks.add("failure", finished_at=ago(days=10)) for _ in range(10)]
-    outputs = Table("task_outputs", tasks.table.metadata, Column("id", Integer, primary_key=True),
-                    Column("task_id", Integer, ForeignKey(tasks.table.c.id, name="fk_outputs_task"), nullable=False))
-    outputs.create(tasks.engine)
-    with tasks.engine.begin() as conn:
-        conn.execute(insert(outputs), [{"task_id": ids[2]}, {"task_id": ids[6]}])
+    referenced_by_outputs(tasks, [ids[2], ids[6]])
     lists: list[int] = []
     real_write = reaper.ranges.write_batch
     monkeypatch.setattr(reaper.ranges, "MAX_ID_LIST", 3)
     monkeypatch.setattr(reaper.ranges, "write_batch", lambda ctx, rows: lists.append(len(rows)) or real_write(ctx, rows))
-    engine = create_db_engine(make_url(database_url), SessionLimits(lock_timeout_seconds=1, statement_timeout_seconds=30))
-    try:
-        result = run(engine, database_url, tasks, 2, batch_size=10).policies["failure_retention"]
-    finally:
-        engine.dispose()
+    result = run(reaper_engine, database_url, tasks, 2, batch_size=10).policies["failure_retention"]
     assert (result.matched, result.affected, result.skipped) == (10, 8, 2)
     assert lists and max(lists) <= 3 and sum(lists) == 10  # the refused range of 10 ids, 3 at a time

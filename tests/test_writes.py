@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -10,20 +10,14 @@ import pytest
 from sqlalchemy import Column, ForeignKey, Integer, Table, insert, select, text, update
 from sqlalchemy.engine import Engine, make_url
 
-from helpers import NOW, WITH_HEARTBEAT_AND_ATTEMPTS, Shape, Tasks, ago, change_just_before_the_write, settings_for
+from helpers import (
+    NOW, WITH_HEARTBEAT_AND_ATTEMPTS, Shape, Tasks, ago, change_just_before_the_write, referenced_by_outputs, settings_for,
+)
 from reaper.errors import SchemaError
-from reaper.db import SessionLimits, create_db_engine
+from reaper.db import create_db_engine
 from reaper.policies import standard_policies
 from reaper.reap import RunOptions, RunResult, run_policies
 from reaper.table import open_table
-
-
-@pytest.fixture
-def reaper_engine(tasks: Tasks, database_url: str) -> Iterator[Engine]:
-    """The engine the reaper itself would use on the task table: short lock waits."""
-    engine = create_db_engine(make_url(database_url), SessionLimits(lock_timeout_seconds=1, statement_timeout_seconds=30))
-    yield engine
-    engine.dispose()
 
 
 def run(engine: Engine, database_url: str, tasks: Tasks, policy: int, **options: Any) -> RunResult:
@@ -36,15 +30,7 @@ def test_rows_refused_by_a_foreign_key_are_skipped_named_and_the_rest_deleted(
     tasks: Tasks, database_url: str, reaper_engine: Engine
 ) -> None:
     ids = [tasks.add("failure", finished_at=ago(days=10)) for _ in range(10)]
-    outputs = Table(
-        "task_outputs",
-        tasks.table.metadata,
-        Column("id", Integer, primary_key=True),
-        Column("task_id", Integer, ForeignKey(tasks.table.c.id, name="fk_outputs_task"), nullable=False),
-    )
-    outputs.create(tasks.engine)
-    with tasks.engine.begin() as conn:
-        conn.execute(insert(outputs), [{"task_id": ids[2]}, {"task_id": ids[6]}])
+    referenced_by_outputs(tasks, [ids[2], ids[6]])
     result = run(reaper_engine, database_url, tasks, 2, batch_size=4).policies["failure_retention"]
     assert (result.matched, result.affected, result.skipped) == (10, 8, 2)
     (reason,) = result.skip_reasons

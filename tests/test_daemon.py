@@ -39,6 +39,16 @@ def make_daemon(settings: Settings, reload: Any = None, **kwargs: Any) -> tuple[
     return daemon, registry
 
 
+def reloading_daemon(database_url: str, config: Path, text: str, **kwargs: Any) -> tuple[Daemon, CollectorRegistry]:
+    """A daemon whose settings come from the file ``config`` (written with ``text``), and reload from it."""
+    config.write_text(text)
+
+    def load() -> Settings:
+        return load_settings({"database_url": database_url}, config)
+
+    return make_daemon(load(), reload=load, **kwargs)
+
+
 # --- the schedule, driven by freezegun ----------------------------------------------------------------
 
 
@@ -213,12 +223,7 @@ def test_a_cleanup_that_changed_rows_makes_the_next_poll_recount_everything(task
 def test_a_changed_config_file_takes_effect_without_a_restart(tasks: Tasks, database_url: str, tmp_path: Path) -> None:
     tasks.add("running", started_at=ago(hours=13))
     config = tmp_path / "reaper.toml"
-    config.write_text("running_timeout_hours = 24\n")
-
-    def load() -> Settings:
-        return load_settings({"database_url": database_url}, config)
-
-    daemon, registry = make_daemon(load(), reload=load, clock=lambda: NOW)
+    daemon, registry = reloading_daemon(database_url, config, "running_timeout_hours = 24\n", clock=lambda: NOW)
     daemon.poll()
     assert value(samples(registry), "reaper_stale_tasks", status="running", task_type="download") == 0
     config.write_text("running_timeout_hours = 12\n")
@@ -233,12 +238,7 @@ def test_an_invalid_new_config_is_logged_and_the_running_one_kept(
     tasks: Tasks, database_url: str, tmp_path: Path
 ) -> None:
     config = tmp_path / "reaper.toml"
-    config.write_text("running_timeout_hours = 6\n")
-
-    def load() -> Settings:
-        return load_settings({"database_url": database_url}, config)
-
-    daemon, registry = make_daemon(load(), reload=load)
+    daemon, registry = reloading_daemon(database_url, config, "running_timeout_hours = 6\n")
     config.write_text("running_timeout_hours = -1\n")
     assert not daemon.reload()
     assert daemon.settings.running_timeout_hours == 6
@@ -251,12 +251,7 @@ def test_a_reload_that_asks_for_a_column_the_table_lacks_is_refused(
     tasks = make_tasks(Shape(columns={**Shape().columns, "updated_at": None}))
     zombie = tasks.add("running", started_at=ago(hours=30))
     config = tmp_path / "reaper.toml"
-    config.write_text("running_timeout_hours = 24\n[columns]\nupdated_at = ''\n")
-
-    def load() -> Settings:
-        return load_settings({"database_url": database_url}, config)
-
-    daemon, registry = make_daemon(load(), reload=load, clock=lambda: NOW)
+    daemon, registry = reloading_daemon(database_url, config, "running_timeout_hours = 24\n[columns]\nupdated_at = ''\n", clock=lambda: NOW)
     assert daemon.poll()
     config.write_text("running_timeout_action = 'requeue'\n[columns]\nupdated_at = ''\n")
     assert not daemon.reload()  # requeue needs an updated-at column
@@ -271,12 +266,7 @@ def test_a_reload_that_turns_requeue_on_dates_pending_rows_from_their_last_write
 ) -> None:
     tasks.add("pending", created_at=ago(hours=5), updated_at=ago(minutes=5))
     config = tmp_path / "reaper.toml"
-    config.write_text("pending_timeout_action = 'fail'\n")
-
-    def load() -> Settings:
-        return load_settings({"database_url": database_url}, config)
-
-    daemon, registry = make_daemon(load(), reload=load, clock=lambda: NOW)
+    daemon, registry = reloading_daemon(database_url, config, "pending_timeout_action = 'fail'\n", clock=lambda: NOW)
     daemon.poll()
     assert value(samples(registry), "reaper_stale_tasks", status="pending", task_type="download") == 1
     config.write_text("pending_timeout_action = 'requeue'\n")
@@ -454,12 +444,7 @@ def test_a_reload_that_sets_the_batch_size_makes_it_the_most_a_batch_holds_and_s
     from loguru import logger
 
     config = tmp_path / "reaper.toml"
-    config.write_text("")
-
-    def load() -> Settings:
-        return load_settings({"database_url": database_url}, config)
-
-    daemon, _ = make_daemon(load(), reload=load, clock=lambda: NOW)
+    daemon, _ = reloading_daemon(database_url, config, "", clock=lambda: NOW)
     assert daemon.settings.batch_ceiling == 100_000  # left at its default: batches may grow
     config.write_text("batch_size = 1000\n")  # the same value, now chosen on purpose
     lines: list[str] = []

@@ -18,35 +18,17 @@ from __future__ import annotations
 import argparse
 import compileall
 import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "tests"), str(HERE.parent)]
 
 import purge  # noqa: E402  (bench/purge.py: the table, its data, the servers and the application load)
-from purge_lag import hold_purge  # noqa: E402
+from purge_lag import purge_held, run_method  # noqa: E402
 
 IDLE_UPDATES = 3000
 MAX_UPDATES = 500_000
-
-
-def purge_once(backend: purge.Backend, method: str) -> float:
-    """Run the bare DELETE or reaper with the flags ``method``; return its seconds."""
-    cut30, cut7 = purge.cut_offs(purge.utc_now())
-    started = time.perf_counter()
-    if method == "bare":
-        backend.bare_delete(cut30, cut7)
-    else:
-        cmd = [sys.executable, "-m", "reaper", "--once", "--yes", "--database-url", backend.url(),
-               "--log-level", "WARNING", *shlex.split(method)]
-        done = subprocess.run(cmd, capture_output=True, text=True, env=purge.child_env(), stdin=subprocess.DEVNULL,
-                              cwd=backend.workdir)  # reaper's audit log goes beside the table's files
-        if done.returncode != 0:
-            raise RuntimeError(f"reaper {method} exited with {done.returncode}: {done.stderr[-2000:]}")
-    return time.perf_counter() - started
 
 
 def describe(label: str, latencies: list[float], seconds: float | None = None) -> str:
@@ -62,16 +44,15 @@ def during(backend: purge.Backend, method: str) -> str:
     """The application's latency while ``method`` purges a fresh copy of the table."""
     backend.rebuild()
     backend.settle()
-    held = hold_purge(backend) if method.startswith("held:") else None  # type: ignore[arg-type]
+    purging = method.removeprefix("held:").strip()
+    kind, flags = ("bare", []) if purging == "bare" else ("reaper", shlex.split(purging))
     load = purge.AppLoad(backend, 0.001, seed=8)
-    load.start(MAX_UPDATES, 3600)
-    try:
-        seconds = purge_once(backend, method.removeprefix("held:").strip())
-    finally:
-        load.stop()
-        if held is not None:
-            held.rollback()
-            held.close()
+    with purge_held(backend, method.startswith("held:")):
+        load.start(MAX_UPDATES, 3600)
+        try:
+            seconds, _ = run_method(backend, kind, flags, purge.cut_offs(purge.utc_now()))
+        finally:
+            load.stop()
     return describe(method if method.strip() else "reaper (defaults)", load.latencies, seconds)
 
 

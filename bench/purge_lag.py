@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import contextlib
 import json
 import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "tests"), str(HERE.parent)]
@@ -35,19 +36,28 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "tests"), str(HERE.parent)]
 import purge  # noqa: E402  (bench/purge.py: the table, its data and the MariaDB server)
 
 
-def hold_purge(backend: purge.MariaDBBackend) -> Any:
-    """A session whose open snapshot keeps InnoDB from purging anything deleted after it began."""
+@contextlib.contextmanager
+def purge_held(backend: purge.Backend, held: bool) -> Iterator[None]:
+    """When ``held``, a session whose open snapshot keeps InnoDB from purging what is deleted meanwhile."""
+    if not held:
+        yield
+        return
+    assert isinstance(backend, purge.MariaDBBackend), "holding the purge is for InnoDB"
     conn = backend._connect(autocommit=False)
-    with conn.cursor() as cur:
-        cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-        cur.execute(f"SELECT COUNT(*) FROM {purge.TABLE} WHERE id = 1")
-    return conn
+    try:
+        with conn.cursor() as cur:
+            cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+            cur.execute(f"SELECT COUNT(*) FROM {purge.TABLE} WHERE id = 1")
+        yield
+    finally:
+        conn.rollback()
+        conn.close()
 
 
-def run_method(backend: purge.MariaDBBackend, method: str, flags: list[str]) -> tuple[float, str]:
-    """Run one method; return its seconds to the last commit and a note (reaper's audit log goes to
-    the working folder, beside the table's files)."""
-    cut30, cut7 = purge.cut_offs(purge.utc_now())
+def run_method(backend: purge.Backend, method: str, flags: list[str], cuts: tuple[str, str]) -> tuple[float, str]:
+    """Run ``bare`` (the DELETE of the rows older than ``cuts``) or reaper with ``flags``; return its
+    seconds to the last commit and a note (reaper's audit log goes beside the table's files)."""
+    cut30, cut7 = cuts
     started = time.perf_counter()
     if method == "bare":
         backend.bare_delete(cut30, cut7)
@@ -68,16 +78,12 @@ def measure(backend: purge.MariaDBBackend, method: str, flags: list[str]) -> tup
     backend.rebuild()
     backend.settle()
     before = backend.count()
-    expected = backend.count(backend.purge_where(), purge.cut_offs(purge.utc_now()))
+    cuts = purge.cut_offs(purge.utc_now())
+    expected = backend.count(backend.purge_where(), cuts)
     mark = backend.purge_mark()
-    held = hold_purge(backend) if method.endswith("-held") else None
     started = time.perf_counter()
-    try:
-        seconds, note = run_method(backend, method.removesuffix("-held"), flags)
-    finally:
-        if held is not None:
-            held.rollback()
-            held.close()
+    with purge_held(backend, method.endswith("-held")):
+        seconds, note = run_method(backend, method.removesuffix("-held"), flags, cuts)
     purged_at, _ = backend.wait_purged(mark, expected)
     removed = None if purged_at is None else purged_at - started
     return before - backend.count(), seconds, removed, note

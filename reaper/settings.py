@@ -263,8 +263,9 @@ class Settings(BaseSettings):
     def batch_ceiling(self) -> int:
         """How far batches may grow: ``batch_size`` when the user set it, else ``MAX_BATCH_SIZE``."""
         given = self._batch_size_given
-        return self.batch_size if (given if given is not None else "batch_size" in self.model_fields_set) \
-            else MAX_BATCH_SIZE
+        if given is None:  # built directly, not by load_settings: what was set is still known
+            given = "batch_size" in self.model_fields_set
+        return self.batch_size if given else MAX_BATCH_SIZE
 
     def rescues(self) -> bool:
         """Whether any policy, for any task type, requeues instead of failing."""

@@ -5,18 +5,20 @@ from __future__ import annotations
 import glob
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from sqlalchemy import (
     Column, DateTime, ForeignKey, Integer, MetaData, String, Table, Text, create_engine, event, insert, select, update,
 )
-import pytest
 from sqlalchemy.dialects.mysql import DATETIME
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 
+from reaper.db import create_db_engine
 from reaper.settings import Settings, load_settings
 from reaper.table import TaskTable, open_table
 
@@ -154,6 +156,24 @@ def require_server(name: str) -> None:
         if os.environ.get("CI"):
             raise RuntimeError(f"{name} is not installed; .ci/run must install it")
         pytest.skip(f"{name} is not installed on this machine")
+
+
+@contextmanager
+def row_locked(tasks: Tasks, database_url: str, task_id: Any) -> Iterator[None]:
+    """Hold a transaction that locks one row (the whole database on SQLite), as a slow worker would."""
+    holder = create_db_engine(make_url(database_url))  # reaper's own kind of session, as the original did
+    conn = holder.connect()
+    try:
+        if database_url.startswith("sqlite"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            id_column = tasks.table.c.id
+            conn.execute(select(id_column).where(id_column == task_id).with_for_update())
+        yield
+    finally:
+        conn.rollback()
+        conn.close()
+        holder.dispose()
 
 
 def referenced_by_outputs(tasks: Tasks, task_ids: list[Any]) -> None:

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from helpers import NOW, Tasks, ago, change_just_before_the_write, referenced_by_outputs, settings_for
+from helpers import NOW, Tasks, ago, change_just_before_the_write, referenced_by_outputs, row_locked, settings_for
 from reaper.policies import standard_policies
 from reaper.reap import RunOptions, RunResult, run_policies
 from reaper.table import open_table
@@ -92,23 +92,16 @@ def test_ranges_cover_every_row_whatever_the_batch_size_and_ties_in_the_age(
 def test_a_locked_row_in_a_purge_is_retried_then_skipped_and_the_purge_goes_on(
     tasks: Tasks, database_url: str, young_per_old: int, reaper_engine: Engine
 ) -> None:
-    from test_writes import hold_row_lock
-
     old = []
     for _ in range(3):  # with young rows between them, too sparse to walk the primary key
         old.append(tasks.add("failure", finished_at=ago(days=10)))
         for _ in range(young_per_old):
             tasks.add("failure", finished_at=ago(days=1))
-    holder, conn = hold_row_lock(tasks, database_url, old[1])
-    try:
-        settings = settings_for(database_url, tasks.shape)
-        policies = standard_policies(settings)[2:3]
-        options = RunOptions(batch_size=1, max_retries=1, sleep=lambda _: None)
-        result = run_policies(open_table(reaper_engine, settings), policies, NOW, options).policies["failure_retention"]
-    finally:
-        conn.rollback()
-        conn.close()
-        holder.dispose()
+    settings = settings_for(database_url, tasks.shape)
+    options = RunOptions(batch_size=1, max_retries=1, sleep=lambda _: None)
+    with row_locked(tasks, database_url, old[1]):
+        run = run_policies(open_table(reaper_engine, settings), standard_policies(settings)[2:3], NOW, options)
+    result = run.policies["failure_retention"]
     assert result.retries >= 1 and "lock conflict" in result.skip_reasons
     if database_url.startswith("sqlite"):  # SQLite locks the whole database, so every batch waits
         assert (result.affected, result.skipped) == (0, 3)

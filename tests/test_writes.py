@@ -11,10 +11,10 @@ from sqlalchemy import Column, ForeignKey, Integer, Table, insert, select, text,
 from sqlalchemy.engine import Engine, make_url
 
 from helpers import (
-    NOW, WITH_HEARTBEAT_AND_ATTEMPTS, Shape, Tasks, ago, change_just_before_the_write, referenced_by_outputs, settings_for,
+    NOW, WITH_HEARTBEAT_AND_ATTEMPTS, Shape, Tasks, ago, change_just_before_the_write, referenced_by_outputs, row_locked,
+    settings_for,
 )
 from reaper.errors import SchemaError
-from reaper.db import create_db_engine
 from reaper.policies import standard_policies
 from reaper.reap import RunOptions, RunResult, run_policies
 from reaper.table import open_table
@@ -57,29 +57,12 @@ def test_a_second_run_does_not_loop_on_refused_rows(tasks: Tasks, database_url: 
         assert (result.matched, result.affected, result.skipped, result.batches) == (1, 0, 1, 1)
 
 
-def hold_row_lock(tasks: Tasks, database_url: str, task_id: Any) -> Any:
-    """Open a transaction that locks one row (the whole database on SQLite), as a slow worker would."""
-    holder = create_db_engine(make_url(database_url))
-    conn = holder.connect()
-    if database_url.startswith("sqlite"):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-    else:
-        id_column = tasks.table.c.id
-        conn.execute(select(id_column).where(id_column == task_id).with_for_update())
-    return holder, conn
-
-
 def test_a_locked_row_is_retried_then_skipped_and_the_run_goes_on(
     tasks: Tasks, database_url: str, reaper_engine: Engine
 ) -> None:
     zombies = [tasks.add("running", started_at=ago(hours=30)) for _ in range(3)]
-    holder, conn = hold_row_lock(tasks, database_url, zombies[1])
-    try:
+    with row_locked(tasks, database_url, zombies[1]):
         result = run(reaper_engine, database_url, tasks, 0, batch_size=1, max_retries=1).policies["running_timeout"]
-    finally:
-        conn.rollback()
-        conn.close()
-        holder.dispose()
     assert result.retries >= 1 and "lock conflict" in result.skip_reasons
     if database_url.startswith("sqlite"):  # SQLite locks the whole database, so every batch waits
         assert (result.affected, result.skipped) == (0, 3)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, String, and_, case, func, literal, not_, or_, select
+from sqlalchemy import Integer, and_, case, func, literal, not_, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -139,14 +139,7 @@ def _other_counts(conn: Connection, table: TaskTable, now: datetime) -> Totals:
 
 
 def _created_since(conn: Connection, table: TaskTable, since: datetime) -> int:
-    created = table.columns["created_at"]
-    condition = table.since(created, since)
-    if table.engine.dialect.name == "sqlite":
-        # SQLite compares its text timestamps through julianday(), which no index serves. Every ISO
-        # spelling of a later moment sorts after the date a day before: a bound the index can use.
-        day_before = (table.to_db(since, created) - timedelta(days=1)).strftime("%Y-%m-%d")
-        condition = and_(created >= literal(day_before, String()), condition)
-    query = select(func.count()).select_from(table.table).where(condition)
+    query = select(func.count()).select_from(table.table).where(table.since(table.columns["created_at"], since))
     return int(conn.execute(query).scalar_one())
 
 

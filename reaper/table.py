@@ -7,12 +7,12 @@ must exist in the reflected table, and SQL is only ever built from the reflected
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.dialects.mysql import TIMESTAMP as MySQLTimestamp
-from sqlalchemy import Column, MetaData, Table, and_, func, inspect, literal, not_, select
+from sqlalchemy import Column, MetaData, Table, and_, func, inspect, literal, select, type_coerce
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import NoSuchTableError
 from sqlalchemy.sql.elements import ColumnElement
@@ -142,15 +142,28 @@ class TaskTable:
     def before(self, column: Column[Any], moment: datetime) -> ColumnElement[bool]:
         """Return ``column < moment``, the moment converted to what the column stores."""
         value = self.to_db(moment, column)
-        if self._text_timestamps:
-            # SQLite keeps timestamps as text in whatever spelling the application wrote
-            # ('... 10:00:00', '...T10:00:00', with or without a fraction); compare them as moments.
-            return func.julianday(column) < func.julianday(literal(value, column.type))
-        return column < value
+        if not self._text_timestamps:
+            return column < value
+        # The index cannot serve julianday(); it can serve the text bound, which keeps every ISO spelling
+        # of an earlier moment (its date, even with a +14:00 offset, is at most the day after value's).
+        bound = literal((value + timedelta(days=2)).strftime("%Y-%m-%d"), String())
+        return and_(type_coerce(column, String()) < bound, self._julian(column) < self._julian(literal(value, column.type)))
 
     def since(self, column: Column[Any], moment: datetime) -> ColumnElement[bool]:
         """Return ``column >= moment``, the negation of ``before`` for rows that have a value."""
-        return and_(column.is_not(None), not_(self.before(column, moment)))
+        value = self.to_db(moment, column)
+        if not self._text_timestamps:
+            return column >= value
+        # as in before(): every ISO spelling of a later moment sorts after the date a day before value's
+        bound = literal((value - timedelta(days=1)).strftime("%Y-%m-%d"), String())
+        return and_(type_coerce(column, String()) >= bound, self._julian(column) >= self._julian(literal(value, column.type)))
+
+    @staticmethod
+    def _julian(value: ColumnElement[Any]) -> ColumnElement[Any]:
+        # SQLite keeps timestamps as text in whatever spelling the application wrote ('... 10:00:00',
+        # '...T10:00:00', with or without a fraction or an offset): compared as moments, as julianday()
+        # reads them. Text that is no ISO timestamp is left out, as from_db() leaves it out.
+        return func.julianday(value)
 
     @property
     def _text_timestamps(self) -> bool:

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Enum, create_engine, event
+from sqlalchemy import Enum, create_engine, event, func, select
 from sqlalchemy.engine import Engine
 
 from helpers import NOW, Shape, Tasks, ago, change_just_before_the_write, create_table, settings_for
 from reaper.policies import Policy, force_policy, standard_policies
 from reaper.reap import RunOptions, RunResult, run_policies
+from reaper.selection import segments
 from reaper.settings import Settings
 from reaper.table import open_table
 
@@ -529,6 +530,50 @@ def test_sqlite_timestamps_written_without_sqlalchemy_are_paged_without_skipping
     assert dry.policies["running_timeout"].matched == 20
     real = run_policies(*_open(url), NOW, RunOptions(batch_size=3))
     assert real.policies["running_timeout"].affected == 20
+
+
+def _sqlite_table(path: Path, finished: list[str]) -> str:
+    """A SQLite task table whose successes were written, as text, by an application: one row per spelling."""
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE processing_tasks (id INTEGER PRIMARY KEY, status TEXT, task_type TEXT, created_at DATETIME, "
+            "started_at DATETIME, completed_at DATETIME, updated_at DATETIME, error_message TEXT)"
+        )
+        conn.exec_driver_sql("CREATE INDEX ix_status_completed ON processing_tasks (status, completed_at, id)")
+        for spelt in finished:
+            conn.exec_driver_sql(
+                "INSERT INTO processing_tasks (status, created_at, completed_at) VALUES ('success', ?, ?)", (spelt, spelt)
+            )
+    engine.dispose()
+    return f"sqlite:///{path}"
+
+
+def test_sqlite_timestamps_with_an_offset_are_judged_by_the_moment_they_spell(tmp_path: Path) -> None:
+    # success_retention's cut-off is 2026-10-30 12:00 UTC; the index bounds the text by its date, and an
+    # offset moves a spelling's date away from its moment's by up to a day.
+    old = ["2026-10-31T01:00:00+14:00", "2026-10-30T11:59:59.9", "2026-10-30 02:00:00-09:30", "2026-09-01"]
+    recent = ["2026-10-29T23:00:00-14:00", "2026-10-30 12:00:01", "2026-10-31T00:00:00+11:00", "2026-11-28"]
+    url = _sqlite_table(tmp_path / "tasks.sqlite3", old + recent)
+    settings = settings_for(url)
+    table, policy = open_table(create_engine(url), settings), standard_policies(settings)[3]
+    assert run_policies(table, [policy], NOW, RunOptions(dry_run=True)).policies[policy.name].matched == 4
+    run_policies(table, [policy], NOW, RunOptions())
+    with table.engine.connect() as conn:
+        left = [spelt for (spelt,) in conn.exec_driver_sql("SELECT completed_at FROM processing_tasks ORDER BY id")]
+    assert left == recent
+
+
+def test_sqlite_reads_only_the_old_part_of_the_index_for_a_policys_matches(tmp_path: Path) -> None:
+    url = _sqlite_table(tmp_path / "tasks.sqlite3", ["2026-09-01 00:00:00"])
+    settings = settings_for(url)
+    table, policy = open_table(create_engine(url), settings), standard_policies(settings)[3]
+    where = segments(table, policy, NOW, ["success"])[0].where
+    query = select(func.count()).select_from(table.table).where(where).compile(
+        table.engine, compile_kwargs={"literal_binds": True})
+    with table.engine.connect() as conn:
+        plan = " ".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}"))
+    assert "(status=? AND completed_at<?)" in plan  # a range of the index, not every success in it
 
 
 def _open(url: str) -> tuple[Any, list[Policy]]:

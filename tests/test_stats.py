@@ -179,14 +179,15 @@ def test_a_clock_that_went_back_recounts_the_terminal_statuses(tasks: Tasks, dat
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # only SQLite keeps timestamps as the application spelt them
 def test_sqlite_counts_the_last_24_hours_in_any_text_spelling_of_its_timestamps(tasks: Tasks) -> None:
     spellings = ["2026-11-28 12:00:00", "2026-11-28T12:00:00.5", "2026-11-29T11:59", "2026-11-28 11:59:59.999",
-                 "2026-11-28T11:00:00", "2026-11-27 13:00:00", "2025-12-31 23:59:59"]
+                 "2026-11-28T11:00:00", "2026-11-27 13:00:00", "2025-12-31 23:59:59",
+                 "2026-11-27T23:00:00-14:00", "2026-11-28T23:00:00+12:00"]  # 2026-11-28 13:00 and 11:00 UTC
     with tasks.engine.begin() as conn:
         for spelt in spellings:
             insert = "INSERT INTO processing_tasks (status, task_type, created_at) VALUES ('success', 'x', :at)"
             conn.execute(text(insert), {"at": spelt})
     url = str(tasks.engine.url)
-    assert stats_of(tasks, url).created_last_24h == 3  # from 2026-11-28 12:00:00, NOW less 24 h, included
-    assert poll_of(tasks, url, None)[0].created_last_24h == 3
+    assert stats_of(tasks, url).created_last_24h == 4  # from 2026-11-28 12:00:00, NOW less 24 h, included
+    assert poll_of(tasks, url, None)[0].created_last_24h == 4
 
 
 def test_the_oldest_age_reads_each_column_in_its_own_zone(engine: Any, database_url: str) -> None:

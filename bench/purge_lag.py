@@ -13,7 +13,9 @@ rebuilt copies of ``bench/purge.py``'s table (each after the server has settled)
   (diagnosis only: never do this to a production server, whose history would pile up);
 
 and prints, per method, the time to its last commit and the time until InnoDB had removed the
-rows, with each ratio to the round's bare DELETE.
+rows, with each ratio to the round's bare DELETE, and the CPU time the server (``mariadbd``, all
+its threads) and reaper's process spent over each: on a machine whose cores are all busy, work that
+InnoDB's purge does during the run is time taken from the deletes.
 Usage: ``python bench/purge_lag.py [--rows N] [--rounds N] [--methods bare,reaper,reaper-held]``.
 """
 
@@ -21,7 +23,10 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import os
+import resource
 import contextlib
+import dataclasses
 import json
 import shlex
 import subprocess
@@ -54,6 +59,19 @@ def purge_held(backend: purge.Backend, held: bool) -> Iterator[None]:
         conn.close()
 
 
+def server_cpu_seconds(backend: purge.MariaDBBackend) -> float:
+    """CPU time (user and system, all threads) the MariaDB server has used since it started."""
+    pid = Path(backend.server.datadir, "mysqld.pid").read_text().strip()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def children_cpu_seconds() -> float:
+    """CPU time used by this script's finished children (reaper's runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_method(backend: purge.Backend, method: str, flags: list[str], cuts: tuple[str, str]) -> tuple[float, str]:
     """Run ``bare`` (the DELETE of the rows older than ``cuts``) or reaper with ``flags``; return its
     seconds to the last commit and a note (reaper's audit log goes beside the table's files)."""
@@ -73,20 +91,47 @@ def run_method(backend: purge.Backend, method: str, flags: list[str], cuts: tupl
     return seconds, f"{inside:.2f} s in the policies"
 
 
-def measure(backend: purge.MariaDBBackend, method: str, flags: list[str]) -> tuple[int, float, float | None, str]:
-    """(rows deleted, seconds to the last commit, seconds until InnoDB removed them, note)."""
+@dataclasses.dataclass
+class Measured:
+    """One method's run: rows, seconds, and CPU seconds to the last commit and until the rows were removed."""
+
+    deleted: int
+    seconds: float
+    removed: float | None
+    server_cpu: float
+    server_cpu_removed: float
+    client_cpu: float
+    note: str
+
+    def cpu_text(self) -> str:
+        """The CPU figures, with the share of the machine's cores they kept busy."""
+        cores = os.cpu_count() or 1
+        busy = (self.server_cpu + self.client_cpu) / self.seconds / cores
+        text = (f"cpu to the commit: server {self.server_cpu:.2f} s + reaper {self.client_cpu:.2f} s "
+                f"({busy:.0%} of {cores} cores)")
+        if self.removed:
+            text += f"; server until removed {self.server_cpu_removed:.2f} s"
+        return text
+
+
+def measure(backend: purge.MariaDBBackend, method: str, flags: list[str]) -> Measured:
+    """Run ``method`` on a rebuilt, settled table and time it to its last commit and until InnoDB removed the rows."""
     backend.rebuild()
     backend.settle()
     before = backend.count()
     cuts = purge.cut_offs(purge.utc_now())
     expected = backend.count(backend.purge_where(), cuts)
     mark = backend.purge_mark()
+    cpu_before, children_before = server_cpu_seconds(backend), children_cpu_seconds()
     started = time.perf_counter()
     with purge_held(backend, method.endswith("-held")):
         seconds, note = run_method(backend, method.removesuffix("-held"), flags, cuts)
+        cpu_at_commit, client_cpu = server_cpu_seconds(backend), children_cpu_seconds() - children_before
     purged_at, _ = backend.wait_purged(mark, expected)
+    cpu_at_removed = server_cpu_seconds(backend)  # a few polls late: at most POLL_SECONDS of idle server
     removed = None if purged_at is None else purged_at - started
-    return before - backend.count(), seconds, removed, note
+    return Measured(before - backend.count(), seconds, removed, cpu_at_commit - cpu_before,
+                    cpu_at_removed - cpu_before, client_cpu, note)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,15 +152,15 @@ def main(argv: list[str] | None = None) -> int:
         for round_number in range(1, args.rounds + 1):
             bare: tuple[float, float | None] | None = None
             for method in methods:
-                deleted, seconds, removed, note = measure(backend, method, flags)
+                run = measure(backend, method, flags)
                 if method == "bare":
-                    bare = (seconds, removed)
-                ratio = f"{bare[0] / seconds:.2f}x" if bare else "-"
-                removed_text = "not removed in time" if removed is None else f"{removed:6.2f} s"
-                removed_ratio = f"{bare[1] / removed:.2f}x" if bare and bare[1] and removed else "-"
-                print(f"round {round_number} {method:<12} {deleted:>10,} rows  last commit {seconds:6.2f} s "
+                    bare = (run.seconds, run.removed)
+                ratio = f"{bare[0] / run.seconds:.2f}x" if bare else "-"
+                removed_text = "not removed in time" if run.removed is None else f"{run.removed:6.2f} s"
+                removed_ratio = f"{bare[1] / run.removed:.2f}x" if bare and bare[1] and run.removed else "-"
+                print(f"round {round_number} {method:<12} {run.deleted:>10,} rows  last commit {run.seconds:6.2f} s "
                       f"({ratio} of bare)  removed by InnoDB {removed_text} ({removed_ratio} of bare)"
-                      + (f"  [{note}]" if note else ""), flush=True)
+                      + (f"  [{run.note}]" if run.note else "") + f"\n  {run.cpu_text()}", flush=True)
     finally:
         backend.close()
     return 0

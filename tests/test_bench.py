@@ -93,6 +93,11 @@ def test_the_purge_lag_benchmark_times_each_method_to_its_commit_and_until_innod
     assert [method for method, *_ in rows] == ["bare", "reaper", "reaper-held"], result.stdout
     assert len({deleted for _, deleted, _, _ in rows}) == 1 and rows[0][1] != "0"
     assert all(float(removed) >= float(commit) for _, _, commit, removed in rows)  # removal follows the commit
+    cpu = re.findall(r"^  cpu to the commit: server ([\d.]+) s \+ reaper ([\d.]+) s .*; server until removed ([\d.]+) s",
+                     result.stdout, re.MULTILINE)
+    assert len(cpu) == 3, result.stdout
+    assert float(cpu[0][1]) == 0 < float(cpu[1][1])  # the bare DELETE runs no reaper; reaper's run is counted
+    assert all(float(until_removed) >= float(server) for server, _, until_removed in cpu)
     assert list(tmp_path.iterdir()) == []  # reaper's audit log stays in the benchmark's own folder
 
 

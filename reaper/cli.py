@@ -12,24 +12,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-import schedule
 from loguru import logger
-from prometheus_client import CollectorRegistry, ProcessCollector, disable_created_metrics
 
 from reaper import __version__
 from reaper.clock import utcnow
 from reaper.cleanup import exclusive_cleanup, run_options
-from reaper.daemon import Daemon
 from reaper.db import SessionLimits, create_db_engine, database_errors
 from reaper.demo import DEMO_FILE, ensure_demo_database
 from reaper.errors import ConfigError, LockHeld, ReaperError
 from reaper.explain import explain, parse_task_id, render_explanation
-from reaper.http import MetricsServer, TlsFiles, build_app
 from reaper.indexes import check_indexes, render_index_report
 from reaper.logs import setup_logging
 from reaper.manual import ProgressBars, confirm_deletions, count_matches
-from reaper.metrics import ReaperMetrics
-from reaper.page import render_status_page
 from reaper.policies import Policy, force_policy, standard_policies
 from reaper.reap import RunOptions, RunResult, run_policies
 from reaper.restore import restore_archive
@@ -262,37 +256,6 @@ def _restore(mode: Mode, args: argparse.Namespace, settings: Settings, table: Ta
     return EXIT_OK
 
 
-def _run_daemon(mode: Mode, settings: Settings, reload_settings: Callable[[], Settings]) -> int:
-    disable_created_metrics()  # *_created series only double what dashboards read; most exporters drop them
-    registry = CollectorRegistry()
-    ProcessCollector(registry=registry)  # process_start_time_seconds: the alert rules need the uptime
-    metrics = ReaperMetrics(registry, __version__, settings.metrics_max_task_types)
-    daemon = Daemon(settings, reload_settings, metrics, schedule.Scheduler(), shadow=mode.dry_run)
-
-    def status_page() -> str:
-        return render_status_page(metrics.snapshot, daemon.settings.table, mode.dry_run)
-
-    tls = None
-    if settings.metrics_certfile and settings.metrics_keyfile:
-        tls = TlsFiles(settings.metrics_certfile, settings.metrics_keyfile, settings.metrics_client_cafile)
-    app = build_app(registry, daemon.healthy, daemon.ready, status_page)
-    server = MetricsServer(app, settings.metrics_host, settings.metrics_port, tls)
-    daemon.install_signal_handlers()
-
-    def serve() -> None:
-        server.start()
-        logger.info(
-            f"reaper {__version__} {'in shadow mode (dry runs only) ' if mode.dry_run else ''}watching "
-            f"{settings.table} at {settings.safe_database_url}; metrics on "
-            f"{server.scheme}://{server.host}:{server.port}/metrics"
-        )
-
-    try:
-        return daemon.run(on_ready=serve)
-    finally:
-        server.stop()
-
-
 def _run(mode: Mode, args: argparse.Namespace, settings: Settings, reload_settings: Callable[[], Settings]) -> int:
     now = utcnow()
     if args.demo:
@@ -300,7 +263,10 @@ def _run(mode: Mode, args: argparse.Namespace, settings: Settings, reload_settin
         if added:
             logger.info(f"demo database ./{DEMO_FILE} filled with {added} tasks")
     if mode.name == "daemon":
-        return _run_daemon(mode, settings, reload_settings)
+        # imported here: the daemon's metrics, HTTP server and scheduler cost every one-shot run start-up time
+        from reaper.service import run_daemon
+
+        return run_daemon(settings, reload_settings, shadow=mode.dry_run)
     table = _open_table(settings)
     with database_errors(f"database error on table {settings.table!r}", settings.secrets):
         if mode.name == "stats":

@@ -14,8 +14,6 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-from tqdm import tqdm
-
 from reaper.errors import ReaperError
 from reaper.policies import Action, Policy
 from reaper.reap import RunOptions, run_policies
@@ -76,6 +74,8 @@ class ProgressBars:
         if bar is None:
             for other in self._bars.values():
                 other.close()
+            from tqdm import tqdm  # only when a bar is shown: unattended runs skip its import
+
             # A terminal that reports no width (a bare pty) would get an empty bar: fall back to 80.
             width = shutil.get_terminal_size().columns
             bar = tqdm(total=self.totals.get(policy), desc=policy, unit="rows", file=self.stream, ncols=width)

@@ -1,0 +1,52 @@
+"""The daemon's wiring: its own metrics registry, the HTTP server, the scheduler and the daemon itself.
+
+Kept apart from the command line so that one-shot runs never import prometheus-client, the HTTP
+server or ``schedule`` (about 50 ms of every ``reaper --once`` start-up).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import schedule
+from loguru import logger
+from prometheus_client import CollectorRegistry, ProcessCollector, disable_created_metrics
+
+from reaper import __version__
+from reaper.daemon import Daemon
+from reaper.http import MetricsServer, TlsFiles, build_app
+from reaper.metrics import ReaperMetrics
+from reaper.page import render_status_page
+from reaper.settings import Settings
+
+
+def run_daemon(settings: Settings, reload_settings: Callable[[], Settings], shadow: bool) -> int:
+    """Serve the metrics and run the schedule until a signal stops the daemon; return its exit code."""
+    disable_created_metrics()  # *_created series only double what dashboards read; most exporters drop them
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)  # process_start_time_seconds: the alert rules need the uptime
+    metrics = ReaperMetrics(registry, __version__, settings.metrics_max_task_types)
+    daemon = Daemon(settings, reload_settings, metrics, schedule.Scheduler(), shadow=shadow)
+
+    def status_page() -> str:
+        return render_status_page(metrics.snapshot, daemon.settings.table, shadow)
+
+    tls = None
+    if settings.metrics_certfile and settings.metrics_keyfile:
+        tls = TlsFiles(settings.metrics_certfile, settings.metrics_keyfile, settings.metrics_client_cafile)
+    app = build_app(registry, daemon.healthy, daemon.ready, status_page)
+    server = MetricsServer(app, settings.metrics_host, settings.metrics_port, tls)
+    daemon.install_signal_handlers()
+
+    def serve() -> None:
+        server.start()
+        logger.info(
+            f"reaper {__version__} {'in shadow mode (dry runs only) ' if shadow else ''}watching "
+            f"{settings.table} at {settings.safe_database_url}; metrics on "
+            f"{server.scheme}://{server.host}:{server.port}/metrics"
+        )
+
+    try:
+        return daemon.run(on_ready=serve)
+    finally:
+        server.stop()

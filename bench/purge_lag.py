@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import argparse
 import compileall
-import os
-import resource
 import contextlib
 import dataclasses
 import json
+import os
+import resource
 import shlex
 import subprocess
 import sys

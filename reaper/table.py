@@ -150,7 +150,8 @@ class TaskTable:
         return and_(type_coerce(column, String()) < bound, self._julian(column) < self._julian(literal(value, column.type)))
 
     def since(self, column: Column[Any], moment: datetime) -> ColumnElement[bool]:
-        """Return ``column >= moment``, the negation of ``before`` for rows that have a value."""
+        """Return ``column >= moment``: the negation of ``before`` for rows whose value is a timestamp
+        (on SQLite, ISO text)."""
         value = self.to_db(moment, column)
         if not self._text_timestamps:
             return column >= value
@@ -162,7 +163,8 @@ class TaskTable:
     def _julian(value: ColumnElement[Any]) -> ColumnElement[Any]:
         # SQLite keeps timestamps as text in whatever spelling the application wrote ('... 10:00:00',
         # '...T10:00:00', with or without a fraction or an offset): compared as moments, as julianday()
-        # reads them. Text that is no ISO timestamp is left out, as from_db() leaves it out.
+        # reads them. The text bounds beside it leave out what julianday() reads but is no ISO
+        # timestamp (a bare '10:00', a number), which from_db() cannot read either.
         return func.julianday(value)
 
     @property

@@ -549,14 +549,14 @@ def _sqlite_table(path: Path, finished: list[str]) -> str:
     return f"sqlite:///{path}"
 
 
-def test_sqlite_timestamps_with_an_offset_are_judged_by_the_moment_they_spell(tmp_path: Path) -> None:
+def test_sqlite_timestamps_with_an_offset_are_judged_by_the_moment_they_spell_in_a_utc_database(tmp_path: Path) -> None:
     # success_retention's cut-off is 2026-10-30 12:00 UTC; the index bounds the text by its date, and an
     # offset moves a spelling's date away from its moment's by up to a day.
     old = ["2026-10-31T01:00:00+14:00", "2026-10-30T11:59:59.9", "2026-10-30 02:00:00-09:30", "2026-09-01"]
     recent = ["2026-10-29T23:00:00-14:00", "2026-10-30 12:00:01", "2026-10-31T00:00:00+11:00", "2026-11-28"]
     url = _sqlite_table(tmp_path / "tasks.sqlite3", old + recent)
     settings = settings_for(url)
-    table, policy = open_table(create_engine(url), settings), standard_policies(settings)[3]
+    table, policy = open_table(create_engine(url), settings), _policy(settings, "success_retention")
     assert run_policies(table, [policy], NOW, RunOptions(dry_run=True)).policies[policy.name].matched == 4
     run_policies(table, [policy], NOW, RunOptions())
     with table.engine.connect() as conn:
@@ -567,13 +567,17 @@ def test_sqlite_timestamps_with_an_offset_are_judged_by_the_moment_they_spell(tm
 def test_sqlite_reads_only_the_old_part_of_the_index_for_a_policys_matches(tmp_path: Path) -> None:
     url = _sqlite_table(tmp_path / "tasks.sqlite3", ["2026-09-01 00:00:00"])
     settings = settings_for(url)
-    table, policy = open_table(create_engine(url), settings), standard_policies(settings)[3]
+    table, policy = open_table(create_engine(url), settings), _policy(settings, "success_retention")
     where = segments(table, policy, NOW, ["success"])[0].where
     query = select(func.count()).select_from(table.table).where(where).compile(
         table.engine, compile_kwargs={"literal_binds": True})
     with table.engine.connect() as conn:
         plan = " ".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}"))
     assert "(status=? AND completed_at<?)" in plan  # a range of the index, not every success in it
+
+
+def _policy(settings: Settings, name: str) -> Policy:
+    return next(policy for policy in standard_policies(settings) if policy.name == name)
 
 
 def _open(url: str) -> tuple[Any, list[Policy]]:

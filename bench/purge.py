@@ -40,6 +40,7 @@ import math
 import os
 import platform
 import random
+import resource
 import shlex
 import shutil
 import signal
@@ -77,6 +78,7 @@ GOAL_RSS_MB = 100.0
 GOAL_RSS_FLAT = 1.25  # at N rows no more than 1.25x the RSS on a 10,000-row table
 GOAL_STATS_SECONDS = 1.0
 GOAL_P99_RATIO = 2.0
+CORES_SATURATED = 0.75  # a share of the machine's cores above which a method left the others little room
 
 COLUMNS = "id, task_type, status, progress, created_at, started_at, completed_at, updated_at, error_message"
 
@@ -255,6 +257,10 @@ class Backend:
 
     def purge_mark(self) -> int | None:
         """The database's running count of deleted rows it has removed for good, or None if it has none."""
+        return None
+
+    def server_cpu_seconds(self) -> float | None:
+        """CPU time (user and system, every thread) the database server has used, or None without a server."""
         return None
 
     def wait_purged(self, mark: int, rows: int) -> tuple[float | None, int]:
@@ -522,6 +528,12 @@ class MariaDBBackend(Backend):
                 return settled, dirty, history
             time.sleep(self.POLL_SECONDS)
 
+    def server_cpu_seconds(self) -> float:
+        """CPU time (user and system, every thread) the MariaDB server has used since it started."""
+        pid = Path(self.server.datadir, "mysqld.pid").read_text().strip()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
     def purge_mark(self) -> int:
         with self.server._admin() as conn, conn.cursor() as cur:
             return self._metrics(cur)["purge_del_mark_records"]
@@ -603,6 +615,12 @@ def time_stats(url: str, table_name: str, repeats: int) -> float:
         return statistics.median(polls)
     finally:
         engine.dispose()
+
+
+def own_cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the methods' processes)."""
+    mine, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return mine.ru_utime + mine.ru_stime + children.ru_utime + children.ru_stime
 
 
 def timed(action: Callable[[], object]) -> float:
@@ -736,6 +754,10 @@ class MethodResult:
     settled_rate: float | None = None
     ratio: float | None = None  # rate / the bare DELETE's rate (to the last commit)
     settled_ratio: float | None = None  # settled_rate / the bare DELETE's settled_rate
+    # MariaDB: the server's CPU seconds to the last commit, and the share of the machine's cores that the
+    # server and the method's own process kept busy meanwhile
+    server_cpu: float | None = None
+    cores_busy: float | None = None
 
 
 @dataclass
@@ -820,9 +842,11 @@ class Bench:
         run_dir = self.fresh_dir(method.split()[0].replace("-", ""))
         log(f"{backend.name}: {method}: {expected:,} of {before:,} rows to purge")
         mark = backend.purge_mark()
+        cpu_before, own_before = backend.server_cpu_seconds(), own_cpu_seconds()
         started = time.perf_counter()
         _, child = action(cut30, cut7, run_dir)
         ended = time.perf_counter()
+        cpu_after, own_cpu = backend.server_cpu_seconds(), own_cpu_seconds() - own_before
         seconds = child.seconds if child is not None else ended - started
         if child is not None and child.code != 0:
             raise RuntimeError(f"{method} exited with {child.code}: {child.stderr[-2000:]}")
@@ -839,6 +863,9 @@ class Bench:
                               child.max_rss_mb if child is not None and method.startswith("reaper") else None, note)
         if settled is not None:
             result.settled_seconds, result.settled_rate = settled, deleted / settled
+        if cpu_before is not None and cpu_after is not None and seconds:
+            result.server_cpu = cpu_after - cpu_before
+            result.cores_busy = (result.server_cpu + own_cpu) / (ended - started) / (os.cpu_count() or 1)
         if mark is not None and purged < deleted:
             result.note = "; ".join(filter(None, [note, f"InnoDB's purge counter saw {purged:,} of the {deleted:,} "
                                                         "rows by the end of the wait"]))
@@ -1105,6 +1132,8 @@ def goal_lines(reports: list[BackendReport], args: argparse.Namespace) -> list[s
                        "see 'where reaper's time went'")
             elif ratio < GOAL_RATE_RATIO:
                 why = f" ({ratio:.2f}x)"
+            if ratio < GOAL_RATE_RATIO and mine.cores_busy is not None and bare.cores_busy is not None:
+                why += cpu_why(mine, bare)
             goals.append(f"GOAL {tag} reaper purges at >= {GOAL_RATE_RATIO} of the bare DELETE's rate: "
                          + (f"met ({ratio:.2f}x)" if ratio >= GOAL_RATE_RATIO else f"MISSED{why}"))
             if r.name == "mariadb":
@@ -1172,12 +1201,26 @@ def goal_lines(reports: list[BackendReport], args: argparse.Namespace) -> list[s
                       f"during, {r.idle.max_ms:.0f} ms idle; {r.during.samples:,} updates during the purge")
             if r.during_errors:
                 detail += f"; {r.during_errors} updates failed"
+            if mine and mine.cores_busy is not None:
+                detail += (f"; reaper's purge alone kept {mine.cores_busy:.0%} of the machine's cores busy "
+                           "(bench/app_latency.py cpu:N: busy cores alone)")
             goals.append(f"GOAL {tag} application p99 during a purge within {GOAL_P99_RATIO:g}x of idle: "
                          + ("met" if ratio <= GOAL_P99_RATIO and not r.during_errors else "MISSED") + f" ({detail})")
         elif r.idle:
             goals.append(f"GOAL {tag} application p99 during a purge within {GOAL_P99_RATIO:g}x of idle: MISSED "
                          "(no update finished while reaper purged)")
     return goals
+
+
+def cpu_why(mine: MethodResult, bare: MethodResult) -> str:
+    """The CPU side of a missed rate on MariaDB: how busy the cores were, and the server's CPU time."""
+    text = (f"; the machine's cores were {mine.cores_busy:.0%} busy until reaper's last commit "
+            f"({bare.cores_busy:.0%} for the bare DELETE), the server used {mine.server_cpu:.1f} s of CPU "
+            f"(the bare DELETE {bare.server_cpu:.1f} s)")
+    if (mine.cores_busy or 0) >= CORES_SATURATED and (mine.server_cpu or 0) >= 1.5 * (bare.server_cpu or 0):
+        text += (": InnoDB's purge removed rows beside the deletes, on the same cores, work the bare DELETE "
+                 "leaves for after its commit (bench/purge_lag.py)")
+    return text
 
 
 def settled_goal(tag: str, bare: MethodResult, mine: MethodResult) -> str:

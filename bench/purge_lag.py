@@ -59,13 +59,6 @@ def purge_held(backend: purge.Backend, held: bool) -> Iterator[None]:
         conn.close()
 
 
-def server_cpu_seconds(backend: purge.MariaDBBackend) -> float:
-    """CPU time (user and system, all threads) the MariaDB server has used since it started."""
-    pid = Path(backend.server.datadir, "mysqld.pid").read_text().strip()
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
-
-
 def children_cpu_seconds() -> float:
     """CPU time used by this script's finished children (reaper's runs)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -122,13 +115,13 @@ def measure(backend: purge.MariaDBBackend, method: str, flags: list[str]) -> Mea
     cuts = purge.cut_offs(purge.utc_now())
     expected = backend.count(backend.purge_where(), cuts)
     mark = backend.purge_mark()
-    cpu_before, children_before = server_cpu_seconds(backend), children_cpu_seconds()
+    cpu_before, children_before = backend.server_cpu_seconds(), children_cpu_seconds()
     started = time.perf_counter()
     with purge_held(backend, method.endswith("-held")):
         seconds, note = run_method(backend, method.removesuffix("-held"), flags, cuts)
-        cpu_at_commit, client_cpu = server_cpu_seconds(backend), children_cpu_seconds() - children_before
+        cpu_at_commit, client_cpu = backend.server_cpu_seconds(), children_cpu_seconds() - children_before
     purged_at, _ = backend.wait_purged(mark, expected)
-    cpu_at_removed = server_cpu_seconds(backend)  # a few polls late: at most POLL_SECONDS of idle server
+    cpu_at_removed = backend.server_cpu_seconds()  # a few polls late: at most POLL_SECONDS of idle server
     removed = None if purged_at is None else purged_at - started
     return Measured(before - backend.count(), seconds, removed, cpu_at_commit - cpu_before,
                     cpu_at_removed - cpu_before, client_cpu, note)

@@ -16,7 +16,7 @@ from reaper.policies import Policy, force_policy, standard_policies
 from reaper.reap import RunOptions, RunResult, run_policies
 from reaper.selection import segments
 from reaper.settings import Settings
-from reaper.table import open_table
+from reaper.table import TaskTable, open_table
 
 
 def reap(tasks: Tasks, database_url: str, dry_run: bool = False, **overrides: Any) -> RunResult:
@@ -511,29 +511,17 @@ def test_sleep_pauses_between_batches_only(tasks: Tasks, database_url: str) -> N
 def test_sqlite_timestamps_written_without_sqlalchemy_are_paged_without_skipping(tmp_path: Path) -> None:
     # CURRENT_TIMESTAMP ('2026-11-28 06:00:00') and ISO ('2026-11-28T06:00:00') spellings, many rows
     # sharing one second across batch boundaries.
-    path = tmp_path / "tasks.sqlite3"
-    engine = create_engine(f"sqlite:///{path}")
-    with engine.begin() as conn:
-        conn.exec_driver_sql(
-            "CREATE TABLE processing_tasks (id INTEGER PRIMARY KEY, status TEXT, task_type TEXT, "
-            "created_at DATETIME, started_at DATETIME, completed_at DATETIME, updated_at DATETIME, error_message TEXT)"
-        )
-        for spelling in ("2026-11-28 06:00:00", "2026-11-28T05:00:00"):
-            for _ in range(10):
-                conn.exec_driver_sql(
-                    "INSERT INTO processing_tasks (status, created_at, started_at) VALUES ('running', ?, ?)",
-                    (spelling, spelling),
-                )
-    engine.dispose()
-    url = f"sqlite:///{path}"
-    dry = run_policies(*_open(url), NOW, RunOptions(dry_run=True, batch_size=3))
+    spellings = ["2026-11-28 06:00:00"] * 10 + ["2026-11-28T05:00:00"] * 10
+    url = _sqlite_table(tmp_path / "tasks.sqlite3", "running", "started_at", spellings)
+    dry = run_policies(*_open(url, "running_timeout"), NOW, RunOptions(dry_run=True, batch_size=3))
     assert dry.policies["running_timeout"].matched == 20
-    real = run_policies(*_open(url), NOW, RunOptions(batch_size=3))
+    real = run_policies(*_open(url, "running_timeout"), NOW, RunOptions(batch_size=3))
     assert real.policies["running_timeout"].affected == 20
 
 
-def _sqlite_table(path: Path, finished: list[str]) -> str:
-    """A SQLite task table whose successes were written, as text, by an application: one row per spelling."""
+def _sqlite_table(path: Path, status: str, dated_by: str, spellings: list[str]) -> str:
+    """A SQLite task table written, as text, by an application: one ``status`` row per spelling, in both
+    created_at and ``dated_by``, with the index on (status, completed_at, id)."""
     engine = create_engine(f"sqlite:///{path}")
     with engine.begin() as conn:
         conn.exec_driver_sql(
@@ -541,9 +529,9 @@ def _sqlite_table(path: Path, finished: list[str]) -> str:
             "started_at DATETIME, completed_at DATETIME, updated_at DATETIME, error_message TEXT)"
         )
         conn.exec_driver_sql("CREATE INDEX ix_status_completed ON processing_tasks (status, completed_at, id)")
-        for spelt in finished:
+        for spelt in spellings:
             conn.exec_driver_sql(
-                "INSERT INTO processing_tasks (status, created_at, completed_at) VALUES ('success', ?, ?)", (spelt, spelt)
+                f"INSERT INTO processing_tasks (status, created_at, {dated_by}) VALUES (?, ?, ?)", (status, spelt, spelt)
             )
     engine.dispose()
     return f"sqlite:///{path}"
@@ -554,9 +542,8 @@ def test_sqlite_timestamps_with_an_offset_are_judged_by_the_moment_they_spell_in
     # offset moves a spelling's date away from its moment's by up to a day.
     old = ["2026-10-31T01:00:00+14:00", "2026-10-30T11:59:59.9", "2026-10-30 02:00:00-09:30", "2026-09-01"]
     recent = ["2026-10-29T23:00:00-14:00", "2026-10-30 12:00:01", "2026-10-31T00:00:00+11:00", "2026-11-28"]
-    url = _sqlite_table(tmp_path / "tasks.sqlite3", old + recent)
-    settings = settings_for(url)
-    table, policy = open_table(create_engine(url), settings), _policy(settings, "success_retention")
+    url = _sqlite_table(tmp_path / "tasks.sqlite3", "success", "completed_at", old + recent)
+    table, [policy] = _open(url, "success_retention")
     assert run_policies(table, [policy], NOW, RunOptions(dry_run=True)).policies[policy.name].matched == 4
     run_policies(table, [policy], NOW, RunOptions())
     with table.engine.connect() as conn:
@@ -565,9 +552,8 @@ def test_sqlite_timestamps_with_an_offset_are_judged_by_the_moment_they_spell_in
 
 
 def test_sqlite_reads_only_the_old_part_of_the_index_for_a_policys_matches(tmp_path: Path) -> None:
-    url = _sqlite_table(tmp_path / "tasks.sqlite3", ["2026-09-01 00:00:00"])
-    settings = settings_for(url)
-    table, policy = open_table(create_engine(url), settings), _policy(settings, "success_retention")
+    url = _sqlite_table(tmp_path / "tasks.sqlite3", "success", "completed_at", ["2026-09-01 00:00:00"])
+    table, [policy] = _open(url, "success_retention")
     where = segments(table, policy, NOW, ["success"])[0].where
     query = select(func.count()).select_from(table.table).where(where).compile(
         table.engine, compile_kwargs={"literal_binds": True})
@@ -576,10 +562,7 @@ def test_sqlite_reads_only_the_old_part_of_the_index_for_a_policys_matches(tmp_p
     assert "(status=? AND completed_at<?)" in plan  # a range of the index, not every success in it
 
 
-def _policy(settings: Settings, name: str) -> Policy:
-    return next(policy for policy in standard_policies(settings) if policy.name == name)
-
-
-def _open(url: str) -> tuple[Any, list[Policy]]:
+def _open(url: str, name: str) -> tuple[TaskTable, list[Policy]]:
+    """The task table at ``url`` and its standard policy ``name``."""
     settings = settings_for(url)
-    return open_table(create_engine(url), settings), standard_policies(settings)[:1]
+    return open_table(create_engine(url), settings), [p for p in standard_policies(settings) if p.name == name]

@@ -144,10 +144,15 @@ class TaskTable:
         value = self.to_db(moment, column)
         if not self._text_timestamps:
             return column < value
-        # The index cannot serve julianday(); it can serve the text bound, which keeps every ISO spelling
-        # of an earlier moment (its date, even with a +14:00 offset, is at most the day after value's).
+        # SQLite keeps timestamps as text in whatever spelling the application wrote ('... 10:00:00',
+        # '...T10:00:00', with or without a fraction or an offset): compared as moments, as julianday()
+        # reads them. The index cannot serve julianday(); it can serve the text bound, which keeps every
+        # ISO spelling of an earlier moment (its date, even with a +14:00 offset, is at most the day
+        # after value's) and leaves out what julianday() reads but is no ISO timestamp (a bare '10:00',
+        # a number), which from_db() cannot read either.
         bound = literal((value + timedelta(days=2)).strftime("%Y-%m-%d"), String())
-        return and_(type_coerce(column, String()) < bound, self._julian(column) < self._julian(literal(value, column.type)))
+        moment_text = literal(value, column.type)
+        return and_(type_coerce(column, String()) < bound, func.julianday(column) < func.julianday(moment_text))
 
     def since(self, column: Column[Any], moment: datetime) -> ColumnElement[bool]:
         """Return ``column >= moment``: the negation of ``before`` for rows whose value is a timestamp
@@ -157,15 +162,8 @@ class TaskTable:
             return column >= value
         # as in before(): every ISO spelling of a later moment sorts after the date a day before value's
         bound = literal((value - timedelta(days=1)).strftime("%Y-%m-%d"), String())
-        return and_(type_coerce(column, String()) >= bound, self._julian(column) >= self._julian(literal(value, column.type)))
-
-    @staticmethod
-    def _julian(value: ColumnElement[Any]) -> ColumnElement[Any]:
-        # SQLite keeps timestamps as text in whatever spelling the application wrote ('... 10:00:00',
-        # '...T10:00:00', with or without a fraction or an offset): compared as moments, as julianday()
-        # reads them. The text bounds beside it leave out what julianday() reads but is no ISO
-        # timestamp (a bare '10:00', a number), which from_db() cannot read either.
-        return func.julianday(value)
+        moment_text = literal(value, column.type)
+        return and_(type_coerce(column, String()) >= bound, func.julianday(column) >= func.julianday(moment_text))
 
     @property
     def _text_timestamps(self) -> bool:

@@ -73,18 +73,15 @@ def during(backend: purge.Backend, method: str, cpu_seconds: float) -> list[str]
     load = purge.AppLoad(backend, 0.001, seed=8)
     if method.startswith("cpu:"):
         return [describe(f"{label} (no purge)", *while_spinning(load, int(method.removeprefix("cpu:")), cpu_seconds))]
-    backend.rebuild()
-    backend.settle()
+    fresh = purge.fresh_table(backend)
     purging = method.removeprefix("held:").strip()
     kind, flags = ("bare", []) if purging == "bare" else ("reaper", shlex.split(purging))
-    cuts = purge.cut_offs(purge.utc_now())
-    expected, mark = backend.count(backend.purge_where(), cuts), backend.purge_mark()
     load.start(MAX_UPDATES, 3600)
     try:
         with purge_held(backend, method.startswith("held:")):
-            seconds, _ = run_method(backend, kind, flags, cuts)
+            seconds, _ = run_method(backend, kind, flags, fresh.cuts)
         committed, at_commit = time.perf_counter(), len(load.latencies)
-        purged_at, _ = backend.wait_purged(mark, expected) if mark is not None else (None, 0)
+        purged_at, _ = backend.wait_purged(fresh.mark, fresh.expected) if fresh.mark is not None else (None, 0)
     finally:
         load.stop()
     lines = [describe(label, load.latencies[:at_commit], seconds)]

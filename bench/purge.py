@@ -617,10 +617,38 @@ def time_stats(url: str, table_name: str, repeats: int) -> float:
         engine.dispose()
 
 
+def children_cpu_seconds() -> float:
+    """CPU time of this process's finished children (the methods' processes: reaper, pt-archiver)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def own_cpu_seconds() -> float:
-    """CPU time of this process and of its finished children (the methods' processes)."""
-    mine, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return mine.ru_utime + mine.ru_stime + children.ru_utime + children.ru_stime
+    """CPU time of this process (the bare DELETE's client) and of its finished children."""
+    mine = resource.getrusage(resource.RUSAGE_SELF)
+    return mine.ru_utime + mine.ru_stime + children_cpu_seconds()
+
+
+def cores_busy(cpu_seconds: float, seconds: float) -> float:
+    """The share of the machine's cores that ``cpu_seconds`` of CPU time kept busy over ``seconds``."""
+    return cpu_seconds / seconds / (os.cpu_count() or 1)
+
+
+@dataclass
+class FreshTable:
+    """A rebuilt, settled table about to be purged: the cut-offs, the rows they match, InnoDB's purge counter."""
+
+    cuts: tuple[str, str]
+    expected: int
+    mark: int | None
+
+
+def fresh_table(backend: Backend) -> FreshTable:
+    """Rebuild the table from its template and wait until the database has settled."""
+    backend.rebuild()
+    backend.settle()
+    cuts = cut_offs(utc_now())
+    return FreshTable(cuts, backend.count(backend.purge_where(), cuts), backend.purge_mark())
 
 
 def timed(action: Callable[[], object]) -> float:
@@ -834,14 +862,11 @@ class Bench:
 
     def measure(self, backend: Backend, report: BackendReport, method: str,
                 action: Callable[[str, str, Path], tuple[int | None, ChildRun | None]]) -> MethodResult:
-        backend.rebuild()
-        backend.settle()
+        fresh = fresh_table(backend)
+        (cut30, cut7), expected, mark = fresh.cuts, fresh.expected, fresh.mark
         before = backend.count()
-        cut30, cut7 = cut_offs(utc_now())
-        expected = backend.count(backend.purge_where(), (cut30, cut7))
         run_dir = self.fresh_dir(method.split()[0].replace("-", ""))
         log(f"{backend.name}: {method}: {expected:,} of {before:,} rows to purge")
-        mark = backend.purge_mark()
         cpu_before, own_before = backend.server_cpu_seconds(), own_cpu_seconds()
         started = time.perf_counter()
         _, child = action(cut30, cut7, run_dir)
@@ -865,7 +890,7 @@ class Bench:
             result.settled_seconds, result.settled_rate = settled, deleted / settled
         if cpu_before is not None and cpu_after is not None and seconds:
             result.server_cpu = cpu_after - cpu_before
-            result.cores_busy = (result.server_cpu + own_cpu) / (ended - started) / (os.cpu_count() or 1)
+            result.cores_busy = cores_busy(result.server_cpu + own_cpu, ended - started)
         if mark is not None and purged < deleted:
             result.note = "; ".join(filter(None, [note, f"InnoDB's purge counter saw {purged:,} of the {deleted:,} "
                                                         "rows by the end of the wait"]))

@@ -27,7 +27,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import resource
 import shlex
 import subprocess
 import sys
@@ -57,12 +56,6 @@ def purge_held(backend: purge.Backend, held: bool) -> Iterator[None]:
     finally:
         conn.rollback()
         conn.close()
-
-
-def children_cpu_seconds() -> float:
-    """CPU time used by this script's finished children (reaper's runs)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def run_method(backend: purge.Backend, method: str, flags: list[str], cuts: tuple[str, str]) -> tuple[float, str]:
@@ -98,10 +91,9 @@ class Measured:
 
     def cpu_text(self) -> str:
         """The CPU figures, with the share of the machine's cores they kept busy."""
-        cores = os.cpu_count() or 1
-        busy = (self.server_cpu + self.client_cpu) / self.seconds / cores
+        busy = purge.cores_busy(self.server_cpu + self.client_cpu, self.seconds)
         text = (f"cpu to the commit: server {self.server_cpu:.2f} s + reaper {self.client_cpu:.2f} s "
-                f"({busy:.0%} of {cores} cores)")
+                f"({busy:.0%} of {os.cpu_count() or 1} cores)")
         if self.removed:
             text += f"; server until removed {self.server_cpu_removed:.2f} s"
         return text
@@ -109,18 +101,14 @@ class Measured:
 
 def measure(backend: purge.MariaDBBackend, method: str, flags: list[str]) -> Measured:
     """Run ``method`` on a rebuilt, settled table and time it to its last commit and until InnoDB removed the rows."""
-    backend.rebuild()
-    backend.settle()
+    fresh = purge.fresh_table(backend)
     before = backend.count()
-    cuts = purge.cut_offs(purge.utc_now())
-    expected = backend.count(backend.purge_where(), cuts)
-    mark = backend.purge_mark()
-    cpu_before, children_before = backend.server_cpu_seconds(), children_cpu_seconds()
+    cpu_before, children_before = backend.server_cpu_seconds(), purge.children_cpu_seconds()
     started = time.perf_counter()
     with purge_held(backend, method.endswith("-held")):
-        seconds, note = run_method(backend, method.removesuffix("-held"), flags, cuts)
-        cpu_at_commit, client_cpu = backend.server_cpu_seconds(), children_cpu_seconds() - children_before
-    purged_at, _ = backend.wait_purged(mark, expected)
+        seconds, note = run_method(backend, method.removesuffix("-held"), flags, fresh.cuts)
+        cpu_at_commit, client_cpu = backend.server_cpu_seconds(), purge.children_cpu_seconds() - children_before
+    purged_at, _ = backend.wait_purged(fresh.mark, fresh.expected)
     cpu_at_removed = backend.server_cpu_seconds()  # a few polls late: at most POLL_SECONDS of idle server
     removed = None if purged_at is None else purged_at - started
     return Measured(before - backend.count(), seconds, removed, cpu_at_commit - cpu_before,

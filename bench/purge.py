@@ -51,7 +51,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -617,6 +617,14 @@ def time_stats(url: str, table_name: str, repeats: int) -> float:
         engine.dispose()
 
 
+def reaper_command(url: str, flags: Sequence[str], profiled: bool = False) -> list[str]:
+    """The command line of one ``reaper --once`` run on ``url`` with ``flags``; a profiled run logs every
+    batch as JSON (``bench/profiled_reaper.py`` reads them), the others only warnings."""
+    entry = [str(BENCH / "profiled_reaper.py")] if profiled else ["-m", "reaper"]
+    logging = ["--log-level", "INFO", "--log-json"] if profiled else ["--log-level", "WARNING"]
+    return [sys.executable, *entry, "--once", "--yes", "--json", "--database-url", url, *flags, *logging]
+
+
 def children_cpu_seconds() -> float:
     """CPU time of this process's finished children (the methods' processes: reaper, pt-archiver)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -851,14 +859,9 @@ class Bench:
         return path
 
     def reaper_cmd(self, url: str, profiled: bool, batch_size: int | None = None) -> list[str]:
-        entry = [str(BENCH / "profiled_reaper.py")] if profiled else ["-m", "reaper"]
-        cmd = [sys.executable, *entry, "--once", "--yes", "--json", "--database-url", url]
         batch_size = batch_size or self.args.batch_size
-        if batch_size:
-            cmd += ["--batch-size", str(batch_size)]
-        cmd += shlex.split(self.args.reaper_flags)
-        cmd += ["--log-level", "INFO", "--log-json"] if profiled else ["--log-level", "WARNING"]
-        return cmd
+        sized = ["--batch-size", str(batch_size)] if batch_size else []
+        return reaper_command(url, [*sized, *shlex.split(self.args.reaper_flags)], profiled)
 
     def measure(self, backend: Backend, report: BackendReport, method: str,
                 action: Callable[[str, str, Path], tuple[int | None, ChildRun | None]]) -> MethodResult:

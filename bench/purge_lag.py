@@ -66,9 +66,7 @@ def run_method(backend: purge.Backend, method: str, flags: list[str], cuts: tupl
     if method == "bare":
         backend.bare_delete(cut30, cut7)
         return time.perf_counter() - started, ""
-    cmd = [sys.executable, "-m", "reaper", "--once", "--yes", "--json", "--database-url", backend.url(),
-           "--log-level", "WARNING", *flags]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=purge.child_env(), stdin=subprocess.DEVNULL,
+    done = subprocess.run(purge.reaper_command(backend.url(), flags), capture_output=True, text=True, env=purge.child_env(), stdin=subprocess.DEVNULL,
                           cwd=backend.workdir)
     seconds = time.perf_counter() - started
     if done.returncode != 0:

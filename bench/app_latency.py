@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "tests"), str(HERE.parent)]
 
 import purge  # noqa: E402  (bench/purge.py: the table, its data, the servers and the application load)
-from purge_lag import purge_held, run_method  # noqa: E402
+from purge_lag import purge_held, run_method  # noqa: E402  (after the sys.path line above)
 
 IDLE_UPDATES = 3000
 MAX_UPDATES = 500_000

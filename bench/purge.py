@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Benchmark reaper's purge against the bare DELETE and pt-archiver, and the cost of watching.
 
-Issue 7. For each database asked for, the script builds a ``processing_tasks`` table of ``--rows``
-rows shaped like the seed's (about 96 % successes, 3 % failures, some retries and fresh pending and
-running tasks, created over 60 days, ids growing with time; about 49 % are old successes and
-failures past their retention), with the indexes ``reaper --check-indexes`` recommends, and then
-measures side by side, rebuilding the same table before each method:
+For each database asked for, the script builds a ``processing_tasks`` table of ``--rows``
+rows shaped like a video-processing backend's table (about 96 % successes, 3 % failures, some
+retries and fresh pending and running tasks, created over 60 days, ids growing with time; about
+49 % are old successes and failures past their retention), with the indexes
+``reaper --check-indexes`` recommends, and then measures side by side, rebuilding the same table before each method:
 
 1. purge throughput (rows/s): ``python -m reaper --once --yes`` against one bare ``DELETE ...
    WHERE`` in one transaction and, on MariaDB, ``pt-archiver --purge`` (``--bulk-delete --limit
@@ -23,7 +23,7 @@ where the run's time goes. On MariaDB every method starts once InnoDB has flushe
 dirty pages and purged the earlier history (``settle``), and each purge method is also timed until
 InnoDB's purge has removed the rows it deleted: the one-transaction DELETE leaves that work for
 after its commit, a batched purge pays for it as it goes. It prints a table of figures and one
-``GOAL`` line per goal of the issue, ``met`` or ``MISSED`` (with the reason when it is known).
+``GOAL`` line per goal of the benchmark, ``met`` or ``MISSED`` (with the reason when it is known).
 Everything listens on 127.0.0.1; the MariaDB server it starts (``tests/servers.py``) is stopped at
 the end.
 
@@ -53,7 +53,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,7 @@ TEN_MILLION = 10_000_000
 RSS_SMALL_ROWS = 10_000
 METHODS = ("bare", "reaper", "batch", "profile", "pt-archiver", "rss-small")
 
-# Goals of issue 7; never lowered here.
+# The benchmark's goals; never lowered here.
 GOAL_RATE_RATIO = 0.9
 GOAL_LONGEST_TRANSACTION = 0.5
 GOAL_PT_SPEEDUP = 3.0  # "several times faster": at least 3x
@@ -88,7 +88,7 @@ def log(message: str) -> None:
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def stamp(moment: datetime) -> str:
@@ -600,7 +600,7 @@ def time_stats(url: str, table_name: str, repeats: int) -> float:
     try:
         table = open_table(engine, settings)
         policies = standard_policies(settings)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         never = timedelta(days=1)
         _, totals = poll_stats(table, policies, now, None, never)  # the counts every later poll reuses
 
@@ -930,7 +930,7 @@ class Bench:
             with contextlib.suppress(ValueError, KeyError):
                 record = json.loads(line)["record"]
                 stamps.append((record["time"]["timestamp"], " in batch " in record["message"]))
-        gaps = [now - before for (before, _), (now, is_batch) in zip(stamps, stamps[1:]) if is_batch]
+        gaps = [now - before for (before, _), (now, is_batch) in zip(stamps, stamps[1:], strict=False) if is_batch]
         return Profile(
             wall=data["wall_seconds"],
             write_transactions=len(writes),
@@ -948,9 +948,11 @@ class Bench:
         args = self.args
         report = BackendReport(backend.name, backend.version(), backend.rows)
         log(f"{backend.name}: building {backend.rows:,} rows")
-        def timed_stats(table: str, label: list[str] = ["without indexes", "with indexes"]) -> float:
+        labels = ["without indexes", "with indexes"]  # build_template times the table twice, in this order
+
+        def timed_stats(table: str) -> float:
             seconds = time_stats(backend.url(), table, args.stats_repeats)
-            which = label.pop(0)
+            which = labels.pop(0)
             report.stats_parts[which] = STATS_PARTS.pop("last", {})
             report.stats_full[which] = STATS_FULL.pop("last")
             return seconds
@@ -1067,9 +1069,14 @@ def purged_columns(m: MethodResult) -> str:
 
 
 def render(reports: list[BackendReport], args: argparse.Namespace) -> tuple[str, list[str]]:
-    lines = ["", f"Figures ({args.rows:,} rows per table; every method on a freshly rebuilt copy of the same table)", ""]
+    lines = [
+        "",
+        f"Figures ({args.rows:,} rows per table; every method on a freshly rebuilt copy of the same table)",
+        "",
+    ]
     purged = any(m.settled_seconds is not None for r in reports for m in r.methods)
-    header = f"{'database':<9} {'method':<27} {'deleted':>9} {'seconds':>8} {'rows/s':>9} {'vs bare DELETE':>15} {'peak RSS':>9}"
+    header = (f"{'database':<9} {'method':<27} {'deleted':>9} {'seconds':>8} {'rows/s':>9} "
+              f"{'vs bare DELETE':>15} {'peak RSS':>9}")
     if purged:  # MariaDB: the same, counted until InnoDB's purge has removed the rows
         header += f" {'purged at':>10} {'rows/s':>9} {'vs bare, purged':>15}"
     lines += [header, "-" * len(header)]
@@ -1220,12 +1227,14 @@ def goal_lines(reports: list[BackendReport], args: argparse.Namespace) -> list[s
                           f"the table in this data set: about {projected:.2f} s at 10 M (projected, not measured)"
                           f"{recount}")
             verdict = "not measured" if ok is None else "met" if ok else "MISSED"
-            goals.append(f"GOAL {tag} statistics refresh (the daemon's per-poll refresh) under {GOAL_STATS_SECONDS:g} s "
+            goals.append(f"GOAL {tag} statistics refresh (the daemon's per-poll refresh) "
+                         f"under {GOAL_STATS_SECONDS:g} s "
                          f"at 10 M rows with the indexes: {verdict} ({detail})")
         if r.idle and r.during:
             ratio = r.during.p99_ms / r.idle.p99_ms if r.idle.p99_ms else math.inf
             detail = (f"p99 {r.during.p99_ms:.2f} ms during the purge vs {r.idle.p99_ms:.2f} ms idle = {ratio:.2f}x; "
-                      f"p50 {r.during.p50_ms:.2f} vs {r.idle.p50_ms:.2f} ms; the longest update {r.during.max_ms:.0f} ms "
+                      f"p50 {r.during.p50_ms:.2f} vs {r.idle.p50_ms:.2f} ms; "
+                      f"the longest update {r.during.max_ms:.0f} ms "
                       f"during, {r.idle.max_ms:.0f} ms idle; {r.during.samples:,} updates during the purge")
             if r.during_errors:
                 detail += f"; {r.during_errors} updates failed"
@@ -1304,7 +1313,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency-updates-max", type=int, default=200_000,
                         help="cap on the updates made while reaper purges (default 200,000)")
     parser.add_argument("--app-pause", type=float, default=0.001, help="pause between application updates (s)")
-    parser.add_argument("--stats-repeats", type=int, help="timed statistics refreshes, median (default 5; 1 with --quick)")
+    parser.add_argument("--stats-repeats", type=int,
+                        help="timed statistics refreshes, median (default 5; 1 with --quick)")
     parser.add_argument("--timeout", type=float, default=1200.0, help="limit for each child process (s)")
     parser.add_argument("--mariadb-buffer-pool-mb", type=int, default=1024)
     parser.add_argument("--mariadb-durable", action=argparse.BooleanOptionalAction, default=True,
@@ -1362,7 +1372,7 @@ def main(argv: list[str] | None = None) -> int:
             os.chdir("/")
             shutil.rmtree(workdir, ignore_errors=True)
     text, goals = render(reports, args)
-    print(f"reaper purge benchmark, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
+    print(f"reaper purge benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
           f"{' '.join(sys.argv)}")
     info = machine()
     print(f"machine: {info['cpus']} CPUs ({info['cpu']}), {info['memory']} RAM, Python {info['python']}, {info['os']}")

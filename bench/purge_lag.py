@@ -66,8 +66,8 @@ def run_method(backend: purge.Backend, method: str, flags: list[str], cuts: tupl
     if method == "bare":
         backend.bare_delete(cut30, cut7)
         return time.perf_counter() - started, ""
-    done = subprocess.run(purge.reaper_command(backend.url(), flags), capture_output=True, text=True, env=purge.child_env(), stdin=subprocess.DEVNULL,
-                          cwd=backend.workdir)
+    done = subprocess.run(purge.reaper_command(backend.url(), flags), capture_output=True, text=True,
+                          env=purge.child_env(), stdin=subprocess.DEVNULL, cwd=backend.workdir)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"reaper exited with {done.returncode}: {done.stderr[-2000:]}")

@@ -83,7 +83,9 @@ class JsonlArchive:
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"cannot create the archive directory {str(directory)!r} (REAPER_ARCHIVE_DIR): {exc.strerror}") from None
+            raise ConfigError(
+                f"cannot create the archive directory {str(directory)!r} (REAPER_ARCHIVE_DIR): {exc.strerror}"
+            ) from None
         path = directory / f"{table}-{started:%Y%m%dT%H%M%S%fZ}.jsonl.gz"
         self.path = path
         self.location = str(path)
@@ -140,9 +142,9 @@ class TableArchive:
 def _archive_table(source: Table, name: str) -> Table:
     # The same columns without keys or constraints (a row deleted, restored and deleted again is
     # archived twice), plus a key of its own and the time of archiving.
-    columns = [Column("reaper_archive_id", Integer, primary_key=True, autoincrement=True)]
+    columns: list[Column[Any]] = [Column("reaper_archive_id", Integer, primary_key=True, autoincrement=True)]
     columns += [Column(column.name, column.type, nullable=True) for column in source.columns]
-    columns.append(Column("reaper_archived_at", DateTime, nullable=True))
+    columns.append(Column("reaper_archived_at", DateTime(), nullable=True))
     return Table(name, MetaData(), *columns)
 
 

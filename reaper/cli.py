@@ -15,8 +15,8 @@ from typing import Any, NoReturn
 from loguru import logger
 
 from reaper import __version__
-from reaper.clock import utcnow
 from reaper.cleanup import exclusive_cleanup, run_options
+from reaper.clock import utcnow
 from reaper.db import SessionLimits, create_db_engine, database_errors
 from reaper.demo import DEMO_FILE, ensure_demo_database
 from reaper.errors import ConfigError, LockHeld, ReaperError
@@ -26,8 +26,8 @@ from reaper.logs import setup_logging
 from reaper.manual import ProgressBars, confirm_deletions, count_matches
 from reaper.policies import Policy, force_policy, standard_policies
 from reaper.reap import RunOptions, RunResult, run_policies
-from reaper.restore import restore_archive
 from reaper.report import render_run
+from reaper.restore import restore_archive
 from reaper.settings import MAX_DAYS, Columns, Settings, Statuses, load_settings
 from reaper.sizing import MAX_ID_LIST
 from reaper.stats import collect_stats, render_report
@@ -58,7 +58,9 @@ def _number(low: float, at_least: bool = False, high: float = math.inf, unit: st
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a {'whole ' if whole else ''}number, got {text!r}") from None
         if math.isnan(value) or (value < low if at_least else value <= low):
-            raise argparse.ArgumentTypeError(f"must be {'at least' if at_least else 'greater than'} {low:g}, got {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"must be {'at least' if at_least else 'greater than'} {low:g}, got {text!r}"
+            )
         if value > high or math.isinf(value):
             raise argparse.ArgumentTypeError(f"must be at most {high:g}{unit}, got {text!r}")
         return value
@@ -92,8 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     modes.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     modes.add_argument("--check-indexes", action="store_true", help="report the recommended indexes; change nothing")
     modes.add_argument("--restore", metavar="FILE", type=Path, help="put the rows of an archive file back")
-    modes.add_argument("--explain", metavar="ID", help="say which policy and threshold apply to row ID, and what a run would do")
-    modes.add_argument("--yes", action="store_true", help="confirm a run that deletes more than REAPER_CONFIRM_ABOVE rows")
+    modes.add_argument(
+        "--explain", metavar="ID", help="say which policy and threshold apply to row ID, and what a run would do"
+    )
+    modes.add_argument(
+        "--yes", action="store_true", help="confirm a run that deletes more than REAPER_CONFIRM_ABOVE rows"
+    )
     modes.add_argument("--demo", action="store_true", help=f"use (and fill) the demo database ./{DEMO_FILE}")
     limits = parser.add_argument_group("thresholds")
     limits.add_argument("--running-timeout", metavar="H", type=_hours, help="hours (default 24)")
@@ -111,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--table", metavar="NAME", help="table name (default processing_tasks)")
     where.add_argument("--config", metavar="FILE", type=Path, help="TOML settings file")
     where.add_argument("--archive", choices=("jsonl", "table", "none"), help="keep deleted rows (default none)")
-    where.add_argument("--archive-dir", metavar="DIR", type=Path, help="where jsonl archives go (default reaper-archive)")
+    where.add_argument(
+        "--archive-dir", metavar="DIR", type=Path, help="where jsonl archives go (default reaper-archive)"
+    )
     where.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO (default), WARNING, ERROR")
     where.add_argument("--log-file", metavar="FILE", type=Path, help="also log to FILE, rotated")
     where.add_argument("--log-json", action="store_true", default=None, help="log JSON lines")
@@ -134,7 +142,9 @@ def _mode(args: argparse.Namespace) -> Mode:
     explaining = args.explain is not None
     chosen = (args.stats_only, args.once or args.force_status, args.check_indexes, args.restore, explaining)
     if sum(map(bool, chosen)) > 1:
-        raise UsageError("--stats-only, --check-indexes, --restore, --explain and --once/--force-status are separate modes")
+        raise UsageError(
+            "--stats-only, --check-indexes, --restore, --explain and --once/--force-status are separate modes"
+        )
     if args.demo and args.database_url:
         raise UsageError("--demo uses its own database; drop --database-url")
     if args.force_status:
@@ -153,7 +163,8 @@ def _mode(args: argparse.Namespace) -> Mode:
         name = "daemon"
     if name == "daemon" and args.json:
         raise UsageError(
-            "--json goes with a one-shot mode (--once, --stats-only, --check-indexes, --force-status, --restore, --explain)"
+            "--json goes with a one-shot mode "
+            "(--once, --stats-only, --check-indexes, --force-status, --restore, --explain)"
         )
     return Mode(name=name, dry_run=args.dry_run, as_json=args.json)
 
@@ -179,7 +190,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.demo:
         # The demo's own table, whatever the environment says about the user's table.
         demo = Path.cwd() / DEMO_FILE
-        values.update(database_url=f"sqlite:///{demo}", table="processing_tasks", columns=Columns(), statuses=Statuses())
+        values.update(
+            database_url=f"sqlite:///{demo}", table="processing_tasks", columns=Columns(), statuses=Statuses()
+        )
     return values
 
 
@@ -202,7 +215,9 @@ def _open_table(settings: Settings) -> TaskTable:
 def _warn_missing_indexes(table: TaskTable) -> None:
     for advice in check_indexes(table):
         if not advice.present:
-            logger.warning(f"no index on ({', '.join(advice.columns)}) for {advice.purpose}: see reaper --check-indexes")
+            logger.warning(
+                f"no index on ({', '.join(advice.columns)}) for {advice.purpose}: see reaper --check-indexes"
+            )
 
 
 def _emit(mode: Mode, document: dict[str, Any], text: str) -> None:

@@ -1,8 +1,8 @@
 """The only place that reads the wall clock; everything else receives ``now`` as a parameter."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def utcnow() -> datetime:
     """Return the current time as an aware UTC datetime."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

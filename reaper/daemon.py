@@ -234,7 +234,9 @@ class Daemon:
         self.scheduler.every().day.at(settings.cleanup_at, settings.timezone).do(
             self.in_background("cleanup", lambda: self.run_policies(dry_run=False))
         )
-        self.scheduler.every(settings.reload_interval_minutes).minutes.do(self.guarded("reload", self.reload))
+        # schedule builds a timedelta from the interval, so a float works; its annotation says int.
+        every = self.scheduler.every(settings.reload_interval_minutes)  # type: ignore[arg-type]  # see above
+        every.minutes.do(self.guarded("reload", self.reload))
 
     def wait_for_jobs(self, timeout: float) -> None:
         """Wait for the jobs running in background threads (tests, and shutdown)."""

@@ -98,7 +98,11 @@ def _engine_options(url: URL, limits: SessionLimits) -> dict[str, Any]:
             f"-c lock_timeout={int(limits.lock_timeout_seconds * 1000)} "
             f"-c statement_timeout={int(limits.statement_timeout_seconds * 1000)} -c TimeZone=UTC"
         )
-        connect_args = {"options": options, "application_name": identity()[:63], "connect_timeout": CONNECT_TIMEOUT_SECONDS}
+        connect_args = {
+            "options": options,
+            "application_name": identity()[:63],
+            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+        }
         return {"pool_pre_ping": True, "connect_args": connect_args}
     return {"pool_pre_ping": True}
 

@@ -1,6 +1,6 @@
-"""The demo data set: a SQLite file shaped like the seed's statistics, zombies included.
+"""The demo data set: a SQLite file shaped like a video-processing backend's statistics, zombies included.
 
-About 15,000 tasks of the seed's video-processing backend over the last 60 days: mostly
+About 15,000 tasks of that backend over the last 60 days: mostly
 successes, some failures and retries, a few pending and running tasks of which some are zombies,
 and expired failures and successes for the retention policies to find. The data are made from a
 fixed random seed relative to ``now``, so two demo databases made at the same moment are equal.
@@ -33,7 +33,7 @@ DEMO_FILE = "reaper-demo.sqlite3"
 DEMO_SEED = 20261129
 HISTORY_DAYS = 60
 
-# The seed's "by type" counts; they add up to the seed's total of 15,420.
+# That backend's "by type" counts; they add up to its total of 15,420.
 TYPE_COUNTS = {
     "download": 5000,
     "extract_audio": 5000,
@@ -42,7 +42,7 @@ TYPE_COUNTS = {
     "capcut_export": 100,
     "jianying_export": 20,
 }
-RECENT_TASKS = 150  # created in the last 24 hours, as in the seed's report
+RECENT_TASKS = 150  # created in the last 24 hours, as in that backend's report
 
 
 def demo_table(metadata: MetaData, name: str = "processing_tasks") -> Table:

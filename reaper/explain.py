@@ -172,7 +172,10 @@ def _judge(
         return
     if not matches:
         found.verdict = "none"
-        found.why = f"{policy.name} ({scope}): {measured}: under the limit, eligible from {found.eligible_at:%Y-%m-%d %H:%M:%S} UTC"
+        found.why = (
+            f"{policy.name} ({scope}): {measured}: under the limit, "
+            f"eligible from {found.eligible_at:%Y-%m-%d %H:%M:%S} UTC"
+        )
         if dating.is_heartbeat:
             found.why += " if no heartbeat comes before"
         return

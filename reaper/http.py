@@ -56,7 +56,8 @@ def build_app(registry: CollectorRegistry, healthy: Probe, ready: Probe, page: C
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
         if path == "/metrics":
-            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+            # prometheus_client's WSGI app is unannotated.
+            return metrics_app(environ, start_response)  # type: ignore[no-any-return]  # see above
         if path == "/healthz":
             return probe_response(healthy, start_response)
         if path == "/readyz":

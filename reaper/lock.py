@@ -153,7 +153,9 @@ def exclusive_run(engine: Engine, table: str) -> Iterator[RunLock]:
             yield lock
         return
     if backend != "sqlite":
-        raise ConfigError(f"reaper can keep one run at a time only on SQLite, MySQL/MariaDB and PostgreSQL, not {backend}")
+        raise ConfigError(
+            f"reaper can keep one run at a time only on SQLite, MySQL/MariaDB and PostgreSQL, not {backend}"
+        )
     path = sqlite_file(engine.url)
     if path is None:  # an in-memory database is private to this process
         yield RunLock()

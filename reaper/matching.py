@@ -78,7 +78,9 @@ def type_scope(table: TaskTable, policy: Policy, rule: Rule) -> ColumnElement[bo
 def rule_condition(table: TaskTable, policy: Policy, rule: Rule, now: datetime) -> ColumnElement[bool]:
     """Return the whole condition of ``rule`` at ``now``: status, task type and age."""
     return and_(
-        table.status_is(policy.status), type_scope(table, policy, rule), dated_before(table, datings(table, policy, rule, now))
+        table.status_is(policy.status),
+        type_scope(table, policy, rule),
+        dated_before(table, datings(table, policy, rule, now)),
     )
 
 

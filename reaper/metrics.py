@@ -91,7 +91,10 @@ class ReaperMetrics:
         self._lock = threading.Lock()
         self._snapshot = Snapshot()
         self.reaped = Counter(
-            "reaper_reaped_tasks", "Rows the reaper set to failure, requeued or deleted.", ["policy", "action"], registry=registry
+            "reaper_reaped_tasks",
+            "Rows the reaper set to failure, requeued or deleted.",
+            ["policy", "action"],
+            registry=registry,
         )
         self.skipped = Counter(
             "reaper_skipped_tasks", "Rows a cleanup could not write (locked, or refused by a constraint).",
@@ -99,7 +102,10 @@ class ReaperMetrics:
         )
         self.runs = Counter("reaper_runs", "Policy runs by mode and outcome.", ["mode", "outcome"], registry=registry)
         self.job_failures = Counter(
-            "reaper_job_failures", "Scheduled jobs that raised, by job and error kind.", ["job", "kind"], registry=registry
+            "reaper_job_failures",
+            "Scheduled jobs that raised, by job and error kind.",
+            ["job", "kind"],
+            registry=registry,
         )
         self.jobs_skipped = Counter(
             "reaper_jobs_skipped", "Scheduled jobs skipped because the previous one was still running.", ["job"],
@@ -108,7 +114,9 @@ class ReaperMetrics:
         self.database_errors = Counter(
             "reaper_database_errors", "Database errors seen by polls and runs, by kind.", ["kind"], registry=registry
         )
-        self.reloads = Counter("reaper_config_reloads", "Configuration reloads by outcome.", ["outcome"], registry=registry)
+        self.reloads = Counter(
+            "reaper_config_reloads", "Configuration reloads by outcome.", ["outcome"], registry=registry
+        )
         self._initialise_labels()
         registry.register(_SnapshotCollector(self, version))
 
@@ -131,7 +139,8 @@ class ReaperMetrics:
 
     def _update(self, **changes: object) -> None:
         with self._lock:
-            self._snapshot = replace(self._snapshot, **changes)  # type: ignore[arg-type]
+            # The callers pass Snapshot's own field names and types; replace() checks the names at run time.
+            self._snapshot = replace(self._snapshot, **changes)  # type: ignore[arg-type]  # see above
 
     def set_thresholds(self, policies: Iterable[Policy]) -> None:
         """Show the thresholds in force: the defaults, and those of task types with their own."""
@@ -206,14 +215,17 @@ class _SnapshotCollector(Collector):
             "reaper_last_poll_success_timestamp_seconds", "When the last statistics poll succeeded.",
             snapshot.last_poll_success,
         )
-        yield _gauge("reaper_poll_duration_seconds", "How long the last statistics poll took.", snapshot.poll_duration_seconds)
+        yield _gauge(
+            "reaper_poll_duration_seconds", "How long the last statistics poll took.", snapshot.poll_duration_seconds
+        )
         yield _gauge(
             "reaper_last_totals_timestamp_seconds",
             "When the rows of the terminal (and unknown) statuses in reaper_tasks were last counted; 0 until then.",
             snapshot.stats.totals_at.timestamp() if snapshot.stats else 0.0,
         )
         yield _gauge(
-            "reaper_last_success_timestamp_seconds", "When the last cleanup run (not a dry run) succeeded; 0 until then.",
+            "reaper_last_success_timestamp_seconds",
+            "When the last cleanup run (not a dry run) succeeded; 0 until then.",
             snapshot.last_cleanup_success,
         )
         yield _labelled("reaper_run_duration_seconds", "How long the last run of each mode took.", "mode",
@@ -224,7 +236,8 @@ class _SnapshotCollector(Collector):
                         snapshot.thresholds_seconds)
         yield _type_thresholds(snapshot.type_thresholds_seconds)
         heartbeat = GaugeMetricFamily(
-            "reaper_heartbeat_timeout_seconds", "The default heartbeat limit of running tasks; no sample without a heartbeat column."
+            "reaper_heartbeat_timeout_seconds",
+            "The default heartbeat limit of running tasks; no sample without a heartbeat column.",
         )
         if snapshot.heartbeat_timeout_seconds is not None:  # the family is always declared, so queries stay valid
             heartbeat.add_metric([], snapshot.heartbeat_timeout_seconds)

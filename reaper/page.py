@@ -7,7 +7,7 @@ escaped.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from html import escape
 
 from reaper.metrics import RunRecord, Snapshot
@@ -27,7 +27,7 @@ th { border-bottom: 1px solid #999; } td.n { text-align: right; font-variant-num
 def _when(timestamp: float) -> str:
     if not timestamp:
         return "never"
-    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _duration(seconds: float) -> str:
@@ -59,7 +59,8 @@ def _status_section(stats: Stats) -> str:
     rows = "".join(f'<tr><td>{escape(name)}</td><td class="n">{count}</td></tr>' for name, count in counts.items())
     return (
         f"<h2>Tasks by status</h2><p>{stats.total} tasks; {stats.created_last_24h} created in the last 24 hours.</p>"
-        f'<table id="statuses"><tr><th>status</th><th>tasks</th></tr>{rows}</table>{_bar_chart(counts, "tasks by status")}'
+        f'<table id="statuses"><tr><th>status</th><th>tasks</th></tr>{rows}</table>'
+        f'{_bar_chart(counts, "tasks by status")}'
     )
 
 
@@ -98,15 +99,22 @@ def _runs_section(runs: tuple[RunRecord, ...]) -> str:
         f'<td class="n">{run.duration_seconds:.2f} s</td></tr>'
         for run in runs
     ) or '<tr><td colspan="7">No run since the daemon started.</td></tr>'
-    header = "<tr><th>when</th><th>mode</th><th>outcome</th><th>matched</th><th>changed</th><th>skipped</th><th>took</th></tr>"
+    header = (
+        "<tr><th>when</th><th>mode</th><th>outcome</th><th>matched</th>"
+        "<th>changed</th><th>skipped</th><th>took</th></tr>"
+    )
     return f'<h2>Last runs</h2><table id="runs">{header}{rows}</table>'
 
 
 def _thresholds_section(thresholds: dict[str, float]) -> str:
     rows = "".join(
-        f'<tr><td>{escape(name)}</td><td class="n">{_duration(seconds)}</td></tr>' for name, seconds in thresholds.items()
+        f'<tr><td>{escape(name)}</td><td class="n">{_duration(seconds)}</td></tr>'
+        for name, seconds in thresholds.items()
     )
-    return f'<h2>Thresholds in force</h2><table id="thresholds"><tr><th>policy</th><th>older than</th></tr>{rows}</table>'
+    return (
+        '<h2>Thresholds in force</h2><table id="thresholds"><tr><th>policy</th><th>older than</th></tr>'
+        f"{rows}</table>"
+    )
 
 
 def render_status_page(snapshot: Snapshot, table: str, shadow: bool) -> str:

@@ -139,7 +139,7 @@ POLICY_STATUS = {
 
 
 def standard_policies(settings: Settings) -> list[Policy]:
-    """Return the four policies of the seed, with the thresholds in ``settings`` and its task types."""
+    """Return the four default policies, with the thresholds in ``settings`` and its task types."""
     heartbeat = settings.columns.heartbeat_at is not None
     policies = []
     for name in STANDARD_POLICY_NAMES:

@@ -35,7 +35,6 @@ from reaper.sizing import MAX_ID_LIST, BatchSizer
 from reaper.table import TaskTable
 from reaper.writes import BatchOutcome, WriteContext, write_batch
 
-
 # Matches per id at which walking the primary key beats walking the index: bench/batch_ceiling.py
 # measured 0.61x of a bare DELETE for id chunks against 0.39x for index ranges at 42 %.
 DENSE_SHARE = 0.25
@@ -52,7 +51,8 @@ def up_to(order: Sequence[ColumnElement[Any]], values: Sequence[Any]) -> ColumnE
     """Rows at or before ``values`` in ``order``; the leading ``<=`` lets every database bound the range."""
     column, value = order[0], values[0]
     if len(order) == 1:
-        return column <= value
+        until: ColumnElement[bool] = column <= value
+        return until
     return and_(column <= value, or_(column < value, and_(column == value, up_to(order[1:], values[1:]))))
 
 
@@ -96,7 +96,9 @@ def _write_as_ids(
     return Batch(ctx.rule, rows), outcome
 
 
-def _delete_where(conn: Connection, ctx: WriteContext, bounds: Callable[[], ColumnElement[bool]]) -> tuple[Batch, BatchOutcome]:
+def _delete_where(
+    conn: Connection, ctx: WriteContext, bounds: Callable[[], ColumnElement[bool]]
+) -> tuple[Batch, BatchOutcome]:
     """Delete the rows within ``bounds()`` that match the rule, in one transaction on ``conn``.
 
     ``bounds`` runs inside the transaction (it may read where the range ends).
@@ -193,9 +195,10 @@ def _by_index(
             return
         size, started, ends = sizer.size, sizer.timer(), []
 
+        # _delete_where calls bounds() before this iteration ends, so the loop's current values are meant.
         def bounds() -> ColumnElement[bool]:
-            ends.append(_end_of_batch(conn, segment, after, size))
-            return _range(segment, after, ends[-1])
+            ends.append(_end_of_batch(conn, segment, after, size))  # noqa: B023 -- called in this iteration
+            return _range(segment, after, ends[-1])  # noqa: B023 -- called in this iteration
 
         batch, outcome = _delete_where(conn, ctx, bounds)
         sizer.observe(len(batch.rows), sizer.timer() - started)

@@ -16,8 +16,8 @@ from typing import Any
 from loguru import logger
 
 from reaper.archive import Archive
-from reaper.policies import Action, Policy, Rule
 from reaper.matching import counted_attempts, dating_columns
+from reaper.policies import Action, Policy, Rule
 from reaper.ranges import delete_by_ranges, deletes_by_range
 from reaper.selection import Batch, batches
 from reaper.sizing import MAX_ID_LIST, BatchSizer
@@ -311,7 +311,11 @@ def done_text(done: dict[str, int], action: str, affected: int, dry_run: bool) -
     """Say what was (or, in a dry run, would be) done: ``3 failed, 2 requeued`` or ``would be deleted``."""
     listed = ", ".join(f"{count} {verb}" for verb, count in done.items())
     if dry_run:
-        return f"would be: {listed}" if listed and list(done) != [Action(action).done] else f"would be {Action(action).done}"
+        return (
+            f"would be: {listed}"
+            if listed and list(done) != [Action(action).done]
+            else f"would be {Action(action).done}"
+        )
     return listed or f"{affected} {Action(action).done}"
 
 

@@ -23,7 +23,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Column, DateTime, Select, String, and_, or_, select, type_coerce
-from sqlalchemy.engine import Row
 from sqlalchemy.sql.elements import ColumnElement
 
 from reaper.db import backend_of
@@ -51,7 +50,7 @@ class Batch:
     """
 
     rule: Rule
-    rows: Sequence[Row[Any]]
+    rows: Sequence[Sequence[Any]]  # rows as read, or bare ids as 1-tuples
     count: int | None = None
     id_span: tuple[Any, Any] | None = None
 
@@ -97,7 +96,8 @@ def resume_after(order: Sequence[ColumnElement[Any]], values: Sequence[Any]) -> 
     """Rows strictly after ``values`` in ``order``; the leading ``>=`` lets every database seek to it."""
     column, value = order[0], values[0]
     if len(order) == 1:
-        return column > value
+        after: ColumnElement[bool] = column > value
+        return after
     return and_(column >= value, or_(column > value, and_(column == value, resume_after(order[1:], values[1:]))))
 
 

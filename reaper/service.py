@@ -22,7 +22,8 @@ from reaper.settings import Settings
 
 def run_daemon(settings: Settings, reload_settings: Callable[[], Settings], shadow: bool) -> int:
     """Serve the metrics and run the schedule until a signal stops the daemon; return its exit code."""
-    disable_created_metrics()  # *_created series only double what dashboards read; most exporters drop them
+    # *_created series only double what dashboards read; most exporters drop them.
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated in prometheus_client
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)  # process_start_time_seconds: the alert rules need the uptime
     metrics = ReaperMetrics(registry, __version__, settings.metrics_max_task_types)

@@ -1,4 +1,4 @@
-"""Statistics of the task table: the seed's report, and the snapshot behind the metrics.
+"""Statistics of the task table: the human report, and the snapshot behind the metrics.
 
 Status keys are role names (``pending``, ``running``, ...) whatever the table stores, so that
 dashboards and alerts keep working across vocabularies; a stored status that matches no role is
@@ -188,12 +188,20 @@ def _stale(conn: Connection, table: TaskTable, policy: Policy, now: datetime) ->
 
 
 def _rule_threshold(rule: Rule) -> str:
-    return rule.threshold if rule.heartbeat_threshold is None else f"{rule.threshold}, {rule.heartbeat_threshold} heartbeat"
+    return (
+        rule.threshold
+        if rule.heartbeat_threshold is None
+        else f"{rule.threshold}, {rule.heartbeat_threshold} heartbeat"
+    )
 
 
 def _zombies(conn: Connection, table: TaskTable, policies: Sequence[Policy], now: datetime) -> dict[str, StaleSummary]:
     """Zombies of the policies that fail or requeue (not those that delete)."""
-    return {policy.status: _stale(conn, table, policy, now) for policy in policies if Action.DELETE not in policy.actions}
+    return {
+        policy.status: _stale(conn, table, policy, now)
+        for policy in policies
+        if Action.DELETE not in policy.actions
+    }
 
 
 def collect_stats(table: TaskTable, policies: Sequence[Policy], now: datetime) -> Stats:
@@ -226,7 +234,7 @@ def _share(count: int, total: int) -> str:
 
 
 def render_report(stats: Stats) -> str:
-    """Return the seed's human statistics report."""
+    """Return the human statistics report."""
     rule = "=" * 50
     total = stats.total
     lines = [rule, f"Processing Tasks statistics: {stats.table}", f"at {stats.now:%Y-%m-%d %H:%M:%S} UTC", rule]

@@ -7,12 +7,12 @@ must exist in the reflected table, and SQL is only ever built from the reflected
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy.dialects.mysql import TIMESTAMP as MySQLTimestamp
 from sqlalchemy import Column, MetaData, Table, and_, func, inspect, literal, select, type_coerce
+from sqlalchemy.dialects.mysql import TIMESTAMP as MySQLTimestamp
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import NoSuchTableError
 from sqlalchemy.sql.elements import ColumnElement
@@ -184,10 +184,11 @@ class TaskTable:
                 value = datetime.fromisoformat(value)
             except ValueError:  # SQLite text that is no timestamp: julianday() is NULL, so no policy matches it
                 return None
-        if value.tzinfo is None:
+        moment: datetime = value
+        if moment.tzinfo is None:
             # Columns that store a zone arrive in the session's zone, which is UTC (see db.py).
-            value = value.replace(tzinfo=timezone.utc if _stores_zone(column) else self.zone)
-        return value.astimezone(timezone.utc)
+            moment = moment.replace(tzinfo=UTC if _stores_zone(column) else self.zone)
+        return moment.astimezone(UTC)
 
     def write_value(self, conn: Connection, role: str) -> str:
         """Return the spelling of status ``role`` to write, in the table's own convention."""
@@ -196,7 +197,7 @@ class TaskTable:
         return self._write_values[role]
 
     def _resolve_write_value(self, conn: Connection, role: str) -> str:
-        configured = getattr(self.statuses, role)
+        configured: str = getattr(self.statuses, role)
         members = self.enum_members()
         if members is not None:
             values = self.status_values(role)
@@ -205,7 +206,7 @@ class TaskTable:
                     f"the ENUM of column {self.status.name!r} has no member for the {role} status "
                     f"{configured!r} (members: {', '.join(members)}); set {env_name(('statuses', role))}"
                 )
-            return values[0]
+            return str(values[0])
         stored = conn.execute(select(self.status).where(self.status_is(role)).limit(1)).scalar()
         if stored is not None:
             return str(stored)

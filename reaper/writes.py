@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from loguru import logger
 from sqlalchemy import and_, case, delete, func, or_, select, update
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -91,7 +91,7 @@ def failure_reason(policy: Policy, rule: Rule, dating: Dating, dated_from: datet
     )
 
 
-def _reasons(ctx: WriteContext, rows: Sequence[Row[Any]], ending: str) -> ColumnElement[Any] | None:
+def _reasons(ctx: WriteContext, rows: Sequence[Sequence[Any]], ending: str) -> ColumnElement[Any] | None:
     """Return a CASE on id giving each row its reason, or ``None`` when the table has no error column."""
     table, error = ctx.table, ctx.table.column("error")
     if error is None:
@@ -105,7 +105,7 @@ def _reasons(ctx: WriteContext, rows: Sequence[Row[Any]], ending: str) -> Column
     return case(reasons, value=table.id)
 
 
-def _set_failed(conn: Connection, ctx: WriteContext, rows: Sequence[Row[Any]], ending: str, *extra: Any) -> int:
+def _set_failed(conn: Connection, ctx: WriteContext, rows: Sequence[Sequence[Any]], ending: str, *extra: Any) -> int:
     table = ctx.table
     values: dict[Any, Any] = {table.status: table.write_value(conn, "failure")}
     reasons = _reasons(ctx, rows, ending)
@@ -120,7 +120,7 @@ def _set_failed(conn: Connection, ctx: WriteContext, rows: Sequence[Row[Any]], e
     return int(conn.execute(query).rowcount)
 
 
-def _requeue(conn: Connection, ctx: WriteContext, rows: Sequence[Row[Any]]) -> dict[str, int]:
+def _requeue(conn: Connection, ctx: WriteContext, rows: Sequence[Sequence[Any]]) -> dict[str, int]:
     """Set rows back to pending (past the attempts bound: to failure), in one transaction."""
     table, stamp = ctx.table, f"{ctx.now:%Y-%m-%d %H:%M:%S} UTC"
     attempts = table.column("attempts")
@@ -147,7 +147,7 @@ def _requeue(conn: Connection, ctx: WriteContext, rows: Sequence[Row[Any]]) -> d
     return {"requeued": requeued, "failed": failed}
 
 
-def _delete(conn: Connection, ctx: WriteContext, rows: Sequence[Row[Any]]) -> int:
+def _delete(conn: Connection, ctx: WriteContext, rows: Sequence[Sequence[Any]]) -> int:
     ids = [row[0] for row in rows]
     if ctx.archive is None:
         return int(conn.execute(delete(ctx.table.table).where(ctx.table.id.in_(ids), ctx.selection)).rowcount)
@@ -169,7 +169,7 @@ def _delete_returning(conn: Connection, ctx: WriteContext, ids: list[Any]) -> li
     return locked
 
 
-def _write_once(ctx: WriteContext, rows: Sequence[Row[Any]]) -> dict[str, int]:
+def _write_once(ctx: WriteContext, rows: Sequence[Sequence[Any]]) -> dict[str, int]:
     """Write one batch in one transaction; return the rows affected by action done."""
     with ctx.table.engine.begin() as conn:
         if ctx.rule.action is Action.DELETE:
@@ -179,7 +179,7 @@ def _write_once(ctx: WriteContext, rows: Sequence[Row[Any]]) -> dict[str, int]:
         return {"failed": _set_failed(conn, ctx, rows, f"set to failure at {ctx.now:%Y-%m-%d %H:%M:%S} UTC")}
 
 
-def _write_retrying(ctx: WriteContext, rows: Sequence[Row[Any]], outcome: BatchOutcome) -> dict[str, int] | None:
+def _write_retrying(ctx: WriteContext, rows: Sequence[Sequence[Any]], outcome: BatchOutcome) -> dict[str, int] | None:
     """Write, retrying lock conflicts; return rows affected by action, or ``None`` when the retries ran out."""
     for attempt in range(ctx.max_retries + 1):
         try:
@@ -195,7 +195,7 @@ def _write_retrying(ctx: WriteContext, rows: Sequence[Row[Any]], outcome: BatchO
     return None
 
 
-def write_batch(ctx: WriteContext, rows: Sequence[Row[Any]]) -> BatchOutcome:
+def write_batch(ctx: WriteContext, rows: Sequence[Sequence[Any]]) -> BatchOutcome:
     """Fail or delete ``rows`` under the policy's condition; skip what the database will not take."""
     outcome = BatchOutcome()
     try:

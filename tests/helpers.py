@@ -8,12 +8,24 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import (
-    Column, DateTime, ForeignKey, Integer, MetaData, String, Table, Text, create_engine, event, insert, select, update,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    insert,
+    select,
+    update,
 )
 from sqlalchemy.dialects.mysql import DATETIME
 from sqlalchemy.engine import Engine, make_url
@@ -22,7 +34,7 @@ from reaper.db import create_db_engine
 from reaper.settings import Settings, load_settings
 from reaper.table import TaskTable, open_table
 
-NOW = datetime(2026, 11, 29, 12, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
 BACKENDS = [name for name in os.environ.get("TEST_DATABASES", "sqlite,mariadb,postgresql").split(",") if name]
 SERVER_BACKENDS = [name for name in BACKENDS if name != "sqlite"]
 
@@ -41,6 +53,11 @@ DEFAULT_COLUMNS = {
 def ago(**delta: float) -> datetime:
     """Return ``NOW`` minus a timedelta given as keywords (hours=25, days=8, ...)."""
     return NOW - timedelta(**delta)
+
+
+def real_ago(**delta: float) -> datetime:
+    """Return the real clock's present minus a timedelta: rows for a reaper process, whose clock no test freezes."""
+    return datetime.now(UTC) - timedelta(**delta)
 
 
 @dataclass
@@ -111,7 +128,7 @@ class Tasks:
         for role in ("created_at", "started_at", "finished_at", "updated_at", "heartbeat_at"):
             name = names.get(role)
             if name and isinstance(row.get(name), datetime) and not self.shape.aware_timestamps:
-                row[name] = row[name].astimezone(timezone.utc).replace(tzinfo=None)
+                row[name] = row[name].astimezone(UTC).replace(tzinfo=None)
         if self.shape.uuid_ids:
             row[names["id"]] = str(uuid.uuid4())
         with self.engine.begin() as conn:
@@ -195,7 +212,7 @@ def change_just_before_the_write(engine: Engine, tasks: Tasks, task_id: Any, **v
     worker = create_engine(engine.url)  # a connection of its own, as a worker process would have
     names = tasks.shape.columns
     plain = {
-        names[role]: value.astimezone(timezone.utc).replace(tzinfo=None) if isinstance(value, datetime) else value
+        names[role]: value.astimezone(UTC).replace(tzinfo=None) if isinstance(value, datetime) else value
         for role, value in values.items()
     }
     change = update(tasks.table).where(tasks.table.c[names["id"]] == task_id).values(plain)

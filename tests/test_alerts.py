@@ -76,11 +76,13 @@ def _selectors_without_the_job(expr: str) -> list[str]:
     ]
 
 
+@pytest.mark.external
 def test_promtool_accepts_the_rules() -> None:
     result = _run(_tool("promtool"), "check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.external
 def test_the_rule_unit_tests_pass() -> None:
     # rule_files in the test file are relative to it.
     result = _run(_tool("promtool"), "test", "rules", RULE_TESTS.name, cwd=RULE_TESTS.parent)
@@ -146,6 +148,7 @@ def test_the_prometheus_rule_has_the_same_groups_as_the_rules_file() -> None:
     assert resource["spec"]["groups"] == _yaml(RULES)["groups"]
 
 
+@pytest.mark.external
 def test_alertmanager_accepts_the_example_configuration() -> None:
     tool = _tool("amtool", "prometheus-alertmanager", "alertmanager")
     if Path(tool).name == "amtool":
@@ -155,6 +158,7 @@ def test_alertmanager_accepts_the_example_configuration() -> None:
         _assert_alertmanager_starts(tool, ALERTMANAGER_CONFIG)
 
 
+@pytest.mark.external
 def test_alertmanager_pages_for_critical_and_chats_for_warning() -> None:
     amtool = _tool("amtool")
     for severity, receiver in (("critical", "pager"), ("warning", "chat")):

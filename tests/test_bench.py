@@ -12,11 +12,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from helpers import require_server
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "purge.py"
 
 
+@pytest.mark.slow
 def test_the_purge_benchmark_runs_on_a_tiny_sqlite_table_and_prints_its_figures_and_goals(tmp_path: Path) -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith("REAPER_")}
     result = subprocess.run(
@@ -40,9 +43,13 @@ def test_the_purge_benchmark_runs_on_a_tiny_sqlite_table_and_prints_its_figures_
     assert all(" met" in goal or "MISSED" in goal or "not measured" in goal for goal in goals)
     # the statistics goal is about the daemon's per-poll refresh, and the full recount is shown beside it
     assert any("per-poll refresh" in goal and "full recount" in goal for goal in goals), result.stdout
-    assert re.search(r"sqlite: statistics: the daemon's per-poll refresh .* [\d.]+ s with; a full recount", result.stdout)
+    assert re.search(
+        r"sqlite: statistics: the daemon's per-poll refresh .* [\d.]+ s with; a full recount", result.stdout
+    )
 
 
+@pytest.mark.slow
+@pytest.mark.server
 def test_the_purge_benchmark_runs_on_a_tiny_mariadb_table_and_times_the_rows_until_innodb_removed_them(
     tmp_path: Path,
 ) -> None:
@@ -74,6 +81,8 @@ def strategies_run(stdout: str) -> list[tuple[str, str, str, str]]:
                       stdout, re.MULTILINE)
 
 
+@pytest.mark.slow
+@pytest.mark.server
 def test_the_batch_ceiling_benchmark_runs_every_strategy_on_a_tiny_mariadb_table(tmp_path: Path) -> None:
     require_server("mariadb")
     result = subprocess.run(
@@ -87,6 +96,7 @@ def test_the_batch_ceiling_benchmark_runs_every_strategy_on_a_tiny_mariadb_table
     assert all(int(count.replace(",", "")) > 1 for name, _, _, count in rows if name != "bare")
 
 
+@pytest.mark.slow
 def test_the_batch_ceiling_benchmark_walks_the_key_at_each_batch_size_on_sqlite(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, str(CEILING), "--rows", "3000", "--batch-size", "100", "--walk-sizes", "1000",
@@ -100,6 +110,8 @@ def test_the_batch_ceiling_benchmark_walks_the_key_at_each_batch_size_on_sqlite(
     assert [int(count.replace(",", "")) for *_, count in rows] == [1, 30, 3, 1]  # 3,000 ids in 100s, then 1,000s
 
 
+@pytest.mark.slow
+@pytest.mark.server
 def test_the_purge_lag_benchmark_times_each_method_to_its_commit_and_until_innodb_removed_the_rows(
     tmp_path: Path,
 ) -> None:
@@ -115,14 +127,18 @@ def test_the_purge_lag_benchmark_times_each_method_to_its_commit_and_until_innod
     assert [method for method, *_ in rows] == ["bare", "reaper", "reaper-held"], result.stdout
     assert len({deleted for _, deleted, _, _ in rows}) == 1 and rows[0][1] != "0"
     assert all(float(removed) >= float(commit) for _, _, commit, removed in rows)  # removal follows the commit
-    cpu = re.findall(r"^  cpu to the commit: server ([\d.]+) s \+ reaper ([\d.]+) s .*; server until removed ([\d.]+) s",
-                     result.stdout, re.MULTILINE)
+    cpu = re.findall(
+        r"^  cpu to the commit: server ([\d.]+) s \+ reaper ([\d.]+) s .*; server until removed ([\d.]+) s",
+        result.stdout,
+        re.MULTILINE,
+    )
     assert len(cpu) == 3, result.stdout
     assert float(cpu[0][1]) == 0 < float(cpu[1][1])  # the bare DELETE runs no reaper; reaper's run is counted
     assert float(cpu[0][2]) > float(cpu[0][0])  # InnoDB's purge works for the bare DELETE after its commit
     assert list(tmp_path.iterdir()) == []  # reaper's audit log stays in the benchmark's own folder
 
 
+@pytest.mark.slow
 def test_the_app_latency_benchmark_compares_the_application_idle_during_a_bare_delete_and_during_reaper(
     tmp_path: Path,
 ) -> None:

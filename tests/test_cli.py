@@ -153,7 +153,11 @@ def test_bad_usage_exits_2_with_one_line_naming_the_culprit(
     assert filled.dump() == before
 
 
-def test_an_unknown_table_exits_2_naming_it(tasks: Tasks, database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_unknown_table_exits_2_naming_it(
+    tasks: Tasks,
+    database_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     code, _, err = run_cli(capsys, "--once", "--database-url", database_url, "--table", "procesing_tasks")
     assert code == 2
     assert_one_line_error(err, "table 'procesing_tasks' not found", "processing_tasks")
@@ -169,7 +173,10 @@ def test_an_unknown_column_exits_2_naming_it_and_its_setting(
 
 
 def test_a_timestamp_role_on_a_text_column_is_rejected(
-    make_tasks: Callable[..., Tasks], database_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    make_tasks: Callable[..., Tasks],
+    database_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     make_tasks(Shape())
     monkeypatch.setenv("REAPER_COLUMNS__UPDATED_AT", "task_type")
@@ -179,7 +186,10 @@ def test_a_timestamp_role_on_a_text_column_is_rejected(
 
 
 def test_a_custom_failure_value_is_written_in_the_tables_casing(
-    make_tasks: Callable[..., Tasks], database_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    make_tasks: Callable[..., Tasks],
+    database_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     tasks = make_tasks()
     tasks.add("running", started_at=ago(days=3))
@@ -217,7 +227,10 @@ def test_an_unknown_dialect_exits_2_without_showing_the_password(capsys: pytest.
     assert "Sup3rSecret" not in out + err
 
 
-def test_a_bad_setting_in_the_environment_exits_2(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bad_setting_in_the_environment_exits_2(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("REAPER_SUCCESS_RETENTION_DAYS", "-3")
     code, _, err = run_cli(capsys, "--once")
     assert code == 2
@@ -232,7 +245,11 @@ def test_an_unwritable_log_file_exits_2(tasks: Tasks, database_url: str, capsys:
 
 
 @freeze_time(NOW)
-def test_log_file_receives_the_audit_lines(filled: Tasks, database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_log_file_receives_the_audit_lines(
+    filled: Tasks,
+    database_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     code, _, _ = run_cli(capsys, "--once", "--database-url", database_url, "--log-file", "reaper.log", "--log-json")
     lines = [json.loads(line) for line in Path("reaper.log").read_text().splitlines()]
     messages = [line["record"]["message"] for line in lines]
@@ -267,6 +284,7 @@ def test_the_demo_keeps_its_own_columns_and_statuses_whatever_the_environment_na
     assert json.loads(out)["policies"]["running_timeout"]["matched"] == 2
 
 
+@pytest.mark.slow
 def test_the_installed_command_and_python_dash_m_run_without_a_traceback(tmp_path: Path) -> None:
     console_script = str(Path(sys.executable).parent / "reaper")  # installed beside this interpreter
     for command in ([console_script], [sys.executable, "-m", "reaper"]):

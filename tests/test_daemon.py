@@ -21,6 +21,7 @@ import pytest
 import schedule
 from freezegun import freeze_time
 from prometheus_client import CollectorRegistry
+from test_metrics import samples, value
 
 from helpers import NOW, SERVER_BACKENDS, Shape, Tasks, ago, settings_for
 from reaper.daemon import Daemon, backoff_seconds
@@ -29,7 +30,6 @@ from reaper.http import MetricsServer, TlsFiles, build_app
 from reaper.metrics import ReaperMetrics
 from reaper.settings import Settings, load_settings
 from servers import Server
-from test_metrics import samples, value
 
 
 def make_daemon(settings: Settings, reload: Any = None, **kwargs: Any) -> tuple[Daemon, CollectorRegistry]:
@@ -151,7 +151,7 @@ def test_a_stop_request_ends_the_cleanup_after_the_batch_in_hand(tasks: Tasks, d
         checks.append(True)
         return tasks.count() < 5 or original()
 
-    daemon.stop_event.is_set = stop_once_a_batch_is_done  # type: ignore[method-assign]
+    daemon.stop_event.is_set = stop_once_a_batch_is_done  # type: ignore[method-assign]  # a stop after one batch
     run = daemon.run_policies(dry_run=False)
     assert run is not None and run.stop_reason == "stop requested" and tasks.count() == 3
     assert value(samples(registry), "reaper_runs_total", mode="cleanup", outcome="stopped") == 1
@@ -251,7 +251,9 @@ def test_a_reload_that_asks_for_a_column_the_table_lacks_is_refused(
     tasks = make_tasks(Shape(columns={**Shape().columns, "updated_at": None}))
     zombie = tasks.add("running", started_at=ago(hours=30))
     config = tmp_path / "reaper.toml"
-    daemon, registry = reloading_daemon(database_url, config, "running_timeout_hours = 24\n[columns]\nupdated_at = ''\n", clock=lambda: NOW)
+    daemon, registry = reloading_daemon(
+        database_url, config, "running_timeout_hours = 24\n[columns]\nupdated_at = ''\n", clock=lambda: NOW
+    )
     assert daemon.poll()
     config.write_text("running_timeout_action = 'requeue'\n[columns]\nupdated_at = ''\n")
     assert not daemon.reload()  # requeue needs an updated-at column
@@ -370,6 +372,7 @@ def start_daemon(tmp_path: Path, *argv: str) -> tuple[subprocess.Popen[str], str
     raise AssertionError("the daemon never said where it serves metrics")
 
 
+@pytest.mark.slow
 def test_the_demo_daemon_serves_live_metrics_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path) -> None:
     process, base = start_daemon(tmp_path, "--demo")
     try:

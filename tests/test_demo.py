@@ -1,4 +1,4 @@
-"""The demo data set is shaped like the seed's statistics and holds something for every policy."""
+"""The demo data set is shaped like a video-processing backend's statistics and holds something for every policy."""
 
 from __future__ import annotations
 

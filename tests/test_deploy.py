@@ -146,7 +146,7 @@ def dashboard_metric_names() -> set[str]:
 
 def probe(container: dict[str, Any], name: str) -> dict[str, Any]:
     assert name in container, f"container {container['name']} has no {name}"
-    return container[name]["httpGet"]  # type: ignore[no-any-return]
+    return container[name]["httpGet"]  # type: ignore[no-any-return]  # parsed YAML
 
 
 # The Grafana dashboard
@@ -220,7 +220,9 @@ def test_every_reaper_metric_in_the_dashboard_is_selected_with_job_reaper() -> N
         matches = list(_METRIC_SELECTOR.finditer(expr))
         assert matches, f"no reaper metric in {expr!r}"
         for match in matches:
-            assert match.group(2) and 'job="reaper"' in match.group(2), f"{match.group(1)} without job=\"reaper\" in {expr!r}"
+            assert match.group(2) and 'job="reaper"' in match.group(2), (
+                f"{match.group(1)} without job=\"reaper\" in {expr!r}"
+            )
 
 
 def test_the_dashboard_uses_only_metrics_the_readme_documents() -> None:
@@ -289,6 +291,7 @@ def test_queries_use_no_template_variables_but_rate_interval_and_task_type() -> 
         assert "$" not in concrete_expression(expr), expr
 
 
+@pytest.mark.external
 def test_every_dashboard_query_parses_as_promql(tmp_path: Path) -> None:
     if shutil.which("promtool") is None:
         if os.environ.get("CI"):
@@ -379,7 +382,9 @@ def test_compose_mounts_only_files_of_this_repository_or_the_alert_rules() -> No
     prometheus_mounts = compose_bind_mounts(services["prometheus"])
     assert prometheus_mounts["/etc/prometheus/prometheus.yml"] == "deploy/compose/prometheus.yml"
     assert any(t.startswith("/etc/prometheus/rules/") and s.startswith("alerts/") for t, s in prometheus_mounts.items())
-    assert compose_bind_mounts(services["alertmanager"])["/etc/alertmanager/alertmanager.yml"] == "alerts/alertmanager.yml"
+    assert (
+        compose_bind_mounts(services["alertmanager"])["/etc/alertmanager/alertmanager.yml"] == "alerts/alertmanager.yml"
+    )
     mariadb_mounts = compose_bind_mounts(services["mariadb"])
     assert any(t.startswith("/docker-entrypoint-initdb.d/") and s == "deploy/compose/mariadb-init.sql"
                for t, s in mariadb_mounts.items())
@@ -394,11 +399,17 @@ def test_prometheus_scrapes_the_daemon_as_job_reaper_and_alerts_through_alertman
     assert targets == ["alertmanager:9093"]
 
 
-def test_the_database_init_creates_the_table_its_indexes_and_a_reaper_login_that_can_only_select_update_delete() -> None:
+def test_the_database_init_creates_the_table_its_indexes_and_a_reaper_login_that_can_only_select_update_delete(
+) -> None:
     sql = MARIADB_INIT.read_text(encoding="utf-8")
     assert re.search(r"CREATE TABLE IF NOT EXISTS processing_tasks", sql)
     assert "DATETIME(6)" in sql
-    for columns in ("(status, started_at, id)", "(status, created_at, id)", "(status, completed_at, id)", "(created_at)"):
+    for columns in (
+        "(status, started_at, id)",
+        "(status, created_at, id)",
+        "(status, completed_at, id)",
+        "(created_at)",
+    ):
         assert re.search(r"INDEX ix_processing_tasks_\w+ " + re.escape(columns), sql), columns
     grants = re.findall(r"^GRANT (.+?) ON (\S+) TO 'reaper'@'%';", sql, re.MULTILINE)
     assert grants == [("SELECT, UPDATE, DELETE", "app.processing_tasks")]
@@ -486,7 +497,10 @@ def test_the_kubernetes_deployment_reads_the_database_url_from_the_secret() -> N
 def test_the_service_and_the_pod_template_carry_the_scrape_annotations() -> None:
     service = kubernetes_object("service.yaml", "Service")
     deployment = kubernetes_object("deployment.yaml", "Deployment")
-    for scrape_annotations in (service["metadata"]["annotations"], deployment["spec"]["template"]["metadata"]["annotations"]):
+    for scrape_annotations in (
+        service["metadata"]["annotations"],
+        deployment["spec"]["template"]["metadata"]["annotations"],
+    ):
         assert scrape_annotations["prometheus.io/scrape"] == "true"
         assert scrape_annotations["prometheus.io/port"] == str(METRICS_PORT)
     assert service["spec"]["ports"] == [

@@ -27,7 +27,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from test_deploy import concrete_expression, dashboard_expressions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,7 +100,12 @@ def short_rules(folder: Path) -> Path:
     return path
 
 
-def start(argv: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+def start(
+    argv: list[str],
+    log: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.Popen[bytes]:
     handle = log.open("wb")
     return subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
 
@@ -191,6 +195,7 @@ def test_the_shipped_files_have_expressions_to_check() -> None:
     assert len(rule_expressions()) >= 8 and len(dashboard_expressions()) >= 8
 
 
+@pytest.mark.external
 @pytest.mark.parametrize("expression", rule_expressions() + [concrete_expression(e) for e in dashboard_expressions()])
 def test_every_rule_and_dashboard_expression_is_valid_and_names_exported_metrics(
     stack: Stack, expression: str
@@ -201,6 +206,7 @@ def test_every_rule_and_dashboard_expression_is_valid_and_names_exported_metrics
     assert not unknown, f"{expression} names metrics the daemon does not export: {unknown}"
 
 
+@pytest.mark.external
 def test_prometheus_scrapes_the_daemon_as_job_reaper(stack: Stack) -> None:
     result = stack.query('up{job="reaper"}')["data"]["result"]
     assert [sample["value"][1] for sample in result] == ["1"]
@@ -208,6 +214,7 @@ def test_prometheus_scrapes_the_daemon_as_job_reaper(stack: Stack) -> None:
     assert stale[0]["value"][1] == "2"  # the demo's two zombie running tasks
 
 
+@pytest.mark.external
 def test_a_zombie_alert_reaches_alertmanager(stack: Stack) -> None:
     def zombie_alerts() -> list[dict[str, Any]]:
         alerts = get_json(stack.alertmanager + "/api/v2/alerts")

@@ -13,8 +13,8 @@ from helpers import NOW, SERVER_BACKENDS, Tasks, settings_for
 from reaper.cli import main
 from reaper.demo import demo_rows
 from reaper.indexes import check_indexes
-from reaper.policies import Policy, standard_policies
 from reaper.matching import rule_condition
+from reaper.policies import Policy, standard_policies
 from reaper.selection import Segment, segment_query, segments
 from reaper.table import TaskTable, open_table
 
@@ -23,7 +23,7 @@ DEMO_COLUMNS = ("task_type", "status", "created_at", "started_at", "completed_at
 
 
 def fill_like_production(tasks: Tasks) -> None:
-    """15,420 rows shaped like the seed's statistics: mostly successes, a few zombies."""
+    """15,420 rows shaped like the demo's statistics: mostly successes, a few zombies."""
     rows = [{key: row[key] for key in DEMO_COLUMNS} for row in demo_rows(NOW.replace(tzinfo=None))]
     with tasks.engine.begin() as conn:
         conn.execute(insert(tasks.table), rows)
@@ -54,7 +54,8 @@ def rows_read(conn: Connection, query: Select[Any]) -> tuple[int, int]:
 
 def index_range(conn: Connection, table: TaskTable, policy: Policy, segment: Segment) -> int:
     """How many index entries the segment's range holds: all rows of its status, or of its null range."""
-    status_value = segment.where.clauses[0].right.value  # type: ignore[attr-defined]
+    # The segment's condition starts with ``status = :value``; its bound value is what the range reads.
+    status_value = segment.where.clauses[0].right.value  # type: ignore[attr-defined]  # see above
     condition = table.status == status_value
     if segment.order == (table.id,):  # the "first age column is null" segment
         condition = and_(condition, table.age_columns(policy.status)[0].is_(None))
@@ -105,7 +106,9 @@ def test_check_indexes_reports_what_is_missing_with_statements_that_work(tasks: 
 def test_a_longer_existing_index_counts_as_present(tasks: Tasks, database_url: str) -> None:
     with tasks.engine.begin() as conn:
         conn.exec_driver_sql("CREATE INDEX ix_wide ON processing_tasks (status, created_at, id, task_type)")
-    advice = {item.columns: item.present for item in check_indexes(open_table(tasks.engine, settings_for(database_url)))}
+    advice = {
+        item.columns: item.present for item in check_indexes(open_table(tasks.engine, settings_for(database_url)))
+    }
     assert advice[("status", "created_at", "id")] and not advice[("status", "started_at", "id")]
 
 
@@ -114,7 +117,9 @@ def test_on_mysql_an_index_without_the_key_counts_because_innodb_appends_it(
 ) -> None:
     with tasks.engine.begin() as conn:
         conn.exec_driver_sql("CREATE INDEX ix_short ON processing_tasks (status, completed_at)")
-    advice = {item.columns: item.present for item in check_indexes(open_table(tasks.engine, settings_for(database_url)))}
+    advice = {
+        item.columns: item.present for item in check_indexes(open_table(tasks.engine, settings_for(database_url)))
+    }
     assert advice[("status", "completed_at", "id")] == (backend == "mariadb")
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from helpers import Tasks, ago
+from helpers import Tasks, real_ago
 from reaper.errors import LockHeld
 from reaper.lock import exclusive_run
 
@@ -19,10 +19,12 @@ from reaper.lock import exclusive_run
 def test_a_second_holder_is_refused_and_told_who_holds_the_lock(tasks: Tasks, database_url: str) -> None:
     other = create_engine(database_url)
     try:
-        with exclusive_run(tasks.engine, "processing_tasks"):
-            with pytest.raises(LockHeld, match="another reaper holds the lock") as caught:
-                with exclusive_run(other, "processing_tasks"):
-                    pass
+        with (
+            exclusive_run(tasks.engine, "processing_tasks"),
+            pytest.raises(LockHeld, match="another reaper holds the lock") as caught,
+            exclusive_run(other, "processing_tasks"),
+        ):
+            pass
         assert "reaper" in str(caught.value) or "connection" in str(caught.value)
         with exclusive_run(other, "processing_tasks"):  # released after the run
             pass
@@ -46,9 +48,10 @@ def reaper_process(database_url: str, cwd: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_two_reapers_at_once_exactly_one_does_the_work(tasks: Tasks, database_url: str, tmp_path: Path) -> None:
     for _ in range(200):
-        tasks.add("success", finished_at=ago(days=40))
+        tasks.add("success", finished_at=real_ago(days=40))
     runs = [reaper_process(database_url, tmp_path) for _ in range(2)]
     outputs = [run.communicate(timeout=120) for run in runs]
     codes = sorted(run.returncode for run in runs)
@@ -60,7 +63,7 @@ def test_two_reapers_at_once_exactly_one_does_the_work(tasks: Tasks, database_ur
 
 
 def test_a_dry_run_needs_no_lock(tasks: Tasks, database_url: str, tmp_path: Path) -> None:
-    tasks.add("success", finished_at=ago(days=40))
+    tasks.add("success", finished_at=real_ago(days=40))
     holder = create_engine(database_url)
     result: list[subprocess.CompletedProcess[str]] = []
     try:
@@ -106,9 +109,11 @@ def test_a_mariadb_url_takes_the_same_lock_as_a_mysql_url(tasks: Tasks, database
     mariadb_url = database_url.replace("mysql+pymysql://", "mariadb+pymysql://")
     other = create_engine(mariadb_url)
     try:
-        with exclusive_run(tasks.engine, "processing_tasks"):
-            with pytest.raises(LockHeld):
-                with exclusive_run(other, "processing_tasks"):
-                    pass
+        with (
+            exclusive_run(tasks.engine, "processing_tasks"),
+            pytest.raises(LockHeld),
+            exclusive_run(other, "processing_tasks"),
+        ):
+            pass
     finally:
         other.dispose()

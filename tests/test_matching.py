@@ -78,7 +78,11 @@ def test_rows_without_a_task_type_follow_the_default_rule(tasks: Tasks, database
 def test_the_reason_names_the_threshold_of_the_task_type_that_applied(tasks: Tasks, database_url: str) -> None:
     slow = tasks.add("running", task_type="video_slice", started_at=ago(hours=40))
     fast = tasks.add("running", task_type="download", started_at=ago(hours=2))
-    reap(tasks, database_url, task_types={"video_slice": {"running_timeout_hours": 36}, "download": {"running_timeout_hours": 1}})
+    reap(
+        tasks,
+        database_url,
+        task_types={"video_slice": {"running_timeout_hours": 36}, "download": {"running_timeout_hours": 1}},
+    )
     assert "over the 36 h limit for video_slice" in tasks.get(slow)["error"]
     assert "running for 2.0 h, over the 1 h limit for download" in tasks.get(fast)["error"]
 
@@ -108,7 +112,9 @@ def beating(make_tasks: Callable[..., Tasks]) -> Tasks:
 
 def reap_beating(tasks: Tasks, database_url: str, **overrides: Any) -> RunResult:
     """Run the policies with the heartbeat column configured (10 minutes unless overridden)."""
-    return reap(tasks, database_url, heartbeat_timeout_minutes=overrides.pop("heartbeat_timeout_minutes", 10), **overrides)
+    return reap(
+        tasks, database_url, heartbeat_timeout_minutes=overrides.pop("heartbeat_timeout_minutes", 10), **overrides
+    )
 
 
 def test_a_long_running_task_with_a_fresh_heartbeat_stays_running(beating: Tasks, database_url: str) -> None:
@@ -117,7 +123,10 @@ def test_a_long_running_task_with_a_fresh_heartbeat_stays_running(beating: Tasks
     assert state(beating, marathon) == "running" and run.policies["running_timeout"].matched == 0
 
 
-def test_a_running_task_whose_heartbeat_went_silent_is_failed_whatever_its_start(beating: Tasks, database_url: str) -> None:
+def test_a_running_task_whose_heartbeat_went_silent_is_failed_whatever_its_start(
+    beating: Tasks,
+    database_url: str,
+) -> None:
     silent = beating.add("running", started_at=ago(hours=1), heartbeat_at=ago(minutes=11))
     reap_beating(beating, database_url)
     row = beating.get(silent)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import schedule
@@ -124,7 +123,10 @@ def test_a_scrape_never_queries_the_database(tasks: Tasks, database_url: str) ->
     daemon, registry = make_daemon(settings_for(database_url))
     daemon.poll()
     statements: list[str] = []
-    listener: Callable[..., None] = lambda *args: statements.append(args[2])
+
+    def listener(*args: Any) -> None:
+        statements.append(args[2])
+
     event.listen(daemon.task_table().engine, "before_cursor_execute", listener)
     for _ in range(3):
         generate_latest(registry)
@@ -143,8 +145,14 @@ def test_task_type_thresholds_and_requeues_are_exported(tasks: Tasks, database_u
     assert value(scraped, "reaper_stale_tasks", status="running", task_type="video_slice") == 0  # 50 h < 60 h
     assert value(scraped, "reaper_stale_tasks", status="running", task_type="download") == 1
     assert value(scraped, "reaper_threshold_seconds", policy="running_timeout") == 24 * 3600
-    assert value(scraped, "reaper_task_type_threshold_seconds", task_type="video_slice", threshold="running_timeout") == 60 * 3600
-    assert value(scraped, "reaper_task_type_threshold_seconds", task_type="download", threshold="running_timeout") == 24 * 3600
+    assert (
+        value(scraped, "reaper_task_type_threshold_seconds", task_type="video_slice", threshold="running_timeout")
+        == 60 * 3600
+    )
+    assert (
+        value(scraped, "reaper_task_type_threshold_seconds", task_type="download", threshold="running_timeout")
+        == 24 * 3600
+    )
     daemon.run_policies(dry_run=False)
     scraped = samples(registry)
     assert value(scraped, "reaper_reaped_tasks_total", policy="running_timeout", action="requeued") == 1

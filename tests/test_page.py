@@ -49,13 +49,17 @@ def demo_page(tmp_path: Path) -> Iterator[str]:
     daemon, metrics = page_daemon(f"sqlite:///{database}")
     daemon.poll()
     daemon.run_policies(dry_run=True)
-    page = lambda: render_status_page(metrics.snapshot, "processing_tasks", shadow=False)  # noqa: E731
+
+    def page() -> str:
+        return render_status_page(metrics.snapshot, "processing_tasks", shadow=False)
+
     server = MetricsServer(build_app(metrics.registry, daemon.healthy, daemon.ready, page), "127.0.0.1", 0)
     server.start()
     yield f"http://127.0.0.1:{server.port}/"
     server.stop()
 
 
+@pytest.mark.external
 def test_a_person_sees_statuses_zombies_runs_and_thresholds_in_chromium(demo_page: str, tmp_path: Path) -> None:
     browser = chromium()
     profile = tmp_path / "profile"

@@ -31,7 +31,10 @@ def deletes_seen(seen: list[str]) -> list[str]:
     return [" ".join(s.split()).upper() for s in seen if s.lstrip().upper().startswith("DELETE")]
 
 
-def test_sparse_matches_are_deleted_one_index_range_per_batch_without_an_id_list(tasks: Tasks, database_url: str) -> None:
+def test_sparse_matches_are_deleted_one_index_range_per_batch_without_an_id_list(
+    tasks: Tasks,
+    database_url: str,
+) -> None:
     old = []
     for minute in range(25):  # one match in five ids: too sparse to walk the primary key
         old.append(tasks.add("success", finished_at=ago(days=31, minutes=minute)))
@@ -88,6 +91,7 @@ def test_ranges_cover_every_row_whatever_the_batch_size_and_ties_in_the_age(
     assert result.batches >= 11 // size
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("young_per_old", [0, 4], ids=["key walk", "index ranges"])
 def test_a_locked_row_in_a_purge_is_retried_then_skipped_and_the_purge_goes_on(
     tasks: Tasks, database_url: str, young_per_old: int, reaper_engine: Engine
@@ -113,15 +117,18 @@ def test_a_locked_row_in_a_purge_is_retried_then_skipped_and_the_purge_goes_on(
 def test_a_refused_range_is_written_in_id_lists_no_longer_than_one_statement_binds(
     tasks: Tasks, database_url: str, reaper_engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import reaper.ranges
     from test_writes import run
+
+    import reaper.ranges
 
     ids = [tasks.add("failure", finished_at=ago(days=10)) for _ in range(10)]
     referenced_by_outputs(tasks, [ids[2], ids[6]])
     lists: list[int] = []
     real_write = reaper.ranges.write_batch
     monkeypatch.setattr(reaper.ranges, "MAX_ID_LIST", 3)
-    monkeypatch.setattr(reaper.ranges, "write_batch", lambda ctx, rows: lists.append(len(rows)) or real_write(ctx, rows))
+    monkeypatch.setattr(
+        reaper.ranges, "write_batch", lambda ctx, rows: lists.append(len(rows)) or real_write(ctx, rows)
+    )
     result = run(reaper_engine, database_url, tasks, 2, batch_size=10).policies["failure_retention"]
     assert (result.matched, result.affected, result.skipped) == (10, 8, 2)
     assert lists and max(lists) <= 3 and sum(lists) == 10  # the refused range of 10 ids, 3 at a time

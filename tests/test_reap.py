@@ -116,15 +116,15 @@ def test_each_failed_row_gets_its_own_age_in_the_reason(tasks: Tasks, database_u
     first = tasks.add("pending", created_at=ago(hours=3))
     second = tasks.add("pending", created_at=ago(hours=10))
     reap(tasks, database_url)
-    assert "3.0 h" in tasks.get(first)["error"]  # type: ignore[index]
-    assert "10.0 h" in tasks.get(second)["error"]  # type: ignore[index]
+    assert "3.0 h" in tasks.get(first)["error"]  # type: ignore[index]  # the row is there
+    assert "10.0 h" in tasks.get(second)["error"]  # type: ignore[index]  # the row is there
 
 
 def test_reason_is_cut_to_fit_a_short_error_column(make_tasks: Callable[..., Tasks], database_url: str) -> None:
     tasks = make_tasks(Shape(error_length=40))
     zombie = tasks.add("running", started_at=ago(days=2))
     reap(tasks, database_url)
-    reason = tasks.get(zombie)["error"]  # type: ignore[index]
+    reason = tasks.get(zombie)["error"]  # type: ignore[index]  # the row is there
     assert len(reason) == 40 and reason.startswith("reaper running_timeout") and reason.endswith("...")
 
 
@@ -317,7 +317,7 @@ def test_force_on_an_active_status_fails_rows_older_than_the_limit(
     young = tasks.add(status, **{"created_at": ago(days=3), age_role: ago(hours=23)})
     run = force(tasks, database_url, status, 1)
     assert tasks.status_of(old) == "failure" and tasks.status_of(young) == status
-    assert f"force_{status}" in tasks.get(old)["error"]  # type: ignore[index]
+    assert f"force_{status}" in tasks.get(old)["error"]  # type: ignore[index]  # the row is there
     assert run.policies[f"force_{status}"].affected == 1
 
 
@@ -346,7 +346,7 @@ def test_table_with_another_name_and_other_column_names(make_tasks: Callable[...
     old = tasks.add("success", finished_at=ago(days=31))
     reap(tasks, database_url)
     assert tasks.status_of(zombie) == "failure" and tasks.get(old) is None
-    assert "running_timeout" in tasks.get(zombie)["error"]  # type: ignore[index]
+    assert "running_timeout" in tasks.get(zombie)["error"]  # type: ignore[index]  # the row is there
 
 
 def test_upper_case_statuses_are_matched_and_written_upper_case(tasks: Tasks, database_url: str) -> None:
@@ -531,7 +531,8 @@ def _sqlite_table(path: Path, status: str, dated_by: str, spellings: list[str]) 
         conn.exec_driver_sql("CREATE INDEX ix_status_completed ON processing_tasks (status, completed_at, id)")
         for spelt in spellings:
             conn.exec_driver_sql(
-                f"INSERT INTO processing_tasks (status, created_at, {dated_by}) VALUES (?, ?, ?)", (status, spelt, spelt)
+                f"INSERT INTO processing_tasks (status, created_at, {dated_by}) VALUES (?, ?, ?)",
+                (status, spelt, spelt),
             )
     engine.dispose()
     return f"sqlite:///{path}"

@@ -34,7 +34,8 @@ def test_flags_override_environment_which_overrides_dotenv_which_overrides_toml(
 ) -> None:
     config = write_toml(
         tmp_path / "reaper.toml",
-        "running_timeout_hours = 1\npending_timeout_hours = 1\nfailure_retention_days = 1\nsuccess_retention_days = 1\n",
+        "running_timeout_hours = 1\npending_timeout_hours = 1\n"
+        "failure_retention_days = 1\nsuccess_retention_days = 1\n",
     )
     Path(".env").write_text("REAPER_PENDING_TIMEOUT_HOURS=2\nREAPER_FAILURE_RETENTION_DAYS=2\n")
     monkeypatch.setenv("REAPER_FAILURE_RETENTION_DAYS", "3")
@@ -167,7 +168,11 @@ def test_task_types_come_from_toml_tables_and_fall_back_to_the_global_values(tmp
     settings = load_settings({"pending_timeout_hours": 3}, config)
     video, download = settings.for_task_type("video_slice"), settings.for_task_type("download")
     assert (video.running_timeout_hours, video.pending_timeout_hours, video.running_timeout_action) == (36, 3, "fail")
-    assert (download.running_timeout_hours, download.running_timeout_action, download.max_attempts) == (20, "requeue", 5)
+    assert (
+        download.running_timeout_hours,
+        download.running_timeout_action,
+        download.max_attempts,
+    ) == (20, "requeue", 5)
     assert settings.for_task_type("render").running_timeout_hours == 20 and settings.rescues()
 
 
@@ -177,7 +182,9 @@ def test_an_unknown_key_in_a_task_type_table_is_an_error_naming_it(tmp_path: Pat
         load_settings(config_file=config)
 
 
-@pytest.mark.parametrize("line", ["running_timeout_hours = -1", 'running_timeout_action = "delete"', "max_attempts = 0"])
+@pytest.mark.parametrize(
+    "line", ["running_timeout_hours = -1", 'running_timeout_action = "delete"', "max_attempts = 0"]
+)
 def test_an_invalid_task_type_value_is_an_error_naming_the_key(tmp_path: Path, line: str) -> None:
     config = write_toml(tmp_path / "r.toml", f"[task_types.download]\n{line}\n")
     key = line.split(" ")[0]
@@ -205,7 +212,11 @@ def test_heartbeat_attempts_and_actions_have_safe_defaults(monkeypatch: pytest.M
     monkeypatch.setenv("REAPER_HEARTBEAT_TIMEOUT_MINUTES", "5")
     monkeypatch.setenv("REAPER_PENDING_TIMEOUT_ACTION", "requeue")
     settings = load_settings()
-    assert (settings.columns.heartbeat_at, settings.heartbeat_timeout_minutes, settings.rescues()) == ("last_beat", 5, True)
+    assert (
+        settings.columns.heartbeat_at,
+        settings.heartbeat_timeout_minutes,
+        settings.rescues(),
+    ) == ("last_beat", 5, True)
 
 
 @pytest.mark.parametrize(

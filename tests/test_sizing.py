@@ -69,7 +69,9 @@ def slow_writes(tasks: Tasks, seconds: float) -> None:
     event.listen(tasks.engine, "before_cursor_execute", before)
 
 
-@pytest.mark.parametrize("status, finished", [("success", {"finished_at": ago(days=31)}), ("running", {"started_at": ago(hours=30)})])
+@pytest.mark.parametrize(
+    "status, finished", [("success", {"finished_at": ago(days=31)}), ("running", {"started_at": ago(hours=30)})]
+)
 def test_batches_shrink_while_writes_are_slower_than_the_batch_time(
     tasks: Tasks, database_url: str, status: str, finished: dict[str, Any]
 ) -> None:
@@ -120,7 +122,9 @@ def purge_with(tasks: Tasks, database_url: str, options: RunOptions) -> Any:
     return run_policies(table, standard_policies(settings), NOW, options).policies["success_retention"]
 
 
-def test_batches_may_grow_to_the_ceiling_while_the_batch_size_is_left_at_its_default(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_batches_may_grow_to_the_ceiling_while_the_batch_size_is_left_at_its_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("REAPER_BATCH_SIZE", raising=False)
     options = run_options(load_settings(), dry_run=False)
     assert (options.batch_size, options.max_batch_size) == (1000, MAX_BATCH_SIZE)

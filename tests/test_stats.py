@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
-
-import pytest
-from sqlalchemy import text
-
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table
+import pytest
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, text
 from sqlalchemy.dialects import mysql
 
 from helpers import NOW, Tasks, ago, settings_for
@@ -23,7 +20,7 @@ from reaper.table import open_table
 TEN_MINUTES = timedelta(minutes=10)
 
 
-def stats_of(tasks: Tasks, database_url: str, **overrides: object):  # type: ignore[no-untyped-def]
+def stats_of(tasks: Tasks, database_url: str, **overrides: object) -> Stats:
     settings = settings_for(database_url, tasks.shape, **overrides)
     return collect_stats(open_table(tasks.engine, settings), standard_policies(settings), NOW)
 
@@ -176,7 +173,8 @@ def test_a_clock_that_went_back_recounts_the_terminal_statuses(tasks: Tasks, dat
     assert recounted.at == NOW and stats.by_status["success"] == 2
 
 
-@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # only SQLite keeps timestamps as the application spelt them
+# only SQLite keeps timestamps as the application spelt them
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_sqlite_counts_the_last_24_hours_in_any_text_spelling_of_its_timestamps(tasks: Tasks) -> None:
     spellings = ["2026-11-28 12:00:00", "2026-11-28T12:00:00.5", "2026-11-29T11:59", "2026-11-28 11:59:59.999",
                  "2026-11-28T11:00:00", "2026-11-27 13:00:00", "2025-12-31 23:59:59",
@@ -201,13 +199,18 @@ def test_the_oldest_age_reads_each_column_in_its_own_zone(engine: Any, database_
     )
     table.create(engine)
     shanghai = ZoneInfo("Asia/Shanghai")
-    local = lambda moment: moment.astimezone(shanghai).replace(tzinfo=None)  # noqa: E731
+
+    def local(moment: datetime) -> datetime:
+        return moment.astimezone(shanghai).replace(tzinfo=None)
+
     with engine.begin() as conn:
         conn.execute(table.insert(), [
-            {"status": "running", "task_type": "a", "created_at": local(ago(hours=40)), "started_at": local(ago(hours=40)),
-             "heartbeat_at": None},
-            {"status": "running", "task_type": "a", "created_at": local(ago(hours=5)), "started_at": local(ago(hours=5)),
-             "heartbeat_at": ago(hours=3) if not database_url.startswith("sqlite") else ago(hours=3).replace(tzinfo=None)},
+            {"status": "running", "task_type": "a", "created_at": local(ago(hours=40)),
+             "started_at": local(ago(hours=40)), "heartbeat_at": None},
+            {"status": "running", "task_type": "a", "created_at": local(ago(hours=5)),
+             "started_at": local(ago(hours=5)),
+             "heartbeat_at": (ago(hours=3) if not database_url.startswith("sqlite")
+                              else ago(hours=3).replace(tzinfo=None))},
         ])
     columns = {"finished_at": "", "updated_at": "", "error": "", "heartbeat_at": "heartbeat_at"}
     stats = stats_of_url(engine, database_url, columns=columns, database_timezone="Asia/Shanghai")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -66,7 +66,12 @@ def test_capitalised_statuses_are_written_capitalised(tasks: Tasks, database_url
 
 def test_role_of_maps_any_casing_to_the_role(tasks: Tasks, database_url: str) -> None:
     table = open_table(tasks.engine, settings_for(database_url))
-    assert [table.role_of(v) for v in ("SUCCESS", "Failure", "paused", None)] == ["success", "failure", "paused", "unknown"]
+    assert [table.role_of(v) for v in ("SUCCESS", "Failure", "paused", None)] == [
+        "success",
+        "failure",
+        "paused",
+        "unknown",
+    ]
 
 
 def test_naive_values_are_converted_from_the_configured_zone(tasks: Tasks, database_url: str) -> None:
@@ -75,7 +80,7 @@ def test_naive_values_are_converted_from_the_configured_zone(tasks: Tasks, datab
     assert stored == datetime(2026, 11, 29, 20, 0, 0)
     created = table.columns["created_at"]
     assert table.from_db(stored, created) == NOW
-    assert table.from_db(stored, created).tzinfo == timezone.utc  # type: ignore[union-attr]
+    assert table.from_db(stored, created).tzinfo == UTC  # type: ignore[union-attr]  # a stored value
 
 
 def test_mysql_timestamp_values_are_read_as_utc_whatever_the_configured_zone(tasks: Tasks, database_url: str) -> None:
@@ -99,7 +104,9 @@ def test_task_type_thresholds_need_a_task_type_column(make_tasks: Callable[..., 
         open_table(tasks.engine, settings)
 
 
-@pytest.mark.parametrize("role, message", [("heartbeat_at", "not a date-time column"), ("attempts", "not an integer column")])
+@pytest.mark.parametrize(
+    "role, message", [("heartbeat_at", "not a date-time column"), ("attempts", "not an integer column")]
+)
 def test_heartbeat_and_attempts_columns_must_have_the_right_type(
     tasks: Tasks, database_url: str, role: str, message: str
 ) -> None:

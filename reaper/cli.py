@@ -21,7 +21,7 @@ from reaper.db import SessionLimits, create_db_engine, database_errors
 from reaper.demo import DEMO_FILE, ensure_demo_database
 from reaper.errors import ConfigError, LockHeld, ReaperError
 from reaper.explain import explain, parse_task_id, render_explanation
-from reaper.indexes import check_indexes, render_index_report
+from reaper.indexes import check_indexes, plan_reports, render_index_report
 from reaper.logs import setup_logging
 from reaper.manual import ProgressBars, confirm_deletions, count_matches
 from reaper.policies import Policy, force_policy, standard_policies
@@ -254,7 +254,7 @@ def _real_run(
 ) -> RunResult:
     """Count and confirm, then run under the lock with progress bars (see ``cleanup``)."""
     show_progress = sys.stderr.isatty() and not mode.as_json
-    counts = count_matches(table, policies, now, options) if show_progress or not args.yes else {}
+    counts = count_matches(table, policies, now) if show_progress or not args.yes else {}
     confirm_deletions(counts, policies, settings.confirm_above, args.yes, input if sys.stdin.isatty() else None)
     with ProgressBars(counts, show_progress, sys.stderr) as bars:
         return exclusive_cleanup(table, policies, now, replace(options, progress=bars.advance), settings, mode.name)
@@ -296,7 +296,9 @@ def _run(mode: Mode, args: argparse.Namespace, settings: Settings, reload_settin
             return EXIT_OK
         if mode.name == "indexes":
             advice = check_indexes(table)
-            _emit(mode, {"indexes": [asdict(item) for item in advice]}, render_index_report(advice, table.name))
+            plans = plan_reports(table, standard_policies(settings), now)
+            document = {"indexes": [asdict(item) for item in advice], "plans": [plan.to_json() for plan in plans]}
+            _emit(mode, document, render_index_report(advice, table.name, plans))
             return EXIT_OK
         return _clean(mode, args, settings, table, now)
 

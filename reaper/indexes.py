@@ -4,18 +4,26 @@ Each policy reads its matches along (status, first age column, id) (see ``select
 tasks the heartbeat column comes first when one is configured), so that
 index lets a batch read about as many entries as it returns; the statistics count rows created in
 the last day, served by (created_at). On MySQL and MariaDB, InnoDB appends the primary key to
-every secondary index, so an index on (status, age column) already serves. reaper only
-recommends: it never changes a schema by itself.
+every secondary index, and SQLite appends the rowid (which an INTEGER PRIMARY KEY is), so there an
+index on (status, age column) already serves. A policy that no index serves walks the primary key
+instead (see ``plans``): correct, one pass over the table, but slower than reading its matches
+alone. reaper only recommends: it never changes a schema by itself.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Index, inspect
+from sqlalchemy import Index, func, select
 from sqlalchemy.schema import CreateIndex
 
+from reaper.counting import count_policy
+from reaper.plans import Plan, existing_indexes, plan_policy, serving_index
+from reaper.policies import Policy
 from reaper.table import TaskTable
 
 IDENTIFIER_LIMIT = 60
@@ -47,15 +55,6 @@ def _wanted(table: TaskTable) -> dict[tuple[str, ...], str]:
     return wanted
 
 
-def _existing(table: TaskTable) -> list[tuple[str, ...]]:
-    inspector = inspect(table.engine)
-    # An expression in an index has no column name (None): "" never equals a column's name.
-    found = [tuple(name or "" for name in index["column_names"]) for index in inspector.get_indexes(table.name)]
-    found += [tuple(unique["column_names"]) for unique in inspector.get_unique_constraints(table.name)]
-    found.append(tuple(inspector.get_pk_constraint(table.name)["constrained_columns"]))
-    return found
-
-
 def _index_name(table_name: str, columns: tuple[str, ...]) -> str:
     name = f"ix_{table_name}_{'_'.join(columns)}"
     if len(name) > IDENTIFIER_LIMIT:
@@ -65,20 +64,57 @@ def _index_name(table_name: str, columns: tuple[str, ...]) -> str:
 
 def check_indexes(table: TaskTable) -> list[IndexAdvice]:
     """Return every recommended index and whether an existing index already starts with its columns."""
-    existing = _existing(table)
-    implicit_key = table.engine.dialect.name in ("mysql", "mariadb")
+    existing = existing_indexes(table)
     advice = []
     for columns, purpose in _wanted(table).items():
-        needed = columns[:-1] if implicit_key and columns[-1] == table.id.name and len(columns) > 1 else columns
-        present = any(found[: len(needed)] == needed for found in existing)
+        if len(columns) > 1 and columns[-1] == table.id.name:  # a policy's: present when it serves, as a plan
+            present = serving_index(table, columns[:-1], existing) is not None
+        else:
+            present = any(index.columns[: len(columns)] == columns for index in existing)
         index = Index(_index_name(table.name, columns), *(table.table.c[name] for name in columns))
         statement = str(CreateIndex(index).compile(dialect=table.engine.dialect)).strip()
         advice.append(IndexAdvice(purpose, columns, present, statement + ";"))
     return advice
 
 
-def render_index_report(advice: list[IndexAdvice], table_name: str) -> str:
-    """Return the ``--check-indexes`` report: each index, and the statements for the missing ones."""
+@dataclass(frozen=True)
+class PlanReport:
+    """A rule's plan, what it matches now, and how many rows a run reads to find them that way."""
+
+    plan: Plan
+    matched: int
+    rows_read: int  # the whole table along the primary key; the matches along an index
+
+    def describe(self) -> str:
+        """Say the plan and, for a walk along the primary key, what the missing index would save."""
+        if self.plan.index is not None:
+            return self.plan.describe()
+        return (
+            f"{self.plan.describe()}: reads all {self.rows_read:,} rows to find {self.matched:,}; "
+            f"the index would read about {self.matched:,}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON form used by ``--check-indexes --json`` (one item of ``plans``)."""
+        return {**self.plan.to_json(), "matched": self.matched, "rows_read": self.rows_read}
+
+
+def plan_reports(table: TaskTable, policies: Sequence[Policy], now: datetime) -> list[PlanReport]:
+    """Return each rule's plan with what it matches at ``now`` and the rows a run reads to find them."""
+    indexes = existing_indexes(table)
+    with table.engine.connect() as conn:
+        table_rows = int(conn.execute(select(func.count()).select_from(table.table)).scalar_one())
+    reports = []
+    for policy in policies:
+        plans = plan_policy(table, policy, indexes)
+        for rule, count in count_policy(table, policy, now, plans).items():
+            plan = plans[rule]
+            reports.append(PlanReport(plan, count.matched, count.matched if plan.index else table_rows))
+    return reports
+
+
+def render_index_report(advice: list[IndexAdvice], table_name: str, plans: Sequence[PlanReport] = ()) -> str:
+    """Return the ``--check-indexes`` report: each index, the statements for the missing ones, the plans."""
     lines = [f"Indexes reaper recommends on {table_name}:"]
     for item in advice:
         state = "present" if item.present else "MISSING"
@@ -89,5 +125,10 @@ def render_index_report(advice: list[IndexAdvice], table_name: str) -> str:
         lines += [f"  {item.create_statement}" for item in missing]
     else:
         lines.append("All recommended indexes are present.")
+    if plans:
+        lines += ["", "How each policy reads its matches now:"]
+        for report in plans:
+            scope = report.plan.policy if report.plan.rule == "*" else f"{report.plan.policy} [{report.plan.rule}]"
+            lines.append(f"  {scope:<22} {report.describe()}")
     return "\n".join(lines)
 

@@ -1,9 +1,9 @@
 """What a person running reaper by hand gets: a count first, a confirmation, progress bars.
 
 A manual run that would delete more than ``REAPER_CONFIRM_ABOVE`` rows asks on a terminal and
-refuses without ``--yes`` when there is none; the count comes from a dry pass (the same selection)
-made before the real one. Progress bars (rows done, rate, time left) go to stderr, only when it
-is a terminal and the output is not JSON. The daemon's scheduled runs use none of this.
+refuses without ``--yes`` when there is none; the count is the dry run's (``counting``: the database
+counts each rule's whole condition), made before the real run. Progress bars (rows done, rate, time
+left) go to stderr, only when it is a terminal and the output is not JSON. The daemon's scheduled runs use none of this.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
+from reaper.counting import count_policy
 from reaper.errors import ReaperError
+from reaper.plans import plan_policies
 from reaper.policies import Action, Policy
-from reaper.reap import RunOptions, run_policies
 from reaper.table import TaskTable
 
 
@@ -27,10 +28,13 @@ class ConfirmationRefused(ReaperError):
     kind = "refused"
 
 
-def count_matches(table: TaskTable, policies: Sequence[Policy], now: datetime, options: RunOptions) -> dict[str, int]:
-    """Return what each policy would match now, from a dry pass."""
-    dry = RunOptions(dry_run=True, batch_size=options.batch_size, sample_size=0)
-    return {name: result.matched for name, result in run_policies(table, policies, now, dry).policies.items()}
+def count_matches(table: TaskTable, policies: Sequence[Policy], now: datetime) -> dict[str, int]:
+    """Return what each policy would match now, counted by the database as a dry run counts it."""
+    plans = plan_policies(table, policies)
+    return {
+        policy.name: sum(count.matched for count in count_policy(table, policy, now, plans[policy.name]).values())
+        for policy in policies
+    }
 
 
 def confirm_deletions(

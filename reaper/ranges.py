@@ -5,22 +5,24 @@ row on top of the delete, and the ids travel to reaper and back. Here each batch
 with the rule's whole condition re-checked by the database, so a row that changed meanwhile is
 still left alone:
 
-- a rule whose matches fill at least ``DENSE_SHARE`` of their span of (integer) ids is walked along
-  the primary key, ``DELETE ... WHERE id >= a AND id < a + size AND <condition>``, counted, not read
-  back (sequential reads, as a bare DELETE's table scan);
+- a rule that no index serves (see ``plans``) walks the whole table along its (integer) primary key,
+  ``DELETE ... WHERE id >= a AND id < a + size AND <condition>``, counted, not read back: one pass
+  over the table, as a bare DELETE's scan;
+- of the rules an index serves, one whose matches fill at least ``DENSE_SHARE`` of their span of ids
+  is walked along the primary key the same way, between its first and last match;
 - the others along their index segments: one query reads where the batch ends (the ``size``-th
   row, from the index alone), and one ``DELETE ... WHERE <segment> AND <condition> AND <range>
   RETURNING id`` removes it; the ids feed the logs, samples and audit line.
 
-Used when the database has ``DELETE ... RETURNING`` (SQLite, PostgreSQL, MariaDB), the run writes,
-and nothing is archived; otherwise, and for a range that a lock conflict or a foreign key refuses,
-the rows are read as ids and written by ``writes.write_batch`` (retries, bisection, skips).
+Used when the run writes and archives nothing, for integer ids (a walk along the primary key) or on
+a database with ``DELETE ... RETURNING`` (SQLite, PostgreSQL, MariaDB: index ranges); otherwise,
+and for a range that a lock conflict or a foreign key refuses, the rows are read as ids and written
+by ``writes.write_batch`` (retries, bisection, skips).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Integer, and_, delete, func, or_, select
@@ -29,7 +31,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
 from reaper.db import is_lock_conflict, refused_by_constraint
-from reaper.policies import Action, Policy
+from reaper.keywalk import integer_keys, key_span
+from reaper.plans import Plan
+from reaper.policies import Action, Policy, Rule
 from reaper.selection import Batch, Segment, resume_after, segments
 from reaper.sizing import MAX_ID_LIST, BatchSizer
 from reaper.table import TaskTable
@@ -40,11 +44,12 @@ from reaper.writes import BatchOutcome, WriteContext, write_batch
 DENSE_SHARE = 0.25
 
 
-def deletes_by_range(table: TaskTable, policy: Policy, dry_run: bool, archiving: bool) -> bool:
-    """Whether a pass of ``policy`` can delete by index range."""
-    return (
-        not dry_run and not archiving and policy.actions == {Action.DELETE} and table.engine.dialect.delete_returning
-    )
+def deletes_by_range(table: TaskTable, policy: Policy, plan: Plan, archiving: bool) -> bool:
+    """Whether a real pass deletes ``plan``'s rule by range: a pure delete, nothing archived, and either
+    integer ids to walk (no index serves the rule) or ``DELETE ... RETURNING`` for the index ranges."""
+    if archiving or policy.actions != {Action.DELETE}:
+        return False
+    return integer_keys(table) if plan.index is None else bool(table.engine.dialect.delete_returning)
 
 
 def up_to(order: Sequence[ColumnElement[Any]], values: Sequence[Any]) -> ColumnElement[bool]:
@@ -171,12 +176,14 @@ def _by_ids(
 ) -> Iterator[tuple[Batch, BatchOutcome] | None]:
     """Walk the primary key in steps of ``sizer.size`` ids; yield ``None`` when ``pause`` says stop."""
     start, high = span
+    sampled = 0
     while start <= high:
         if start > span[0] and not pause():
             yield None
             return
         width, started = sizer.size, sizer.timer()
-        batch, outcome = _delete_stretch(conn, ctx, start, start + width, high, sample if start == span[0] else 0)
+        batch, outcome = _delete_stretch(conn, ctx, start, start + width, high, max(sample - sampled, 0))
+        sampled += len(batch.rows)
         # a stretch of few matches (a gap in the span) is quick whatever its width: growing on it would
         # make the next dense stretch a far longer transaction
         sizer.observe(width, sizer.timer() - started, full=batch.size >= DENSE_SHARE * width)
@@ -210,33 +217,40 @@ def _by_index(
 
 def delete_by_ranges(
     table: TaskTable,
-    policy: Policy,
-    now: datetime,
+    rule: Rule,
+    plan: Plan,
     sizer: BatchSizer,
     pause: Callable[[], bool],
-    contexts: dict[Any, WriteContext],
+    ctx: WriteContext,
     sample: int = 0,
 ) -> Iterator[tuple[Batch, BatchOutcome]]:
-    """Delete what ``policy`` matches, at most ``sizer.size`` rows (or ids) per transaction.
+    """Delete what ``rule`` matches, at most ``sizer.size`` rows (or ids) per transaction.
 
-    Each rule whose matches are dense in the primary key is walked along it (sequential reads, as a
-    bare DELETE's table scan); the others along their index segments. ``pause`` is called before
+    Without an index that serves the rule (``plan``), the whole table is walked along the primary key.
+    With one, a rule whose matches are dense in the primary key is walked along it (sequential reads,
+    as a bare DELETE's table scan); the others along their index segments. ``pause`` is called before
     each range but the first of a walk, as in ``selection.batches``; when it says stop, so does this.
     """
-    with table.engine.connect() as conn:  # one session per policy: no pool ping and reset per batch
-        spellings = table.stored_spellings(conn, policy.status)
-        conn.rollback()
-        every_segment = segments(table, policy, now, spellings)
-        for rule in policy.rules:
-            ctx = contexts[rule]
-            own = [segment for segment in every_segment if segment.rule is rule]
-            span = _dense_span(conn, ctx, own)
-            walks = [_by_ids(conn, ctx, span, sizer, pause, sample)] if span else [
+    with table.engine.connect() as conn:  # one session per rule: no pool ping and reset per batch
+        if plan.index is None:
+            span = key_span(conn, table)
+            conn.rollback()
+            walks = [_by_ids(conn, ctx, _ints(span), sizer, pause, sample)] if span else []
+        else:
+            spellings = table.stored_spellings(conn, ctx.policy.status)
+            conn.rollback()
+            own = [segment for segment in segments(table, ctx.policy, ctx.now, spellings) if segment.rule is rule]
+            dense = _dense_span(conn, ctx, own)
+            walks = [_by_ids(conn, ctx, dense, sizer, pause, sample)] if dense else [
                 _by_index(conn, ctx, segment, sizer, pause) for segment in own
             ]
-            for walk in walks:
-                sizer.restart()  # a width in ids is no row count, and each segment's rows cost their own
-                for step in walk:
-                    if step is None:
-                        return
-                    yield step
+        for walk in walks:
+            sizer.restart()  # a width in ids is no row count, and each segment's rows cost their own
+            for step in walk:
+                if step is None:
+                    return
+                yield step
+
+
+def _ints(span: tuple[Any, Any]) -> tuple[int, int]:
+    return int(span[0]), int(span[1])

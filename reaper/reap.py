@@ -1,12 +1,16 @@
 """Applying policies: batches of matching rows, the conditional write, and the counts of each pass.
 
-``selection.batches`` reads the matches in keyset batches along the recommended index;
-``writes.write_batch`` changes each batch under the policy's whole condition, re-checked by the
-database. The dry run branches here, in ``apply_policy``, and only here.
+Each rule reads its matches as its plan says (``plans``, made once per run from the table's
+indexes): in keyset batches along an index that serves it (``selection.batches``), or range by
+range of the primary key (``keywalk``); a pure purge deletes by range (``ranges``).
+``writes.write_batch`` changes each batch under the rule's whole condition, re-checked by the
+database. The dry run branches here, in ``apply_policy``, and only here: it counts in the database
+(``counting``) and reads no batch.
 """
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -16,11 +20,13 @@ from typing import Any
 from loguru import logger
 
 from reaper.archive import Archive
-from reaper.matching import counted_attempts, dating_columns
+from reaper.counting import RuleCount, count_policy, sample_ids
+from reaper.keywalk import KeyWalk, key_batches
+from reaper.plans import Plan, describe_plans, plan_policies
 from reaper.policies import Action, Policy, Rule
 from reaper.ranges import delete_by_ranges, deletes_by_range
 from reaper.selection import Batch, batches
-from reaper.sizing import MAX_ID_LIST, BatchSizer
+from reaper.sizing import MAX_BATCH_SIZE, MAX_ID_LIST, BatchSizer
 from reaper.table import TaskTable
 from reaper.writes import BatchOutcome, WriteContext, write_batch
 
@@ -117,13 +123,26 @@ class PolicyResult:
         self.retries += outcome.retries
         for reason, count in outcome.reasons.items():
             self.skip_reasons[reason] = self.skip_reasons.get(reason, 0) + count
-        room = max(sample_size - len(self.sample_ids), 0)
-        self.sample_ids.extend(row[0] for row in batch.rows[:room])
+        # The smallest ids changed: the ones a dry run's sample shows too (see ``counting``).
+        self.sample_ids = heapq.nsmallest(sample_size, [*self.sample_ids, *(row[0] for row in batch.rows)])
         ids = batch.ids
         if not ids:
             return
         self.first_id = min(ids) if self.first_id is None else min(self.first_id, *ids)
         self.last_id = max(ids) if self.last_id is None else max(self.last_id, *ids)
+
+    def record_count(self, rule: Rule, count: RuleCount) -> None:
+        """Count what a dry run found for one rule (nothing is read, so no batch)."""
+        done = count.done(rule)
+        self.matched += count.matched
+        self.rules[rule.key].matched += count.matched
+        for action, rows in done.items():
+            self.done[action] = self.done.get(action, 0) + rows
+            self.rules[rule.key].done[action] = rows
+        lows = [value for value in (self.first_id, count.low) if value is not None]
+        highs = [value for value in (self.last_id, count.high) if value is not None]
+        self.first_id = min(lows) if lows else None
+        self.last_id = max(highs) if highs else None
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON form used by ``--json``."""
@@ -234,58 +253,66 @@ def _log_batch(policy: Policy, batch: Batch, outcome: BatchOutcome, number: int)
     )
 
 
-def _foreseen(table: TaskTable, policy: Policy, batch: Batch) -> BatchOutcome:
-    """What a real run would do to a batch, for the dry run: its rule's action, or for a bounded
-    requeue, a failure for the rows whose attempts have reached the bound (nothing is written)."""
-    rule = batch.rule
-    if counted_attempts(table, rule) is None:
-        return BatchOutcome(done={rule.action.done: len(batch.rows)})
-    assert rule.max_attempts is not None
-    position = len(batch.rows[0]) - len(dating_columns(table, policy, rule)) - 1
-    spent = sum(1 for row in batch.rows if (row[position] or 0) >= rule.max_attempts)
-    foreseen = {"requeued": len(batch.rows) - spent, "failed": spent}
-    return BatchOutcome(done={action: count for action, count in foreseen.items() if count})
+def _written(batch: Batch, ctx: WriteContext, sizer: BatchSizer) -> tuple[Batch, BatchOutcome]:
+    started = sizer.timer()
+    outcome = write_batch(ctx, batch.rows)
+    sizer.observe(len(batch.rows), sizer.timer() - started)
+    return batch, outcome
 
 
-def _batches_written(
-    table: TaskTable,
-    policy: Policy,
-    now: datetime,
-    options: RunOptions,
-    contexts: dict[Rule, WriteContext],
-    pause: Callable[[], bool],
+def _rule_batches_written(
+    table: TaskTable, ctx: WriteContext, plan: Plan, options: RunOptions, pause: Callable[[], bool]
 ) -> Iterator[tuple[Batch, BatchOutcome]]:
-    """Each batch and what was done to it: deleted by index range where possible (see ``ranges``),
-    else read as rows and written (or, in a dry run, foreseen) one batch at a time."""
-    target = None if options.dry_run else options.batch_time_seconds
-    if deletes_by_range(table, policy, options.dry_run, options.archive is not None):
+    """Each batch of one rule and what was done to it: deleted by range where possible (see
+    ``ranges``), else read as rows (along its index, or range by range of the primary key) and
+    written one batch at a time."""
+    policy, rule, target = ctx.policy, ctx.rule, options.batch_time_seconds
+    if deletes_by_range(table, policy, plan, options.archive is not None):
         sizer = BatchSizer(options.batch_size, target, options.timer, options.max_batch_size)
-        yield from delete_by_ranges(table, policy, now, sizer, pause, contexts, options.sample_size)
+        yield from delete_by_ranges(table, rule, plan, sizer, pause, ctx, options.sample_size)
         return
     growth = None if options.archive is not None else options.max_batch_size  # an archive holds whole rows
     ceiling = None if growth is None else min(growth, MAX_ID_LIST)  # the write binds every id
     sizer = BatchSizer(options.batch_size, target, options.timer, ceiling)
     with_age = Action.DELETE not in policy.actions  # only the reason written on a row needs the age
-    for batch in batches(table, policy, now, sizer, pause, with_age):
-        if options.dry_run:
-            yield batch, _foreseen(table, policy, batch)
-            continue
-        started = sizer.timer()
-        outcome = write_batch(contexts[batch.rule], batch.rows)
-        sizer.observe(len(batch.rows), sizer.timer() - started)
-        yield batch, outcome
+    if plan.index is not None:
+        read = batches(table, policy, ctx.now, sizer, pause, with_age, rule)
+    else:
+        reads = BatchSizer(options.batch_size, target, options.timer, MAX_BATCH_SIZE)
+        read = key_batches(KeyWalk(table, policy, rule, ctx.now, with_age), sizer, reads, pause)
+    for batch in read:
+        yield _written(batch, ctx, sizer)
+
+
+def _count_dry(
+    table: TaskTable, policy: Policy, now: datetime, plans: dict[Rule, Plan], options: RunOptions
+) -> PolicyResult:
+    """A dry run of ``policy``: what it matches and a real run would do, counted by the database."""
+    result = PolicyResult.starting(policy, now)
+    for rule, count in count_policy(table, policy, now, plans).items():
+        result.record_count(rule, count)
+        if count.matched:
+            options.progress(policy.name, count.matched)
+    if result.matched and options.sample_size:
+        with table.engine.connect() as conn:
+            result.sample_ids = sample_ids(conn, table, policy, now, options.sample_size)
+    return result
 
 
 def apply_policy(
-    table: TaskTable, policy: Policy, now: datetime, options: RunOptions, clock: _Clock | None = None
+    table: TaskTable,
+    policy: Policy,
+    now: datetime,
+    options: RunOptions,
+    clock: _Clock | None = None,
+    plans: dict[Rule, Plan] | None = None,
 ) -> PolicyResult:
-    """Run ``policy`` over the whole table in keyset batches and return its counts."""
+    """Run ``policy`` over the whole table in batches (a dry run: count it) and return its counts."""
     clock = clock or _Clock(options)
+    plans = plans if plans is not None else plan_policies(table, [policy])[policy.name]
+    if options.dry_run:
+        return _count_dry(table, policy, now, plans, options)
     result = PolicyResult.starting(policy, now)
-    contexts = {
-        rule: WriteContext(table, policy, rule, now, options.max_retries, options.sleep, options.archive)
-        for rule in policy.rules
-    }
 
     def pause_then_check() -> bool:
         """Pause between batches, then say whether the next batch may start (the clock may have run out)."""
@@ -294,14 +321,17 @@ def apply_policy(
         result.stop_reason = clock.stop_reason()
         return result.stop_reason is None
 
-    for batch, outcome in _batches_written(table, policy, now, options, contexts, pause_then_check):
-        if not batch.size:  # a range whose rows all changed under us, or the empty end of a segment
-            continue
-        result.record(batch, outcome, options.sample_size)
-        options.progress(policy.name, batch.size)
-        if not options.dry_run:
+    for rule in policy.rules:
+        ctx = WriteContext(table, policy, rule, now, options.max_retries, options.sleep, options.archive)
+        for batch, outcome in _rule_batches_written(table, ctx, plans[rule], options, pause_then_check):
+            if not batch.size:  # a range whose rows all changed under us, or the empty end of a segment
+                continue
+            result.record(batch, outcome, options.sample_size)
+            options.progress(policy.name, batch.size)
             _log_batch(policy, batch, outcome, result.batches)
-        result.stop_reason = clock.stop_reason()
+            result.stop_reason = clock.stop_reason()
+            if result.stop_reason is not None:
+                return result
         if result.stop_reason is not None:
             break
     return result
@@ -339,11 +369,13 @@ def run_policies(table: TaskTable, policies: Sequence[Policy], now: datetime, op
             table.write_value(conn, "failure")
         if Action.REQUEUE in writes:
             table.write_value(conn, "pending")
+    plans = plan_policies(table, policies)  # the indexes as they are now, once per run
+    logger.info(f"plan: {describe_plans(plans)}")
     for policy in policies:
         run.stop_reason = clock.stop_reason()
         if run.stop_reason is not None:
             break
-        result = apply_policy(table, policy, now, options, clock)
+        result = apply_policy(table, policy, now, options, clock, plans[policy.name])
         run.policies[policy.name] = result
         _log_policy(result, options.dry_run)
         run.stop_reason = result.stop_reason

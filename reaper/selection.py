@@ -134,8 +134,10 @@ def batches(
     sizer: BatchSizer,
     pause: Callable[[], bool] = lambda: True,
     with_age: bool = True,
+    rule: Rule | None = None,
 ) -> Iterator[Batch]:
-    """Yield the rows ``policy`` matches, ``sizer.size`` at a time, each read in its own short query.
+    """Yield the rows ``policy`` (or only its ``rule``) matches, ``sizer.size`` at a time, each read in
+    its own short query along the index that serves the rule (see ``plans``).
 
     ``pause`` is called after each full batch, before the query that follows it, so that a run
     yields to the application between batches and never waits once the matches run out; when it
@@ -144,6 +146,8 @@ def batches(
     with table.engine.connect() as conn:
         spellings = table.stored_spellings(conn, policy.status)
     for segment in segments(table, policy, now, spellings):
+        if rule is not None and segment.rule is not rule:
+            continue
         after: Sequence[Any] | None = None
         while True:
             if after is not None and not pause():

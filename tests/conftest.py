@@ -17,7 +17,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine, make_url
 
 import servers
-from helpers import BACKENDS, Shape, Tasks, create_table, require_server
+from helpers import BACKENDS, Shape, Tasks, add_age_indexes, create_table, require_server
 from reaper.db import SessionLimits, create_db_engine
 
 
@@ -104,13 +104,28 @@ def reaper_engine(tasks: Tasks, database_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run each test marked ``both_plans`` on a table with only its primary key and on an indexed one."""
+    if metafunc.definition.get_closest_marker("both_plans") and "make_tasks" in metafunc.fixturenames:
+        metafunc.parametrize("indexed", [False, True], ids=["primary key", "indexed"], indirect=True)
+
+
 @pytest.fixture
-def make_tasks(engine: Engine) -> Callable[..., Tasks]:
+def indexed(request: pytest.FixtureRequest) -> bool:
+    """Whether the test's task tables get an index on (status, age column, id) for every age column."""
+    return bool(getattr(request, "param", False))
+
+
+@pytest.fixture
+def make_tasks(engine: Engine, indexed: bool) -> Callable[..., Tasks]:
     """Create a task table of a given shape and return helpers to fill and read it."""
 
     def make(shape: Shape | None = None) -> Tasks:
         shape = shape or Shape()
-        return Tasks(engine, create_table(engine, shape), shape)
+        tasks = Tasks(engine, create_table(engine, shape), shape)
+        if indexed:
+            add_age_indexes(tasks)
+        return tasks
 
     return make
 

@@ -6,6 +6,7 @@ subprocess with a time limit, and checks that it finishes and prints its figures
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -156,3 +157,24 @@ def test_the_app_latency_benchmark_compares_the_application_idle_during_a_bare_d
     assert lines[-1][0] == "cpu:1 (no purge)" and int(lines[-1][3].replace(",", "")) > 0
     assert all(float(p50) <= float(p99) for _, p50, p99, _ in lines)
     assert list(tmp_path.iterdir()) == []  # reaper's audit log stays in the benchmark's own folder
+
+
+@pytest.mark.slow
+def test_the_plans_benchmark_times_a_dry_run_and_a_purge_against_the_plain_statements_on_sqlite(
+    tmp_path: Path,
+) -> None:
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT.parent / "plans.py"), "--rows", "2000", "--databases", "sqlite",
+         "--index-sets", "pk,recommended", "--shapes", "scattered3", "--json-out", str(tmp_path / "f.json")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads((tmp_path / "f.json").read_text())
+    cells = {(f["index_set"], f["measure"]): f for f in figures}
+    assert set(cells) == {("pk", "dry"), ("pk", "purge"), ("recommended", "dry"), ("recommended", "purge")}
+    walked = cells[("pk", "purge")]["plan"]
+    assert walked.startswith("running pk walk") and "success pk walk" in walked
+    assert "success ix_bench_2" in cells[("recommended", "purge")]["plan"]
+    assert all(f["rows_changed"] == 60 and f["reaper_seconds"] > 0 and f["plain_seconds"] > 0 for f in figures)
+    line = r"^\| sqlite \| 2,000 \| scattered3 \| pk \| purge \| [\d.]+ s \| [\d.]+ s \| [\d.]+x"
+    assert re.search(line, result.stdout, re.M)

@@ -22,6 +22,9 @@ from reaper.policies import standard_policies
 from reaper.reap import RunOptions, RunResult, run_policies
 from reaper.table import open_table
 
+# Every behaviour holds on both plans: along the primary key, and along the indexes (see reaper.plans).
+pytestmark = pytest.mark.both_plans
+
 # policy, status, the column that dates it, the unit of its threshold, the global threshold
 POLICIES = [
     ("running_timeout", "running", "started_at", "hours", 24),

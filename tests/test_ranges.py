@@ -8,7 +8,16 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from helpers import NOW, Tasks, ago, change_just_before_the_write, referenced_by_outputs, row_locked, settings_for
+from helpers import (
+    NOW,
+    Tasks,
+    add_age_indexes,
+    ago,
+    change_just_before_the_write,
+    referenced_by_outputs,
+    row_locked,
+    settings_for,
+)
 from reaper.policies import standard_policies
 from reaper.reap import RunOptions, RunResult, run_policies
 from reaper.table import open_table
@@ -35,6 +44,7 @@ def test_sparse_matches_are_deleted_one_index_range_per_batch_without_an_id_list
     tasks: Tasks,
     database_url: str,
 ) -> None:
+    add_age_indexes(tasks)
     old = []
     for minute in range(25):  # one match in five ids: too sparse to walk the primary key
         old.append(tasks.add("success", finished_at=ago(days=31, minutes=minute)))
@@ -54,6 +64,7 @@ def test_sparse_matches_are_deleted_one_index_range_per_batch_without_an_id_list
 def test_dense_matches_are_deleted_along_the_primary_key_in_steps_of_the_batch_size(
     tasks: Tasks, database_url: str
 ) -> None:
+    add_age_indexes(tasks)
     old = [tasks.add("success", finished_at=ago(days=31, minutes=minute)) for minute in range(25)]
     young = tasks.add("success", finished_at=ago(days=29))
     seen = statements_of(tasks.engine)

@@ -18,6 +18,9 @@ from reaper.selection import segments
 from reaper.settings import Settings
 from reaper.table import TaskTable, open_table
 
+# Every behaviour holds on both plans: along the primary key, and along the indexes (see reaper.plans).
+pytestmark = pytest.mark.both_plans
+
 
 def reap(tasks: Tasks, database_url: str, dry_run: bool = False, **overrides: Any) -> RunResult:
     """Run the four policies once at NOW with the given setting overrides."""

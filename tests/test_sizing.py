@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from helpers import NOW, Tasks, ago, settings_for
+from helpers import NOW, Tasks, add_age_indexes, ago, settings_for
 from reaper.archive import JsonlArchive, read_jsonl_archive
 from reaper.cleanup import run_options
 from reaper.cli import main
@@ -172,6 +172,7 @@ def test_a_quick_batch_that_was_not_full_by_its_own_account_does_not_grow_the_ne
 def test_a_gap_in_a_primary_key_walk_does_not_make_the_next_transaction_a_huge_one(
     tasks: Tasks, database_url: str
 ) -> None:
+    add_age_indexes(tasks)  # the matches' span, read from the index, makes the walk along the primary key
     for count, days in ((30, 31), (300, 1), (300, 31)):  # old rows, a stretch of young ones, old rows
         for _ in range(count):
             tasks.add("success", finished_at=ago(days=days))

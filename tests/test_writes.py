@@ -26,6 +26,9 @@ from reaper.policies import standard_policies
 from reaper.reap import RunOptions, RunResult, run_policies
 from reaper.table import open_table
 
+# Every behaviour holds on both plans: along the primary key, and along the indexes (see reaper.plans).
+pytestmark = pytest.mark.both_plans
+
 
 def run(engine: Engine, database_url: str, tasks: Tasks, policy: int, **options: Any) -> RunResult:
     settings = settings_for(database_url, tasks.shape)

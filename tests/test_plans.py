@@ -1,0 +1,221 @@
+"""Plans: each policy reads along an index that serves it or walks the primary key, never sorting its
+matches, and a dry run counts in the database with a number of statements that does not grow."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection, Engine
+from test_indexes import analyze, fill_like_production
+
+from helpers import NOW, Shape, Tasks, add_age_indexes, ago, settings_for
+from reaper.cli import main
+from reaper.plans import plan_policies
+from reaper.policies import standard_policies
+from reaper.reap import RunOptions, run_policies
+from reaper.table import open_table
+
+
+def plans_of(tasks: Tasks, database_url: str) -> dict[str, str]:
+    settings = settings_for(database_url, tasks.shape)
+    table = open_table(tasks.engine, settings)
+    plans = plan_policies(table, standard_policies(settings))
+    return {name: next(iter(by_rule.values())).describe() for name, by_rule in plans.items()}
+
+
+def test_a_policy_that_no_index_serves_walks_the_primary_key_and_says_what_index_it_lacks(
+    tasks: Tasks, database_url: str, backend: str
+) -> None:
+    plans = plans_of(tasks, database_url)
+    key = "" if backend in ("sqlite", "mariadb") else ", id"  # there the database appends the key itself
+    assert plans["success_retention"] == f"primary-key walk (no index on (status, completed_at{key}))"
+    assert all(plan.startswith("primary-key walk") for plan in plans.values())
+
+
+def test_the_applications_own_status_and_created_at_index_serves_pending_where_the_key_is_appended(
+    tasks: Tasks, database_url: str, backend: str
+) -> None:
+    with tasks.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE INDEX ix_app ON processing_tasks (status, created_at)")
+    plans = plans_of(tasks, database_url)
+    if backend == "postgresql":  # an index ends where it says: the order by id within a moment needs a sort
+        assert plans["pending_timeout"] == "primary-key walk (no index on (status, created_at, id))"
+    else:
+        assert plans["pending_timeout"] == "index ix_app (status, created_at)"
+    assert plans["running_timeout"].startswith("primary-key walk")
+
+
+def test_the_recommended_indexes_serve_every_policy(tasks: Tasks, database_url: str) -> None:
+    add_age_indexes(tasks)
+    plans = plans_of(tasks, database_url)
+    assert plans["running_timeout"] == "index ix_processing_tasks_started_at (status, started_at, id)"
+    assert all(plan.startswith("index ") for plan in plans.values())
+
+
+def test_check_indexes_says_each_plan_and_what_the_missing_index_would_save(
+    tasks: Tasks, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for _ in range(3):
+        tasks.add("success", finished_at=ago(days=40))
+    tasks.add("success", finished_at=ago(days=1))
+    assert main(["--check-indexes", "--database-url", database_url]) == 0
+    out = capsys.readouterr().out
+    assert "How each policy reads its matches now:" in out
+    assert "success_retention      primary-key walk (no index on (status, completed_at" in out
+    assert "reads all 4 rows to find 3; the index would read about 3" in out
+    assert main(["--check-indexes", "--json", "--database-url", database_url]) == 0
+    plans = {item["policy"]: item for item in json.loads(capsys.readouterr().out)["plans"]}
+    assert plans["success_retention"]["plan"] == "primary-key walk" and plans["success_retention"]["index"] is None
+    assert (plans["success_retention"]["matched"], plans["success_retention"]["rows_read"]) == (3, 4)
+
+
+# --- no statement sorts the matches --------------------------------------------------------------------
+
+
+def _walk(node: Any) -> Any:
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _walk(item)
+
+
+def explained(conn: Connection, statement: str, parameters: Any) -> tuple[bool, bool]:
+    """Ask the database how it runs ``statement``: (whether it sorts, whether it reads the whole table)."""
+    backend = conn.dialect.name
+    if backend == "sqlite":
+        details = [str(row[-1]) for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)]
+        return any("TEMP B-TREE" in d for d in details), any(d == "SCAN processing_tasks" for d in details)
+    if backend in ("mysql", "mariadb"):
+        document = conn.exec_driver_sql("EXPLAIN FORMAT=JSON " + statement, parameters).scalar_one()
+        nodes = list(_walk(json.loads(document)))
+        return "filesort" in document, any(node.get("access_type") == "ALL" for node in nodes)
+    document = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + statement, parameters).scalar_one()
+    types = [node.get("Node Type", "") for node in _walk(document)]
+    return any("Sort" in kind for kind in types), "Seq Scan" in types
+
+
+def recorded(engine: Engine) -> list[tuple[str, Any]]:
+    """Record every single statement (with its parameters) the engine runs from now on."""
+    seen: list[tuple[str, Any]] = []
+
+    def before(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        if not many:
+            seen.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", before)
+    return seen
+
+
+def on_the_table(statements: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    keep = ("SELECT", "UPDATE", "DELETE")
+    return [(s, p) for s, p in statements if s.lstrip().upper().startswith(keep) and "processing_tasks" in s]
+
+
+@pytest.mark.parametrize("application_index", [False, True], ids=["primary key only", "status, created_at"])
+def test_no_statement_of_a_run_sorts_the_matches_and_a_range_never_reads_the_whole_table(
+    tasks: Tasks, database_url: str, backend: str, application_index: bool
+) -> None:
+    fill_like_production(tasks)
+    with tasks.engine.begin() as conn:
+        if application_index:
+            conn.exec_driver_sql("CREATE INDEX ix_app ON processing_tasks (status, created_at)")
+        analyze(conn, "mysql" if backend == "mariadb" else backend, "processing_tasks")
+    settings = settings_for(database_url, tasks.shape)
+    table = open_table(tasks.engine, settings)
+    seen = recorded(tasks.engine)
+    run = run_policies(table, standard_policies(settings), NOW, RunOptions(batch_size=500))
+    assert run.affected > 7000  # the demo's shape: thousands of expired rows, a few zombies
+    statements = on_the_table(seen)
+    with tasks.engine.connect() as conn:
+        for statement, parameters in statements:
+            sorts, scans = explained(conn, statement, parameters)
+            assert not sorts, statement
+            batch = re.search(r"processing_tasks\.id (>=|<|>|<=|IN)", statement)  # a range of ids, or a batch's
+            assert not (scans and batch), f"a batch statement reads the whole table: {statement}"
+
+
+# --- a dry run counts in the database ---------------------------------------------------------------------
+
+
+def statements_of_a_dry_run(tasks: Tasks, database_url: str) -> list[str]:
+    settings = settings_for(database_url, tasks.shape)
+    seen = recorded(tasks.engine)
+    run_policies(open_table(tasks.engine, settings), standard_policies(settings), NOW, RunOptions(dry_run=True))
+    return [statement for statement, _ in on_the_table(seen)]  # the catalog's reflection queries aside
+
+
+@pytest.mark.parametrize("indexed", [False, True], ids=["primary key", "indexed"], indirect=True)
+def test_a_dry_run_issues_as_many_statements_for_ten_times_the_matches(
+    tasks: Tasks, database_url: str, indexed: bool
+) -> None:
+    def add(count: int) -> None:
+        for _ in range(count):
+            tasks.add("success", finished_at=ago(days=40))
+            tasks.add("running", started_at=ago(hours=30))
+
+    add(3)
+    few = statements_of_a_dry_run(tasks, database_url)
+    add(27)
+    many = statements_of_a_dry_run(tasks, database_url)
+    assert len(few) == len(many)
+
+
+def test_a_dry_run_reports_what_the_real_run_then_does_with_a_bounded_requeue(
+    make_tasks: Any, database_url: str
+) -> None:
+    tasks = make_tasks(Shape(columns={**Shape().columns, "attempts": "attempts"}))
+    spent = [tasks.add("running", started_at=ago(hours=30), attempts=3) for _ in range(2)]
+    fresh = [tasks.add("running", started_at=ago(hours=30), attempts=1) for _ in range(3)]
+    settings = settings_for(
+        database_url, tasks.shape, running_timeout_action="requeue", max_attempts=3
+    )
+    table = open_table(tasks.engine, settings)
+    policies = standard_policies(settings)[:1]
+    dry = run_policies(table, policies, NOW, RunOptions(dry_run=True)).policies["running_timeout"]
+    real = run_policies(table, policies, NOW, RunOptions()).policies["running_timeout"]
+    assert dry.done == real.done == {"requeued": 3, "failed": 2}
+    assert dry.sample_ids == real.sample_ids == sorted([*spent, *fresh])
+    assert (dry.first_id, dry.last_id) == (min(spent + fresh), max(spent + fresh))
+
+
+# --- the walk along the primary key -----------------------------------------------------------------------
+
+
+def test_a_walk_along_integer_ids_skips_a_gap_with_one_look_up(tasks: Tasks, database_url: str) -> None:
+    with tasks.engine.begin() as conn:
+        for task_id in [*range(1, 11), *range(5_000_000, 5_000_010)]:
+            conn.execute(
+                text(
+                    "INSERT INTO processing_tasks (id, status, created_at, started_at) "
+                    "VALUES (:id, 'running', :t, :t)"
+                ),
+                {"id": task_id, "t": ago(hours=30).replace(tzinfo=None)},
+            )
+    settings = settings_for(database_url, tasks.shape)
+    seen = recorded(tasks.engine)
+    table = open_table(tasks.engine, settings)
+    run = run_policies(table, standard_policies(settings)[:1], NOW, RunOptions(batch_size=5))
+    assert run.policies["running_timeout"].affected == 20
+    assert len(on_the_table(seen)) < 30  # not a million ids / 5 per range
+
+
+def test_a_purge_without_an_index_deletes_range_by_range_of_the_primary_key(
+    tasks: Tasks, database_url: str
+) -> None:
+    old = [tasks.add("success", finished_at=ago(days=40)) for _ in range(12)]
+    young = tasks.add("success", finished_at=ago(days=1))
+    seen = recorded(tasks.engine)
+    settings = settings_for(database_url, tasks.shape)
+    table = open_table(tasks.engine, settings)
+    run = run_policies(table, standard_policies(settings)[3:], NOW, RunOptions(batch_size=5))
+    deletes = [" ".join(s.split()).upper() for s, _ in seen if s.lstrip().upper().startswith("DELETE")]
+    assert len(deletes) == 3 and all("ID >=" in d and "ID IN (" not in d for d in deletes)
+    assert (run.policies["success_retention"].affected, tasks.count()) == (12, 1) and tasks.get(young)
+    assert run.policies["success_retention"].sample_ids == old[:5]

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import platform
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn
 
+import sqlalchemy
 from loguru import logger
 
 from reaper import __version__
@@ -76,6 +79,20 @@ _batch_size = _number(1, at_least=True, whole=True, high=MAX_ID_LIST, unit=" row
 _batch_time = _number(0, at_least=True, high=60, unit=" seconds")
 
 
+def version_text() -> str:
+    """What ``--version`` prints: reaper's version and those of Python, SQLAlchemy and the drivers."""
+    drivers = []
+    for distribution in ("PyMySQL", "psycopg"):
+        try:
+            drivers.append(f"{distribution} {metadata.version(distribution)}")
+        except metadata.PackageNotFoundError:
+            drivers.append(f"{distribution} not installed")
+    return (
+        f"reaper {__version__} (Python {platform.python_version()}, SQLAlchemy {sqlalchemy.__version__}, "
+        f"{', '.join(drivers)})"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``reaper`` command."""
     parser = _Parser(
@@ -123,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO (default), WARNING, ERROR")
     where.add_argument("--log-file", metavar="FILE", type=Path, help="also log to FILE, rotated")
     where.add_argument("--log-json", action="store_true", default=None, help="log JSON lines")
-    parser.add_argument("--version", action="version", version=f"reaper {__version__}")
+    parser.add_argument("--version", action="version", version=version_text())
     return parser
 
 

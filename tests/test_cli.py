@@ -10,8 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 from freezegun import freeze_time
 
+import reaper
 from helpers import NOW, Shape, Tasks, ago
 from reaper.cli import main
 
@@ -259,7 +261,8 @@ def test_log_file_receives_the_audit_lines(
 
 def test_version_and_help_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(capsys, "--version")
-    assert code == 0 and out.startswith("reaper ")
+    assert code == 0 and out.startswith(f"reaper {reaper.__version__} (Python 3.")
+    assert f"SQLAlchemy {sqlalchemy.__version__}" in out and "PyMySQL " in out and "psycopg " in out
     code, out, _ = run_cli(capsys, "--help")
     assert code == 0 and "--force-status" in out and "--stats-only" in out
 

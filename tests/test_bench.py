@@ -156,3 +156,31 @@ def test_the_app_latency_benchmark_compares_the_application_idle_during_a_bare_d
     assert lines[-1][0] == "cpu:1 (no purge)" and int(lines[-1][3].replace(",", "")) > 0
     assert all(float(p50) <= float(p99) for _, p50, p99, _ in lines)
     assert list(tmp_path.iterdir()) == []  # reaper's audit log stays in the benchmark's own folder
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_the_app_latency_benchmark_throttles_on_history_list_length_chosen_from_the_idle_level(
+    tmp_path: Path,
+) -> None:
+    require_server("mariadb")
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT.parent / "app_latency.py"), "--database", "mariadb", "--rows", "3000",
+         "", "throttle"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = re.search(r"^  history_list_length while the application ran alone: up to ([\d,]+); throttle N = ([\d,]+)$",
+                      result.stdout, re.MULTILINE)
+    assert found, result.stdout
+    peak, n = (int(value.replace(",", "")) for value in found.groups())
+    assert n == max(2 * peak, 20)
+    labels = re.findall(r"^(.+?) +[\d.]+ s +(?:p50 |no update finished)", result.stdout, re.MULTILINE)
+    purges = [label for label in labels if not label.endswith(" then until removed")]
+    assert purges == ["reaper (defaults)", f"throttle N={n}"], result.stdout
+    rates = re.findall(r"^  [\d,]+ rows: [\d,]+ rows/s to the last commit, [\d,]+ rows/s until removed$",
+                       result.stdout, re.MULTILINE)
+    assert len(rates) == 2, result.stdout
+    goal = [line for line in result.stdout.splitlines() if line.startswith("GOAL ")]
+    assert len(goal) == 1 and goal[0].startswith(f"GOAL throttle N={n}: p99 ") and goal[0].endswith(("met", "MISSED"))
+    assert list(tmp_path.iterdir()) == []

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import require_server
+from helpers import BACKENDS, require_server
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "purge.py"
 
@@ -163,6 +163,8 @@ def test_the_app_latency_benchmark_compares_the_application_idle_during_a_bare_d
 def test_the_app_latency_benchmark_throttles_on_history_list_length_chosen_from_the_idle_level(
     tmp_path: Path,
 ) -> None:
+    if "mariadb" not in BACKENDS:
+        pytest.skip("MariaDB is not in TEST_DATABASES")
     require_server("mariadb")
     result = subprocess.run(
         [sys.executable, str(SCRIPT.parent / "app_latency.py"), "--database", "mariadb", "--rows", "3000",

@@ -11,11 +11,18 @@ meanwhile (diagnosis only: it shows what InnoDB's purge adds to the application'
 ``cpu:N`` runs no purge: N processes that only spin on the CPU for ``--cpu-seconds`` (diagnosis: what
 busy cores alone do to the application).
 
+``throttle`` (MariaDB only, optionally followed by more flags: ``"throttle --batch-time 0.1"``) is
+reaper with ``--max-load history_list_length=N``: it pauses while InnoDB's purge backlog is above N,
+N being ``--history-factor`` (2) times the highest history list length seen while the application ran
+alone (at least ``HISTORY_FLOOR``). When reaper with its defaults ("") ran too, a GOAL line compares
+each throttled run with it: the application's p99 at most 2x idle, at least half the unthrottled
+purge rate counted until InnoDB has removed the rows.
+
 On MariaDB the application goes on after a purge's last commit until InnoDB's purge threads have
 removed the deleted rows, and that stretch is reported on its own line (``... then until removed``):
 one big DELETE leaves all of that work for after its commit.
 
-Usage: ``python bench/app_latency.py --database mariadb --rows 1000000 bare "" "--sleep 0.05" held: cpu:2``
+Usage: ``python bench/app_latency.py --database mariadb --rows 1000000 bare "" "--sleep 0.5" "--sleep 1" throttle``
 ("" is reaper with its defaults).
 """
 
@@ -26,7 +33,9 @@ import compileall
 import shlex
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -37,6 +46,58 @@ from purge_lag import purge_held, run_method  # noqa: E402  (after the sys.path 
 
 IDLE_UPDATES = 3000
 MAX_UPDATES = 500_000
+HISTORY_POLL_SECONDS = 0.1
+HISTORY_FLOOR = 20  # an idle history near 0 would make any one transaction pause the purge
+GOAL_P99_OVER_IDLE = 2.0
+GOAL_RATE_OF_UNTHROTTLED = 0.5
+
+
+@dataclass
+class Outcome:
+    """What one purge did: the application's p99 over the whole purge (until removed), and its rate."""
+
+    label: str
+    p99_ms: float
+    rate_removed: float | None
+
+
+class HistorySampler:
+    """InnoDB's history list length, read every ``HISTORY_POLL_SECONDS`` in a thread of its own."""
+
+    def __init__(self, backend: purge.MariaDBBackend) -> None:
+        self.backend = backend
+        self.values: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        with self.backend.server._admin() as conn, conn.cursor() as cur:
+            while not self._stop.is_set():
+                self.values.append(self.backend._metrics(cur)["trx_rseg_history_len"])
+                self._stop.wait(HISTORY_POLL_SECONDS)
+
+    def __enter__(self) -> HistorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def history_limit(idle_values: list[int], factor: float) -> int:
+    """The N of ``--max-load history_list_length=N``: ``factor`` times the idle peak, at least ``HISTORY_FLOOR``."""
+    return max(int(factor * max(idle_values, default=0)), HISTORY_FLOOR)
+
+
+def reaper_flags(method: str, limit: int | None) -> tuple[str, list[str]]:
+    """The label and reaper's flags of a method: its own flags, or for ``throttle`` the history limit first."""
+    words = shlex.split(method)
+    if words[:1] != ["throttle"]:
+        return method if method.strip() else "reaper (defaults)", words
+    assert limit is not None, "throttle needs the idle history level (MariaDB)"
+    rest = " ".join(words[1:])
+    return f"throttle N={limit}{' ' + rest if rest else ''}", ["--max-load", f"history_list_length={limit}", *words[1:]]
 
 
 def describe(label: str, latencies: list[float], seconds: float | None = None) -> str:
@@ -67,15 +128,18 @@ def while_spinning(load: purge.AppLoad, cores: int, seconds: float) -> tuple[lis
     return load.latencies, time.perf_counter() - started
 
 
-def during(backend: purge.Backend, method: str, cpu_seconds: float) -> list[str]:
+def during(backend: purge.Backend, method: str, cpu_seconds: float,
+           limit: int | None = None) -> tuple[list[str], Outcome | None]:
     """The application's latency while ``method`` purges a fresh copy of the table, then until removed."""
-    label = method if method.strip() else "reaper (defaults)"
     load = purge.AppLoad(backend, 0.001, seed=8)
     if method.startswith("cpu:"):
-        return [describe(f"{label} (no purge)", *while_spinning(load, int(method.removeprefix("cpu:")), cpu_seconds))]
+        spun = while_spinning(load, int(method.removeprefix("cpu:")), cpu_seconds)
+        return [describe(f"{method} (no purge)", *spun)], None
     fresh = purge.fresh_table(backend)
     purging = method.removeprefix("held:").strip()
-    kind, flags = ("bare", []) if purging == "bare" else ("reaper", shlex.split(purging))
+    label, flags = reaper_flags(purging, limit)
+    label = f"held:{label}" if method.startswith("held:") else label
+    kind = "bare" if purging == "bare" else "reaper"
     load.start(MAX_UPDATES, 3600)
     try:
         with purge_held(backend, method.startswith("held:")):
@@ -85,9 +149,52 @@ def during(backend: purge.Backend, method: str, cpu_seconds: float) -> list[str]
     finally:
         load.stop()
     lines = [describe(label, load.latencies[:at_commit], seconds)]
-    if purged_at is not None:  # None on SQLite, which removes rows in the statement itself
+    removed = seconds if fresh.mark is None else None  # SQLite removes the rows in the statement itself
+    if purged_at is not None:
         lines.append(describe(f"{label} then until removed", load.latencies[at_commit:], purged_at - committed))
+        removed = seconds + purged_at - committed
+    rate_removed = fresh.expected / removed if removed else None
+    lines.append(f"  {fresh.expected:,} rows: {fresh.expected / seconds:,.0f} rows/s to the last commit, "
+                 + (f"{rate_removed:,.0f} rows/s until removed" if rate_removed else "not removed in time"))
+    ms = sorted(value * 1000 for value in load.latencies)
+    return lines, Outcome(label, purge.percentile(ms, 0.99) if ms else float("inf"), rate_removed)
+
+
+def goal_lines(idle_p99_ms: float, outcomes: list[Outcome]) -> list[str]:
+    """For each throttled purge, whether it kept the application's p99 within 2x idle at half the
+    unthrottled rate (until removed), beside reaper with its defaults."""
+    unthrottled = next((o for o in outcomes if o.label == "reaper (defaults)"), None)
+    lines = []
+    for outcome in outcomes:
+        if not outcome.label.startswith("throttle") or unthrottled is None:
+            continue
+        p99_ok = outcome.p99_ms <= GOAL_P99_OVER_IDLE * idle_p99_ms
+        share = (outcome.rate_removed / unthrottled.rate_removed
+                 if outcome.rate_removed and unthrottled.rate_removed else 0.0)
+        met = "met" if p99_ok and share >= GOAL_RATE_OF_UNTHROTTLED else "MISSED"
+        lines.append(f"GOAL {outcome.label}: p99 {outcome.p99_ms:.2f} ms against {GOAL_P99_OVER_IDLE:g}x idle "
+                     f"({GOAL_P99_OVER_IDLE * idle_p99_ms:.2f} ms), {share:.2f}x of the unthrottled rate until "
+                     f"removed (>= {GOAL_RATE_OF_UNTHROTTLED:g}x): {met}")
     return lines
+
+
+@dataclass
+class IdleHistory:
+    """InnoDB's history list length while the application ran alone, and the throttle's N from it."""
+
+    peak: int
+    n: int
+
+
+def idle_run(backend: purge.Backend, factor: float) -> tuple[purge.AppLoad, IdleHistory | None]:
+    """The application alone; on MariaDB, its history list length meanwhile."""
+    idle = purge.AppLoad(backend, 0.001)
+    if not isinstance(backend, purge.MariaDBBackend):
+        idle.run(IDLE_UPDATES, 600)
+        return idle, None
+    with HistorySampler(backend) as sampler:
+        idle.run(IDLE_UPDATES, 600)
+    return idle, IdleHistory(max(sampler.values, default=0), history_limit(sampler.values, factor))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,9 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("methods", nargs="+",
                         help="bare, or reaper's flags ('' for its defaults); held: prefix; cpu:N spinning processes")
     parser.add_argument("--cpu-seconds", type=float, default=5.0, help="how long cpu:N spins (default 5)")
+    parser.add_argument("--history-factor", type=float, default=2.0,
+                        help="throttle: N is this times the idle peak of history_list_length (default 2)")
     args = parser.parse_args(argv)
-    if args.database == "sqlite" and any(method.startswith("held:") for method in args.methods):
-        parser.error("held: is for MariaDB (InnoDB's purge)")
+    innodb_only = [method for method in args.methods
+                   if method.startswith("held:") or shlex.split(method)[:1] == ["throttle"]]
+    if args.database == "sqlite" and innodb_only:
+        parser.error("held: and throttle are for MariaDB (InnoDB's purge)")
     if any(method.startswith("cpu:") and not method.removeprefix("cpu:").isdigit() for method in args.methods):
         parser.error("cpu:N takes a number of processes, e.g. cpu:2")
     compileall.compile_dir(purge.REPO / "reaper", quiet=1)  # reaper runs from bytecode, as installed
@@ -112,11 +223,19 @@ def main(argv: list[str] | None = None) -> int:
         backend.build_template(purge.utc_now(), lambda table: 0.0)
         backend.rebuild()
         backend.settle()
-        idle = purge.AppLoad(backend, 0.001)
-        idle.run(IDLE_UPDATES, 600)
+        idle, limit = idle_run(backend, args.history_factor)
         print(describe("idle", idle.latencies), flush=True)
+        if limit is not None:
+            print(f"  history_list_length while the application ran alone: up to {limit.peak:,}; "
+                  f"throttle N = {limit.n:,}", flush=True)
+        outcomes = []
         for method in args.methods:
-            print("\n".join(during(backend, method, args.cpu_seconds)), flush=True)
+            lines, outcome = during(backend, method, args.cpu_seconds, limit.n if limit else None)
+            print("\n".join(lines), flush=True)
+            outcomes += [outcome] if outcome else []
+        idle_ms = sorted(value * 1000 for value in idle.latencies)
+        if idle_ms:
+            print("\n".join(goal_lines(purge.percentile(idle_ms, 0.99), outcomes)), flush=True)
     finally:
         backend.close()
     return 0

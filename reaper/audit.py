@@ -24,7 +24,8 @@ AUDITED_SETTINGS = (
     "table", "running_timeout_hours", "pending_timeout_hours", "failure_retention_days",
     "success_retention_days", "batch_size", "sleep_seconds", "max_runtime_seconds", "archive",
     "heartbeat_timeout_minutes", "running_timeout_action", "pending_timeout_action", "max_attempts", "task_types",
-    "batch_time_seconds", "batch_ceiling",
+    "batch_time_seconds", "batch_ceiling", "max_load", "critical_load", "max_replica_lag_seconds",
+    "max_pause_seconds",
 )
 
 
@@ -44,7 +45,10 @@ def audit_record(run: RunResult, settings: Settings, mode: str, archive: str | N
         "pid": os.getpid(),
         "mode": mode,
         "database": settings.safe_database_url,
-        "settings": {name: _plain(getattr(settings, name)) for name in AUDITED_SETTINGS},
+        "settings": {
+            **{name: _plain(getattr(settings, name)) for name in AUDITED_SETTINGS},
+            "replica_urls": settings.safe_replica_urls,
+        },
         "policies": {
             name: {
                 "action": result.action,
@@ -60,6 +64,8 @@ def audit_record(run: RunResult, settings: Settings, mode: str, archive: str | N
         "archive": archive,
         "duration_seconds": round(run.duration_seconds, 3),
         "stop_reason": run.stop_reason,
+        "throttled_seconds": round(run.throttled_seconds, 3),
+        "throttle": {reason: round(seconds, 3) for reason, seconds in run.throttle.items()},
     }
 
 

@@ -1,7 +1,9 @@
 """A real (writing) pass, as both the command line and the daemon run it.
 
 Under the one-reaper lock, with deleted rows archived as configured, and one audit line when it
-changed data. Options come from the settings the same way for both callers.
+changed data or the throttle stopped it (an overloaded server, or a pause of ``--max-pause``).
+Options come from the settings the same way for both callers; each opens the run's throttle
+(``throttle.open_throttle``) and passes it in the options.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def exclusive_cleanup(
         archive = open_archive(settings.archive, settings.archive_dir, settings.archive_table, table.table,
                                table.engine, now)
         run = run_policies(table, policies, now, replace(options, still_exclusive=lock.held, archive=archive))
-    if run.affected and settings.audit_log is not None:
+    stopped_by_throttle = options.throttle is not None and options.throttle.stop_reason is not None
+    if (run.affected or stopped_by_throttle) and settings.audit_log is not None:
         append_audit(settings.audit_log, audit_record(run, settings, mode, archive.location if archive else None))
     return run

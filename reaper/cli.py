@@ -35,6 +35,7 @@ from reaper.settings import MAX_DAYS, Columns, Settings, Statuses, load_settings
 from reaper.sizing import MAX_ID_LIST
 from reaper.stats import collect_stats, render_report
 from reaper.table import ACTIVE_STATUSES, TERMINAL_STATUSES, TaskTable, open_table
+from reaper.throttle import open_throttle, parse_spec
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -77,6 +78,16 @@ _seconds = _number(0)
 _pause = _number(0, at_least=True, high=3600, unit=" seconds")
 _batch_size = _number(1, at_least=True, whole=True, high=MAX_ID_LIST, unit=" rows")
 _batch_time = _number(0, at_least=True, high=60, unit=" seconds")
+_day_of_seconds = _number(0, high=86400, unit=" seconds")
+
+
+def _load_spec(text: str) -> str:
+    """An argparse type: a load SPEC, NAME=VALUE[,NAME=VALUE...] (names are checked against the database later)."""
+    try:
+        parse_spec(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def version_text() -> str:
@@ -129,6 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="target seconds per write transaction: slower batches shrink (default 0.25; 0 fixed)")
     limits.add_argument("--sleep", metavar="S", type=_pause, help="seconds to pause between batches")
     limits.add_argument("--max-runtime", metavar="S", type=_seconds, help="stop a run after S seconds")
+    busy = parser.add_argument_group("a busy server: pause or stop a run on the server's own load and on replica lag")
+    busy.add_argument("--max-load", metavar="SPEC", type=_load_spec,
+                      help="NAME=VALUE[,...]: pause while any is above (e.g. Threads_running=25)")
+    busy.add_argument("--critical-load", metavar="SPEC", type=_load_spec,
+                      help="NAME=VALUE[,...]: stop the run, writing nothing more, while any is above")
+    busy.add_argument("--max-replica-lag", metavar="S", type=_day_of_seconds,
+                      help="pause while a replica lags more than S seconds, or shows no lag")
+    busy.add_argument("--replica", metavar="URL", action="append",
+                      help="a replica to watch (repeatable; PostgreSQL without one: the primary's standbys)")
+    busy.add_argument("--max-pause", metavar="S", type=_day_of_seconds,
+                      help="stop a run that has paused S seconds in a row (default 600)")
     where = parser.add_argument_group("database, configuration and logs")
     where.add_argument("--database-url", metavar="URL", help="SQLAlchemy URL (default sqlite:///reaper.db)")
     where.add_argument("--table", metavar="NAME", help="table name (default processing_tasks)")
@@ -200,6 +222,11 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "archive": args.archive,
         "archive_dir": args.archive_dir,
         "max_runtime_seconds": args.max_runtime,
+        "max_load": args.max_load,
+        "critical_load": args.critical_load,
+        "max_replica_lag_seconds": args.max_replica_lag,
+        "replica_urls": tuple(args.replica) if args.replica else None,
+        "max_pause_seconds": args.max_pause,
         "log_level": args.log_level,
         "log_file": args.log_file,
         "log_json": args.log_json,
@@ -247,15 +274,18 @@ def _clean(mode: Mode, args: argparse.Namespace, settings: Settings, table: Task
         policies = [force_policy(_status_role(args.force_status, settings), args.older_than)]
     _warn_missing_indexes(table)
     options = run_options(settings, mode.dry_run)
-    if mode.dry_run:  # a dry run writes nothing, so it needs no lock and never blocks a real run
-        with ProgressBars({}, sys.stderr.isatty() and not mode.as_json, sys.stderr) as bars:
-            run = run_policies(table, policies, now, replace(options, progress=bars.advance))
-    else:
-        run = _real_run(mode, args, settings, table, policies, now, options)
+    # opened first: a load NAME the server does not know is refused before anything runs
+    with open_throttle(settings.throttle, table.engine, settings.secrets) as throttle:
+        if mode.dry_run:  # a dry run writes nothing: it needs no lock, never blocks a real run, is never paused
+            with ProgressBars({}, sys.stderr.isatty() and not mode.as_json, sys.stderr) as bars:
+                run = run_policies(table, policies, now, replace(options, progress=bars.advance))
+        else:
+            run = _real_run(mode, args, settings, table, policies, now, replace(options, throttle=throttle))
     if run.dry_run:
         logger.info(f"dry run finished: {run.matched} rows would be changed, none was")
     else:
-        logger.info(f"cleanup finished: {run.affected} rows changed, {run.skipped} skipped")
+        paused = f", paused {run.throttled_seconds:.1f} s for load or lag" if run.throttled_seconds else ""
+        logger.info(f"cleanup finished: {run.affected} rows changed, {run.skipped} skipped{paused}")
     _emit(mode, run.to_json(), render_run(run, settings.safe_database_url))
     return EXIT_OK
 

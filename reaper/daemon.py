@@ -19,6 +19,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import schedule
@@ -35,6 +36,7 @@ from reaper.reap import RunResult, run_policies
 from reaper.settings import Settings
 from reaper.stats import Totals, poll_stats
 from reaper.table import TaskTable, check_fit, open_table
+from reaper.throttle import open_throttle
 
 TICK_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 60.0
@@ -141,7 +143,10 @@ class Daemon:
                 if dry_run:
                     run = run_policies(table, policies, now, options)
                 else:
-                    run = exclusive_cleanup(table, policies, now, options, settings, "scheduled")
+                    with open_throttle(settings.throttle, table.engine, settings.secrets) as throttle:
+                        run = exclusive_cleanup(
+                            table, policies, now, replace(options, throttle=throttle), settings, "scheduled"
+                        )
         except LockHeld as exc:
             logger.info(f"{'dry run' if dry_run else 'cleanup'} skipped: {exc}")
             self.metrics.run_failed(dry_run, "locked", self.clock().timestamp())
@@ -156,6 +161,8 @@ class Daemon:
         logger.info(
             f"scheduled {'dry run' if dry_run else 'cleanup'} finished: {run.matched} matched, "
             f"{run.affected} changed, {run.skipped} skipped in {run.duration_seconds:.2f} s"
+            + (f" ({run.throttled_seconds:.1f} s of it paused for load or lag)" if run.throttled_seconds else "")
+            + (f"; stopped early: {run.stop_reason}" if run.stop_reason else "")
         )
         return run
 

@@ -29,6 +29,10 @@ from reaper.errors import ConfigError, DatabaseError
 # deadlock, lock_timeout and serialization failure; SQLite's busy database.
 MYSQL_LOCK_ERRORS = {1205, 1213}
 POSTGRES_LOCK_STATES = {"40P01", "55P03", "40001"}
+# Refusals that no retry mends: a wrong password, a missing privilege (MySQL/MariaDB error numbers,
+# PostgreSQL SQLSTATEs).
+MYSQL_ACCESS_ERRORS = {1044, 1045, 1142, 1227}
+POSTGRES_ACCESS_STATES = {"28000", "28P01", "42501"}
 CONNECT_TIMEOUT_SECONDS = 10
 MYSQL_CONSTRAINT = re.compile(r"CONSTRAINT `([^`]+)`")
 
@@ -39,6 +43,7 @@ class SessionLimits:
 
     lock_timeout_seconds: float = 5.0
     statement_timeout_seconds: float = 60.0
+    connect_timeout_seconds: int = CONNECT_TIMEOUT_SECONDS
 
 
 def identity() -> str:
@@ -101,9 +106,11 @@ def _engine_options(url: URL, limits: SessionLimits) -> dict[str, Any]:
         connect_args = {
             "options": options,
             "application_name": identity()[:63],
-            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            "connect_timeout": limits.connect_timeout_seconds,
         }
         return {"pool_pre_ping": True, "connect_args": connect_args}
+    if backend == "mysql":
+        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": limits.connect_timeout_seconds}}
     return {"pool_pre_ping": True}
 
 
@@ -150,6 +157,17 @@ def is_lock_conflict(exc: BaseException) -> bool:
     if getattr(original, "sqlstate", None) in POSTGRES_LOCK_STATES:
         return True
     return "database is locked" in str(original)
+
+
+def is_access_denied(exc: BaseException) -> bool:
+    """Whether a driver error says the login or a privilege is refused: waiting will not mend it."""
+    original = getattr(exc, "orig", None)
+    if original is None:
+        return False
+    args = getattr(original, "args", ())
+    if args and isinstance(args[0], int) and args[0] in MYSQL_ACCESS_ERRORS:
+        return True
+    return getattr(original, "sqlstate", None) in POSTGRES_ACCESS_STATES
 
 
 def refused_by_constraint(exc: BaseException) -> bool:

@@ -117,6 +117,13 @@ class ReaperMetrics:
         self.reloads = Counter(
             "reaper_config_reloads", "Configuration reloads by outcome.", ["outcome"], registry=registry
         )
+        self.throttled = Counter(
+            "reaper_throttled_seconds",
+            "Seconds cleanups paused for the server's load or a replica's lag, by reason (a load NAME, "
+            "replica_lag, replica_unavailable).",
+            ["reason"],
+            registry=registry,
+        )
         self._initialise_labels()
         registry.register(_SnapshotCollector(self, version))
 
@@ -183,6 +190,8 @@ class ReaperMetrics:
             candidates = {n: r.matched for n, r in run.policies.items()}
             self._update(run_duration_seconds=durations, dry_run_candidates=candidates, recent_runs=recent)
             return
+        for reason, seconds in run.throttle.items():
+            self.throttled.labels(reason).inc(seconds)
         for name, result in run.policies.items():
             for done, count in result.done.items():
                 self.reaped.labels(name, done).inc(count)

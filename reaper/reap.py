@@ -28,6 +28,7 @@ from reaper.ranges import delete_by_ranges, deletes_by_range
 from reaper.selection import Batch, batches
 from reaper.sizing import MAX_BATCH_SIZE, MAX_ID_LIST, BatchSizer
 from reaper.table import TaskTable
+from reaper.throttle import Throttle
 from reaper.writes import BatchOutcome, WriteContext, write_batch
 
 SAMPLE_SIZE = 5
@@ -50,6 +51,7 @@ class RunOptions:
     should_stop: Callable[[], bool] = lambda: False
     still_exclusive: Callable[[], bool] = lambda: True
     archive: Archive | None = None
+    throttle: Throttle | None = None  # pauses (or stops) the pass while the server is busy or a replica lags
     progress: Callable[[str, int], None] = lambda policy, rows: None
     sleep: Callable[[float], None] = time.sleep
     timer: Callable[[], float] = time.monotonic
@@ -174,6 +176,12 @@ class RunResult:
     policies: dict[str, PolicyResult]
     duration_seconds: float = 0.0
     stop_reason: str | None = None
+    throttle: dict[str, float] = field(default_factory=dict)  # seconds paused, per reason
+
+    @property
+    def throttled_seconds(self) -> float:
+        """Seconds the pass paused for the server's load or a replica's lag."""
+        return sum(self.throttle.values())
 
     @property
     def stopped_early(self) -> bool:
@@ -204,6 +212,8 @@ class RunResult:
             "duration_seconds": round(self.duration_seconds, 6),
             "stopped_early": self.stopped_early,
             "stop_reason": self.stop_reason,
+            "throttled_seconds": round(self.throttled_seconds, 3),
+            "throttle": {reason: round(seconds, 3) for reason, seconds in self.throttle.items()},
         }
 
 
@@ -237,6 +247,11 @@ class _Clock:
             return False
         self.lock_checked_at = now
         return True
+
+
+def _throttled(options: RunOptions, clock: _Clock) -> str | None:
+    """Wait while the server is busy or a replica lags (see ``throttle``); say why the pass must stop instead."""
+    return options.throttle.wait(clock.stop_reason) if options.throttle is not None else None
 
 
 def _log_batch(policy: Policy, batch: Batch, outcome: BatchOutcome, number: int) -> None:
@@ -318,10 +333,14 @@ def apply_policy(
         """Pause between batches, then say whether the next batch may start (the clock may have run out)."""
         if options.sleep_seconds:
             options.sleep(options.sleep_seconds)
-        result.stop_reason = clock.stop_reason()
+        result.stop_reason = clock.stop_reason() or _throttled(options, clock)
         return result.stop_reason is None
 
-    for rule in policy.rules:
+    for number, rule in enumerate(policy.rules):
+        if number:  # each rule starts a walk of its own: the load is read before its first batch too
+            result.stop_reason = clock.stop_reason() or _throttled(options, clock)
+            if result.stop_reason is not None:
+                break
         ctx = WriteContext(table, policy, rule, now, options.max_retries, options.sleep, options.archive)
         for batch, outcome in _rule_batches_written(table, ctx, plans[rule], options, pause_then_check):
             if not batch.size:  # a range whose rows all changed under us, or the empty end of a segment
@@ -372,7 +391,7 @@ def run_policies(table: TaskTable, policies: Sequence[Policy], now: datetime, op
     plans = plan_policies(table, policies)  # the indexes as they are now, once per run
     logger.info(f"plan: {describe_plans(plans)}")
     for policy in policies:
-        run.stop_reason = clock.stop_reason()
+        run.stop_reason = clock.stop_reason() or _throttled(options, clock)  # before each policy's first batch
         if run.stop_reason is not None:
             break
         result = apply_policy(table, policy, now, options, clock, plans[policy.name])
@@ -382,4 +401,5 @@ def run_policies(table: TaskTable, policies: Sequence[Policy], now: datetime, op
         if run.stop_reason is not None:
             break
     run.duration_seconds = options.timer() - started
+    run.throttle = dict(options.throttle.seconds) if options.throttle is not None else {}
     return run

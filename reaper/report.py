@@ -37,6 +37,14 @@ def _policy_lines(name: str, result: PolicyResult, dry_run: bool) -> list[str]:
     return lines
 
 
+def _paused(run: RunResult) -> str:
+    """How long the pass paused for load or lag, and for what: ``, 3.0 s of it paused: Threads_running 3.0 s``."""
+    if not run.throttled_seconds:
+        return ""
+    reasons = ", ".join(f"{reason} {seconds:.1f} s" for reason, seconds in run.throttle.items())
+    return f", {run.throttled_seconds:.1f} s of it paused: {reasons}"
+
+
 def render_run(run: RunResult, target: str) -> str:
     """Return the summary a person reads after ``--once`` or ``--force-status``."""
     title = "DRY RUN, nothing written" if run.dry_run else "cleanup"
@@ -49,5 +57,5 @@ def render_run(run: RunResult, target: str) -> str:
         lines.append(f"{run.matched} rows would be changed ({run.duration_seconds:.2f} s).")
     else:
         skipped = f", {run.skipped} skipped" if run.skipped else ""
-        lines.append(f"{run.affected} rows changed{skipped} ({run.duration_seconds:.2f} s).")
+        lines.append(f"{run.affected} rows changed{skipped} ({run.duration_seconds:.2f} s{_paused(run)}).")
     return "\n".join(lines)

@@ -28,8 +28,10 @@ from pydantic_settings import (
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from reaper.db import backend_of
 from reaper.errors import ConfigError
 from reaper.sizing import MAX_BATCH_SIZE, MAX_ID_LIST
+from reaper.throttle import DEFAULT_MAX_PAUSE_SECONDS, ThrottleSettings, check_names, parse_spec
 
 ENV_PREFIX = "REAPER_"
 DOTENV_FILE = ".env"
@@ -40,6 +42,8 @@ DEFAULT_METRICS_PORT = 7327
 MAX_DAYS = 36500
 DEFAULT_DATABASE_URL = "sqlite:///reaper.db"
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+# Settings whose value may hold a password: an error about them never shows the value.
+SECRET_SETTINGS = ("database_url", "replica_urls")
 
 
 class Columns(BaseModel):
@@ -171,6 +175,12 @@ class Settings(BaseSettings):
     lock_timeout_seconds: float = Field(5.0, gt=0, le=3600, allow_inf_nan=False)
     statement_timeout_seconds: float = Field(60.0, gt=0, le=86400, allow_inf_nan=False)
     max_retries: int = Field(3, ge=0, le=20)
+    max_load: str | None = None  # NAME=VALUE[,NAME=VALUE...]: pause while any is above (see throttle)
+    critical_load: str | None = None  # the same form: stop the run above it
+    max_replica_lag_seconds: float | None = Field(None, gt=0, le=86400, allow_inf_nan=False)
+    # A list (TOML, JSON) or URLs separated by commas (environment)
+    replica_urls: tuple[str, ...] | str = ()
+    max_pause_seconds: float = Field(DEFAULT_MAX_PAUSE_SECONDS, gt=0, le=86400, allow_inf_nan=False)
     archive: Literal["none", "jsonl", "table"] = "none"
     archive_dir: Path = Path("reaper-archive")
     archive_table: str | None = None
@@ -214,6 +224,55 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_means_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("max_load", "critical_load", mode="after")
+    @classmethod
+    def _load_spec(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parse_spec(value)
+        return value.strip()
+
+    @field_validator("replica_urls", mode="before")
+    @classmethod
+    def _url_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("replica_urls", mode="after")
+    @classmethod
+    def _parsable_urls(cls, value: tuple[str, ...] | str) -> tuple[str, ...]:
+        urls = cls._url_list(value)
+        for url in urls:
+            cls._parsable_url(url)
+        return tuple(urls)
+
+    @model_validator(mode="after")
+    def _throttle_fits_the_database(self) -> Settings:
+        backend = backend_of(self.url)
+        for flag, setting, spec in (("--max-load", "REAPER_MAX_LOAD", self.max_load),
+                                    ("--critical-load", "REAPER_CRITICAL_LOAD", self.critical_load)):
+            if spec:
+                try:
+                    check_names(parse_spec(spec), backend)
+                except ValueError as exc:
+                    raise ValueError(f"{flag} ({setting}) {spec!r}: {exc}") from None
+        lag = "--max-replica-lag (REAPER_MAX_REPLICA_LAG_SECONDS)"
+        if self.replicas and self.max_replica_lag_seconds is None:
+            raise ValueError(f"--replica (REAPER_REPLICA_URLS) needs {lag}")
+        if self.max_replica_lag_seconds is None:
+            return self
+        if backend not in ("mysql", "postgresql"):
+            raise ValueError(f"{lag}: replicas are watched on MySQL, MariaDB and PostgreSQL, not {backend}")
+        if backend == "mysql" and not self.replicas:
+            raise ValueError(f"{lag} needs at least one --replica URL (REAPER_REPLICA_URLS) on MySQL and "
+                             "MariaDB: a primary does not know its replicas' lag")
+        for url in self.replicas:
+            if backend_of(make_url(url)) != backend:
+                safe = make_url(url).render_as_string(hide_password=True)
+                raise ValueError(f"--replica {safe}: not a replica of a {backend} database")
+        return self
 
     @field_validator("dry_run_at", "cleanup_at", mode="after")
     @classmethod
@@ -287,6 +346,27 @@ class Settings(BaseSettings):
         return value.upper()
 
     @property
+    def replicas(self) -> tuple[str, ...]:
+        """The replica URLs (``replica_urls``, always a tuple once validated)."""
+        return self.replica_urls if isinstance(self.replica_urls, tuple) else (self.replica_urls,)
+
+    @property
+    def throttle(self) -> ThrottleSettings:
+        """What the throttle watches: load limits, replica lag and the longest pause, parsed."""
+        return ThrottleSettings(
+            max_load=parse_spec(self.max_load) if self.max_load else (),
+            critical_load=parse_spec(self.critical_load) if self.critical_load else (),
+            max_replica_lag_seconds=self.max_replica_lag_seconds,
+            replica_urls=self.replicas,
+            max_pause_seconds=self.max_pause_seconds,
+        )
+
+    @property
+    def safe_replica_urls(self) -> list[str]:
+        """The replica URLs with their passwords masked, for output."""
+        return [_masked(make_url(url)) for url in self.replicas]
+
+    @property
     def url(self) -> URL:
         """The database URL, parsed."""
         return make_url(self.database_url)
@@ -294,18 +374,16 @@ class Settings(BaseSettings):
     @property
     def safe_database_url(self) -> str:
         """The database URL with its password masked (in the user part or the query), for output."""
-        url = self.url
-        if "password" in url.query:
-            url = url.update_query_dict({"password": "***"})
-        return url.render_as_string(hide_password=True)
+        return _masked(self.url)
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """Strings that must never appear in any output."""
-        url = self.url
-        found = [str(url.password)] if url.password else []
-        query_password = url.query.get("password")
-        found += [query_password] if isinstance(query_password, str) else list(query_password or ())
+        """Strings that must never appear in any output: the passwords of the database and the replicas."""
+        found: list[str] = []
+        for url in (self.url, *(make_url(replica) for replica in self.replicas)):
+            found += [str(url.password)] if url.password else []
+            query_password = url.query.get("password")
+            found += [query_password] if isinstance(query_password, str) else list(query_password or ())
         return tuple(secret for secret in found if secret)
 
     @classmethod
@@ -324,6 +402,12 @@ class Settings(BaseSettings):
         if toml_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
         return tuple(sources)
+
+
+def _masked(url: URL) -> str:
+    if "password" in url.query:
+        url = url.update_query_dict({"password": "***"})
+    return url.render_as_string(hide_password=True)
 
 
 class _DotEnvSource(EnvSettingsSource):
@@ -410,7 +494,7 @@ def _describe(error: ValidationError, config_file: Path | None, dotenv: Mapping[
         return f"unknown setting {'.'.join(map(str, location))} ({env_name(location)}){where}"
     if not location:  # a rule across several settings names them in its message
         return f"invalid settings: {message}"
-    shown = "" if location[:1] == ("database_url",) else f" (got {first.get('input')!r})"
+    shown = "" if location[:1] and location[0] in SECRET_SETTINGS else f" (got {first.get('input')!r})"
     return f"invalid setting {env_name(location)}: {message}{shown}"
 
 

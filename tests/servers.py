@@ -1,4 +1,9 @@
-"""Real MariaDB and PostgreSQL servers for the test suite, run as plain processes on 127.0.0.1."""
+"""Real MariaDB and PostgreSQL servers for the test suite, run as plain processes on 127.0.0.1.
+
+Besides the servers the suite shares, a primary with a replica of it, for each database
+(``start_mariadb_pair``, ``start_postgresql_pair``): MariaDB's replica reads the primary's binary log
+(``CHANGE MASTER TO`` on 127.0.0.1), PostgreSQL's streams its WAL (``pg_basebackup -R``).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, TypeAlias
 
@@ -22,6 +28,7 @@ from psycopg.rows import TupleRow
 
 _MyConn: TypeAlias = "pymysql.connections.Connection[pymysql.cursors.Cursor]"
 HOST, USER, PASSWORD = "127.0.0.1", "reaper", "reaper-secret-pw"
+REPLICATION_USER, REPLICATION_PASSWORD = "repl", "repl-secret-pw"
 TIMEOUT = 30.0
 IS_ROOT = os.geteuid() == 0
 PG_USER = "postgres" if IS_ROOT else None  # PostgreSQL refuses to run as root
@@ -36,7 +43,7 @@ MARIADB_OPTS = [
 ]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that is free right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
@@ -77,6 +84,19 @@ class Server:
     _log_name: ClassVar[str] = "server.log"
     _run_as: ClassVar[str | None] = None  # the OS user the server process runs as
     _kill_signals: ClassVar[tuple[signal.Signals, ...]] = (signal.SIGTERM, signal.SIGKILL)
+
+    def admin(self, statement: str) -> list[tuple[object, ...]]:
+        """Run one statement as the server's administrator; return its rows (none for a command)."""
+        conn = self._admin()
+        try:
+            if isinstance(conn, psycopg.Connection):
+                cursor = conn.execute(statement)
+                return list(cursor.fetchall()) if cursor.description else []
+            with conn.cursor() as cur:
+                cur.execute(statement)
+                return list(cur.fetchall())
+        finally:
+            conn.close()
 
     def url(self, database: str) -> str:
         """Return the SQLAlchemy URL for the test login and `database`."""
@@ -160,6 +180,7 @@ class Server:
 @dataclass
 class _MariaDB(Server):
     _log_name = "err.log"
+    binary_log: tuple[str, ...] = ("--skip-log-bin",)  # a primary: --server-id, --log-bin, --binlog-format
 
     def _admin(self) -> _MyConn:
         # ssl_disabled: otherwise PyMySQL builds a TLS context on every connect (~40 ms).
@@ -172,7 +193,7 @@ class _MariaDB(Server):
         return ["/usr/sbin/mariadbd", *MARIADB_OPTS, f"--datadir={d}", f"--socket={d}/mysqld.sock",
                 f"--pid-file={d}/mysqld.pid", f"--log-error={d}/{self._log_name}",
                 f"--port={self.port}", "--skip-networking=0", f"--bind-address={self.host}",
-                "--skip-name-resolve", "--skip-log-bin", "--innodb-buffer-pool-dump-at-shutdown=0",
+                "--skip-name-resolve", *self.binary_log, "--innodb-buffer-pool-dump-at-shutdown=0",
                 "--innodb-buffer-pool-load-at-startup=0"]
 
     def _shutdown_command(self) -> list[str]:
@@ -235,10 +256,10 @@ class _PostgreSQL(Server):
                 sql.Identifier(database)))
 
 
-def start_mariadb() -> Server:
+def start_mariadb(binary_log: tuple[str, ...] = ("--skip-log-bin",)) -> Server:
     """Start a throwaway MariaDB on a free port with a `reaper` login (ALL but SUPER on *.*)."""
-    server = _MariaDB("mariadb", HOST, _free_port(), USER, PASSWORD,
-                      tempfile.mkdtemp(prefix="reaper-mariadb-", dir=TMP_ROOT))
+    server = _MariaDB("mariadb", HOST, free_port(), USER, PASSWORD,
+                      tempfile.mkdtemp(prefix="reaper-mariadb-", dir=TMP_ROOT), binary_log=binary_log)
     atexit.register(server.stop)
     try:
         _run(["mariadb-install-db", *MARIADB_OPTS, f"--datadir={server.datadir}",
@@ -257,7 +278,7 @@ def start_mariadb() -> Server:
 
 def start_postgresql() -> Server:
     """Start a throwaway PostgreSQL on a free port with a `reaper` login (owner of its DBs)."""
-    server = _PostgreSQL("postgresql", HOST, _free_port(), USER, PASSWORD,
+    server = _PostgreSQL("postgresql", HOST, free_port(), USER, PASSWORD,
                          tempfile.mkdtemp(prefix="reaper-pg-", dir=TMP_ROOT))
     atexit.register(server.stop)
     try:
@@ -274,3 +295,91 @@ def start_postgresql() -> Server:
         server.stop()
         raise
     return server
+
+
+def _wait_for(what: str, ready: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+    """Poll ``ready`` until it is true; raise RuntimeError naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not happen within {timeout:g} s")
+        time.sleep(0.1)
+
+
+def start_mariadb_pair() -> tuple[Server, Server]:
+    """Start a MariaDB primary (binary log) and a replica of it, replicating from the primary's next write.
+
+    Tests delay the replica with ``set_mariadb_replica_delay`` and stop it with ``STOP SLAVE``.
+    """
+    primary = start_mariadb(("--server-id=1", "--log-bin=binlog", "--binlog-format=ROW"))
+    try:
+        replica = start_mariadb(("--server-id=2", "--skip-log-bin"))
+    except BaseException:
+        primary.stop()
+        raise
+    try:
+        primary.admin(f"CREATE USER '{REPLICATION_USER}'@'{HOST}' IDENTIFIED BY '{REPLICATION_PASSWORD}'")
+        primary.admin(f"GRANT REPLICATION SLAVE ON *.* TO '{REPLICATION_USER}'@'{HOST}'")
+        primary.admin("RESET MASTER")  # the replica starts from here: both servers already have their users
+        replica.admin(
+            f"CHANGE MASTER TO MASTER_HOST='{HOST}', MASTER_PORT={primary.port}, MASTER_USER='{REPLICATION_USER}', "
+            f"MASTER_PASSWORD='{REPLICATION_PASSWORD}', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1"
+        )
+        replica.admin("START SLAVE")
+        _wait_for("MariaDB replication", lambda: _mariadb_replicating(replica))
+    except BaseException:
+        replica.stop()
+        primary.stop()
+        raise
+    return primary, replica
+
+
+def mariadb_replica_status(replica: Server) -> dict[str, object]:
+    """Return the replica's ``SHOW SLAVE STATUS`` by field name (empty when it replicates nothing)."""
+    with replica._admin() as conn, conn.cursor() as cur:
+        cur.execute("SHOW SLAVE STATUS")
+        row = cur.fetchone()
+        return {} if row is None else dict(zip((column[0] for column in cur.description), row, strict=True))
+
+
+def _mariadb_replicating(replica: Server) -> bool:
+    status = mariadb_replica_status(replica)
+    return status.get("Slave_IO_Running") == "Yes" and status.get("Slave_SQL_Running") == "Yes"
+
+
+def set_mariadb_replica_delay(replica: Server, seconds: int) -> None:
+    """Make the replica apply each transaction ``seconds`` after the primary committed it (MASTER_DELAY)."""
+    replica.admin("STOP SLAVE")  # MariaDB changes a delay only with both threads stopped
+    replica.admin(f"CHANGE MASTER TO MASTER_DELAY={int(seconds)}")
+    replica.admin("START SLAVE")
+
+
+def start_postgresql_pair() -> tuple[Server, Server]:
+    """Start a PostgreSQL primary and a streaming replica of it (``pg_basebackup -R``).
+
+    The test login gets ``pg_monitor``, so that it may read every session and standby.
+    Tests delay the replica with ``recovery_min_apply_delay`` and stop it with ``stop_process``.
+    """
+    primary = start_postgresql()
+    replica = _PostgreSQL("postgresql", HOST, free_port(), USER, PASSWORD,
+                          tempfile.mkdtemp(prefix="reaper-pg-replica-", dir=TMP_ROOT))
+    atexit.register(replica.stop)
+    try:
+        primary.admin(f"CREATE ROLE {REPLICATION_USER} REPLICATION LOGIN PASSWORD '{REPLICATION_PASSWORD}'")
+        primary.admin(f"GRANT pg_monitor TO {USER}")
+        if PG_USER:
+            shutil.chown(replica.datadir, PG_USER, PG_USER)
+        source = f"host={HOST} port={primary.port} user={REPLICATION_USER} password={REPLICATION_PASSWORD}"
+        _run([_pg_bin("pg_basebackup"), "-d", source, "-D", replica.datadir, "-R", "-X", "stream",
+              "--no-sync"], as_pg=True, timeout=60)
+        replica.start()
+        # the primary's replay_lag is refreshed by the standby's replies: every second, not every ten
+        replica.admin("ALTER SYSTEM SET wal_receiver_status_interval = '1s'")
+        replica.admin("SELECT pg_reload_conf()")
+        _wait_for("PostgreSQL streaming replication",
+                  lambda: bool(primary.admin("SELECT 1 FROM pg_stat_replication WHERE state = 'streaming'")))
+    except BaseException:
+        replica.stop()
+        primary.stop()
+        raise
+    return primary, replica

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import require_server
+from helpers import BACKENDS, require_server
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "purge.py"
 
@@ -178,3 +178,33 @@ def test_the_plans_benchmark_times_a_dry_run_and_a_purge_against_the_plain_state
     assert all(f["rows_changed"] == 60 and f["reaper_seconds"] > 0 and f["plain_seconds"] > 0 for f in figures)
     line = r"^\| sqlite \| 2,000 \| scattered3 \| pk \| purge \| [\d.]+ s \| [\d.]+ s \| [\d.]+x"
     assert re.search(line, result.stdout, re.M)
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_the_app_latency_benchmark_throttles_on_history_list_length_chosen_from_the_idle_level(
+    tmp_path: Path,
+) -> None:
+    if "mariadb" not in BACKENDS:
+        pytest.skip("MariaDB is not in TEST_DATABASES")
+    require_server("mariadb")
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT.parent / "app_latency.py"), "--database", "mariadb", "--rows", "3000",
+         "", "throttle"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = re.search(r"^  history_list_length while the application ran alone: up to ([\d,]+); throttle N = ([\d,]+)$",
+                      result.stdout, re.MULTILINE)
+    assert found, result.stdout
+    peak, n = (int(value.replace(",", "")) for value in found.groups())
+    assert n == max(2 * peak, 20)
+    labels = re.findall(r"^(.+?) +[\d.]+ s +(?:p50 |no update finished)", result.stdout, re.MULTILINE)
+    purges = [label for label in labels if not label.endswith(" then until removed")]
+    assert purges == ["reaper (defaults)", f"throttle N={n}"], result.stdout
+    rates = re.findall(r"^  [\d,]+ rows: [\d,]+ rows/s to the last commit, [\d,]+ rows/s until removed$",
+                       result.stdout, re.MULTILINE)
+    assert len(rates) == 2, result.stdout
+    goal = [line for line in result.stdout.splitlines() if line.startswith("GOAL ")]
+    assert len(goal) == 1 and goal[0].startswith(f"GOAL throttle N={n}: p99 ") and goal[0].endswith(("met", "MISSED"))
+    assert list(tmp_path.iterdir()) == []

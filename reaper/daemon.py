@@ -84,6 +84,7 @@ class Daemon:
         self._recount_totals = False  # set by a cleanup that changed rows; read and cleared by the next poll
         self._last_tick = time.monotonic()
         self.poll_failures = 0
+        metrics.set_table(settings.table)
         metrics.set_thresholds(standard_policies(settings))
 
     # --- the database --------------------------------------------------------------------------
@@ -186,6 +187,7 @@ class Daemon:
             self.schedule_jobs()
         if changed & RESTART_KEYS:
             logger.warning(f"{', '.join(sorted(changed & RESTART_KEYS))} changed: takes effect after a restart")
+        self.metrics.set_table(new.table)
         self.metrics.set_thresholds(standard_policies(new))
         self.metrics.reloads.labels("success").inc()
         logger.info(f"configuration reloaded: {', '.join(sorted(changed)) or 'nothing'} changed")

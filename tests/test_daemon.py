@@ -124,7 +124,7 @@ def test_a_failing_job_is_counted_and_the_loop_goes_on(tasks: Tasks, database_ur
             frozen.tick(2)
             daemon.tick()
     assert len(calls) == 3
-    assert value(samples(registry), "reaper_job_failures_total", job="broken", kind="RuntimeError") == 3
+    assert value(samples(registry), "reaper_job_failures_total", scheduled_job="broken", kind="RuntimeError") == 3
 
 
 def test_a_job_still_running_is_skipped_not_started_twice(tasks: Tasks, database_url: str) -> None:
@@ -137,7 +137,7 @@ def test_a_job_still_running_is_skipped_not_started_twice(tasks: Tasks, database
 
     daemon.guarded("slow", reentrant)()
     assert inner == ["outer"]
-    assert value(samples(registry), "reaper_jobs_skipped_total", job="slow") == 1
+    assert value(samples(registry), "reaper_jobs_skipped_total", scheduled_job="slow") == 1
 
 
 def test_a_stop_request_ends_the_cleanup_after_the_batch_in_hand(tasks: Tasks, database_url: str) -> None:
@@ -303,7 +303,8 @@ def test_the_http_endpoints_serve_metrics_health_and_readiness(served: tuple[Dae
     assert get(base + "/readyz")[0] == 503  # no poll yet
     daemon.poll()
     status, body = get(base + "/metrics")
-    assert status == 200 and 'reaper_stale_tasks{status="running",task_type="download"} 1.0' in body
+    assert status == 200
+    assert 'reaper_stale_tasks{status="running",table="processing_tasks",task_type="download"} 1.0' in body
     assert get(base + "/healthz")[0] == 200
     assert get(base + "/readyz")[0] == 200
     assert get(base + "/nope")[0] == 404
@@ -377,11 +378,12 @@ def test_the_demo_daemon_serves_live_metrics_reloads_on_sighup_and_stops_on_sigt
     process, base = start_daemon(tmp_path, "--demo")
     try:
         status, body = get(base + "/metrics")  # the first scrape already has the numbers
-        assert status == 200 and 'reaper_stale_tasks{status="pending",task_type=' in body
-        assert "reaper_database_up 1.0" in body
+        assert status == 200 and 'reaper_stale_tasks{status="pending",table="processing_tasks",task_type=' in body
+        assert 'reaper_database_up{table="processing_tasks"} 1.0' in body
         process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 10
-        while 'reaper_config_reloads_total{outcome="success"} 1.0' not in get(base + "/metrics")[1]:
+        reloaded = 'reaper_config_reloads_total{outcome="success",table="processing_tasks"} 1.0'
+        while reloaded not in get(base + "/metrics")[1]:
             assert time.monotonic() < deadline, "SIGHUP did not reload"
             time.sleep(0.2)
         started = time.monotonic()

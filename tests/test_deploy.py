@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
@@ -429,6 +430,20 @@ def test_compose_brings_up_the_database_reaper_prometheus_alertmanager_and_grafa
     assert services["grafana"]["image"].startswith("grafana/grafana")
 
 
+def test_compose_starts_reaper_in_shadow_mode_archiving_to_a_named_volume() -> None:
+    compose = load_yaml_documents(COMPOSE)[0]
+    reaper = compose["services"]["reaper"]
+    assert reaper["command"] == ["--dry-run"]
+    text = COMPOSE.read_text(encoding="utf-8")
+    assert "To let it write, delete this line" in text.split('command: ["--dry-run"]')[0].splitlines()[-2]
+    env = reaper["environment"]
+    assert env["REAPER_ARCHIVE"] == "jsonl"
+    volume, target = reaper["volumes"][0].split()[0].split(":")[:2]
+    assert volume in compose["volumes"] and target == "/data"  # named, not a bind mount
+    for setting in ("REAPER_ARCHIVE_DIR", "REAPER_AUDIT_LOG"):
+        assert env[setting].startswith(target + "/"), setting
+
+
 def test_compose_builds_reaper_here_and_starts_it_once_the_database_is_healthy() -> None:
     services = load_yaml_documents(COMPOSE)[0]["services"]
     reaper = services["reaper"]
@@ -533,16 +548,62 @@ def test_the_build_context_leaves_out_git_caches_virtualenvs_and_databases() -> 
 def test_the_kubernetes_deployment_runs_the_daemon_as_non_root_with_a_read_only_root() -> None:
     deployment = kubernetes_object("deployment.yaml", "Deployment")
     assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # the volume is ReadWriteOnce
     pod = deployment["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] != 0
     (container,) = pod["containers"]
-    assert "args" not in container and "command" not in container  # the image's ENTRYPOINT: the daemon
+    assert "command" not in container  # the image's ENTRYPOINT: the daemon
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def _archives_on_a_claim(file_name: str, kind: str, pod: dict[str, Any], claim_file: str) -> None:
+    """The pod archives with jsonl, and both the archives and the audit log sit on the claim of ``claim_file``."""
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["REAPER_ARCHIVE"] == "jsonl", file_name
+    claim = kubernetes_object(claim_file, "PersistentVolumeClaim")
     volumes = {v["name"]: v for v in pod["volumes"]}
-    data = [m for m in container["volumeMounts"] if m["mountPath"] == "/data"]
-    assert data and "emptyDir" in volumes[data[0]["name"]]
+    mounts = [m for m in container["volumeMounts"]
+              if volumes[m["name"]].get("persistentVolumeClaim", {}).get("claimName") == claim["metadata"]["name"]]
+    assert len(mounts) == 1, f"{file_name}: the {kind} does not mount {claim_file}"
+    for setting in ("REAPER_ARCHIVE_DIR", "REAPER_AUDIT_LOG"):
+        assert env[setting].startswith(mounts[0]["mountPath"] + "/"), (file_name, setting)
+
+
+def test_the_kubernetes_deployment_starts_in_shadow_mode_and_says_how_to_leave_it() -> None:
+    pod = kubernetes_object("deployment.yaml", "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["--dry-run"]
+    text = (KUBERNETES / "deployment.yaml").read_text(encoding="utf-8")
+    assert "SHADOW MODE" in text and "To let it write, delete the `args` line" in text
+    _archives_on_a_claim("deployment.yaml", "Deployment", pod, "persistentvolumeclaim.yaml")
+
+
+def test_the_kubernetes_cronjob_starts_in_shadow_mode_and_archives_on_a_claim_of_its_own() -> None:
+    cronjob = kubernetes_object("cronjob.yaml", "CronJob")
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert "--dry-run" in container["args"]
+    text = (KUBERNETES / "cronjob.yaml").read_text(encoding="utf-8")
+    assert "SHADOW MODE" in text and 'To let it write, delete "--dry-run"' in text
+    _archives_on_a_claim("cronjob.yaml", "CronJob", pod, "cronjob-persistentvolumeclaim.yaml")
+    daemon = kubernetes_object("persistentvolumeclaim.yaml", "PersistentVolumeClaim")
+    own = kubernetes_object("cronjob-persistentvolumeclaim.yaml", "PersistentVolumeClaim")
+    assert daemon["metadata"]["name"] != own["metadata"]["name"]  # ReadWriteOnce: not shared with the daemon
+
+
+@pytest.mark.parametrize("path", sorted(KUBERNETES.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_kubernetes_file_holds_one_object_that_validates_against_its_schema(path: Path) -> None:
+    (document,) = load_yaml_documents(path)
+    if document["kind"] in CUSTOM_RESOURCES:
+        assert document["apiVersion"] == "monitoring.coreos.com/v1"  # no schema offline: the tests above check them
+        return
+    try:
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        pytest.fail(f"{path.name}: {error.message} at {'.'.join(map(str, error.path))}")
 
 
 def test_the_kubernetes_deployment_probes_healthz_and_readyz_on_port_7327() -> None:
@@ -605,7 +666,6 @@ def test_the_cronjob_runs_reaper_once_daily_at_two_and_never_overlaps() -> None:
     (container,) = pod["containers"]
     command = container.get("command", ["reaper"]) + container.get("args", [])
     assert command[0] == "reaper" and "--once" in command
-    assert "--dry-run" not in command
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     env = {e["name"]: e for e in container["env"]}

@@ -32,7 +32,8 @@ PROMETHEUS_RULE = Path("deploy/kubernetes/prometheusrule.yaml")
 # The settings given with --config are merged into the mixin's own (std.mergePatch: nested objects merge).
 SNIPPET = """
 local mixin = import 'mixin.libsonnet';
-local rendered = mixin + { _config:: std.mergePatch(mixin._config, std.extVar('overrides')) };
+local config = std.mergePatch(mixin._config, std.extVar('overrides'));  // a local: merged once
+local rendered = mixin + { _config:: config };
 {
   selector: rendered._config.selector,
   rules: rendered.prometheusAlerts,

@@ -23,7 +23,7 @@ import pytest
 import schedule
 from freezegun import freeze_time
 from prometheus_client import CollectorRegistry
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, event
 from test_metrics import samples, value
 
 from helpers import NOW, SERVER_BACKENDS, Shape, Tasks, ago, create_table, settings_for
@@ -266,22 +266,32 @@ def test_a_rescue_finds_the_lock_another_reaper_holds_and_changes_nothing(tasks:
 def test_the_nightly_cleanup_waits_for_a_rescue_in_progress_instead_of_being_locked_out(
     tasks: Tasks, database_url: str
 ) -> None:
-    zombies = [tasks.add("running", started_at=ago(hours=30)) for _ in range(3)]
+    zombie = tasks.add("running", started_at=ago(hours=30))
     old = tasks.add("success", finished_at=ago(days=60))
-    settings = settings_for(database_url, batch_size=1, batch_time_seconds=0, sleep_seconds=0.5)
-    daemon, registry = make_daemon(settings, clock=lambda: NOW)
+    daemon, registry = make_daemon(settings_for(database_url), clock=lambda: NOW)
+    writing, go_on = threading.Event(), threading.Event()
+
+    def hold_the_rescues_write(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE") and not writing.is_set():
+            writing.set()  # the rescue holds the table's lock and is about to write
+            go_on.wait(30)
+
+    event.listen(daemon.task_table().engine, "before_cursor_execute", hold_the_rescues_write)
     rescue = threading.Thread(target=daemon.rescue)
     rescue.start()
-    deadline = time.monotonic() + 30
-    while tasks.status_of(zombies[0]) == "running":  # the rescue has written its first batch
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    daemon.run_policies(dry_run=False)
+    assert writing.wait(30)
+    cleanup = threading.Thread(target=daemon.run_policies, args=(False,))
+    cleanup.start()
+    cleanup.join(0.5)
+    assert cleanup.is_alive()  # waiting for the rescue, rather than finding the lock taken and giving up
+    go_on.set()
     rescue.join(30)
+    cleanup.join(30)
     scraped = samples(registry)
+    assert value(scraped, "reaper_runs_total", mode="rescue", outcome="success") == 1
     assert value(scraped, "reaper_runs_total", mode="cleanup", outcome="success") == 1
     assert value(scraped, "reaper_runs_total", mode="cleanup", outcome="locked") == 0
-    assert tasks.get(old) is None and {tasks.status_of(zombie) for zombie in zombies} == {"failure"}
+    assert tasks.get(old) is None and tasks.status_of(zombie) == "failure"
 
 
 def test_retries_of_a_failed_cleanup_wait_one_two_four_minutes_and_end_after_the_retry_window() -> None:

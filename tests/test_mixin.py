@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,9 +22,26 @@ SHIPPED = (
 NOT_SOURCES = {".git", "__pycache__", ".venv", "venv", ".mypy_cache", ".ruff_cache", ".pytest_cache", "build"}
 
 
-def render(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(RENDER), *args], capture_output=True, text=True, timeout=120,
-                          check=False)
+@pytest.fixture(scope="module")
+def renderer() -> ModuleType:
+    """mixin/render.py, run in this process (its main() is the command line)."""
+    spec = importlib.util.spec_from_file_location("mixin_render", RENDER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def render(renderer: ModuleType, capsys: pytest.CaptureFixture[str]) -> Any:
+    """Run ``python mixin/render.py ARGS``; return its exit code, its output and its errors."""
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = renderer.main(list(args))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
 
 
 def rendered_rules(folder: Path) -> list[dict[str, Any]]:
@@ -31,27 +49,29 @@ def rendered_rules(folder: Path) -> list[dict[str, Any]]:
     return [rule for group in groups for rule in group["rules"]]
 
 
-def test_the_shipped_rules_dashboard_and_prometheus_rule_are_what_the_mixin_renders(tmp_path: Path) -> None:
-    done = render("--output-dir", str(tmp_path))
-    assert done.returncode == 0, done.stderr
+def test_the_shipped_rules_dashboard_and_prometheus_rule_are_what_the_mixin_renders(
+    tmp_path: Path, render: Any
+) -> None:
+    code, _, errors = render("--output-dir", str(tmp_path))
+    assert code == 0, errors
     for path in SHIPPED:
         assert (tmp_path / path).read_text(encoding="utf-8") == (ROOT / path).read_text(encoding="utf-8"), (
             f"{path} is not what mixin/ renders: edit mixin/ and run python mixin/render.py"
         )
 
 
-def test_the_check_passes_on_the_rendered_files_and_fails_on_one_edited_by_hand(tmp_path: Path) -> None:
+def test_the_check_passes_on_the_rendered_files_and_fails_on_one_edited_by_hand(tmp_path: Path, render: Any) -> None:
     for path in SHIPPED:
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / path, tmp_path / path)
-    assert render("--check", "--output-dir", str(tmp_path)).returncode == 0
+    assert render("--check", "--output-dir", str(tmp_path))[0] == 0
     rules = tmp_path / SHIPPED[0]
     rules.write_text(rules.read_text(encoding="utf-8").replace("for: 15m", "for: 20m", 1), encoding="utf-8")
-    done = render("--check", "--output-dir", str(tmp_path))
-    assert done.returncode == 1 and "alerts/reaper-rules.yml" in done.stdout and "+        for: 15m" in done.stdout
+    code, output, _ = render("--check", "--output-dir", str(tmp_path))
+    assert code == 1 and "alerts/reaper-rules.yml" in output and "+        for: 15m" in output
 
 
-def test_settings_of_ones_own_change_the_selector_the_links_and_a_threshold(tmp_path: Path) -> None:
+def test_settings_of_ones_own_change_the_selector_the_links_and_a_threshold(tmp_path: Path, render: Any) -> None:
     config = tmp_path / "mine.jsonnet"
     config.write_text(
         "{ selector: 'job=\"tasks-reaper\"', runbookUrlBase: 'wiki/reaper-runbook', grafanaUrl: 'grafana.internal',"
@@ -59,8 +79,8 @@ def test_settings_of_ones_own_change_the_selector_the_links_and_a_threshold(tmp_
         encoding="utf-8",
     )
     out = tmp_path / "out"
-    done = render("--config", str(config), "--output-dir", str(out))
-    assert done.returncode == 0, done.stderr
+    code, _, errors = render("--config", str(config), "--output-dir", str(out))
+    assert code == 0, errors
     rules = {rule["alert"]: rule for rule in rendered_rules(out)}
     for rule in rules.values():
         assert 'job="tasks-reaper"' in rule["expr"] and 'job="reaper"' not in rule["expr"], rule["alert"]
@@ -80,22 +100,22 @@ def test_settings_of_ones_own_change_the_selector_the_links_and_a_threshold(tmp_
     ]
 
 
-def test_a_misspelt_setting_is_refused_in_one_line_and_nothing_is_written(tmp_path: Path) -> None:
+def test_a_misspelt_setting_is_refused_in_one_line_and_nothing_is_written(tmp_path: Path, render: Any) -> None:
     config = tmp_path / "mine.jsonnet"
     config.write_text("{ alerts: { ReaperPendingBacklog: { cuont: 5000 } } }", encoding="utf-8")
-    done = render("--config", str(config), "--output-dir", str(tmp_path / "out"))
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
+    code, _, errors = render("--config", str(config), "--output-dir", str(tmp_path / "out"))
+    assert code == 2
+    assert errors.strip().splitlines() == [
         f"render.py: error: {config}: unknown setting alerts.ReaperPendingBacklog.cuont (see mixin/config.libsonnet)"
     ]
     assert not (tmp_path / "out").exists()
 
 
-def test_a_settings_file_that_is_not_jsonnet_is_refused_in_one_line(tmp_path: Path) -> None:
+def test_a_settings_file_that_is_not_jsonnet_is_refused_in_one_line(tmp_path: Path, render: Any) -> None:
     config = tmp_path / "mine.jsonnet"
     config.write_text("{ selector: ", encoding="utf-8")
-    done = render("--config", str(config), "--output-dir", str(tmp_path / "out"))
-    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and str(config) in done.stderr
+    code, _, errors = render("--config", str(config), "--output-dir", str(tmp_path / "out"))
+    assert code == 2 and len(errors.strip().splitlines()) == 1 and str(config) in errors
 
 
 def test_no_file_points_at_a_repository_that_does_not_exist() -> None:

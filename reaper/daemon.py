@@ -2,7 +2,11 @@
 
 Jobs (on a ``schedule.Scheduler`` of our own, never the module-level one):
 - every day at ``dry_run_at``: a dry run; at ``cleanup_at``: the cleanup (a dry run too in shadow
-  mode); both in ``timezone``, each in a thread of its own so that the loop keeps ticking;
+  mode); both in ``timezone``, each in a thread of its own so that the loop keeps ticking; a
+  cleanup that fails is tried again after 1, 2, 4 ... min, for up to ``cleanup_retry_hours``;
+- every ``rescue_interval_seconds`` (unless 0): a rescue, the running and pending timeouts alone,
+  under the same one-reaper lock (a dry run in shadow mode), so that zombies do not wait for the
+  night; the retention purges run at ``cleanup_at`` only;
 - every ``reload_interval_minutes`` (counted from start-up) and on SIGHUP: reload the settings;
 - a poller thread refreshes the statistics every ``stats_interval_seconds``, the first time before
   the HTTP server starts, and backs off (1 s, 2 s, 4 s ... up to a minute) while the database fails;
@@ -19,7 +23,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import schedule
@@ -30,7 +34,7 @@ from reaper.cleanup import exclusive_cleanup, run_options
 from reaper.clock import utcnow
 from reaper.db import SessionLimits, create_db_engine, database_errors
 from reaper.errors import LockHeld, ReaperError
-from reaper.metrics import ReaperMetrics
+from reaper.metrics import ReaperMetrics, run_mode
 from reaper.policies import standard_policies
 from reaper.reap import RunResult, run_policies
 from reaper.settings import Settings
@@ -40,6 +44,8 @@ from reaper.throttle import open_throttle
 
 TICK_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 60.0
+FIRST_RETRY_SECONDS = 60.0
+RESCUE_POLICIES = ("running_timeout", "pending_timeout")
 SHUTDOWN_GRACE_SECONDS = 10.0
 DATABASE_KEYS = {
     "database_url", "database_timezone", "table", "columns", "statuses",
@@ -47,7 +53,7 @@ DATABASE_KEYS = {
     # Whether some policy requeues decides how pending rows are dated (TaskTable.pending_since_update).
     "task_types", "running_timeout_action", "pending_timeout_action",
 }
-SCHEDULE_KEYS = {"dry_run_at", "cleanup_at", "timezone", "reload_interval_minutes"}
+SCHEDULE_KEYS = {"dry_run_at", "cleanup_at", "timezone", "reload_interval_minutes", "rescue_interval_seconds"}
 RESTART_KEYS = {"metrics_host", "metrics_port", "metrics_certfile", "metrics_keyfile", "metrics_client_cafile"}
 
 
@@ -56,6 +62,23 @@ def backoff_seconds(failures: int, interval: float) -> float:
     if failures == 0:
         return interval
     return float(min(2 ** (failures - 1), MAX_BACKOFF_SECONDS))
+
+
+def retry_delay_seconds(attempt: int, since_failure: float, window: float) -> float | None:
+    """Return the wait before retry ``attempt`` of a failed cleanup: 1, 2, 4 ... min, ending ``window`` s after it."""
+    left = window - since_failure
+    if left <= 0:
+        return None
+    return min(FIRST_RETRY_SECONDS * 2.0 ** (attempt - 1), left)
+
+
+@dataclass(frozen=True)
+class CleanupRetry:
+    """A failed cleanup's next try: the how-many-th, when it is due, and when the first try failed."""
+
+    attempt: int
+    due: datetime
+    first_failure: datetime
 
 
 class Daemon:
@@ -79,13 +102,16 @@ class Daemon:
         self.stop_event = threading.Event()
         self.reload_requested = threading.Event()
         self._busy: dict[str, threading.Lock] = {}
+        self._one_run = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._engine: Engine | None = None
         self._table: TaskTable | None = None
         self._totals: Totals | None = None
         self._recount_totals = False  # set by a cleanup that changed rows; read and cleared by the next poll
+        self.retry: CleanupRetry | None = None  # set by a cleanup that failed; the loop starts it when due
         self._last_tick = time.monotonic()
         self.poll_failures = 0
+        metrics.set_table(settings.table)
         metrics.set_thresholds(standard_policies(settings))
 
     # --- the database --------------------------------------------------------------------------
@@ -130,41 +156,82 @@ class Daemon:
         self.metrics.poll_succeeded(stats, now.timestamp(), time.monotonic() - started)
         return True
 
-    def run_policies(self, dry_run: bool) -> RunResult | None:
-        """Run the four policies once (a dry run in shadow mode); record the outcome in the metrics."""
-        dry_run = dry_run or self.shadow
-        settings = self.settings
-        options = run_options(settings, dry_run, should_stop=self.stop_event.is_set)
+    def run_policies(self, dry_run: bool, rescue: bool = False) -> RunResult | None:
+        """Run the four policies once, or the two timeouts for a rescue (dry in shadow mode); record the outcome."""
+        # One run at a time in this process: the cleanup waits for a rescue in progress, and a rescue gives way
+        # to any other run. Left to the database lock, our own rescue would lock the nightly cleanup out.
+        if not self._one_run.acquire(blocking=not rescue):
+            logger.debug("rescue skipped: another run of this daemon is in progress")
+            return None
         try:
-            table = self.task_table()
-            now = self.clock()
-            policies = standard_policies(settings)
-            with database_errors("policy run failed", settings.secrets):
-                if dry_run:
-                    run = run_policies(table, policies, now, options)
-                else:
-                    with open_throttle(settings.throttle, table.engine, settings.secrets) as throttle:
-                        run = exclusive_cleanup(
-                            table, policies, now, replace(options, throttle=throttle), settings, "scheduled"
-                        )
+            return self._recorded_run(dry_run or self.shadow, rescue)
+        finally:
+            self._one_run.release()
+
+    def _recorded_run(self, dry_run: bool, rescue: bool) -> RunResult | None:
+        what = run_mode(dry_run, rescue).replace("_", " ")
+        try:
+            run = self._run(dry_run, rescue)
         except LockHeld as exc:
-            logger.info(f"{'dry run' if dry_run else 'cleanup'} skipped: {exc}")
-            self.metrics.run_failed(dry_run, "locked", self.clock().timestamp())
+            logger.info(f"{what} skipped: {exc}")
+            self.metrics.run_failed(dry_run, "locked", self.clock().timestamp(), rescue)
             return None
         except ReaperError as exc:
-            self.metrics.run_failed(dry_run, "failure", self.clock().timestamp())
+            self.metrics.run_failed(dry_run, "failure", self.clock().timestamp(), rescue)
             self.metrics.database_errors.labels(exc.kind).inc()
             raise
-        if not dry_run and run.affected:
-            self._recount_totals = True  # the next poll counts what the cleanup left, not what it found
-        self.metrics.run_finished(run, self.clock().timestamp())
-        logger.info(
-            f"scheduled {'dry run' if dry_run else 'cleanup'} finished: {run.matched} matched, "
+        if not dry_run and run.affected and not rescue:
+            # The next poll counts what the cleanup left, not what it found. A rescue's failed rows wait for the
+            # next scheduled count of the terminal statuses: a full scan every few minutes would weigh on the table.
+            self._recount_totals = True
+        self.metrics.run_finished(run, self.clock().timestamp(), rescue)
+        level = "INFO" if run.matched or not rescue else "DEBUG"  # a rescue that finds nothing, every few minutes
+        logger.log(
+            level, f"scheduled {what} finished: {run.matched} matched, "
             f"{run.affected} changed, {run.skipped} skipped in {run.duration_seconds:.2f} s"
             + (f" ({run.throttled_seconds:.1f} s of it paused for load or lag)" if run.throttled_seconds else "")
             + (f"; stopped early: {run.stop_reason}" if run.stop_reason else "")
         )
         return run
+
+    def _run(self, dry_run: bool, rescue: bool) -> RunResult:
+        settings = self.settings
+        options = run_options(settings, dry_run, should_stop=self.stop_event.is_set)
+        table = self.task_table()
+        now = self.clock()
+        policies = [p for p in standard_policies(settings) if p.name in RESCUE_POLICIES or not rescue]
+        with database_errors("policy run failed", settings.secrets):
+            if dry_run:
+                return run_policies(table, policies, now, options)
+            with open_throttle(settings.throttle, table.engine, settings.secrets) as throttle:
+                mode = "rescue" if rescue else "scheduled"
+                return exclusive_cleanup(table, policies, now, replace(options, throttle=throttle), settings, mode)
+
+    def rescue(self) -> RunResult | None:
+        """Fail (or requeue) the zombies now, as the nightly cleanup would; a dry run in shadow mode."""
+        return self.run_policies(dry_run=False, rescue=True)
+
+    def cleanup(self, retry: CleanupRetry | None = None) -> RunResult | None:
+        """Run the nightly cleanup (or retry ``retry``); when it fails, plan the next try."""
+        self.retry = None  # this run stands for any try still waiting
+        try:
+            return self.run_policies(dry_run=False)
+        except ReaperError:
+            self.retry = self._next_retry(retry)
+            raise
+
+    def _next_retry(self, failed: CleanupRetry | None) -> CleanupRetry | None:
+        now = self.clock()
+        first = failed.first_failure if failed else now
+        attempt = failed.attempt + 1 if failed else 1
+        window = self.settings.cleanup_retry_hours * 3600
+        delay = retry_delay_seconds(attempt, (now - first).total_seconds(), window)
+        if delay is None:
+            if window:
+                logger.error(f"cleanup failed {attempt} times in {window / 3600:g} h; the next is the scheduled one")
+            return None
+        logger.warning(f"cleanup failed; try {attempt} in {delay / 60:.1f} min")
+        return CleanupRetry(attempt, now + timedelta(seconds=delay), first)
 
     def reload(self) -> bool:
         """Load the settings again; keep the running ones when the new ones are invalid."""
@@ -193,6 +260,7 @@ class Daemon:
             self.schedule_jobs()
         if changed & RESTART_KEYS:
             logger.warning(f"{', '.join(sorted(changed & RESTART_KEYS))} changed: takes effect after a restart")
+        self.metrics.set_table(new.table)
         self.metrics.set_thresholds(standard_policies(new))
         self.metrics.reloads.labels("success").inc()
         logger.info(f"configuration reloaded: {', '.join(sorted(changed)) or 'nothing'} changed")
@@ -239,11 +307,14 @@ class Daemon:
             self.in_background("dry_run", lambda: self.run_policies(dry_run=True))
         )
         self.scheduler.every().day.at(settings.cleanup_at, settings.timezone).do(
-            self.in_background("cleanup", lambda: self.run_policies(dry_run=False))
+            self.in_background("cleanup", self.cleanup)
         )
         # schedule builds a timedelta from the interval, so a float works; its annotation says int.
         every = self.scheduler.every(settings.reload_interval_minutes)  # type: ignore[arg-type]  # see above
         every.minutes.do(self.guarded("reload", self.reload))
+        if settings.rescue_interval_seconds:
+            rescue = self.scheduler.every(settings.rescue_interval_seconds)  # type: ignore[arg-type]  # see above
+            rescue.seconds.do(self.in_background("rescue", self.rescue))
 
     def wait_for_jobs(self, timeout: float) -> None:
         """Wait for the jobs running in background threads (tests, and shutdown)."""
@@ -259,6 +330,10 @@ class Daemon:
         if self.reload_requested.is_set():
             self.reload_requested.clear()
             self.guarded("reload", self.reload)()
+        retry = self.retry
+        if retry is not None and self.clock() >= retry.due:
+            self.retry = None
+            self.in_background("cleanup", lambda: self.cleanup(retry))()
         self.guarded("scheduler", self.scheduler.run_pending)()
 
     def healthy(self) -> tuple[bool, str]:

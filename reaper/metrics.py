@@ -3,7 +3,8 @@
 A scrape never touches the database: the gauges are yielded from the latest snapshot, which the
 background poll replaces. Label values stay bounded: statuses are the six role names (plus any
 unknown stored ones, lower-cased), and task types beyond the ``max_task_types`` largest are folded
-into ``other``.
+into ``other``. Every series carries ``table``, the name of the table the daemon watches, so that
+reapers of several tables on one Prometheus stay apart.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from itertools import chain
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -23,12 +25,19 @@ from reaper.stats import STATUS_ORDER, Stats
 
 OTHER_TYPE = "other"
 STALE_STATUSES = ("running", "pending")
-RUN_MODES = ("cleanup", "dry_run")
+RUN_MODES = ("cleanup", "dry_run", "rescue", "rescue_dry_run")
 RUN_OUTCOMES = ("success", "failure", "locked", "stopped")
 STANDARD_ACTIONS = {"running_timeout": ("failed", "requeued"), "pending_timeout": ("failed", "requeued")}
 
 
 RECENT_RUNS_KEPT = 10
+
+
+def run_mode(dry_run: bool, rescue: bool) -> str:
+    """The ``mode`` label of a run: a nightly ``cleanup`` or ``dry_run``, or a ``rescue`` (``rescue_dry_run``)."""
+    if rescue:
+        return "rescue_dry_run" if dry_run else "rescue"
+    return "dry_run" if dry_run else "cleanup"
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,7 @@ class RunRecord:
 class Snapshot:
     """Everything the gauges show, replaced whole by each poll or run."""
 
+    table: str = ""
     stats: Stats | None = None
     database_up: bool = False
     last_poll_success: float = 0.0
@@ -90,6 +100,8 @@ class ReaperMetrics:
         self.max_task_types = max_task_types
         self._lock = threading.Lock()
         self._snapshot = Snapshot()
+        # The counters live in a registry of our own, which the collector below exports with the table label.
+        registry = self._counters = CollectorRegistry()
         self.reaped = Counter(
             "reaper_reaped_tasks",
             "Rows the reaper set to failure, requeued or deleted.",
@@ -103,13 +115,14 @@ class ReaperMetrics:
         self.runs = Counter("reaper_runs", "Policy runs by mode and outcome.", ["mode", "outcome"], registry=registry)
         self.job_failures = Counter(
             "reaper_job_failures",
-            "Scheduled jobs that raised, by job and error kind.",
-            ["job", "kind"],
+            "Scheduled jobs that raised, by scheduled job and error kind.",
+            # Not "job": Prometheus's own target label would override it (exported_job).
+            ["scheduled_job", "kind"],
             registry=registry,
         )
         self.jobs_skipped = Counter(
-            "reaper_jobs_skipped", "Scheduled jobs skipped because the previous one was still running.", ["job"],
-            registry=registry,
+            "reaper_jobs_skipped", "Scheduled jobs skipped because the previous one was still running.",
+            ["scheduled_job"], registry=registry,
         )
         self.database_errors = Counter(
             "reaper_database_errors", "Database errors seen by polls and runs, by kind.", ["kind"], registry=registry
@@ -125,7 +138,7 @@ class ReaperMetrics:
             registry=registry,
         )
         self._initialise_labels()
-        registry.register(_SnapshotCollector(self, version))
+        self.registry.register(_SnapshotCollector(self, version))
 
     def _initialise_labels(self) -> None:
         # Series that exist from the start let rate() and increase() see the first event.
@@ -137,6 +150,26 @@ class ReaperMetrics:
                 self.runs.labels(mode, outcome)
         for outcome in ("success", "failure"):
             self.reloads.labels(outcome)
+
+    def _counter_metrics(self) -> tuple[Counter, ...]:
+        return (self.reaped, self.skipped, self.runs, self.job_failures, self.jobs_skipped, self.database_errors,
+                self.reloads)
+
+    def counter_families(self) -> Iterable[Metric]:
+        """The counters' families, as their own registry collects them (without the table label)."""
+        return self._counters.collect()
+
+    def set_table(self, table: str) -> None:
+        """Name the table the series describe; another table starts afresh (its counters from zero)."""
+        with self._lock:
+            if table == self._snapshot.table:
+                return
+            first = not self._snapshot.table
+            self._snapshot = Snapshot(table=table, recent_runs=self._snapshot.recent_runs)
+        if not first:  # the counts so far belong to the table watched until now
+            for counter in self._counter_metrics():
+                counter.clear()
+            self._initialise_labels()
 
     @property
     def snapshot(self) -> Snapshot:
@@ -175,9 +208,9 @@ class ReaperMetrics:
         self.database_errors.labels(kind).inc()
         self._update(database_up=False, poll_duration_seconds=duration)
 
-    def run_finished(self, run: RunResult, at: float) -> None:
-        """Record a finished policy run (cleanup or dry run)."""
-        mode = "dry_run" if run.dry_run else "cleanup"
+    def run_finished(self, run: RunResult, at: float, rescue: bool = False) -> None:
+        """Record a finished policy run (cleanup, dry run, or a rescue of either kind)."""
+        mode = run_mode(run.dry_run, rescue)
         outcome = "stopped" if run.stopped_early else "success"
         self.runs.labels(mode, outcome).inc()
         durations = {**self.snapshot.run_duration_seconds, mode: run.duration_seconds}
@@ -185,9 +218,10 @@ class ReaperMetrics:
             at, mode, outcome, run.matched, run.affected, run.skipped, run.duration_seconds,
             {name: (result.matched, result.affected) for name, result in run.policies.items()},
         )
-        recent = self.snapshot.with_run(record)
-        if run.dry_run:
-            candidates = {n: r.matched for n, r in run.policies.items()}
+        # A rescue that found nothing (every few minutes) would push the nightly runs off the status page.
+        recent = self.snapshot.with_run(record) if run.matched or not rescue else self.snapshot.recent_runs
+        if run.dry_run:  # a rescue's dry run has the timeouts only: the other policies keep their last numbers
+            candidates = {**self.snapshot.dry_run_candidates, **{n: r.matched for n, r in run.policies.items()}}
             self._update(run_duration_seconds=durations, dry_run_candidates=candidates, recent_runs=recent)
             return
         for reason, seconds in run.throttle.items():
@@ -198,13 +232,13 @@ class ReaperMetrics:
             for reason, count in result.skip_reasons.items():
                 self.skipped.labels(name, "lock" if reason == "lock conflict" else "constraint").inc(count)
         changes: dict[str, object] = {"run_duration_seconds": durations, "recent_runs": recent}
-        if not run.stopped_early:
+        if not run.stopped_early and mode == "cleanup":  # a rescue runs the timeouts only, not the whole cleanup
             changes["last_cleanup_success"] = at
         self._update(**changes)
 
-    def run_failed(self, dry_run: bool, outcome: str, at: float) -> None:
+    def run_failed(self, dry_run: bool, outcome: str, at: float, rescue: bool = False) -> None:
         """Record a run that failed or found the lock taken."""
-        mode = "dry_run" if dry_run else "cleanup"
+        mode = run_mode(dry_run, rescue)
         self.runs.labels(mode, outcome).inc()
         self._update(recent_runs=self.snapshot.with_run(RunRecord(at, mode, outcome)))
 
@@ -217,8 +251,14 @@ class _SnapshotCollector(Collector):
         self.version = version
 
     def collect(self) -> Iterator[Metric]:
+        table = self.metrics.snapshot.table
+        for family in chain(self._gauges(), self.metrics.counter_families()):
+            yield _with_table(family, table)
+
+    def _gauges(self) -> Iterator[Metric]:
         snapshot = self.metrics.snapshot
         yield from _task_gauges(snapshot.stats, self.metrics.max_task_types)
+        yield _oldest_by_type(snapshot.stats, self.metrics.max_task_types)
         yield _gauge("reaper_database_up", "1 when the last database poll worked, else 0.", float(snapshot.database_up))
         yield _gauge(
             "reaper_last_poll_success_timestamp_seconds", "When the last statistics poll succeeded.",
@@ -254,6 +294,15 @@ class _SnapshotCollector(Collector):
         info = GaugeMetricFamily("reaper_build_info", "The reaper's version.", labels=["version"])
         info.add_metric([self.version], 1.0)
         yield info
+
+
+def _with_table(family: Metric, table: str) -> Metric:
+    """``family`` with the ``table`` label on every sample (none before a daemon names its table)."""
+    if not table:
+        return family
+    labelled = Metric(family.name, family.documentation, family.type, family.unit)
+    labelled.samples = [sample._replace(labels={**sample.labels, "table": table}) for sample in family.samples]
+    return labelled
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
@@ -305,3 +354,25 @@ def _task_gauges(stats: Stats | None, max_task_types: int) -> Iterator[GaugeMetr
     yield tasks
     yield stale
     yield oldest
+
+
+def _oldest_by_type(stats: Stats | None, max_task_types: int) -> GaugeMetricFamily:
+    """The age of the oldest running and pending task of each task type that has one (``other``: the oldest)."""
+    family = GaugeMetricFamily(
+        "reaper_task_type_oldest_age_seconds",
+        "Age of the oldest running and pending task per task type, dated as its policy dates it; "
+        "no sample for a type without such a task.",
+        labels=["status", "task_type"],
+    )
+    if stats is None:
+        return family
+    kept = kept_task_types(stats.by_status_and_type, max_task_types)
+    for status in STALE_STATUSES:
+        summary = stats.stale.get(status)
+        ages: dict[str, float] = defaultdict(float)
+        for task_type, age in (summary.oldest_by_type if summary else {}).items():
+            folded = task_type if task_type in kept else OTHER_TYPE
+            ages[folded] = max(ages[folded], age)
+        for task_type, age in sorted(ages.items()):
+            family.add_metric([status, task_type], age)
+    return family

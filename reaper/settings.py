@@ -41,6 +41,7 @@ DEFAULT_METRICS_PORT = 7327
 # No threshold beyond a century: now minus it must stay a valid date.
 MAX_DAYS = 36500
 DEFAULT_DATABASE_URL = "sqlite:///reaper.db"
+MIN_RESCUE_INTERVAL_SECONDS = 10
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 # Settings whose value may hold a password: an error about them never shows the value.
 SECRET_SETTINGS = ("database_url", "replica_urls")
@@ -189,6 +190,8 @@ class Settings(BaseSettings):
     dry_run_at: str = "01:00"
     cleanup_at: str = "02:00"
     timezone: str = "UTC"
+    rescue_interval_seconds: float = Field(300.0, ge=0, le=86400, allow_inf_nan=False)  # 0: at cleanup_at only
+    cleanup_retry_hours: float = Field(6.0, ge=0, le=24, allow_inf_nan=False)  # 0: a failed cleanup waits a day
     reload_interval_minutes: float = Field(60.0, gt=0, allow_inf_nan=False)
     stats_interval_seconds: float = Field(30.0, ge=1, allow_inf_nan=False)
     totals_interval_seconds: float = Field(600.0, gt=0, allow_inf_nan=False)
@@ -286,6 +289,15 @@ class Settings(BaseSettings):
     @classmethod
     def _schedule_zone(cls, value: str) -> str:
         return cls._known_zone(value)
+
+    @field_validator("rescue_interval_seconds", mode="after")
+    @classmethod
+    def _rescue_interval(cls, value: float) -> float:
+        # Each rescue takes the run lock and reads two index ranges: more often than this only loads the server.
+        if 0 < value < MIN_RESCUE_INTERVAL_SECONDS:
+            least = MIN_RESCUE_INTERVAL_SECONDS
+            raise ValueError(f"must be 0 (rescues only with the nightly cleanup) or at least {least}")
+        return value
 
     @model_validator(mode="after")
     def _certificate_pair(self) -> Settings:

@@ -36,6 +36,7 @@ class StaleSummary:
     """Zombies of one status: how many, per task type, the thresholds, and the oldest age seen.
 
     ``threshold`` is the default rule's; ``thresholds_by_type`` holds the task types with their own.
+    ``oldest_by_type`` holds the oldest age of each task type that has a row of this status.
     """
 
     threshold: str
@@ -43,6 +44,7 @@ class StaleSummary:
     count: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
     oldest_age_seconds: float | None = None
+    oldest_by_type: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -181,7 +183,11 @@ def _stale(conn: Connection, table: TaskTable, policy: Policy, now: datetime) ->
             if stale:
                 summary.by_type[_type_key(kind)] = summary.by_type.get(_type_key(kind), 0) + int(stale)
                 summary.count += int(stale)
-            if moment is not None and (oldest is None or moment < oldest):
+            if moment is None:
+                continue
+            age = (now - moment).total_seconds()
+            summary.oldest_by_type[_type_key(kind)] = max(summary.oldest_by_type.get(_type_key(kind), age), age)
+            if oldest is None or moment < oldest:
                 oldest = moment
     summary.oldest_age_seconds = (now - oldest).total_seconds() if oldest is not None else None
     return summary

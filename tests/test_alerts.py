@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -21,8 +22,13 @@ RULE_TESTS = ROOT / "alerts" / "reaper-rules.test.yml"
 ALERTMANAGER_CONFIG = ROOT / "alerts" / "alertmanager.yml"
 PROMETHEUS_RULE = ROOT / "deploy" / "kubernetes" / "prometheusrule.yaml"
 RUNBOOK = ROOT / "docs" / "runbook.md"
-RUNBOOK_URL = "https://github.com/reaper-project/reaper/blob/main/docs/runbook.md"
+DASHBOARD = ROOT / "grafana" / "reaper-dashboard.json"
+# mixin/config.libsonnet's runbookUrlBase and grafanaUrl, as the shipped files are rendered.
+RUNBOOK_URL = "docs/runbook.md"
+GRAFANA_URL = "http://127.0.0.1:3000"
 SEVERITIES = {"warning", "critical"}
+# The one alert that needs a person now: many tasks wait, and nothing fails them either.
+CRITICAL = {"ReaperZombiePendingTasksPersisting"}
 
 # A metric name that is not part of an identifier or a quoted label value, with its matchers if any.
 REAPER_SELECTOR = re.compile(r'(?<![\w"])(?P<name>reaper_\w+|process_\w+|up)\b\s*(?P<matchers>\{[^}]*\})?')
@@ -97,24 +103,54 @@ def test_every_alert_is_tested_firing_and_quiet() -> None:
         assert any(not case.get("exp_alerts") for case in own), f"{name}: no test where it stays quiet"
 
 
+def test_every_alert_is_silent_when_the_reaper_is_healthy() -> None:
+    healthy = _yaml(RULE_TESTS)["tests"][0]
+    quiet = {case["alertname"] for case in healthy["alert_rule_test"] if case["exp_alerts"] == []}
+    assert quiet == {alert["alert"] for alert in _alerts()}
+
+
 def test_every_alert_is_a_warning_or_critical() -> None:
     for alert in _alerts():
         assert alert["labels"]["severity"] in SEVERITIES, alert["alert"]
+
+
+def test_only_what_needs_a_person_now_is_critical() -> None:
+    assert {alert["alert"] for alert in _alerts() if alert["labels"]["severity"] == "critical"} == CRITICAL
+    (persisting,) = [alert for alert in _alerts() if alert["alert"] == "ReaperZombiePendingTasksPersisting"]
+    assert re.search(r"\} >= \d+$", persisting["expr"]), persisting["expr"]  # a count of zombies, not a single one
+
+
+def test_every_description_of_a_table_level_alert_names_the_table() -> None:
+    for alert in _alerts():
+        if "reaper_" in alert["expr"]:
+            assert "{{ $labels.table }}" in alert["annotations"]["description"], alert["alert"]
 
 
 def test_every_summary_is_fixed_and_every_description_is_templated() -> None:
     for alert in _alerts():
         annotations = alert["annotations"]
         assert annotations["summary"] and "{{" not in annotations["summary"], alert["alert"]
-        assert "{{" in annotations["description"], alert["alert"]
+        if not alert["expr"].startswith("absent("):  # no series, no labels: it names the selector instead
+            assert "{{" in annotations["description"], alert["alert"]
 
 
 def test_every_alert_links_to_a_runbook_section() -> None:
     anchors = {_github_anchor(heading) for level in _runbook_headings().values() for heading in level}
+    assert (ROOT / RUNBOOK_URL).is_file()  # the default base is the runbook shipped here
     for alert in _alerts():
         anchor = alert["alert"].lower()
         assert alert["annotations"]["runbook_url"] == f"{RUNBOOK_URL}#{anchor}"
         assert anchor in anchors, f"docs/runbook.md has no heading {alert['alert']}"
+
+
+def test_every_alert_links_to_the_dashboard_with_its_job_instance_and_table() -> None:
+    uid = json.loads(DASHBOARD.read_text(encoding="utf-8"))["uid"]
+    for alert in _alerts():
+        url = alert["annotations"]["dashboard_url"]
+        assert url.startswith(f"{GRAFANA_URL}/d/{uid}"), alert["alert"]
+        if "reaper_" in alert["expr"]:
+            for label in ("job", "instance", "table"):
+                assert f"var-{label}={{{{ $labels.{label} | urlquery }}}}" in url, (alert["alert"], label)
 
 
 def test_every_runbook_section_is_an_alert() -> None:

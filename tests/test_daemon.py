@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -9,6 +10,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,12 +23,14 @@ import pytest
 import schedule
 from freezegun import freeze_time
 from prometheus_client import CollectorRegistry
+from sqlalchemy import create_engine, event
 from test_metrics import samples, value
 
-from helpers import NOW, SERVER_BACKENDS, Shape, Tasks, ago, settings_for
-from reaper.daemon import Daemon, backoff_seconds
+from helpers import NOW, SERVER_BACKENDS, Shape, Tasks, ago, create_table, settings_for
+from reaper.daemon import Daemon, backoff_seconds, retry_delay_seconds
 from reaper.errors import ConfigError, DatabaseError
 from reaper.http import MetricsServer, TlsFiles, build_app
+from reaper.lock import exclusive_run
 from reaper.metrics import ReaperMetrics
 from reaper.settings import Settings, load_settings
 from servers import Server
@@ -124,7 +128,7 @@ def test_a_failing_job_is_counted_and_the_loop_goes_on(tasks: Tasks, database_ur
             frozen.tick(2)
             daemon.tick()
     assert len(calls) == 3
-    assert value(samples(registry), "reaper_job_failures_total", job="broken", kind="RuntimeError") == 3
+    assert value(samples(registry), "reaper_job_failures_total", scheduled_job="broken", kind="RuntimeError") == 3
 
 
 def test_a_job_still_running_is_skipped_not_started_twice(tasks: Tasks, database_url: str) -> None:
@@ -137,7 +141,7 @@ def test_a_job_still_running_is_skipped_not_started_twice(tasks: Tasks, database
 
     daemon.guarded("slow", reentrant)()
     assert inner == ["outer"]
-    assert value(samples(registry), "reaper_jobs_skipped_total", job="slow") == 1
+    assert value(samples(registry), "reaper_jobs_skipped_total", scheduled_job="slow") == 1
 
 
 def test_a_stop_request_ends_the_cleanup_after_the_batch_in_hand(tasks: Tasks, database_url: str) -> None:
@@ -156,6 +160,189 @@ def test_a_stop_request_ends_the_cleanup_after_the_batch_in_hand(tasks: Tasks, d
     assert run is not None and run.stop_reason == "stop requested" and tasks.count() == 3
     assert value(samples(registry), "reaper_runs_total", mode="cleanup", outcome="stopped") == 1
     assert value(samples(registry), "reaper_last_success_timestamp_seconds") == 0
+
+
+# --- rescues between cleanups, and retries of a failed cleanup -----------------------------------------------
+
+
+def zombies_and_old_rows(tasks: Tasks) -> dict[str, Any]:
+    return {
+        "running": tasks.add("running", started_at=ago(hours=30)),
+        "pending": tasks.add("pending", created_at=ago(hours=3)),
+        "success": tasks.add("success", finished_at=ago(days=60)),
+        "failure": tasks.add("failure", finished_at=ago(days=30)),
+    }
+
+
+def test_a_rescue_fails_the_zombies_and_leaves_old_rows_to_the_nightly_cleanup(
+    tasks: Tasks, database_url: str
+) -> None:
+    rows = zombies_and_old_rows(tasks)
+    daemon, registry = make_daemon(settings_for(database_url), clock=lambda: NOW)
+    run = daemon.rescue()
+    assert run is not None and set(run.policies) == {"running_timeout", "pending_timeout"}
+    assert [tasks.status_of(rows[name]) for name in ("running", "pending", "success", "failure")] == [
+        "failure", "failure", "success", "failure"
+    ]
+    scraped = samples(registry)
+    assert value(scraped, "reaper_runs_total", mode="rescue", outcome="success") == 1
+    assert value(scraped, "reaper_runs_total", mode="cleanup", outcome="success") == 0
+    assert value(scraped, "reaper_reaped_tasks_total", policy="running_timeout", action="failed") == 1
+    assert value(scraped, "reaper_last_success_timestamp_seconds") == 0  # a rescue is not the nightly cleanup
+
+
+def test_rescues_run_every_rescue_interval(tasks: Tasks, database_url: str) -> None:
+    zombie = tasks.add("running", started_at=ago(hours=30))
+    with freeze_time("2026-11-29 12:00:00") as frozen:
+        daemon, registry = make_daemon(settings_for(database_url, rescue_interval_seconds=60), clock=lambda: NOW)
+        daemon.schedule_jobs()
+        frozen.move_to("2026-11-29 12:00:59")
+        daemon.tick()
+        daemon.wait_for_jobs(30)
+        assert tasks.status_of(zombie) == "running"
+        frozen.move_to("2026-11-29 12:01:01")
+        daemon.tick()
+        daemon.wait_for_jobs(30)
+        assert tasks.status_of(zombie) == "failure"
+        frozen.move_to("2026-11-29 12:02:02")
+        daemon.tick()
+        daemon.wait_for_jobs(30)
+        assert value(samples(registry), "reaper_runs_total", mode="rescue", outcome="success") == 2
+
+
+def test_a_rescue_interval_of_zero_leaves_the_zombies_to_the_nightly_cleanup(tasks: Tasks, database_url: str) -> None:
+    zombie = tasks.add("running", started_at=ago(hours=30))
+    with freeze_time("2026-11-29 12:00:00") as frozen:
+        daemon, registry = make_daemon(settings_for(database_url, rescue_interval_seconds=0), clock=lambda: NOW)
+        daemon.schedule_jobs()
+        for minutes in range(1, 13):  # an hour, in steps of five minutes
+            frozen.move_to(f"2026-11-29 {12 + minutes * 5 // 60:02d}:{minutes * 5 % 60:02d}:01")
+            daemon.tick()
+            daemon.wait_for_jobs(30)
+    assert tasks.status_of(zombie) == "running"
+    assert value(samples(registry), "reaper_runs_total", mode="rescue", outcome="success") == 0
+
+
+def test_in_shadow_mode_a_rescue_is_a_dry_run_that_keeps_the_other_candidates(tasks: Tasks, database_url: str) -> None:
+    rows = zombies_and_old_rows(tasks)
+    daemon, registry = make_daemon(settings_for(database_url), shadow=True, clock=lambda: NOW)
+    daemon.run_policies(dry_run=True)
+    tasks.add("running", started_at=ago(hours=40))
+    daemon.rescue()
+    assert tasks.status_of(rows["running"]) == "running" and tasks.status_of(rows["pending"]) == "pending"
+    scraped = samples(registry)
+    assert value(scraped, "reaper_runs_total", mode="rescue_dry_run", outcome="success") == 1
+    assert value(scraped, "reaper_runs_total", mode="rescue", outcome="success") == 0
+    assert value(scraped, "reaper_dry_run_candidates", policy="running_timeout") == 2  # the rescue's own count
+    assert value(scraped, "reaper_dry_run_candidates", policy="success_retention") == 1  # the nightly dry run's
+
+
+def test_the_audit_trail_tells_a_rescue_from_a_cleanup(tasks: Tasks, database_url: str, tmp_path: Path) -> None:
+    zombies_and_old_rows(tasks)
+    audit = tmp_path / "audit.jsonl"
+    daemon, _ = make_daemon(settings_for(database_url, audit_log=str(audit)), clock=lambda: NOW)
+    daemon.rescue()
+    tasks.add("running", started_at=ago(hours=30))
+    daemon.cleanup()
+    lines = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [line["mode"] for line in lines] == ["rescue", "scheduled"]
+    assert set(lines[0]["policies"]) == {"running_timeout", "pending_timeout"}
+    assert lines[1]["policies"]["success_retention"]["affected"] == 1
+
+
+def test_a_rescue_finds_the_lock_another_reaper_holds_and_changes_nothing(tasks: Tasks, database_url: str) -> None:
+    zombie = tasks.add("running", started_at=ago(hours=30))
+    daemon, registry = make_daemon(settings_for(database_url), clock=lambda: NOW)
+    holder = create_engine(database_url)
+    try:
+        with exclusive_run(holder, "processing_tasks"):
+            assert daemon.rescue() is None
+    finally:
+        holder.dispose()
+    assert tasks.status_of(zombie) == "running"
+    assert value(samples(registry), "reaper_runs_total", mode="rescue", outcome="locked") == 1
+
+
+def test_the_nightly_cleanup_waits_for_a_rescue_in_progress_instead_of_being_locked_out(
+    tasks: Tasks, database_url: str
+) -> None:
+    zombie = tasks.add("running", started_at=ago(hours=30))
+    old = tasks.add("success", finished_at=ago(days=60))
+    daemon, registry = make_daemon(settings_for(database_url), clock=lambda: NOW)
+    writing, go_on = threading.Event(), threading.Event()
+
+    def hold_the_rescues_write(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE") and not writing.is_set():
+            writing.set()  # the rescue holds the table's lock and is about to write
+            go_on.wait(30)
+
+    event.listen(daemon.task_table().engine, "before_cursor_execute", hold_the_rescues_write)
+    rescue = threading.Thread(target=daemon.rescue)
+    rescue.start()
+    assert writing.wait(30)
+    cleanup = threading.Thread(target=daemon.run_policies, args=(False,))
+    cleanup.start()
+    cleanup.join(0.5)
+    assert cleanup.is_alive()  # waiting for the rescue, rather than finding the lock taken and giving up
+    go_on.set()
+    rescue.join(30)
+    cleanup.join(30)
+    scraped = samples(registry)
+    assert value(scraped, "reaper_runs_total", mode="rescue", outcome="success") == 1
+    assert value(scraped, "reaper_runs_total", mode="cleanup", outcome="success") == 1
+    assert value(scraped, "reaper_runs_total", mode="cleanup", outcome="locked") == 0
+    assert tasks.get(old) is None and tasks.status_of(zombie) == "failure"
+
+
+def test_retries_of_a_failed_cleanup_wait_one_two_four_minutes_and_end_after_the_retry_window() -> None:
+    elapsed, delays = 0.0, []
+    while (delay := retry_delay_seconds(len(delays) + 1, elapsed, 6 * 3600)) is not None:
+        delays.append(delay / 60)
+        elapsed += delay
+    assert delays == [1, 2, 4, 8, 16, 32, 64, 128, 105]  # the last one lands six hours after the failure
+    assert retry_delay_seconds(1, 0, 0) is None  # REAPER_CLEANUP_RETRY_HOURS=0: no retry
+
+
+def test_a_failed_cleanup_is_tried_again_until_it_succeeds(tmp_path: Path) -> None:
+    folder = tmp_path / "not-yet"  # SQLite cannot open a database in a folder that does not exist
+    url = f"sqlite:///{folder / 'tasks.sqlite3'}"
+    clock = Clock()
+    daemon, registry = make_daemon(settings_for(url), clock=clock)
+    daemon.guarded("cleanup", daemon.cleanup)()
+    assert daemon.retry is not None and (daemon.retry.attempt, daemon.retry.due) == (1, NOW + timedelta(minutes=1))
+    clock.advance(59)
+    daemon.tick()
+    daemon.wait_for_jobs(30)
+    assert value(samples(registry), "reaper_runs_total", mode="cleanup", outcome="failure") == 1
+    clock.advance(1)
+    daemon.tick()
+    daemon.wait_for_jobs(30)
+    assert value(samples(registry), "reaper_runs_total", mode="cleanup", outcome="failure") == 2
+    assert (daemon.retry.attempt, daemon.retry.due) == (2, NOW + timedelta(minutes=3))
+    folder.mkdir()
+    engine = create_engine(url)
+    later = Tasks(engine, create_table(engine), Shape())
+    old = later.add("success", finished_at=ago(days=60))
+    clock.advance(120)
+    daemon.tick()
+    daemon.wait_for_jobs(30)
+    scraped = samples(registry)
+    assert value(scraped, "reaper_runs_total", mode="cleanup", outcome="success") == 1
+    assert daemon.retry is None and later.get(old) is None
+    engine.dispose()
+
+
+def test_a_cleanup_that_keeps_failing_is_not_retried_past_the_retry_window(tmp_path: Path) -> None:
+    clock = Clock()
+    url = f"sqlite:///{tmp_path / 'not-yet' / 'tasks.sqlite3'}"
+    daemon, registry = make_daemon(settings_for(url, cleanup_retry_hours=0.05), clock=clock)  # three minutes
+    daemon.guarded("cleanup", daemon.cleanup)()
+    while daemon.retry is not None:
+        clock.now = daemon.retry.due
+        daemon.tick()
+        daemon.wait_for_jobs(30)
+    assert clock.now == NOW + timedelta(minutes=3)  # tries at 1, 3 (1 + 2): the window ends there
+    assert value(samples(registry), "reaper_runs_total", mode="cleanup", outcome="failure") == 3
 
 
 # --- the statistics poll -------------------------------------------------------------------------------------
@@ -303,7 +490,8 @@ def test_the_http_endpoints_serve_metrics_health_and_readiness(served: tuple[Dae
     assert get(base + "/readyz")[0] == 503  # no poll yet
     daemon.poll()
     status, body = get(base + "/metrics")
-    assert status == 200 and 'reaper_stale_tasks{status="running",task_type="download"} 1.0' in body
+    assert status == 200
+    assert 'reaper_stale_tasks{status="running",table="processing_tasks",task_type="download"} 1.0' in body
     assert get(base + "/healthz")[0] == 200
     assert get(base + "/readyz")[0] == 200
     assert get(base + "/nope")[0] == 404
@@ -377,11 +565,12 @@ def test_the_demo_daemon_serves_live_metrics_reloads_on_sighup_and_stops_on_sigt
     process, base = start_daemon(tmp_path, "--demo")
     try:
         status, body = get(base + "/metrics")  # the first scrape already has the numbers
-        assert status == 200 and 'reaper_stale_tasks{status="pending",task_type=' in body
-        assert "reaper_database_up 1.0" in body
+        assert status == 200 and 'reaper_stale_tasks{status="pending",table="processing_tasks",task_type=' in body
+        assert 'reaper_database_up{table="processing_tasks"} 1.0' in body
         process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 10
-        while 'reaper_config_reloads_total{outcome="success"} 1.0' not in get(base + "/metrics")[1]:
+        reloaded = 'reaper_config_reloads_total{outcome="success",table="processing_tasks"} 1.0'
+        while reloaded not in get(base + "/metrics")[1]:
             assert time.monotonic() < deadline, "SIGHUP did not reload"
             time.sleep(0.2)
         started = time.monotonic()

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
@@ -33,15 +34,25 @@ MARIADB_INIT = ROOT / "deploy" / "compose" / "mariadb-init.sql"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 KUBERNETES = ROOT / "deploy" / "kubernetes"
+MONITORING_DOC = ROOT / "docs" / "monitoring.md"
+RUNBOOK_URL = "docs/runbook.md"  # mixin/config.libsonnet's runbookUrlBase, as the shipped files are rendered
+# The schemas the manifests are checked against (kubernetes-validate, offline); custom resources have none there.
+KUBERNETES_VERSION = "1.30.0"
+CUSTOM_RESOURCES = {"ServiceMonitor", "PrometheusRule"}
 
 METRICS_PORT = 7327
 DATASOURCE_REF = {"type": "prometheus", "uid": "${datasource}"}
 # The values an end-to-end check gives the template variables that may appear in a panel's query.
-TEMPLATE_VALUES = {"$__rate_interval": "1m", "$task_type": ".*"}
+TEMPLATE_VALUES = {
+    "$__rate_interval": "1m", "$task_type": ".*", "$job": ".*", "$instance": ".*", "$table": ".*",
+}
+# Every reaper metric of the dashboard is selected with these matchers.
+DASHBOARD_SCOPE = 'job="reaper",job=~"$job",instance=~"$instance",table=~"$table"'
 COMPOSE_SERVICES = {"mariadb", "reaper", "prometheus", "alertmanager", "grafana"}
 
 _METRIC_SELECTOR = re.compile(r"\b(reaper_[a-z0-9_]+)\b\s*(\{[^}]*\})?")
-_README_METRIC = re.compile(r"^\| `(reaper_[a-z0-9_]+)` \|", re.MULTILINE)
+_DOCUMENTED_METRIC = re.compile(r"^\| `(reaper_[a-z0-9_]+)` \|", re.MULTILINE)
+_GROUPING = re.compile(r"\b(?:by|without) \(([^)]*)\)")
 
 
 # Helpers
@@ -61,8 +72,10 @@ def dashboard_panels(dashboard: dict[str, Any] | None = None) -> list[dict[str, 
 
 
 def dashboard_expressions() -> list[str]:
-    """Every PromQL expression of the dashboard's panels, as written (template variables unreplaced)."""
-    return [target["expr"] for panel in dashboard_panels() for target in panel.get("targets", []) if "expr" in target]
+    """Every PromQL expression of the dashboard's panels and annotations, as written (template variables unreplaced)."""
+    dashboard = load_dashboard()
+    panels = [target["expr"] for panel in dashboard_panels() for target in panel.get("targets", []) if "expr" in target]
+    return panels + [note["expr"] for note in dashboard["annotations"]["list"] if "expr" in note]
 
 
 def concrete_expression(expr: str) -> str:
@@ -167,14 +180,19 @@ def test_the_dashboard_has_no_inputs_and_chooses_its_prometheus_through_a_dataso
     assert variables["datasource"]["query"] == "prometheus"
 
 
-def test_the_task_type_variable_lists_the_daemons_task_types_and_defaults_to_all_of_them() -> None:
+def test_the_job_instance_table_and_task_type_variables_narrow_each_other_and_default_to_all() -> None:
     variables = {v["name"]: v for v in load_dashboard()["templating"]["list"]}
-    task_type = variables["task_type"]
-    assert task_type["type"] == "query"
-    assert task_type["datasource"] == DATASOURCE_REF
-    assert task_type["definition"] == 'label_values(reaper_tasks{job="reaper"}, task_type)'
-    assert task_type["multi"] is True and task_type["includeAll"] is True
-    assert task_type["allValue"] == ".*"
+    assert list(variables) == ["datasource", "job", "instance", "table", "task_type"]
+    assert variables["job"]["definition"] == 'label_values(reaper_build_info{job="reaper"}, job)'
+    assert variables["instance"]["definition"] == 'label_values(reaper_build_info{job="reaper",job=~"$job"}, instance)'
+    assert variables["table"]["definition"] == (
+        'label_values(reaper_build_info{job="reaper",job=~"$job",instance=~"$instance"}, table)'
+    )
+    assert variables["task_type"]["definition"] == f"label_values(reaper_tasks{{{DASHBOARD_SCOPE}}}, task_type)"
+    for name in ("job", "instance", "table", "task_type"):
+        variable = variables[name]
+        assert variable["type"] == "query" and variable["datasource"] == DATASOURCE_REF, name
+        assert variable["multi"] is True and variable["includeAll"] is True and variable["allValue"] == ".*", name
 
 
 def test_every_panel_and_query_uses_the_datasource_variable() -> None:
@@ -188,7 +206,7 @@ def test_every_panel_and_query_uses_the_datasource_variable() -> None:
 
 
 def test_every_panel_has_a_unique_id_a_place_a_description_and_a_unit() -> None:
-    panels = [p for p in dashboard_panels() if p["type"] != "row"]
+    panels = [p for p in dashboard_panels() if p["type"] not in {"row", "text"}]
     ids = [p["id"] for p in dashboard_panels()]
     assert len(ids) == len(set(ids)), f"duplicate panel ids: {sorted(ids)}"
     assert panels, "the dashboard has no panels"
@@ -197,7 +215,7 @@ def test_every_panel_has_a_unique_id_a_place_a_description_and_a_unit() -> None:
         assert set(panel["gridPos"]) >= {"x", "y", "w", "h"}, panel["title"]
         assert panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24, panel["title"]
         assert panel["description"].strip(), panel["title"]
-        assert panel["fieldConfig"]["defaults"]["unit"] in {"s", "short"}, panel["title"]
+        assert panel["fieldConfig"]["defaults"]["unit"] in {"s", "short", "percentunit"}, panel["title"]
         assert panel["targets"], panel["title"]
         ref_ids = [t["refId"] for t in panel["targets"]]
         assert len(ref_ids) == len(set(ref_ids)), panel["title"]
@@ -213,32 +231,50 @@ def test_no_two_panels_overlap() -> None:
                 cells[(x, y)] = panel["title"]
 
 
-def test_every_reaper_metric_in_the_dashboard_is_selected_with_job_reaper() -> None:
+def test_every_reaper_metric_in_the_dashboard_is_selected_with_the_selector_and_the_variables() -> None:
     expressions = dashboard_expressions()
     assert expressions
     for expr in expressions:
         matches = list(_METRIC_SELECTOR.finditer(expr))
         assert matches, f"no reaper metric in {expr!r}"
         for match in matches:
-            assert match.group(2) and 'job="reaper"' in match.group(2), (
-                f"{match.group(1)} without job=\"reaper\" in {expr!r}"
+            assert match.group(2) and match.group(2).startswith("{" + DASHBOARD_SCOPE), (
+                f"{match.group(1)} without {DASHBOARD_SCOPE} in {expr!r}"
             )
 
 
-def test_the_dashboard_uses_only_metrics_the_readme_documents() -> None:
-    documented = set(_README_METRIC.findall((ROOT / "README.md").read_text(encoding="utf-8")))
+def test_every_aggregation_of_the_dashboard_keeps_tables_apart() -> None:
+    # Two reapers watching two tables on one Prometheus must never be added up into one line.
+    for expr in dashboard_expressions():
+        for grouping in _GROUPING.findall(expr):
+            labels = {label.strip() for label in grouping.split(",")}
+            assert "table" in labels or "row" in labels, f"by ({grouping}) drops the table in {expr!r}"
+        assert not re.search(r"\b(?:sum|max|min|avg|count)\s*\(", expr), f"an aggregation without by in {expr!r}"
+
+
+def test_the_dashboard_uses_only_metrics_the_monitoring_guide_documents() -> None:
+    documented = set(_DOCUMENTED_METRIC.findall(MONITORING_DOC.read_text(encoding="utf-8")))
     assert "reaper_tasks" in documented and "reaper_reaped_tasks_total" in documented
     used = {m.group(1) for expr in dashboard_expressions() for m in _METRIC_SELECTOR.finditer(expr)}
-    assert used <= documented, f"not in the README's metrics table: {sorted(used - documented)}"
+    assert used <= documented, f"not in the metrics table of docs/monitoring.md: {sorted(used - documented)}"
 
 
-def test_the_dashboard_shows_every_metric_the_brief_asks_for() -> None:
+def test_the_monitoring_guide_documents_every_metric_the_daemon_exports() -> None:
+    documented = set(_DOCUMENTED_METRIC.findall(MONITORING_DOC.read_text(encoding="utf-8")))
+    # The daemon exports no *_created series (reaper.service turns them off).
+    exported = {name for name in exported_metric_names() if name.startswith("reaper_")}
+    exported = {name for name in exported if not name.endswith("_created")}
+    assert exported <= documented, f"not in the metrics table of docs/monitoring.md: {sorted(exported - documented)}"
+
+
+def test_the_dashboard_shows_every_metric_an_operator_watches() -> None:
     used = {m.group(1) for expr in dashboard_expressions() for m in _METRIC_SELECTOR.finditer(expr)}
     assert used >= {
         "reaper_tasks", "reaper_stale_tasks", "reaper_oldest_task_age_seconds", "reaper_reaped_tasks_total",
         "reaper_runs_total", "reaper_run_duration_seconds", "reaper_last_success_timestamp_seconds",
         "reaper_database_up", "reaper_threshold_seconds", "reaper_dry_run_candidates",
         "reaper_task_type_threshold_seconds", "reaper_heartbeat_timeout_seconds",
+        "reaper_task_type_oldest_age_seconds", "reaper_last_totals_timestamp_seconds",
     }
 
 
@@ -250,20 +286,54 @@ def test_the_dashboard_uses_only_metrics_the_daemon_exports() -> None:
 
 
 def test_the_dashboard_shows_the_thresholds_of_each_task_type_beside_the_defaults() -> None:
-    panels = [p for p in dashboard_panels()
-              if any("reaper_task_type_threshold_seconds" in t.get("expr", "") for t in p.get("targets", []))]
-    assert len(panels) == 1, [p["title"] for p in panels]
-    (panel,) = panels
+    # The other panels that read it compare each type's oldest task with its limit.
+    (panel,) = [p for p in dashboard_panels() if p["title"] == "Thresholds by task type"]
     assert panel["type"] == "table"
     assert panel["fieldConfig"]["defaults"]["unit"] == "s"
     expressions = [t["expr"] for t in panel["targets"]]
     assert all(t.get("format") == "table" and t.get("instant") is True for t in panel["targets"])
     joined = "\n".join(expressions)
-    assert re.search(r"by \(task_type, threshold\) \(reaper_task_type_threshold_seconds\{", joined), joined
+    assert re.search(r"by \(row, threshold\) \(label_join\(reaper_task_type_threshold_seconds\{", joined), joined
     # The global values sit in the same table, as a row of their own, so that each type compares with them.
     assert "reaper_threshold_seconds{" in joined and "reaper_heartbeat_timeout_seconds{" in joined
     (matrix,) = [t["options"] for t in panel["transformations"] if t["id"] == "groupingToMatrix"]
-    assert (matrix["rowField"], matrix["columnField"], matrix["valueField"]) == ("task_type", "threshold", "Value")
+    assert (matrix["rowField"], matrix["columnField"], matrix["valueField"]) == ("row", "threshold", "Value")
+    assert '"row", " / ", "table", "task_type"' in joined  # a row per table and task type
+
+
+def test_the_oldest_task_of_each_type_is_shown_against_its_own_limit_in_red_above_it() -> None:
+    (panel,) = [p for p in dashboard_panels() if p["title"] == "Oldest task of each type against its limit"]
+    assert panel["type"] == "table"
+    ratio = panel["targets"][2]["expr"]
+    for metric in ("reaper_task_type_oldest_age_seconds", "reaper_task_type_threshold_seconds",
+                   "reaper_threshold_seconds"):
+        assert metric + "{" in ratio, metric  # each type's own limit, else the default one
+    (share,) = [o for o in panel["fieldConfig"]["overrides"] if o["matcher"]["options"] == "of its limit"]
+    properties = {item["id"]: item["value"] for item in share["properties"]}
+    assert properties["unit"] == "percentunit"
+    assert properties["thresholds"]["steps"][-1] == {"color": "red", "value": 1}
+    (stat,) = [p for p in dashboard_panels() if p["title"] == "Oldest task against its limit"]
+    assert stat["fieldConfig"]["defaults"]["thresholds"]["steps"][-1] == {"color": "red", "value": 1}
+
+
+def test_the_dashboard_links_to_the_runbook_and_to_each_alerts_section() -> None:
+    dashboard = load_dashboard()
+    assert [link["url"] for link in dashboard["links"]] == [RUNBOOK_URL]
+    (alerts,) = [p for p in dashboard_panels() if p["type"] == "text"]
+    rules = yaml.safe_load((ROOT / "alerts" / "reaper-rules.yml").read_text(encoding="utf-8"))
+    for rule in rules["groups"][0]["rules"]:
+        assert f"({rule['annotations']['runbook_url']})" in alerts["options"]["content"], rule["alert"]
+    linked = {link["url"] for panel in dashboard_panels() for link in panel.get("links", [])}
+    assert {rule["annotations"]["runbook_url"] for rule in rules["groups"][0]["rules"]} - linked <= {
+        f"{RUNBOOK_URL}#reaperdown", f"{RUNBOOK_URL}#reaperabsent",  # no panel without a scrape
+    }
+
+
+def test_the_dashboard_marks_each_cleanup_from_reaper_runs_total() -> None:
+    (cleanups,) = [note for note in load_dashboard()["annotations"]["list"] if note.get("name") == "Cleanups"]
+    assert cleanups["datasource"] == DATASOURCE_REF and cleanups["enable"] is True
+    assert "increase(reaper_runs_total{" in cleanups["expr"] and 'mode="cleanup"' in cleanups["expr"]
+    assert "{{outcome}}" in cleanups["titleFormat"]
 
 
 def test_the_default_heartbeat_limit_is_shown_with_the_default_thresholds() -> None:
@@ -286,9 +356,9 @@ def test_every_panel_of_reaped_rows_shows_requeued_beside_failed_and_deleted() -
     assert found
 
 
-def test_queries_use_no_template_variables_but_rate_interval_and_task_type() -> None:
+def test_queries_use_no_template_variables_but_the_rate_interval_and_the_four_variables() -> None:
     for expr in dashboard_expressions():
-        assert "$" not in concrete_expression(expr), expr
+        assert "$" not in concrete_expression(expr).replace('"$1"', ""), expr  # $1: label_replace's group
 
 
 @pytest.mark.external
@@ -358,6 +428,20 @@ def test_compose_brings_up_the_database_reaper_prometheus_alertmanager_and_grafa
     assert services["prometheus"]["image"].startswith("prom/prometheus")
     assert services["alertmanager"]["image"].startswith("prom/alertmanager")
     assert services["grafana"]["image"].startswith("grafana/grafana")
+
+
+def test_compose_starts_reaper_in_shadow_mode_archiving_to_a_named_volume() -> None:
+    compose = load_yaml_documents(COMPOSE)[0]
+    reaper = compose["services"]["reaper"]
+    assert reaper["command"] == ["--dry-run"]
+    text = COMPOSE.read_text(encoding="utf-8")
+    assert "To let it write, delete this line" in text.split('command: ["--dry-run"]')[0].splitlines()[-2]
+    env = reaper["environment"]
+    assert env["REAPER_ARCHIVE"] == "jsonl"
+    volume, target = reaper["volumes"][0].split()[0].split(":")[:2]
+    assert volume in compose["volumes"] and target == "/data"  # named, not a bind mount
+    for setting in ("REAPER_ARCHIVE_DIR", "REAPER_AUDIT_LOG"):
+        assert env[setting].startswith(target + "/"), setting
 
 
 def test_compose_builds_reaper_here_and_starts_it_once_the_database_is_healthy() -> None:
@@ -464,16 +548,62 @@ def test_the_build_context_leaves_out_git_caches_virtualenvs_and_databases() -> 
 def test_the_kubernetes_deployment_runs_the_daemon_as_non_root_with_a_read_only_root() -> None:
     deployment = kubernetes_object("deployment.yaml", "Deployment")
     assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # the volume is ReadWriteOnce
     pod = deployment["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] != 0
     (container,) = pod["containers"]
-    assert "args" not in container and "command" not in container  # the image's ENTRYPOINT: the daemon
+    assert "command" not in container  # the image's ENTRYPOINT: the daemon
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def _archives_on_a_claim(file_name: str, kind: str, pod: dict[str, Any], claim_file: str) -> None:
+    """The pod archives with jsonl, and both the archives and the audit log sit on the claim of ``claim_file``."""
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["REAPER_ARCHIVE"] == "jsonl", file_name
+    claim = kubernetes_object(claim_file, "PersistentVolumeClaim")
     volumes = {v["name"]: v for v in pod["volumes"]}
-    data = [m for m in container["volumeMounts"] if m["mountPath"] == "/data"]
-    assert data and "emptyDir" in volumes[data[0]["name"]]
+    mounts = [m for m in container["volumeMounts"]
+              if volumes[m["name"]].get("persistentVolumeClaim", {}).get("claimName") == claim["metadata"]["name"]]
+    assert len(mounts) == 1, f"{file_name}: the {kind} does not mount {claim_file}"
+    for setting in ("REAPER_ARCHIVE_DIR", "REAPER_AUDIT_LOG"):
+        assert env[setting].startswith(mounts[0]["mountPath"] + "/"), (file_name, setting)
+
+
+def test_the_kubernetes_deployment_starts_in_shadow_mode_and_says_how_to_leave_it() -> None:
+    pod = kubernetes_object("deployment.yaml", "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["--dry-run"]
+    text = (KUBERNETES / "deployment.yaml").read_text(encoding="utf-8")
+    assert "SHADOW MODE" in text and "To let it write, delete the `args` line" in text
+    _archives_on_a_claim("deployment.yaml", "Deployment", pod, "persistentvolumeclaim.yaml")
+
+
+def test_the_kubernetes_cronjob_starts_in_shadow_mode_and_archives_on_a_claim_of_its_own() -> None:
+    cronjob = kubernetes_object("cronjob.yaml", "CronJob")
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert "--dry-run" in container["args"]
+    text = (KUBERNETES / "cronjob.yaml").read_text(encoding="utf-8")
+    assert "SHADOW MODE" in text and 'To let it write, delete "--dry-run"' in text
+    _archives_on_a_claim("cronjob.yaml", "CronJob", pod, "cronjob-persistentvolumeclaim.yaml")
+    daemon = kubernetes_object("persistentvolumeclaim.yaml", "PersistentVolumeClaim")
+    own = kubernetes_object("cronjob-persistentvolumeclaim.yaml", "PersistentVolumeClaim")
+    assert daemon["metadata"]["name"] != own["metadata"]["name"]  # ReadWriteOnce: not shared with the daemon
+
+
+@pytest.mark.parametrize("path", sorted(KUBERNETES.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_kubernetes_file_holds_one_object_that_validates_against_its_schema(path: Path) -> None:
+    (document,) = load_yaml_documents(path)
+    if document["kind"] in CUSTOM_RESOURCES:
+        assert document["apiVersion"] == "monitoring.coreos.com/v1"  # no schema offline: the tests above check them
+        return
+    try:
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        pytest.fail(f"{path.name}: {error.message} at {'.'.join(map(str, error.path))}")
 
 
 def test_the_kubernetes_deployment_probes_healthz_and_readyz_on_port_7327() -> None:
@@ -536,7 +666,6 @@ def test_the_cronjob_runs_reaper_once_daily_at_two_and_never_overlaps() -> None:
     (container,) = pod["containers"]
     command = container.get("command", ["reaper"]) + container.get("args", [])
     assert command[0] == "reaper" and "--once" in command
-    assert "--dry-run" not in command
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     env = {e["name"]: e for e in container["env"]}

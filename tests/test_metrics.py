@@ -26,6 +26,8 @@ def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str
 
 
 def value(scraped: dict[Any, float], name: str, **labels: str) -> float:
+    """The sample of ``name`` with ``labels``, of the tests' table unless ``table`` is given: every series names it."""
+    labels.setdefault("table", "processing_tasks")
     return scraped[(name, tuple(sorted(labels.items())))]
 
 
@@ -167,3 +169,56 @@ def test_the_heartbeat_limit_is_exported_only_when_a_heartbeat_column_is_set(tas
     daemon, registry = make_daemon(settings_for(database_url, columns=columns, heartbeat_timeout_minutes=5))
     daemon.poll()
     assert value(samples(registry), "reaper_heartbeat_timeout_seconds") == 300
+
+
+def test_every_series_names_the_table_the_daemon_watches(make_tasks: Any, database_url: str) -> None:
+    shape = Shape(name="video_jobs")
+    fill(make_tasks(shape))
+    daemon, registry = make_daemon(settings_for(database_url, shape))
+    daemon.poll()
+    daemon.run_policies(dry_run=False)
+    reaper_series = [(name, dict(labels)) for name, labels in samples(registry) if name.startswith("reaper_")]
+    assert {name for name, _ in reaper_series} >= {"reaper_tasks", "reaper_runs_total", "reaper_build_info"}
+    assert all(labels.get("table") == "video_jobs" for _, labels in reaper_series), [
+        name for name, labels in reaper_series if labels.get("table") != "video_jobs"
+    ]
+
+
+def test_scheduled_job_counters_name_their_job_in_a_label_prometheus_keeps(tasks: Tasks, database_url: str) -> None:
+    daemon, registry = make_daemon(settings_for(database_url))
+    daemon.guarded("cleanup", lambda: 1 / 0)()
+    scraped = samples(registry)
+    # A label named job would arrive as exported_job: Prometheus sets job to the scrape job's name.
+    assert value(scraped, "reaper_job_failures_total", scheduled_job="cleanup", kind="ZeroDivisionError") == 1
+    assert not any("job" in dict(labels) for _, labels in scraped)
+
+
+def test_the_oldest_task_of_each_type_is_exported_beside_the_oldest_of_all(tasks: Tasks, database_url: str) -> None:
+    fill(tasks)  # download running 30 h and 1 h, video_slice running 50 h, download pending 3 h
+    daemon, registry = make_daemon(settings_for(database_url))
+    daemon.poll()
+    scraped = samples(registry)
+    oldest = "reaper_task_type_oldest_age_seconds"
+    assert value(scraped, oldest, status="running", task_type="download") == 30 * 3600
+    assert value(scraped, oldest, status="running", task_type="video_slice") == 50 * 3600
+    assert value(scraped, oldest, status="pending", task_type="download") == 3 * 3600
+    assert [labels for name, labels in scraped if name == oldest and ("task_type", "video_slice") in labels
+            and ("status", "pending") in labels] == []  # no pending video_slice task: no sample
+
+
+def test_another_table_after_a_reload_starts_its_series_afresh(make_tasks: Any, database_url: str) -> None:
+    fill(make_tasks())
+    make_tasks(Shape(name="other_tasks"))
+    registry = CollectorRegistry()
+    daemon = Daemon(
+        settings_for(database_url), lambda: settings_for(database_url, Shape(name="other_tasks")),
+        ReaperMetrics(registry, "9.9.9"), schedule.Scheduler(), clock=lambda: NOW,
+    )
+    daemon.run_policies(dry_run=False)
+    assert value(samples(registry), "reaper_runs_total", mode="cleanup", outcome="success") == 1
+    assert daemon.reload()
+    daemon.poll()
+    scraped = samples(registry)
+    assert value(scraped, "reaper_runs_total", mode="cleanup", outcome="success", table="other_tasks") == 0
+    assert value(scraped, "reaper_tasks", status="running", task_type="unknown", table="other_tasks") == 0
+    assert not any(("table", "processing_tasks") in labels for _, labels in scraped)

@@ -87,6 +87,32 @@ def test_the_totals_interval_defaults_to_ten_minutes_and_accepts_a_fraction(monk
     assert load_settings().totals_interval_seconds == 0.5
 
 
+def test_zombies_are_rescued_every_five_minutes_and_a_failed_cleanup_retried_for_six_hours_by_default() -> None:
+    settings = load_settings()
+    assert (settings.rescue_interval_seconds, settings.cleanup_retry_hours) == (300, 6)
+
+
+def test_a_rescue_interval_of_zero_turns_rescues_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REAPER_RESCUE_INTERVAL_SECONDS", "0")
+    assert load_settings().rescue_interval_seconds == 0
+
+
+@pytest.mark.parametrize("value", ["5", "-1", "nan", "often"])
+def test_a_rescue_interval_that_would_hammer_the_database_or_is_no_number_is_rejected(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("REAPER_RESCUE_INTERVAL_SECONDS", value)
+    with pytest.raises(ConfigError, match="invalid setting REAPER_RESCUE_INTERVAL_SECONDS"):
+        load_settings()
+
+
+@pytest.mark.parametrize("value", ["-1", "25", "inf"])
+def test_a_cleanup_retry_window_outside_a_day_is_rejected(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("REAPER_CLEANUP_RETRY_HOURS", value)
+    with pytest.raises(ConfigError, match="invalid setting REAPER_CLEANUP_RETRY_HOURS"):
+        load_settings()
+
+
 @pytest.mark.parametrize("role", ["ID", "STATUS", "CREATED_AT"])
 def test_a_required_column_cannot_be_emptied(monkeypatch: pytest.MonkeyPatch, role: str) -> None:
     monkeypatch.setenv(f"REAPER_COLUMNS__{role}", "")

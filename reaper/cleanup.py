@@ -1,7 +1,8 @@
 """A real (writing) pass, as both the command line and the daemon run it.
 
-Under the one-reaper lock, with deleted rows archived as configured, and one audit line when it
-changed data. Options come from the settings the same way for both callers.
+Under the one-reaper lock, rows that no column dates dated first where the table needs it (see
+``undated``), with deleted rows archived as configured, and one audit line when it changed data.
+Options come from the settings the same way for both callers.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from reaper.policies import Policy
 from reaper.reap import RunOptions, RunResult, run_policies
 from reaper.settings import Settings
 from reaper.table import TaskTable
+from reaper.undated import date_undated
 
 
 def run_options(settings: Settings, dry_run: bool, **extra: Any) -> RunOptions:
@@ -39,6 +41,7 @@ def exclusive_cleanup(
 ) -> RunResult:
     """Run ``policies`` for real under the table's lock, archiving, then append the audit line."""
     with exclusive_run(table.engine, table.name) as lock:
+        date_undated(table, [policy.status for policy in policies], now, options.batch_size)
         archive = open_archive(settings.archive, settings.archive_dir, settings.archive_table, table.table,
                                table.engine, now)
         run = run_policies(table, policies, now, replace(options, still_exclusive=lock.held, archive=archive))

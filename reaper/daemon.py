@@ -42,6 +42,8 @@ SHUTDOWN_GRACE_SECONDS = 10.0
 DATABASE_KEYS = {
     "database_url", "database_timezone", "table", "columns", "statuses",
     "lock_timeout_seconds", "statement_timeout_seconds",
+    # What a failure writes and whether undated rows are dated come with the table (TaskTable).
+    "preset", "celery_result_serializer",
     # Whether some policy requeues decides how pending rows are dated (TaskTable.pending_since_update).
     "task_types", "running_timeout_action", "pending_timeout_action",
 }

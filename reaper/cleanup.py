@@ -40,7 +40,7 @@ def exclusive_cleanup(
     table: TaskTable, policies: Sequence[Policy], now: datetime, options: RunOptions, settings: Settings, mode: str
 ) -> RunResult:
     """Run ``policies`` for real under the table's lock, archiving, then append the audit line."""
-    with exclusive_run(table.engine, table.name) as lock:
+    with exclusive_run(table.engine, table.qualified_name) as lock:
         date_undated(table, [policy.status for policy in policies], now, options.batch_size)
         archive = open_archive(settings.archive, settings.archive_dir, settings.archive_table, table.table,
                                table.engine, now)

@@ -303,7 +303,8 @@ def _run(mode: Mode, args: argparse.Namespace, settings: Settings, reload_settin
             return EXIT_OK
         if mode.name == "indexes":
             advice = check_indexes(table)
-            _emit(mode, {"indexes": [asdict(item) for item in advice]}, render_index_report(advice, table.name))
+            report = render_index_report(advice, table.qualified_name)
+            _emit(mode, {"indexes": [asdict(item) for item in advice]}, report)
             return EXIT_OK
         return _clean(mode, args, settings, table, now)
 

@@ -48,11 +48,12 @@ def _wanted(table: TaskTable) -> dict[tuple[str, ...], str]:
 
 
 def _existing(table: TaskTable) -> list[tuple[str, ...]]:
-    inspector = inspect(table.engine)
+    inspector, schema = inspect(table.engine), table.table.schema
     # An expression in an index has no column name (None): "" never equals a column's name.
-    found = [tuple(name or "" for name in index["column_names"]) for index in inspector.get_indexes(table.name)]
-    found += [tuple(unique["column_names"]) for unique in inspector.get_unique_constraints(table.name)]
-    found.append(tuple(inspector.get_pk_constraint(table.name)["constrained_columns"]))
+    indexes = inspector.get_indexes(table.name, schema=schema)
+    found = [tuple(name or "" for name in index["column_names"]) for index in indexes]
+    found += [tuple(unique["column_names"]) for unique in inspector.get_unique_constraints(table.name, schema=schema)]
+    found.append(tuple(inspector.get_pk_constraint(table.name, schema=schema)["constrained_columns"]))
     return found
 
 

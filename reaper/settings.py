@@ -158,6 +158,7 @@ class Settings(BaseSettings):
     database_url: str = DEFAULT_DATABASE_URL
     database_timezone: str = "UTC"
     table: str = "processing_tasks"
+    table_schema: str | None = None  # the table's schema (PostgreSQL) or database (MySQL); None: the default
     columns: Columns = Columns()
     statuses: Statuses = Statuses()
     running_timeout_hours: float = Field(24.0, gt=0, le=MAX_HOURS, allow_inf_nan=False)
@@ -246,7 +247,7 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown time zone {value!r}") from None
         return value
 
-    @field_validator("audit_log", "archive_table", mode="before")
+    @field_validator("audit_log", "archive_table", "table_schema", mode="before")
     @classmethod
     def _empty_means_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value

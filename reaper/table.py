@@ -74,6 +74,11 @@ class TaskTable:
         return self.table.name
 
     @property
+    def qualified_name(self) -> str:
+        """The table's name with its schema, when one was set: what tells two tables apart in one database."""
+        return f"{self.table.schema}.{self.table.name}" if self.table.schema else self.table.name
+
+    @property
     def id(self) -> Column[Any]:
         """The primary-key column used for keyset batches."""
         return self.columns["id"]
@@ -240,14 +245,17 @@ def _stores_zone(column: Column[Any]) -> bool:
 
 
 def _reflect(engine: Engine, settings: Settings) -> Table:
+    schema, url = settings.table_schema, settings.safe_database_url
+    if schema is not None and schema not in inspect(engine).get_schema_names():
+        raise SchemaError(f"schema {schema!r} not found in {url} (REAPER_TABLE_SCHEMA)")
     try:
-        return Table(settings.table, MetaData(), autoload_with=engine)
+        return Table(settings.table, MetaData(), schema=schema, autoload_with=engine)
     except NoSuchTableError:
-        names = inspect(engine).get_table_names()
-        hint = f"; tables there: {', '.join(sorted(names)[:10])}" if names else "; the database has no tables"
-        raise SchemaError(
-            f"table {settings.table!r} not found in {settings.safe_database_url} (REAPER_TABLE){hint}"
-        ) from None
+        pass
+    names = inspect(engine).get_table_names(schema=schema)
+    where = url if schema is None else f"schema {schema!r} of {url}"
+    hint = f"; tables there: {', '.join(sorted(names)[:10])}" if names else "; there are no tables there"
+    raise SchemaError(f"table {settings.table!r} not found in {where} (REAPER_TABLE){hint}")
 
 
 def _optional_preset_roles(settings: Settings) -> set[str]:

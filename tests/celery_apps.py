@@ -15,8 +15,12 @@ from celery.app.task import Context
 TASK_NAME = "app.tasks.resize"
 
 
-def celery_app(database_url: str, extended: bool = False, serializer: str = "json", table: str | None = None) -> Any:
-    """Return a Celery app whose result backend is the test database (tables created at start)."""
+def celery_app(
+    database_url: str, extended: bool = False, serializer: str = "json", table: str | None = None,
+    schema: str | None = None,
+) -> Any:
+    """Return a Celery app whose result backend is the test database (tables created at start); ``table``
+    and ``schema`` are Celery's ``database_table_names`` and ``database_table_schemas`` for its task table."""
     app = Celery("reaper-tests", set_as_current=False)
     app.conf.update(
         result_backend=f"db+{database_url}",
@@ -26,6 +30,7 @@ def celery_app(database_url: str, extended: bool = False, serializer: str = "jso
         result_accept_content=["json", serializer],
         database_create_tables_at_setup=True,
         database_table_names={"task": table} if table else {},
+        database_table_schemas={"task": schema} if schema else {},
     )
     return app
 

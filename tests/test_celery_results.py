@@ -19,10 +19,10 @@ from billiard.exceptions import WorkerLostError
 from celery import states
 from celery.exceptions import TaskRevokedError
 from freezegun import freeze_time
-from sqlalchemy import MetaData, Table, create_engine, select
+from sqlalchemy import MetaData, Table, create_engine, select, text
 
 from celery_apps import TASK_NAME, celery_app, store
-from helpers import NOW, ago
+from helpers import BACKENDS, NOW, ago
 from reaper.celery_results import serialize_exception
 from reaper.cli import main
 
@@ -119,6 +119,38 @@ def test_a_renamed_table_needs_only_the_table_setting(database_url: str) -> None
     with pytest.raises(WorkerLostError, match="^reaper running_timeout"):
         app.AsyncResult("zombie").get(timeout=1)
     assert app.AsyncResult("old-success").state == states.PENDING
+
+
+@pytest.mark.parametrize("backend", [name for name in BACKENDS if name == "postgresql"], indirect=True)
+def test_a_table_in_a_schema_of_its_own_needs_only_the_schema_setting(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine = create_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE SCHEMA results"))
+    engine.dispose()
+    app = celery_app(database_url, schema="results")  # Celery's database_table_schemas
+    fill(app)
+    monkeypatch.setenv("REAPER_TABLE_SCHEMA", "results")
+    reap_twice(database_url)
+    with pytest.raises(WorkerLostError, match="^reaper running_timeout"):
+        app.AsyncResult("zombie").get(timeout=1)
+    capsys.readouterr()
+    assert main(["--preset", "celery", "--database-url", database_url, "--check-indexes"]) == 0
+    report = capsys.readouterr().out
+    assert "on results.celery_taskmeta:" in report and "present  (date_done)" in report
+    assert "ON results.celery_taskmeta (status, date_done, id);" in report
+
+
+def test_a_schema_that_does_not_exist_is_a_one_line_error_naming_it(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    celery_app(database_url).backend  # noqa: B018 - Celery creates its tables
+    monkeypatch.setenv("REAPER_TABLE_SCHEMA", "reslts")
+    capsys.readouterr()
+    assert main(["--preset", "celery", "--database-url", database_url, "--stats-only"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("reaper: error:")]
+    assert len(errors) == 1 and "schema 'reslts' not found" in errors[0] and "REAPER_TABLE_SCHEMA" in errors[0]
 
 
 def test_a_zombie_is_dated_by_the_first_real_run_and_not_by_a_dry_run(database_url: str) -> None:

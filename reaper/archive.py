@@ -125,10 +125,10 @@ class TableArchive:
         self.table = _archive_table(source, name)
         self.archived_at = started.replace(tzinfo=None)  # naive UTC, like the DateTime column
         self.location = f"table {name}"
-        if not inspect(engine).has_table(name):
+        if not inspect(engine).has_table(name, schema=source.schema):
             self.table.create(engine)
         else:
-            existing = {column["name"] for column in inspect(engine).get_columns(name)}
+            existing = {column["name"] for column in inspect(engine).get_columns(name, schema=source.schema)}
             missing = [column.name for column in self.table.columns if column.name not in existing]
             if missing:
                 raise ConfigError(f"archive table {name!r} lacks columns {', '.join(missing)} (REAPER_ARCHIVE_TABLE)")
@@ -145,7 +145,7 @@ def _archive_table(source: Table, name: str) -> Table:
     columns: list[Column[Any]] = [Column("reaper_archive_id", Integer, primary_key=True, autoincrement=True)]
     columns += [Column(column.name, column.type, nullable=True) for column in source.columns]
     columns.append(Column("reaper_archived_at", DateTime(), nullable=True))
-    return Table(name, MetaData(), *columns)
+    return Table(name, MetaData(), *columns, schema=source.schema)  # beside the task table, in its schema
 
 
 def open_archive(mode: str, directory: Path, table_name: str | None, source: Table, engine: Engine,

@@ -1,9 +1,10 @@
 """A real (writing) pass, as both the command line and the daemon run it.
 
-Under the one-reaper lock, with deleted rows archived as configured, and one audit line when it
-changed data or the throttle stopped it (an overloaded server, or a pause of ``--max-pause``).
-Options come from the settings the same way for both callers; each opens the run's throttle
-(``throttle.open_throttle``) and passes it in the options.
+Under the one-reaper lock, rows that no column dates dated first where the table needs it (see
+``undated``), with deleted rows archived as configured, and one audit line when it changed data or
+the throttle stopped it (an overloaded server, or a pause of ``--max-pause``). Options come from the
+settings the same way for both callers; each opens the run's throttle (``throttle.open_throttle``)
+and passes it in the options.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from reaper.policies import Policy
 from reaper.reap import RunOptions, RunResult, run_policies
 from reaper.settings import Settings
 from reaper.table import TaskTable
+from reaper.undated import date_undated
 
 
 def run_options(settings: Settings, dry_run: bool, **extra: Any) -> RunOptions:
@@ -40,7 +42,8 @@ def exclusive_cleanup(
     table: TaskTable, policies: Sequence[Policy], now: datetime, options: RunOptions, settings: Settings, mode: str
 ) -> RunResult:
     """Run ``policies`` for real under the table's lock, archiving, then append the audit line."""
-    with exclusive_run(table.engine, table.name) as lock:
+    with exclusive_run(table.engine, table.qualified_name) as lock:
+        date_undated(table, [policy.status for policy in policies], now, options.batch_size)
         archive = open_archive(settings.archive, settings.archive_dir, settings.archive_table, table.table,
                                table.engine, now)
         run = run_policies(table, policies, now, replace(options, still_exclusive=lock.held, archive=archive))

@@ -28,6 +28,7 @@ from reaper.indexes import check_indexes, plan_reports, render_index_report
 from reaper.logs import setup_logging
 from reaper.manual import ProgressBars, confirm_deletions, count_matches
 from reaper.policies import Policy, force_policy, standard_policies
+from reaper.presets import PRESETS
 from reaper.reap import RunOptions, RunResult, run_policies
 from reaper.report import render_run
 from reaper.restore import restore_archive
@@ -154,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     where = parser.add_argument_group("database, configuration and logs")
     where.add_argument("--database-url", metavar="URL", help="SQLAlchemy URL (default sqlite:///reaper.db)")
     where.add_argument("--table", metavar="NAME", help="table name (default processing_tasks)")
+    where.add_argument(
+        "--preset", metavar="NAME", choices=tuple(PRESETS),
+        help=f"defaults for a known job table: {', '.join(PRESETS)} (explicit settings win)",
+    )
     where.add_argument("--config", metavar="FILE", type=Path, help="TOML settings file")
     where.add_argument("--archive", choices=("jsonl", "table", "none"), help="keep deleted rows (default none)")
     where.add_argument(
@@ -212,6 +217,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     values: dict[str, Any] = {
         "database_url": args.database_url,
         "table": args.table,
+        "preset": args.preset,
         "running_timeout_hours": args.running_timeout,
         "pending_timeout_hours": args.pending_timeout,
         "failure_retention_days": args.failure_retention,
@@ -235,7 +241,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         # The demo's own table, whatever the environment says about the user's table.
         demo = Path.cwd() / DEMO_FILE
         values.update(
-            database_url=f"sqlite:///{demo}", table="processing_tasks", columns=Columns(), statuses=Statuses()
+            database_url=f"sqlite:///{demo}", table="processing_tasks", columns=Columns(), statuses=Statuses(),
+            preset="",  # none
         )
     return values
 
@@ -345,7 +352,7 @@ def _run(mode: Mode, args: argparse.Namespace, settings: Settings, reload_settin
             advice = check_indexes(table)
             plans = plan_reports(table, standard_policies(settings), now)
             document = {"indexes": [asdict(item) for item in advice], "plans": [plan.to_json() for plan in plans]}
-            _emit(mode, document, render_index_report(advice, table.name, plans))
+            _emit(mode, document, render_index_report(advice, table.qualified_name, plans))
             return EXIT_OK
         return _clean(mode, args, settings, table, now)
 

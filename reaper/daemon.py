@@ -48,8 +48,10 @@ FIRST_RETRY_SECONDS = 60.0
 RESCUE_POLICIES = ("running_timeout", "pending_timeout")
 SHUTDOWN_GRACE_SECONDS = 10.0
 DATABASE_KEYS = {
-    "database_url", "database_timezone", "table", "columns", "statuses",
+    "database_url", "database_timezone", "table", "table_schema", "columns", "statuses",
     "lock_timeout_seconds", "statement_timeout_seconds",
+    # What a failure writes and whether undated rows are dated come with the table (TaskTable).
+    "preset", "celery_result_serializer",
     # Whether some policy requeues decides how pending rows are dated (TaskTable.pending_since_update).
     "task_types", "running_timeout_action", "pending_timeout_action",
 }
@@ -245,7 +247,7 @@ class Daemon:
         changed = {name for name in type(new).model_fields if getattr(new, name) != getattr(old, name)}
         if new.batch_ceiling != old.batch_ceiling:  # batch_size given or left to its default: how far batches grow
             changed.add("batch_size")
-        same_table = not changed & {"database_url", "table", "columns"}
+        same_table = not changed & {"database_url", "table", "table_schema", "columns"}
         try:
             if self._table is not None and same_table:  # new task types or requeue must fit it, as at start
                 check_fit(self._table, new)

@@ -61,17 +61,17 @@ class Plan:
 
 def existing_indexes(table: TaskTable) -> list[ExistingIndex]:
     """Return the table's indexes, unique constraints and primary key, as the database reports them now."""
-    inspector = inspect(table.engine)
+    inspector, schema = inspect(table.engine), table.table.schema
     # An expression in an index has no column name (None): "" never equals a column's name.
     found = [
         ExistingIndex(str(index["name"]), tuple(name or "" for name in index["column_names"]))
-        for index in inspector.get_indexes(table.name)
+        for index in inspector.get_indexes(table.name, schema=schema)
     ]
     found += [
         ExistingIndex(str(unique["name"]), tuple(unique["column_names"]))
-        for unique in inspector.get_unique_constraints(table.name)
+        for unique in inspector.get_unique_constraints(table.name, schema=schema)
     ]
-    key = inspector.get_pk_constraint(table.name)
+    key = inspector.get_pk_constraint(table.name, schema=schema)
     found.append(ExistingIndex(str(key.get("name") or "PRIMARY"), tuple(key["constrained_columns"])))
     return found
 

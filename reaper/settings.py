@@ -30,6 +30,7 @@ from sqlalchemy.exc import ArgumentError
 
 from reaper.db import backend_of
 from reaper.errors import ConfigError
+from reaper.presets import PRESETS, preset_named, with_preset_defaults
 from reaper.sizing import MAX_BATCH_SIZE, MAX_ID_LIST
 from reaper.throttle import DEFAULT_MAX_PAUSE_SECONDS, ThrottleSettings, check_names, parse_spec
 
@@ -62,9 +63,11 @@ class Columns(BaseModel):
     error: str | None = "error_message"
     heartbeat_at: str | None = None
     attempts: str | None = None
+    result: str | None = None  # a failure writes a Celery exception there (see celery_results)
 
     @field_validator(
-        "task_type", "started_at", "finished_at", "updated_at", "error", "heartbeat_at", "attempts", mode="before"
+        "task_type", "started_at", "finished_at", "updated_at", "error", "heartbeat_at", "attempts", "result",
+        mode="before",
     )
     @classmethod
     def _empty_means_absent(cls, value: Any) -> Any:
@@ -155,9 +158,12 @@ class Settings(BaseSettings):
     _batch_size_given: bool | None = PrivateAttr(default=None)
 
     config_file: Path | None = None
+    preset: str | None = None  # see presets.py: defaults for a known job table
+    celery_result_serializer: Literal["json", "pickle"] = "json"
     database_url: str = DEFAULT_DATABASE_URL
     database_timezone: str = "UTC"
     table: str = "processing_tasks"
+    table_schema: str | None = None  # the table's schema (PostgreSQL) or database (MySQL); None: the default
     columns: Columns = Columns()
     statuses: Statuses = Statuses()
     running_timeout_hours: float = Field(24.0, gt=0, le=MAX_HOURS, allow_inf_nan=False)
@@ -205,6 +211,37 @@ class Settings(BaseSettings):
     log_file: Path | None = None
     log_json: bool = False
 
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_defaults(cls, data: Any) -> Any:
+        # Before validation, so that only what no source gave is filled in; an unknown name is left
+        # to _known_preset to report.
+        if not isinstance(data, dict) or not isinstance(data.get("preset"), str):
+            return data
+        preset = PRESETS.get(_preset_key(data["preset"]))
+        return data if preset is None else with_preset_defaults(data, preset)
+
+    @field_validator("preset", mode="before")
+    @classmethod
+    def _known_preset(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        if not value.strip():
+            return None
+        if _preset_key(value) not in PRESETS:
+            raise ValueError(f"unknown preset (choose from {', '.join(PRESETS)})")
+        return _preset_key(value)
+
+    @model_validator(mode="after")
+    def _requeue_offered(self) -> Settings:
+        preset = preset_named(self.preset)
+        if preset is not None and preset.requeue_refusal and self.rescues():
+            raise ValueError(
+                f"the {preset.name} preset does not requeue: {preset.requeue_refusal}; "
+                "set the running and pending timeout actions to fail"
+            )
+        return self
+
     @field_validator("database_url", mode="after")
     @classmethod
     def _parsable_url(cls, value: str) -> str:
@@ -223,7 +260,7 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown time zone {value!r}") from None
         return value
 
-    @field_validator("audit_log", "archive_table", mode="before")
+    @field_validator("audit_log", "archive_table", "table_schema", mode="before")
     @classmethod
     def _empty_means_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -420,6 +457,10 @@ def _masked(url: URL) -> str:
     if "password" in url.query:
         url = url.update_query_dict({"password": "***"})
     return url.render_as_string(hide_password=True)
+
+
+def _preset_key(name: str) -> str:
+    return name.strip().lower()
 
 
 class _DotEnvSource(EnvSettingsSource):

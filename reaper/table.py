@@ -18,7 +18,9 @@ from sqlalchemy.exc import NoSuchTableError
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import DateTime, Integer, String
 
+from reaper.celery_results import CeleryFailure, result_column_fits
 from reaper.errors import SchemaError
+from reaper.presets import Preset, preset_named
 from reaper.settings import Settings, Statuses, env_name
 
 ACTIVE_STATUSES = ("pending", "running", "retry")
@@ -62,12 +64,19 @@ class TaskTable:
     statuses: Statuses
     zone: ZoneInfo
     pending_since_update: bool = False
+    celery_failure: CeleryFailure | None = None  # a failure also stores a Celery exception
+    dates_undated: bool = False  # active rows with no time get one when first seen (see undated.py)
     _write_values: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def name(self) -> str:
         """The table's name."""
         return self.table.name
+
+    @property
+    def qualified_name(self) -> str:
+        """The table's name with its schema, when one was set: what tells two tables apart in one database."""
+        return f"{self.table.schema}.{self.table.name}" if self.table.schema else self.table.name
 
     @property
     def id(self) -> Column[Any]:
@@ -133,7 +142,11 @@ class TaskTable:
         roles = AGE_COLUMNS[status_role]
         if status_role == "pending" and self.pending_since_update:
             roles = REQUEUED_PENDING_AGE_COLUMNS
-        return [role for role in roles if role in self.columns]
+        found: dict[str, str] = {}  # column name -> its first role: one column playing two roles counts once
+        for role in roles:
+            if role in self.columns:
+                found.setdefault(self.columns[role].name, role)
+        return list(found.values())
 
     def age_columns(self, status_role: str) -> list[Column[Any]]:
         """Return the columns whose first non-null value dates a row of ``status_role``."""
@@ -232,19 +245,33 @@ def _stores_zone(column: Column[Any]) -> bool:
 
 
 def _reflect(engine: Engine, settings: Settings) -> Table:
+    schema, url = settings.table_schema, settings.safe_database_url
+    if schema is not None and schema not in inspect(engine).get_schema_names():
+        raise SchemaError(f"schema {schema!r} not found in {url} (REAPER_TABLE_SCHEMA)")
     try:
-        return Table(settings.table, MetaData(), autoload_with=engine)
+        return Table(settings.table, MetaData(), schema=schema, autoload_with=engine)
     except NoSuchTableError:
-        names = inspect(engine).get_table_names()
-        hint = f"; tables there: {', '.join(sorted(names)[:10])}" if names else "; the database has no tables"
-        raise SchemaError(
-            f"table {settings.table!r} not found in {settings.safe_database_url} (REAPER_TABLE){hint}"
-        ) from None
+        pass
+    names = inspect(engine).get_table_names(schema=schema)
+    where = url if schema is None else f"schema {schema!r} of {url}"
+    hint = f"; tables there: {', '.join(sorted(names)[:10])}" if names else "; there are no tables there"
+    raise SchemaError(f"table {settings.table!r} not found in {where} (REAPER_TABLE){hint}")
+
+
+def _optional_preset_roles(settings: Settings) -> set[str]:
+    """The roles whose column the preset names only for the versions of the table that have it."""
+    preset = preset_named(settings.preset)
+    if preset is None:
+        return set()
+    return {role for role in preset.optional_columns if getattr(settings.columns, role) == preset.columns[role]}
 
 
 def _check_columns(table: Table, settings: Settings) -> dict[str, Column[Any]]:
     found: dict[str, Column[Any]] = {}
+    if_present = _optional_preset_roles(settings)
     for role, name in settings.columns.present().items():
+        if name not in table.columns and role in if_present:
+            continue
         if name not in table.columns:
             optional = "" if role in ("id", "status", "created_at") else ", or set it empty if the table has none"
             raise SchemaError(
@@ -265,7 +292,31 @@ def _check_columns(table: Table, settings: Settings) -> dict[str, Column[Any]]:
             f"column {attempts.name!r} of table {table.name!r} ({env_name(('columns', 'attempts'))}) "
             f"is {attempts.type}, not an integer column"
         )
+    result = found.get("result")
+    if result is not None and not result_column_fits(result):
+        raise SchemaError(
+            f"column {result.name!r} of table {table.name!r} ({env_name(('columns', 'result'))}) "
+            f"is {result.type}, not a binary or text column"
+        )
     return found
+
+
+def _celery_failure(table: Table, columns: dict[str, Column[Any]], settings: Settings) -> CeleryFailure | None:
+    """How a failure stores its exception, when the table has a result column."""
+    result = columns.get("result")
+    if result is None:
+        return None
+    preset: Preset | None = preset_named(settings.preset)
+    content: list[Column[Any] | None] = [None, None]
+    if preset is not None and preset.content_columns is not None:
+        for position, name in enumerate(preset.content_columns):
+            if name not in table.columns:
+                raise SchemaError(
+                    f"column {name!r} not found in table {table.name!r}: the {preset.name} preset writes the "
+                    f"result's content type and encoding there (or set {env_name(('columns', 'result'))} empty)"
+                )
+            content[position] = table.columns[name]
+    return CeleryFailure(result, settings.celery_result_serializer, *content)
 
 
 def check_fit(table: TaskTable, settings: Settings) -> None:
@@ -292,6 +343,7 @@ def open_table(engine: Engine, settings: Settings) -> TaskTable:
     table = _reflect(engine, settings)
     columns = _check_columns(table, settings)
     _check_task_type_settings(table, columns, settings)
+    preset = preset_named(settings.preset)
     return TaskTable(
         engine=engine,
         table=table,
@@ -299,4 +351,6 @@ def open_table(engine: Engine, settings: Settings) -> TaskTable:
         statuses=settings.statuses,
         zone=ZoneInfo(settings.database_timezone),
         pending_since_update=settings.rescues(),
+        celery_failure=_celery_failure(table, columns, settings),
+        dates_undated=preset is not None and preset.dates_undated,
     )

@@ -91,18 +91,35 @@ def failure_reason(policy: Policy, rule: Rule, dating: Dating, dated_from: datet
     )
 
 
+def _reason_texts(ctx: WriteContext, rows: Sequence[Sequence[Any]], ending: str) -> dict[Any, str]:
+    """Return each row's reason, by id (the age columns are the last ones selected)."""
+    found = datings(ctx.table, ctx.policy, ctx.rule, ctx.now)
+    reasons = {}
+    for row in rows:
+        dated = dated_by(ctx.table, found, row[-len(found) :])
+        assert dated is not None  # the selection only matches rows with an age
+        reasons[row[0]] = failure_reason(ctx.policy, ctx.rule, *dated, ctx.now, ending)
+    return reasons
+
+
 def _reasons(ctx: WriteContext, rows: Sequence[Sequence[Any]], ending: str) -> ColumnElement[Any] | None:
     """Return a CASE on id giving each row its reason, or ``None`` when the table has no error column."""
     table, error = ctx.table, ctx.table.column("error")
     if error is None:
         return None
-    found = datings(table, ctx.policy, ctx.rule, ctx.now)
-    reasons = {}
-    for row in rows:
-        dated = dated_by(table, found, row[-len(found) :])  # the age columns are the last ones selected
-        assert dated is not None  # the selection only matches rows with an age
-        reasons[row[0]] = table.fits(error, failure_reason(ctx.policy, ctx.rule, *dated, ctx.now, ending))
-    return case(reasons, value=table.id)
+    texts = _reason_texts(ctx, rows, ending)
+    return case({key: table.fits(error, text) for key, text in texts.items()}, value=table.id)
+
+
+def _exceptions(ctx: WriteContext, rows: Sequence[Sequence[Any]], ending: str) -> dict[Any, Any]:
+    """Return the values that store each failed row's exception where Celery reads it (none without a
+    result column): a CASE on id for the result, and the content type and encoding."""
+    table, failure = ctx.table, ctx.table.celery_failure
+    if failure is None:
+        return {}
+    texts = _reason_texts(ctx, rows, ending)
+    stored = {key: failure.stored(ctx.policy.status, text) for key, text in texts.items()}
+    return {failure.result: case(stored, value=table.id), **failure.constants()}
 
 
 def _set_failed(conn: Connection, ctx: WriteContext, rows: Sequence[Sequence[Any]], ending: str, *extra: Any) -> int:
@@ -111,6 +128,7 @@ def _set_failed(conn: Connection, ctx: WriteContext, rows: Sequence[Sequence[Any
     reasons = _reasons(ctx, rows, ending)
     if reasons is not None:
         values[table.columns["error"]] = reasons
+    values.update(_exceptions(ctx, rows, ending))
     for role in ("finished_at", "updated_at"):
         column = table.column(role)
         if column is not None:

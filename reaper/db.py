@@ -30,6 +30,7 @@ from reaper.errors import ConfigError, DatabaseError
 MYSQL_LOCK_ERRORS = {1205, 1213}
 POSTGRES_LOCK_STATES = {"40P01", "55P03", "40001"}
 CONNECT_TIMEOUT_SECONDS = 10
+MICROSECONDS = 1_000_000
 MYSQL_CONSTRAINT = re.compile(r"CONSTRAINT `([^`]+)`")
 
 
@@ -68,35 +69,47 @@ def sqlite_file(url: URL) -> Path | None:
     return Path(database)
 
 
+def whole_units(seconds: float, per_second: int) -> int:
+    """Return a time-out in the database's unit (``per_second`` to a second), rounded up.
+
+    Every database reads 0 as "no limit", so a limit shorter than one unit becomes one unit, never 0.
+    """
+    # round() first: 0.3 s is 300 ms, not the 301 that the float's error would round up to
+    return max(1, math.ceil(round(seconds * per_second, 6)))
+
+
 def _mysql_session(dbapi_connection: Any, limits: SessionLimits) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("SELECT VERSION()")
     mariadb = "mariadb" in str(cursor.fetchone()[0]).lower()
     # Session time in UTC, so that TIMESTAMP columns compare in UTC whatever the server's zone.
     cursor.execute("SET time_zone = '+00:00'")
-    cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {max(1, math.ceil(limits.lock_timeout_seconds))}")
-    if mariadb:
-        cursor.execute(f"SET SESSION max_statement_time = {limits.statement_timeout_seconds:.3f}")
+    cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {whole_units(limits.lock_timeout_seconds, 1)}")
+    if mariadb:  # seconds, to the microsecond
+        micros = whole_units(limits.statement_timeout_seconds, MICROSECONDS)
+        cursor.execute(f"SET SESSION max_statement_time = {micros // MICROSECONDS}.{micros % MICROSECONDS:06d}")
     else:
-        cursor.execute(f"SET SESSION max_execution_time = {int(limits.statement_timeout_seconds * 1000)}")
+        cursor.execute(f"SET SESSION max_execution_time = {whole_units(limits.statement_timeout_seconds, 1000)}")
     cursor.close()
 
 
-def _sqlite_session(dbapi_connection: Any) -> None:
-    # Respect the application's foreign keys: SQLite enforces them only when asked, per connection.
+def _sqlite_session(dbapi_connection: Any, limits: SessionLimits) -> None:
     cursor = dbapi_connection.cursor()
+    # Respect the application's foreign keys: SQLite enforces them only when asked, per connection.
     cursor.execute("PRAGMA foreign_keys = ON")
+    # In whole milliseconds, set here: the driver's own timeout= truncates (0.0004 s would not wait at all).
+    cursor.execute(f"PRAGMA busy_timeout = {whole_units(limits.lock_timeout_seconds, 1000)}")
     cursor.close()
 
 
 def _engine_options(url: URL, limits: SessionLimits) -> dict[str, Any]:
     backend = backend_of(url)
     if backend == "sqlite":
-        return {"connect_args": {"timeout": limits.lock_timeout_seconds}}
+        return {}  # its busy time-out is set per connection, see _sqlite_session
     if backend == "postgresql":
         options = (
-            f"-c lock_timeout={int(limits.lock_timeout_seconds * 1000)} "
-            f"-c statement_timeout={int(limits.statement_timeout_seconds * 1000)} -c TimeZone=UTC"
+            f"-c lock_timeout={whole_units(limits.lock_timeout_seconds, 1000)} "
+            f"-c statement_timeout={whole_units(limits.statement_timeout_seconds, 1000)} -c TimeZone=UTC"
         )
         connect_args = {
             "options": options,
@@ -129,7 +142,7 @@ def create_db_engine(url: URL, limits: SessionLimits | None = None, *, must_exis
     if backend == "mysql":
         event.listen(engine, "connect", lambda dbapi_connection, _: _mysql_session(dbapi_connection, limits))
     elif backend == "sqlite":
-        event.listen(engine, "connect", lambda dbapi_connection, _: _sqlite_session(dbapi_connection))
+        event.listen(engine, "connect", lambda dbapi_connection, _: _sqlite_session(dbapi_connection, limits))
     return engine
 
 

@@ -20,6 +20,7 @@ from sqlalchemy.types import DateTime, Integer, String
 
 from reaper.errors import SchemaError
 from reaper.settings import Settings, Statuses, env_name
+from reaper.textfit import TextFit, column_fit
 
 ACTIVE_STATUSES = ("pending", "running", "retry")
 TERMINAL_STATUSES = ("success", "failure", "revoked")
@@ -62,6 +63,7 @@ class TaskTable:
     statuses: Statuses
     zone: ZoneInfo
     pending_since_update: bool = False
+    error_fit: TextFit = TextFit()
     _write_values: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -217,13 +219,9 @@ class TaskTable:
                 return _recase_like(configured, str(sample), getattr(self.statuses, other))
         return configured
 
-    def fits(self, column: Column[Any], text: str) -> str:
-        """Truncate ``text`` to the column's declared length, if it has one."""
-        length = getattr(column.type, "length", None)
-        if isinstance(column.type, String) and length and len(text) > length:
-            # ASCII dots: the column's character set may not hold an ellipsis.
-            return text[: max(length - 3, 0)] + "..." if length > 3 else text[:length]
-        return text
+    def fit_error(self, text: str) -> str:
+        """Return ``text`` as the error column holds it: its characters, cut to its size (see ``textfit``)."""
+        return self.error_fit.fit(text)
 
 
 def _stores_zone(column: Column[Any]) -> bool:
@@ -292,6 +290,10 @@ def open_table(engine: Engine, settings: Settings) -> TaskTable:
     table = _reflect(engine, settings)
     columns = _check_columns(table, settings)
     _check_task_type_settings(table, columns, settings)
+    error_fit = TextFit()
+    if "error" in columns:
+        with engine.connect() as conn:
+            error_fit = column_fit(conn, columns["error"])
     return TaskTable(
         engine=engine,
         table=table,
@@ -299,4 +301,5 @@ def open_table(engine: Engine, settings: Settings) -> TaskTable:
         statuses=settings.statuses,
         zone=ZoneInfo(settings.database_timezone),
         pending_since_update=settings.rescues(),
+        error_fit=error_fit,
     )

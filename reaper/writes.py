@@ -101,7 +101,7 @@ def _reasons(ctx: WriteContext, rows: Sequence[Sequence[Any]], ending: str) -> C
     for row in rows:
         dated = dated_by(table, found, row[-len(found) :])  # the age columns are the last ones selected
         assert dated is not None  # the selection only matches rows with an age
-        reasons[row[0]] = table.fits(error, failure_reason(ctx.policy, ctx.rule, *dated, ctx.now, ending))
+        reasons[row[0]] = table.fit_error(failure_reason(ctx.policy, ctx.rule, *dated, ctx.now, ending))
     return case(reasons, value=table.id)
 
 

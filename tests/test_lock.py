@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
-from helpers import BACKENDS, NOW, Tasks, ago, real_ago, settings_for
+from helpers import NOW, Tasks, ago, only, real_ago, settings_for
 from reaper.cleanup import exclusive_cleanup, run_options
 from reaper.db import create_db_engine
 from reaper.errors import LockHeld
@@ -137,7 +137,7 @@ def _lock_session(admin: Engine) -> tuple[str, Any]:
     return str(found[0]), found[1]
 
 
-@pytest.mark.parametrize("backend", ["postgresql"] if "postgresql" in BACKENDS else [], indirect=True)
+@pytest.mark.parametrize("backend", only("postgresql"), indirect=True)
 def test_the_postgresql_lock_session_holds_no_transaction_open(tasks: Tasks, database_url: str) -> None:
     admin = create_engine(database_url)
     try:
@@ -150,7 +150,7 @@ def test_the_postgresql_lock_session_holds_no_transaction_open(tasks: Tasks, dat
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["postgresql"] if "postgresql" in BACKENDS else [], indirect=True)
+@pytest.mark.parametrize("backend", only("postgresql"), indirect=True)
 def test_a_run_of_several_batches_survives_the_idle_session_time_outs(
     tasks: Tasks, database_url: str, tmp_path: Path
 ) -> None:

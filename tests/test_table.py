@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import Column, DateTime, Enum, Integer, MetaData, String, Table, create_engine
+from sqlalchemy import Column, DateTime, Enum, Integer, MetaData, Table, create_engine
 from sqlalchemy.dialects.mysql import TIMESTAMP as MySQLTimestamp
 
 from helpers import NOW, Shape, Tasks, settings_for
@@ -90,10 +90,10 @@ def test_mysql_timestamp_values_are_read_as_utc_whatever_the_configured_zone(tas
     assert table.to_db(NOW, stamp) == NOW
 
 
-def test_text_is_cut_to_a_string_columns_length(tasks: Tasks, database_url: str) -> None:
-    table = open_table(tasks.engine, settings_for(database_url))
-    short = Column("note", String(10))
-    assert table.fits(short, "x" * 50) == "xxxxxxx..." and table.fits(short, "ok") == "ok"
+def test_text_is_cut_to_a_string_error_columns_length(make_tasks: Callable[..., Tasks], database_url: str) -> None:
+    tasks = make_tasks(Shape(error_length=10))
+    table = open_table(tasks.engine, settings_for(database_url, tasks.shape))
+    assert table.fit_error("x" * 50) == "xxxxxxx..." and table.fit_error("ok") == "ok"
 
 
 def test_task_type_thresholds_need_a_task_type_column(make_tasks: Callable[..., Tasks], database_url: str) -> None:

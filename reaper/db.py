@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import re
 import socket
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from sqlalchemy.exc import (
     IntegrityError,
     NoSuchModuleError,
     OperationalError,
+    SAWarning,
     SQLAlchemyError,
 )
 
@@ -111,13 +114,32 @@ def _engine_options(url: URL, limits: SessionLimits) -> dict[str, Any]:
             f"-c lock_timeout={whole_units(limits.lock_timeout_seconds, 1000)} "
             f"-c statement_timeout={whole_units(limits.statement_timeout_seconds, 1000)} -c TimeZone=UTC"
         )
-        connect_args = {
-            "options": options,
-            "application_name": identity()[:63],
-            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
-        }
+        given = url.query.get("options")
+        if isinstance(given, str):  # connect_args win over the URL's own: keep the URL's, ours last (they win)
+            options = f"{given} {options}"
+        connect_args: dict[str, Any] = {"options": options, "application_name": identity()[:63]}
+        if "connect_timeout" not in url.query:  # connect_args win over the URL's own
+            connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
         return {"pool_pre_ping": True, "connect_args": connect_args}
     return {"pool_pre_ping": True}
+
+
+def _check_driver_arguments(engine: Engine, url: URL) -> None:
+    """Raise ``TypeError`` or ``ValueError`` now for URL arguments the driver would refuse at its first connection."""
+    args, kwargs = engine.dialect.create_connect_args(url)
+    dbapi = engine.dialect.loaded_dbapi
+    try:
+        signature = inspect.signature(dbapi.connect)
+    except (TypeError, ValueError):  # a built-in without one (sqlite3): SQLAlchemy checks its arguments
+        return
+    signature.bind(*args, **kwargs)  # TypeError: an argument it does not take
+    if engine.dialect.driver == "psycopg":  # the rest of psycopg's arguments go to libpq, which checks the names
+        from psycopg.conninfo import make_conninfo
+
+        try:
+            make_conninfo("", **{key: value for key, value in kwargs.items() if key not in signature.parameters})
+        except dbapi.Error as exc:
+            raise ValueError(str(exc)) from None
 
 
 def create_db_engine(url: URL, limits: SessionLimits | None = None, *, must_exist: bool = True) -> Engine:
@@ -128,7 +150,10 @@ def create_db_engine(url: URL, limits: SessionLimits | None = None, *, must_exis
     if must_exist and path is not None and not path.is_file():
         raise ConfigError(f"SQLite database file {str(path)!r} does not exist (REAPER_DATABASE_URL={safe})")
     try:
-        engine = create_engine(url, **_engine_options(url, limits))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", SAWarning)  # SQLite's dialect only warns that it ignores an argument
+            engine = create_engine(url, **_engine_options(url, limits))
+            _check_driver_arguments(engine, url)
     except NoSuchModuleError:
         raise ConfigError(f"unknown database dialect or driver in REAPER_DATABASE_URL={safe}") from None
     except ImportError as exc:
@@ -138,6 +163,12 @@ def create_db_engine(url: URL, limits: SessionLimits | None = None, *, must_exis
         ) from None
     except ArgumentError as exc:
         raise ConfigError(f"invalid REAPER_DATABASE_URL={safe}: {exc}") from None
+    except (SAWarning, TypeError, ValueError) as exc:  # a query argument the driver does not take, or a bad value
+        detail = str(exc).splitlines()[0].split(" (Background on this")[0] if str(exc) else type(exc).__name__
+        raise ConfigError(
+            f"an argument of REAPER_DATABASE_URL={safe} is not one the {url.drivername} driver takes: "
+            f"{redact(detail, (str(url.password or ''), *map(str, url.query.values())))}"
+        ) from None
     backend = backend_of(url)
     if backend == "mysql":
         event.listen(engine, "connect", lambda dbapi_connection, _: _mysql_session(dbapi_connection, limits))

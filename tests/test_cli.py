@@ -227,6 +227,25 @@ def test_an_unknown_dialect_exits_2_without_showing_the_password(capsys: pytest.
     assert "Sup3rSecret" not in out + err
 
 
+@pytest.mark.parametrize("argument", ["nosuch_option=1", "connect_timeout=soon"])
+def test_a_url_argument_the_driver_does_not_take_exits_2_with_one_line_before_any_change(
+    filled: Tasks, database_url: str, backend: str, capsys: pytest.CaptureFixture[str], argument: str
+) -> None:
+    if backend == "sqlite" and argument.startswith("connect_timeout"):
+        argument = "timeout=soon"  # the SQLite driver's own name for it
+    before = filled.dump()
+    url = database_url + ("&" if "?" in database_url else "?") + argument
+    code, out, err = run_cli(capsys, "--once", "--database-url", url)
+    if backend == "postgresql" and argument.startswith("connect_timeout"):  # psycopg checks values as it connects
+        assert code == 1
+        assert_one_line_error(err, "bad value for connect_timeout")
+    else:
+        assert code == 2, err
+        assert_one_line_error(err, "REAPER_DATABASE_URL", argument.split("=")[0])
+    assert "reaper-secret-pw" not in out + err and "Warning" not in err
+    assert filled.dump() == before
+
+
 def test_a_bad_setting_in_the_environment_exits_2(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import make_url
 
-from helpers import SERVER_BACKENDS
+from helpers import SERVER_BACKENDS, only
 from reaper.db import SessionLimits, create_db_engine, whole_units
 
 
@@ -49,3 +49,15 @@ def test_a_statement_timeout_is_rounded_up_to_the_database_unit(database_url: st
 )
 def test_time_outs_in_whole_units_round_up_and_never_reach_zero(seconds: float, per_second: int, units: int) -> None:
     assert whole_units(seconds, per_second) == units
+
+
+@pytest.mark.parametrize("backend", only("postgresql"), indirect=True)
+def test_postgresql_options_in_the_url_are_kept_beside_reapers_own(database_url: str) -> None:
+    url = database_url + "?options=-c%20search_path%3Dreports&connect_timeout=3"
+    engine = create_db_engine(make_url(url), SessionLimits(lock_timeout_seconds=2))
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW search_path").scalar() == "reports"
+            assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "2s"
+    finally:
+        engine.dispose()

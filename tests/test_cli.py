@@ -246,6 +246,16 @@ def test_a_url_argument_the_driver_does_not_take_exits_2_with_one_line_before_an
     assert filled.dump() == before
 
 
+def test_a_config_file_that_is_not_utf8_exits_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "reaper.toml"
+    config.write_bytes(b"running_timeout_hours = 12 # \xff\n")
+    code, _, err = run_cli(capsys, "--once", "--config", str(config))
+    assert code == 2
+    assert_one_line_error(err, "reaper.toml", "not UTF-8")
+
+
 def test_a_bad_setting_in_the_environment_exits_2(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,

@@ -245,6 +245,20 @@ def test_an_invalid_new_config_is_logged_and_the_running_one_kept(
     assert value(samples(registry), "reaper_config_reloads_total", outcome="failure") == 1
 
 
+def test_a_config_file_that_is_not_utf8_on_sighup_is_a_failed_reload_not_a_failed_job(
+    tasks: Tasks, database_url: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "reaper.toml"
+    daemon, registry = reloading_daemon(database_url, config, "running_timeout_hours = 6\n")
+    config.write_bytes(b"running_timeout_hours = 12 # \xff\n")
+    daemon.reload_requested.set()  # what SIGHUP does
+    daemon.tick()
+    scraped = samples(registry)
+    assert value(scraped, "reaper_config_reloads_total", outcome="failure") == 1
+    assert not [name for name, _ in scraped if name == "reaper_job_failures_total"]
+    assert daemon.settings.running_timeout_hours == 6
+
+
 def test_a_reload_that_asks_for_a_column_the_table_lacks_is_refused(
     make_tasks: Any, database_url: str, tmp_path: Path
 ) -> None:

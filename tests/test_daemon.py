@@ -29,6 +29,7 @@ from reaper.errors import ConfigError, DatabaseError
 from reaper.http import MetricsServer, TlsFiles, build_app
 from reaper.metrics import ReaperMetrics
 from reaper.settings import Settings, load_settings
+from reaper.table import open_table
 from servers import Server
 
 
@@ -275,6 +276,39 @@ def test_a_reload_that_asks_for_a_column_the_table_lacks_is_refused(
     assert value(samples(registry), "reaper_config_reloads_total", outcome="failure") == 1
     daemon.run_policies(dry_run=False)
     assert tasks.status_of(zombie) == "failure"
+
+
+@pytest.mark.parametrize(
+    "setting", ["table = 'no_such_table'", "[columns]\nerror = 'no_such_column'"]
+)
+def test_a_reload_naming_a_table_or_column_that_does_not_exist_is_refused_as_at_start(
+    tasks: Tasks, database_url: str, tmp_path: Path, setting: str
+) -> None:
+    zombie = tasks.add("running", started_at=ago(hours=30))
+    config = tmp_path / "reaper.toml"
+    daemon, registry = reloading_daemon(database_url, config, "running_timeout_hours = 24\n", clock=lambda: NOW)
+    assert daemon.poll()
+    config.write_text(f"running_timeout_hours = 12\n{setting}\n")
+    with pytest.raises(ConfigError):  # what a start with that file says
+        open_table(tasks.engine, load_settings({"database_url": database_url}, config))
+    assert not daemon.reload()
+    assert daemon.settings.running_timeout_hours == 24 and daemon.settings.table == "processing_tasks"
+    assert value(samples(registry), "reaper_config_reloads_total", outcome="failure") == 1
+    assert daemon.poll()
+    daemon.run_policies(dry_run=False)
+    assert tasks.status_of(zombie) == "failure"
+
+
+def test_the_daemon_refuses_at_start_a_table_that_does_not_exist(tmp_path: Path) -> None:
+    (tmp_path / "tasks.sqlite3").touch()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REAPER_")}
+    env.update(REAPER_METRICS_PORT="0", REAPER_DATABASE_URL="sqlite:///tasks.sqlite3", REAPER_TABLE="no_such_table")
+    done = subprocess.run([sys.executable, "-m", "reaper"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("reaper: error:")]
+    assert len(errors) == 1 and "table 'no_such_table' not found" in errors[0]
+    assert "Traceback" not in done.stderr
 
 
 def test_a_reload_that_turns_requeue_on_dates_pending_rows_from_their_last_write(

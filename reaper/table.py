@@ -35,6 +35,8 @@ AGE_COLUMNS: dict[str, tuple[str, ...]] = {
     "failure": ("finished_at", "updated_at", "created_at"),
     "revoked": ("finished_at", "updated_at", "created_at"),
 }
+# The limits a task type may set that need a column of their own.
+TYPE_LIMIT_COLUMNS = {"heartbeat_timeout_minutes": "heartbeat_at", "max_attempts": "attempts"}
 # When some policy requeues, a pending row waits since its last write instead: a requeue restarts
 # the wait, so a task set back to pending is not failed at once for its old creation time.
 REQUEUED_PENDING_AGE_COLUMNS = ("updated_at", "created_at")
@@ -278,6 +280,13 @@ def _check_task_type_settings(table: Table, columns: dict[str, Column[Any]], set
             f"[task_types] thresholds are set but table {table.name!r} has no task-type column "
             f"({env_name(('columns', 'task_type'))} is empty)"
         )
+    for name, kind in settings.task_types.items():  # a limit with no column to read would be ignored in silence
+        for key, role in TYPE_LIMIT_COLUMNS.items():
+            if getattr(kind, key) is not None and role not in columns:
+                raise SchemaError(
+                    f"task_types.{name}.{key} is set but table {table.name!r} has no {role.replace('_', '-')} "
+                    f"column to apply it to ({env_name(('columns', role))} is empty)"
+                )
     if settings.rescues() and "updated_at" not in columns:
         raise SchemaError(
             f"requeue needs an updated-at column to restart a requeued task's wait, and table {table.name!r} "

@@ -256,6 +256,18 @@ def test_a_config_file_that_is_not_utf8_exits_2_with_one_line(
     assert_one_line_error(err, "reaper.toml", "not UTF-8")
 
 
+def test_a_task_type_heartbeat_limit_without_a_heartbeat_column_exits_2_before_any_change(
+    filled: Tasks, database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "reaper.toml"
+    config.write_text("[task_types.download]\nheartbeat_timeout_minutes = 5\n")
+    before = filled.dump()
+    code, _, err = run_cli(capsys, "--once", "--database-url", database_url, "--config", str(config))
+    assert code == 2
+    assert_one_line_error(err, "task_types.download.heartbeat_timeout_minutes", "REAPER_COLUMNS__HEARTBEAT_AT")
+    assert filled.dump() == before
+
+
 def test_a_bad_setting_in_the_environment_exits_2(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,

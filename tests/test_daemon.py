@@ -279,7 +279,7 @@ def test_a_reload_that_asks_for_a_column_the_table_lacks_is_refused(
 
 
 @pytest.mark.parametrize(
-    "setting", ["table = 'no_such_table'", "[columns]\nerror = 'no_such_column'"]
+    "setting", ["table = 'no_such_table'", "[columns]\nerror = 'no_such_column'", "[task_types.x]\nmax_attempts = 2"]
 )
 def test_a_reload_naming_a_table_or_column_that_does_not_exist_is_refused_as_at_start(
     tasks: Tasks, database_url: str, tmp_path: Path, setting: str

@@ -105,6 +105,20 @@ def test_task_type_thresholds_need_a_task_type_column(make_tasks: Callable[..., 
 
 
 @pytest.mark.parametrize(
+    "key, column",
+    [("heartbeat_timeout_minutes", "REAPER_COLUMNS__HEARTBEAT_AT"), ("max_attempts", "REAPER_COLUMNS__ATTEMPTS")],
+)
+def test_a_task_type_limit_whose_column_the_table_lacks_is_refused_naming_both(
+    tasks: Tasks, database_url: str, key: str, column: str
+) -> None:
+    settings = settings_for(database_url, task_types={"download": {key: 5}})
+    with pytest.raises(SchemaError) as refused:
+        open_table(tasks.engine, settings)
+    message = str(refused.value)
+    assert f"task_types.download.{key}" in message and column in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
     "role, message", [("heartbeat_at", "not a date-time column"), ("attempts", "not an integer column")]
 )
 def test_heartbeat_and_attempts_columns_must_have_the_right_type(

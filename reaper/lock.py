@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from reaper.db import backend_of, identity, sqlite_file
 from reaper.errors import ConfigError, LockHeld
+from reaper.filenames import file_safe
 
 MYSQL_LOCK_NAME_LIMIT = 64
 LOCK_SESSION_IDLE_SECONDS = 7 * 86400
@@ -168,6 +169,6 @@ def exclusive_run(engine: Engine, table: str) -> Iterator[RunLock]:
     if path is None:  # an in-memory database is private to this process
         yield RunLock()
         return
-    with _file_lock(path.with_name(f"{path.name}.{table}.reaper-lock")) as lock:
+    with _file_lock(path.with_name(f"{path.name}.{file_safe(table)}.reaper-lock")) as lock:
         yield lock
 

@@ -9,6 +9,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -26,7 +27,7 @@ from test_metrics import samples, value
 from helpers import NOW, SERVER_BACKENDS, Shape, Tasks, ago, settings_for
 from reaper.daemon import Daemon, backoff_seconds
 from reaper.errors import ConfigError, DatabaseError
-from reaper.http import MetricsServer, TlsFiles, build_app
+from reaper.http import HttpLimits, MetricsServer, TlsFiles, build_app
 from reaper.metrics import ReaperMetrics
 from reaper.settings import Settings, load_settings
 from reaper.table import open_table
@@ -480,6 +481,67 @@ def test_metrics_are_served_over_tls_when_a_certificate_is_configured(tmp_path: 
         with pytest.raises(urllib.error.URLError):  # a client that does not trust the certificate is refused
             urllib.request.urlopen(f"https://127.0.0.1:{server.port}/metrics", timeout=10)
     finally:
+        server.stop()
+
+
+def request_threads() -> int:
+    return sum(1 for thread in threading.enumerate() if "process_request" in thread.name)
+
+
+def closed_by_server(client: socket.socket, within: float) -> bool:
+    """Whether the server closes ``client`` within ``within`` seconds (whatever it answers first)."""
+    client.settimeout(within)
+    try:
+        while client.recv(4096):
+            pass
+    except TimeoutError:
+        return False
+    except OSError:  # reset: closed too
+        pass
+    return True
+
+
+def test_idle_and_half_sent_requests_are_bounded_in_number_and_time() -> None:
+    registry = CollectorRegistry()
+    ReaperMetrics(registry, "limits-test")
+    limits = HttpLimits(read_timeout_seconds=0.5, max_connections=4)
+    server = MetricsServer(build_app(registry, lambda: (True, ""), lambda: (True, "")), "127.0.0.1", 0, limits=limits)
+    server.start()
+    clients = []
+    try:
+        for number in range(30):  # each sends half a request, then waits as long as the server lets it
+            client = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            client.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n" if number % 2 else b"")
+            clients.append(client)
+        time.sleep(0.2)
+        assert request_threads() <= 4
+        started = time.monotonic()
+        assert all(closed_by_server(client, within=5) for client in clients)
+        assert time.monotonic() - started < 3  # the read time-out, not the clients, ended them
+        assert get(f"http://127.0.0.1:{server.port}/healthz")[0] == 200
+    finally:
+        for client in clients:
+            client.close()
+        server.stop()
+
+
+def test_a_tls_client_that_never_completes_its_handshake_does_not_hold_up_the_others(tmp_path: Path) -> None:
+    cert, key = make_certificate(tmp_path)
+    registry = CollectorRegistry()
+    ReaperMetrics(registry, "tls-test")
+    server = MetricsServer(build_app(registry, lambda: (True, ""), lambda: (True, "")), "127.0.0.1", 0,
+                           TlsFiles(cert, key), HttpLimits(read_timeout_seconds=0.5))
+    server.start()
+    silent = socket.create_connection(("127.0.0.1", server.port), timeout=5)  # connects, says nothing
+    try:
+        context = ssl.create_default_context(cafile=str(cert))
+        started = time.monotonic()
+        with urllib.request.urlopen(f"https://127.0.0.1:{server.port}/healthz", context=context, timeout=10) as reply:
+            assert reply.status == 200
+        assert time.monotonic() - started < 0.4  # served at once, not after the silent client's time-out
+        assert closed_by_server(silent, within=5)
+    finally:
+        silent.close()
         server.stop()
 
 

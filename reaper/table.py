@@ -6,12 +6,13 @@ must exist in the reflected table, and SQL is only ever built from the reflected
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Column, MetaData, Table, and_, func, inspect, literal, select, type_coerce
+from sqlalchemy import Column, MetaData, Table, and_, case, func, inspect, literal, select, tuple_, type_coerce
 from sqlalchemy.dialects.mysql import TIMESTAMP as MySQLTimestamp
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import NoSuchTableError
@@ -77,6 +78,31 @@ class TaskTable:
     def id(self) -> Column[Any]:
         """The primary-key column used for keyset batches."""
         return self.columns["id"]
+
+    @property
+    def key(self) -> tuple[Column[Any], ...]:
+        """The columns that tell rows apart: the id, and the rest of the primary key when the id is a part of it.
+
+        A table keyed by (id, shard) may hold one id twice: a write by id alone would change both
+        rows, one of them never selected nor counted.
+        """
+        primary = list(self.table.primary_key.columns)
+        if len(primary) > 1 and any(column.name == self.id.name for column in primary):
+            return (self.id, *(column for column in primary if column.name != self.id.name))
+        return (self.id,)
+
+    def key_in(self, keys: Sequence[Sequence[Any]]) -> ColumnElement[bool]:
+        """Return the condition that a row's key is one of ``keys`` (each the values of ``key``, in order)."""
+        if len(self.key) == 1:
+            return self.id.in_([key[0] for key in keys])
+        return tuple_(*self.key).in_([tuple(key) for key in keys])
+
+    def by_key(self, values: Mapping[tuple[Any, ...], Any]) -> ColumnElement[Any]:
+        """Return a CASE giving each row the value for its key in ``values``."""
+        if len(self.key) == 1:
+            return case({key[0]: value for key, value in values.items()}, value=self.id)
+        whens = [(and_(*(c == v for c, v in zip(self.key, key, strict=True))), value) for key, value in values.items()]
+        return case(*whens)
 
     @property
     def status(self) -> Column[Any]:

@@ -5,9 +5,10 @@ database has no RETURNING (MySQL), ``SELECT ... FOR UPDATE`` then ``DELETE`` of 
 the rows in hand are exactly the rows deleted. They are written to the archive inside the same
 transaction, before it commits:
 
-- ``jsonl``: one gzip member per batch appended to ``<dir>/<table>-<run time>.jsonl.gz`` (one JSON
-  object per row, column names as keys), flushed and fsync'ed before the commit. A process killed
-  at any moment leaves at most a partial last member, whose rows were not deleted; readers skip it.
+- ``jsonl``: one gzip member per batch appended to ``<dir>/<table>-<run time>.jsonl.gz`` (the table's
+  name in a form safe for a file name, see ``filenames``; one JSON object per row, column names as
+  keys), flushed and fsync'ed before the commit. A process killed at any moment leaves at most a
+  partial last member, whose rows were not deleted; readers skip it.
 - ``table``: an INSERT into ``<table>_archive`` in the same transaction as the DELETE.
 
 So a row may be archived and not deleted (the commit did not happen), never the other way round.
@@ -31,6 +32,7 @@ from sqlalchemy import Column, DateTime, Integer, MetaData, Table, insert, inspe
 from sqlalchemy.engine import Connection, Engine
 
 from reaper.errors import ConfigError
+from reaper.filenames import file_safe
 
 ARCHIVE_MODES = ("none", "jsonl", "table")
 
@@ -86,7 +88,8 @@ class JsonlArchive:
             raise ConfigError(
                 f"cannot create the archive directory {str(directory)!r} (REAPER_ARCHIVE_DIR): {exc.strerror}"
             ) from None
-        path = directory / f"{table}-{started:%Y%m%dT%H%M%S%fZ}.jsonl.gz"
+        # The table's name only in a safe form: '../escape' or 'jobs/eu' would leave the directory.
+        path = directory / f"{file_safe(table)}-{started:%Y%m%dT%H%M%S%fZ}.jsonl.gz"
         self.path = path
         self.location = str(path)
 

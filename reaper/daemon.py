@@ -33,7 +33,7 @@ from sqlalchemy.engine import Engine
 from reaper.cleanup import exclusive_cleanup, run_options
 from reaper.clock import utcnow
 from reaper.db import SessionLimits, create_db_engine, database_errors
-from reaper.errors import LockHeld, ReaperError
+from reaper.errors import DatabaseError, LockHeld, ReaperError
 from reaper.metrics import ReaperMetrics, run_mode
 from reaper.policies import standard_policies
 from reaper.reap import RunResult, run_policies
@@ -57,6 +57,11 @@ DATABASE_KEYS = {
 }
 SCHEDULE_KEYS = {"dry_run_at", "cleanup_at", "timezone", "reload_interval_minutes", "rescue_interval_seconds"}
 RESTART_KEYS = {"metrics_host", "metrics_port", "metrics_certfile", "metrics_keyfile", "metrics_client_cafile"}
+
+
+def _engine_for(settings: Settings) -> Engine:
+    limits = SessionLimits(settings.lock_timeout_seconds, settings.statement_timeout_seconds)
+    return create_db_engine(settings.url, limits)
 
 
 def backoff_seconds(failures: int, interval: float) -> float:
@@ -123,11 +128,37 @@ class Daemon:
         if self._table is None:
             settings = self.settings
             if self._engine is None:
-                limits = SessionLimits(settings.lock_timeout_seconds, settings.statement_timeout_seconds)
-                self._engine = create_db_engine(settings.url, limits)
+                self._engine = _engine_for(settings)
             with database_errors(f"cannot read table {settings.table!r}", settings.secrets):
                 self._table = open_table(self._engine, settings)
         return self._table
+
+    def open_database(self) -> None:
+        """At start: refuse settings the table cannot fit (no such table or column), as a one-shot run
+        does; a database that does not answer yet is only logged, and the polls keep trying."""
+        try:
+            self.task_table()
+        except DatabaseError as exc:
+            logger.warning(f"the database does not answer yet; polls will retry: {exc}")
+
+    def _table_for(self, new: Settings, changed: set[str]) -> tuple[Engine, TaskTable] | None:
+        """Check that ``new`` fits its table, as at start (raise ``ReaperError`` if not); return a new
+        engine and table when the settings that shape them changed and the database answered."""
+        if not changed & DATABASE_KEYS:
+            if self._table is not None:  # new task types or requeue must fit it
+                check_fit(self._table, new)
+            return None
+        engine = _engine_for(new)
+        try:
+            with database_errors(f"cannot read table {new.table!r}", new.secrets):
+                return engine, open_table(engine, new)
+        except DatabaseError as exc:  # as at start: taken, and checked by the polls once the database answers
+            engine.dispose()
+            logger.warning(f"the database does not answer, so the new settings cannot be checked against it: {exc}")
+            return None
+        except ReaperError:
+            engine.dispose()
+            raise
 
     def _forget_database(self) -> None:
         if self._engine is not None:
@@ -247,10 +278,8 @@ class Daemon:
         changed = {name for name in type(new).model_fields if getattr(new, name) != getattr(old, name)}
         if new.batch_ceiling != old.batch_ceiling:  # batch_size given or left to its default: how far batches grow
             changed.add("batch_size")
-        same_table = not changed & {"database_url", "table", "table_schema", "columns"}
         try:
-            if self._table is not None and same_table:  # new task types or requeue must fit it, as at start
-                check_fit(self._table, new)
+            opened = self._table_for(new, changed)
         except ReaperError as exc:
             self.metrics.reloads.labels("failure").inc()
             logger.error(f"configuration reload refused, keeping the running configuration: {exc}")
@@ -258,6 +287,8 @@ class Daemon:
         self.settings = new
         if changed & DATABASE_KEYS:
             self._forget_database()
+            if opened is not None:
+                self._engine, self._table = opened
         if changed & SCHEDULE_KEYS:
             self.schedule_jobs()
         if changed & RESTART_KEYS:

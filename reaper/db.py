@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import re
 import socket
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from sqlalchemy.exc import (
     IntegrityError,
     NoSuchModuleError,
     OperationalError,
+    SAWarning,
     SQLAlchemyError,
 )
 
@@ -34,6 +37,7 @@ POSTGRES_LOCK_STATES = {"40P01", "55P03", "40001"}
 MYSQL_ACCESS_ERRORS = {1044, 1045, 1142, 1227}
 POSTGRES_ACCESS_STATES = {"28000", "28P01", "42501"}
 CONNECT_TIMEOUT_SECONDS = 10
+MICROSECONDS = 1_000_000
 MYSQL_CONSTRAINT = re.compile(r"CONSTRAINT `([^`]+)`")
 
 
@@ -73,45 +77,76 @@ def sqlite_file(url: URL) -> Path | None:
     return Path(database)
 
 
+def whole_units(seconds: float, per_second: int) -> int:
+    """Return a time-out in the database's unit (``per_second`` to a second), rounded up.
+
+    Every database reads 0 as "no limit", so a limit shorter than one unit becomes one unit, never 0.
+    """
+    # round() first: 0.3 s is 300 ms, not the 301 that the float's error would round up to
+    return max(1, math.ceil(round(seconds * per_second, 6)))
+
+
 def _mysql_session(dbapi_connection: Any, limits: SessionLimits) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("SELECT VERSION()")
     mariadb = "mariadb" in str(cursor.fetchone()[0]).lower()
     # Session time in UTC, so that TIMESTAMP columns compare in UTC whatever the server's zone.
     cursor.execute("SET time_zone = '+00:00'")
-    cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {max(1, math.ceil(limits.lock_timeout_seconds))}")
-    if mariadb:
-        cursor.execute(f"SET SESSION max_statement_time = {limits.statement_timeout_seconds:.3f}")
+    cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {whole_units(limits.lock_timeout_seconds, 1)}")
+    if mariadb:  # seconds, to the microsecond
+        micros = whole_units(limits.statement_timeout_seconds, MICROSECONDS)
+        cursor.execute(f"SET SESSION max_statement_time = {micros // MICROSECONDS}.{micros % MICROSECONDS:06d}")
     else:
-        cursor.execute(f"SET SESSION max_execution_time = {int(limits.statement_timeout_seconds * 1000)}")
+        cursor.execute(f"SET SESSION max_execution_time = {whole_units(limits.statement_timeout_seconds, 1000)}")
     cursor.close()
 
 
-def _sqlite_session(dbapi_connection: Any) -> None:
-    # Respect the application's foreign keys: SQLite enforces them only when asked, per connection.
+def _sqlite_session(dbapi_connection: Any, limits: SessionLimits) -> None:
     cursor = dbapi_connection.cursor()
+    # Respect the application's foreign keys: SQLite enforces them only when asked, per connection.
     cursor.execute("PRAGMA foreign_keys = ON")
+    # In whole milliseconds, set here: the driver's own timeout= truncates (0.0004 s would not wait at all).
+    cursor.execute(f"PRAGMA busy_timeout = {whole_units(limits.lock_timeout_seconds, 1000)}")
     cursor.close()
 
 
 def _engine_options(url: URL, limits: SessionLimits) -> dict[str, Any]:
     backend = backend_of(url)
     if backend == "sqlite":
-        return {"connect_args": {"timeout": limits.lock_timeout_seconds}}
+        return {}  # its busy time-out is set per connection, see _sqlite_session
     if backend == "postgresql":
         options = (
-            f"-c lock_timeout={int(limits.lock_timeout_seconds * 1000)} "
-            f"-c statement_timeout={int(limits.statement_timeout_seconds * 1000)} -c TimeZone=UTC"
+            f"-c lock_timeout={whole_units(limits.lock_timeout_seconds, 1000)} "
+            f"-c statement_timeout={whole_units(limits.statement_timeout_seconds, 1000)} -c TimeZone=UTC"
         )
-        connect_args = {
-            "options": options,
-            "application_name": identity()[:63],
-            "connect_timeout": limits.connect_timeout_seconds,
-        }
+        given = url.query.get("options")
+        if isinstance(given, str):  # connect_args win over the URL's own: keep the URL's, ours last (they win)
+            options = f"{given} {options}"
+        connect_args: dict[str, Any] = {"options": options, "application_name": identity()[:63]}
+        if "connect_timeout" not in url.query:  # connect_args win over the URL's own
+            connect_args["connect_timeout"] = limits.connect_timeout_seconds
         return {"pool_pre_ping": True, "connect_args": connect_args}
     if backend == "mysql":
         return {"pool_pre_ping": True, "connect_args": {"connect_timeout": limits.connect_timeout_seconds}}
     return {"pool_pre_ping": True}
+
+
+def _check_driver_arguments(engine: Engine, url: URL) -> None:
+    """Raise ``TypeError`` or ``ValueError`` now for URL arguments the driver would refuse at its first connection."""
+    args, kwargs = engine.dialect.create_connect_args(url)
+    dbapi = engine.dialect.loaded_dbapi
+    try:
+        signature = inspect.signature(dbapi.connect)
+    except (TypeError, ValueError):  # a built-in without one (sqlite3): SQLAlchemy checks its arguments
+        return
+    signature.bind(*args, **kwargs)  # TypeError: an argument it does not take
+    if engine.dialect.driver == "psycopg":  # the rest of psycopg's arguments go to libpq, which checks the names
+        from psycopg.conninfo import make_conninfo
+
+        try:
+            make_conninfo("", **{key: value for key, value in kwargs.items() if key not in signature.parameters})
+        except dbapi.Error as exc:
+            raise ValueError(str(exc)) from None
 
 
 def create_db_engine(url: URL, limits: SessionLimits | None = None, *, must_exist: bool = True) -> Engine:
@@ -122,7 +157,10 @@ def create_db_engine(url: URL, limits: SessionLimits | None = None, *, must_exis
     if must_exist and path is not None and not path.is_file():
         raise ConfigError(f"SQLite database file {str(path)!r} does not exist (REAPER_DATABASE_URL={safe})")
     try:
-        engine = create_engine(url, **_engine_options(url, limits))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", SAWarning)  # SQLite's dialect only warns that it ignores an argument
+            engine = create_engine(url, **_engine_options(url, limits))
+            _check_driver_arguments(engine, url)
     except NoSuchModuleError:
         raise ConfigError(f"unknown database dialect or driver in REAPER_DATABASE_URL={safe}") from None
     except ImportError as exc:
@@ -132,11 +170,17 @@ def create_db_engine(url: URL, limits: SessionLimits | None = None, *, must_exis
         ) from None
     except ArgumentError as exc:
         raise ConfigError(f"invalid REAPER_DATABASE_URL={safe}: {exc}") from None
+    except (SAWarning, TypeError, ValueError) as exc:  # a query argument the driver does not take, or a bad value
+        detail = str(exc).splitlines()[0].split(" (Background on this")[0] if str(exc) else type(exc).__name__
+        raise ConfigError(
+            f"an argument of REAPER_DATABASE_URL={safe} is not one the {url.drivername} driver takes: "
+            f"{redact(detail, (str(url.password or ''), *map(str, url.query.values())))}"
+        ) from None
     backend = backend_of(url)
     if backend == "mysql":
         event.listen(engine, "connect", lambda dbapi_connection, _: _mysql_session(dbapi_connection, limits))
     elif backend == "sqlite":
-        event.listen(engine, "connect", lambda dbapi_connection, _: _sqlite_session(dbapi_connection))
+        event.listen(engine, "connect", lambda dbapi_connection, _: _sqlite_session(dbapi_connection, limits))
     return engine
 
 

@@ -7,18 +7,24 @@ becomes eligible are worked out in Python from the values read.
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, select
+from sqlalchemy import BigInteger, Integer, SmallInteger, Uuid, select
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection
 
 from reaper.errors import ReaperError
 from reaper.matching import Dating, dated_by, datings, rule_condition, type_scope
 from reaper.policies import Action, Policy, Rule
 from reaper.table import TaskTable
+
+# Integer types by their size where it is not 32 bits (MySQL's INT, PostgreSQL's integer).
+INTEGER_BITS = ((BigInteger, 64), (mysql.MEDIUMINT, 24), (SmallInteger, 16), (mysql.TINYINT, 8))
 
 
 class TaskNotFound(ReaperError):
@@ -77,15 +83,40 @@ class Explanation:
         }
 
 
+def _integer_bounds(table: TaskTable) -> tuple[int, int]:
+    """The smallest and largest value the integer id column holds (SQLite's integers all have 64 bits)."""
+    column_type = table.id.type
+    bits = 64
+    if table.engine.dialect.name != "sqlite":
+        bits = next((size for kind, size in INTEGER_BITS if isinstance(column_type, kind)), 32)
+    if getattr(column_type, "unsigned", False):
+        return 0, 2**bits - 1
+    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
+
+def _integer_id(table: TaskTable, text: str) -> int:
+    low, high = _integer_bounds(table)
+    # Only ASCII digits: int() also takes '1_000' and other scripts' digits, which no one means as an id.
+    if not re.fullmatch(r"[+-]?[0-9]+", text.strip()) or not low <= int(text) <= high:
+        raise BadTaskId(
+            f"--explain: {text!r} is not an id of {table.name} (its ids are integers from {low} to {high})"
+        )
+    return int(text)
+
+
 def parse_task_id(table: TaskTable, text: str) -> Any:
-    """Convert the id given on the command line to the id column's type."""
+    """Convert the id given on the command line to the id column's type; refuse what it cannot hold."""
     if not text.strip():
         raise BadTaskId("--explain: the id is empty")
-    if isinstance(table.id.type, Integer):
+    column_type = table.id.type
+    if isinstance(column_type, Integer):
+        return _integer_id(table, text)
+    if isinstance(column_type, Uuid):
         try:
-            return int(text)
+            found = uuid.UUID(text.strip())
         except ValueError:
-            raise BadTaskId(f"--explain: {text!r} is not an id of {table.name} (its ids are integers)") from None
+            raise BadTaskId(f"--explain: {text!r} is not an id of {table.name} (its ids are UUIDs)") from None
+        return found if column_type.as_uuid else str(found)
     return text
 
 

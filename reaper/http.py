@@ -9,8 +9,11 @@ client certificates).
 
 from __future__ import annotations
 
+import math
 import ssl
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +21,12 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from loguru import logger
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from reaper.errors import ConfigError
 
+REFUSAL_LOG_SECONDS = 60.0
 StartResponse = Callable[..., Any]
 Probe = Callable[[], tuple[bool, str]]
 
@@ -35,11 +40,74 @@ class TlsFiles:
     client_cafile: Path | None = None
 
 
+@dataclass(frozen=True)
+class HttpLimits:
+    """How long the server waits on a client, and how many clients it serves at once."""
+
+    # Each read (and the TLS handshake) must make progress within this: an idle or half-sent
+    # request is dropped instead of holding its thread for as long as the client stays.
+    read_timeout_seconds: float = 10.0
+    # Connections beyond this are closed at once: a thread each, and scrapes need one or two.
+    max_connections: int = 32
+
+
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.bound(HttpLimits())
+
+    def bound(self, limits: HttpLimits) -> None:
+        """Serve with ``limits``."""
+        self.limits = limits
+        self._slots = threading.BoundedSemaphore(limits.max_connections)
+        self._refused_logged_at = -math.inf
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve the connection in a thread of its own, if one of ``max_connections`` is free; else close it."""
+        if not self._slots.acquire(blocking=False):
+            self._log_refusal(client_address)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Serve one connection, then free its slot."""
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that timed out, hung up or failed its TLS handshake: nothing to print a traceback for."""
+        error = sys.exc_info()[1]
+        logger.debug(f"metrics HTTP connection from {client_address[0]} dropped: {type(error).__name__}: {error}")
+
+    def _log_refusal(self, client_address: Any) -> None:
+        now = time.monotonic()
+        if now - self._refused_logged_at >= REFUSAL_LOG_SECONDS:  # at most once a minute, whatever the flood
+            self._refused_logged_at = now
+            logger.warning(
+                f"metrics HTTP server: {self.limits.max_connections} connections open, refusing more "
+                f"(this one from {client_address[0]})"
+            )
+
 
 class _QuietHandler(WSGIRequestHandler):
+    server: _ThreadingServer
+
+    def setup(self) -> None:
+        """Bound every read by the read time-out; a TLS handshake happens here, in this connection's thread."""
+        super().setup()
+        self.connection.settimeout(self.server.limits.read_timeout_seconds)
+        if isinstance(self.connection, ssl.SSLSocket):
+            self.connection.do_handshake()
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
         """Scrapes every few seconds would flood the log; stay quiet."""
 
@@ -86,15 +154,21 @@ def _tls_context(tls: TlsFiles) -> ssl.SSLContext:
 class MetricsServer:
     """The HTTP server in a background thread; ``port`` is the one really bound (0 picks a free one)."""
 
-    def __init__(self, app: Any, host: str, port: int, tls: TlsFiles | None = None) -> None:
+    def __init__(
+        self, app: Any, host: str, port: int, tls: TlsFiles | None = None, limits: HttpLimits = HttpLimits()
+    ) -> None:
         try:
             self._server = make_server(host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler)
         except OSError as exc:
             raise ConfigError(
                 f"cannot listen on {host}:{port} (REAPER_METRICS_HOST, REAPER_METRICS_PORT): {exc.strerror}"
             ) from None
+        self._server.bound(limits)
         if tls is not None:
-            self._server.socket = _tls_context(tls).wrap_socket(self._server.socket, server_side=True)
+            # Not on accept: the serving thread would wait there on a client that never completes it.
+            self._server.socket = _tls_context(tls).wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self.host = host
         self.port = int(self._server.server_address[1])
         self.scheme = "https" if tls else "http"

@@ -41,8 +41,8 @@ class KeyWalk:
     with_age: bool = True  # read the age columns (and attempts) a fail or requeue writes from
 
     def columns(self) -> list[Any]:
-        """The columns of a row read: ``(id, [attempts], *age columns)``, as ``writes`` expects them."""
-        columns: list[Any] = [self.table.id]
+        """The columns of a row read: ``(*key, [attempts], *age columns)``, as ``writes`` expects them."""
+        columns: list[Any] = [*self.table.key]
         if self.with_age:
             attempts = counted_attempts(self.table, self.rule)
             columns += [attempts] if attempts is not None else []

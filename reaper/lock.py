@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from reaper.db import backend_of, identity, sqlite_file
 from reaper.errors import ConfigError, LockHeld
+from reaper.filenames import file_safe
 
 MYSQL_LOCK_NAME_LIMIT = 64
 LOCK_SESSION_IDLE_SECONDS = 7 * 86400
@@ -96,23 +97,31 @@ def _release(conn: Connection, backend: str, name: str, key: int) -> None:
             conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
         else:
             conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-        conn.commit()
     except SQLAlchemyError as exc:  # the session is gone, and the server dropped the lock with it
         logger.warning(f"could not release the lock {name!r} (the server has dropped it): {getattr(exc, 'orig', exc)}")
+
+
+def _keep_idle_session(conn: Connection, backend: str) -> None:
+    """The lock's session sits idle for the whole run: keep the server from closing it."""
+    if backend == "mysql":
+        conn.execute(text(f"SET SESSION wait_timeout = {LOCK_SESSION_IDLE_SECONDS}"))
+    elif (conn.dialect.server_version_info or (0,)) >= (14,):  # idle_session_timeout came with PostgreSQL 14
+        conn.execute(text("SET SESSION idle_session_timeout = 0"))
 
 
 @contextmanager
 def _server_lock(engine: Engine, name: str) -> Iterator[RunLock]:
     backend = backend_of(engine.url)
     key = _advisory_key(name)
-    with engine.connect() as conn:
+    # Both locks belong to the session, not to a transaction: in autocommit the session holds none
+    # open between its statements, so idle_in_transaction_session_timeout never ends it and no
+    # long-transaction alert sees a run as one transaction hours long.
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        _keep_idle_session(conn, backend)
         if backend == "mysql":
-            # The lock's session sits idle for the whole run: keep the server from closing it.
-            conn.execute(text(f"SET SESSION wait_timeout = {LOCK_SESSION_IDLE_SECONDS}"))
             got = conn.execute(text("SELECT GET_LOCK(:name, 0)"), {"name": name}).scalar() == 1
         else:
             got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar())
-        conn.commit()
         if not got:
             holder = _mysql_holder(conn, name) if backend == "mysql" else _postgres_holder(conn, key)
             raise LockHeld(f"another reaper holds the lock {name!r}: {holder}")
@@ -160,6 +169,6 @@ def exclusive_run(engine: Engine, table: str) -> Iterator[RunLock]:
     if path is None:  # an in-memory database is private to this process
         yield RunLock()
         return
-    with _file_lock(path.with_name(f"{path.name}.{table}.reaper-lock")) as lock:
+    with _file_lock(path.with_name(f"{path.name}.{file_safe(table)}.reaper-lock")) as lock:
         yield lock
 

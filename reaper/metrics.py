@@ -1,10 +1,10 @@
 """Prometheus metrics: a registry of our own, counters updated by the jobs, gauges from a snapshot.
 
 A scrape never touches the database: the gauges are yielded from the latest snapshot, which the
-background poll replaces. Label values stay bounded: statuses are the six role names (plus any
-unknown stored ones, lower-cased), and task types beyond the ``max_task_types`` largest are folded
-into ``other``. Every series carries ``table``, the name of the table the daemon watches, so that
-reapers of several tables on one Prometheus stay apart.
+background poll replaces. Label values stay bounded: statuses are the six role names plus the
+``MAX_UNKNOWN_STATUSES`` largest unknown stored ones (lower-cased), task types the ``max_task_types``
+largest; the others of each are folded into ``other``. Every series carries ``table``, the name of
+the table the daemon watches, so that reapers of several tables on one Prometheus stay apart.
 """
 
 from __future__ import annotations
@@ -24,6 +24,10 @@ from reaper.reap import RunResult
 from reaper.stats import STATUS_ORDER, Stats
 
 OTHER_TYPE = "other"
+OTHER_STATUS = "other"
+# Stored statuses that are none of the six names, exported by name (the largest); the rest are
+# added up as "other", so that a table full of junk statuses cannot multiply the series.
+MAX_UNKNOWN_STATUSES = 10
 STALE_STATUSES = ("running", "pending")
 RUN_MODES = ("cleanup", "dry_run", "rescue", "rescue_dry_run")
 RUN_OUTCOMES = ("success", "failure", "locked", "stopped")
@@ -84,12 +88,40 @@ def kept_task_types(counts: Mapping[tuple[str, str], int], limit: int) -> set[st
     return set(sorted(per_type, key=lambda name: (-per_type[name], name))[:limit])
 
 
-def fold_task_types(counts: Mapping[tuple[str, str], int], kept: set[str]) -> dict[tuple[str, str], int]:
-    """Add up the counts of task types not in ``kept`` under ``other``."""
+def kept_statuses(counts: Mapping[tuple[str, str], int], limit: int = MAX_UNKNOWN_STATUSES) -> set[str]:
+    """Return the six status names and the ``limit`` unknown statuses with most rows; the others are ``other``."""
+    per_status: dict[str, int] = defaultdict(int)
+    for (status, _), count in counts.items():
+        if status not in STATUS_ORDER:
+            per_status[status] += count
+    return {*STATUS_ORDER, *sorted(per_status, key=lambda name: (-per_status[name], name))[:limit]}
+
+
+def fold_task_types(
+    counts: Mapping[tuple[str, str], int], kept: set[str], statuses: set[str] | None = None
+) -> dict[tuple[str, str], int]:
+    """Add up the counts of task types not in ``kept`` (and statuses not in ``statuses``) under ``other``."""
     folded: dict[tuple[str, str], int] = defaultdict(int)
     for (status, task_type), count in counts.items():
-        folded[(status, task_type if task_type in kept else OTHER_TYPE)] += count
+        shown = status if statuses is None or status in statuses else OTHER_STATUS
+        folded[(shown, task_type if task_type in kept else OTHER_TYPE)] += count
     return dict(folded)
+
+
+def bounded(stats: Stats, max_task_types: int) -> Stats:
+    """Return ``stats`` with the statuses and task types that labels would carry folded as ``other``.
+
+    Done once per poll, so that neither a scrape nor the status page goes through thousands of them.
+    """
+    counts = stats.by_status_and_type
+    kept = kept_task_types(counts, max_task_types)
+    stale = {}
+    for status, summary in stats.stale.items():
+        by_type: dict[str, int] = defaultdict(int)
+        for task_type, count in summary.by_type.items():
+            by_type[task_type if task_type in kept else OTHER_TYPE] += count
+        stale[status] = replace(summary, by_type=dict(by_type))
+    return replace(stats, by_status_and_type=fold_task_types(counts, kept, kept_statuses(counts)), stale=stale)
 
 
 class ReaperMetrics:
@@ -201,7 +233,8 @@ class ReaperMetrics:
 
     def poll_succeeded(self, stats: Stats, at: float, duration: float) -> None:
         """Record a successful statistics poll."""
-        self._update(stats=stats, database_up=True, last_poll_success=at, poll_duration_seconds=duration)
+        shown = bounded(stats, self.max_task_types)
+        self._update(stats=shown, database_up=True, last_poll_success=at, poll_duration_seconds=duration)
 
     def poll_failed(self, kind: str, duration: float) -> None:
         """Record a failed poll: the database is down (or refused us); the last numbers stay."""
@@ -257,7 +290,7 @@ class _SnapshotCollector(Collector):
 
     def _gauges(self) -> Iterator[Metric]:
         snapshot = self.metrics.snapshot
-        yield from _task_gauges(snapshot.stats, self.metrics.max_task_types)
+        yield from _task_gauges(snapshot.stats)
         yield _oldest_by_type(snapshot.stats, self.metrics.max_task_types)
         yield _gauge("reaper_database_up", "1 when the last database poll worked, else 0.", float(snapshot.database_up))
         yield _gauge(
@@ -327,7 +360,8 @@ def _type_thresholds(values: Mapping[tuple[str, str], float]) -> GaugeMetricFami
     return family
 
 
-def _task_gauges(stats: Stats | None, max_task_types: int) -> Iterator[GaugeMetricFamily]:
+def _task_gauges(stats: Stats | None) -> Iterator[GaugeMetricFamily]:
+    """The gauges of ``stats``, whose statuses and task types ``bounded`` has already folded."""
     tasks = GaugeMetricFamily("reaper_tasks", "Rows per status and task type.", labels=["status", "task_type"])
     stale = GaugeMetricFamily(
         "reaper_stale_tasks", "Zombie rows (running or pending past their threshold) per task type.",
@@ -337,8 +371,7 @@ def _task_gauges(stats: Stats | None, max_task_types: int) -> Iterator[GaugeMetr
         "reaper_oldest_task_age_seconds", "Age of the oldest running and pending task; 0 when there is none.",
         labels=["status"],
     )
-    kept = kept_task_types(stats.by_status_and_type, max_task_types) if stats else set()
-    counts = fold_task_types(stats.by_status_and_type, kept) if stats else {}
+    counts = stats.by_status_and_type if stats else {}
     types = sorted({task_type for _, task_type in counts}) or ["unknown"]
     statuses = list(STATUS_ORDER) + sorted({status for status, _ in counts} - set(STATUS_ORDER))
     for status in statuses:
@@ -346,9 +379,9 @@ def _task_gauges(stats: Stats | None, max_task_types: int) -> Iterator[GaugeMetr
             tasks.add_metric([status, task_type], float(counts.get((status, task_type), 0)))
     for status in STALE_STATUSES:
         summary = stats.stale.get(status) if stats else None
-        by_type = fold_task_types({(status, t): n for t, n in summary.by_type.items()}, kept) if summary else {}
+        by_type = summary.by_type if summary else {}
         for task_type in types:
-            stale.add_metric([status, task_type], float(by_type.get((status, task_type), 0)))
+            stale.add_metric([status, task_type], float(by_type.get(task_type, 0)))
         age = summary.oldest_age_seconds if summary and summary.oldest_age_seconds is not None else 0.0
         oldest.add_metric([status], age)
     yield tasks

@@ -94,7 +94,8 @@ def _write_as_ids(
     """Read a refused range's matching rows as ids (``bounds()`` runs inside the read's transaction);
     ``write_batch`` retries, bisects and skips them."""
     with conn.begin():
-        rows = conn.execute(select(ctx.table.id).where(bounds(), ctx.selection).order_by(ctx.table.id)).all()
+        key = ctx.table.key
+        rows = conn.execute(select(*key).where(bounds(), ctx.selection).order_by(*key)).all()
     outcome = BatchOutcome()
     for start in range(0, len(rows), MAX_ID_LIST):  # a grown range can hold more ids than one statement binds
         outcome.add(write_batch(ctx, rows[start : start + MAX_ID_LIST]))

@@ -50,7 +50,7 @@ class Batch:
     """
 
     rule: Rule
-    rows: Sequence[Sequence[Any]]  # rows as read, or bare ids as 1-tuples
+    rows: Sequence[Sequence[Any]]  # rows as read (each starts with its key), or bare keys
     count: int | None = None
     id_span: tuple[Any, Any] | None = None
 
@@ -85,10 +85,11 @@ def segments(table: TaskTable, policy: Policy, now: datetime, spellings: Sequenc
         for value in spellings:
             status = and_(table.status == value, scope)
             dated = and_(status, table.before(first.column, first.cutoff))
-            found.append(Segment(rule, dated, (_as_stored(table, first.column), table.id)))
+            # ordered down to the whole key, so that a batch never resumes past a row it did not read
+            found.append(Segment(rule, dated, (_as_stored(table, first.column), *table.key)))
             if rest:
                 undated_first = and_(status, first.column.is_(None), dated_before(table, rest))
-                found.append(Segment(rule, undated_first, (table.id,)))
+                found.append(Segment(rule, undated_first, table.key))
     return found
 
 
@@ -109,14 +110,15 @@ def segment_query(
     size: int,
     with_age: bool = True,
 ) -> Select[Any]:
-    """Return the SELECT of the next batch of ``segment``: ids, the position reached, and the ages.
+    """Return the SELECT of the next batch of ``segment``: keys, the position reached, and the ages.
 
-    A row is ``(id, *position, [attempts], *age columns)``, the age columns in the order of
+    A row is ``(*key, *position, [attempts], *age columns)`` (the key: the id, and the rest of a
+    primary key the id is a part of; see ``TaskTable.key``), the age columns in the order of
     ``matching.datings``, the attempts only for a rule that requeues with a bound;
     without ``with_age`` (a delete needs no age) the SELECT reads only the index, as the age of a row
     may come from columns the index does not hold.
     """
-    columns = [table.id, *segment.order]
+    columns = [*table.key, *segment.order]
     if with_age:
         attempts = counted_attempts(table, segment.rule)
         columns += [attempts] if attempts is not None else []  # before the ages, which come last
@@ -159,4 +161,4 @@ def batches(
                 yield Batch(segment.rule, rows)
             if len(rows) < size:
                 break
-            after = tuple(rows[-1][1 : 1 + len(segment.order)])
+            after = tuple(rows[-1][len(table.key) : len(table.key) + len(segment.order)])

@@ -28,6 +28,7 @@ def run_daemon(settings: Settings, reload_settings: Callable[[], Settings], shad
     ProcessCollector(registry=registry)  # process_start_time_seconds: the alert rules need the uptime
     metrics = ReaperMetrics(registry, __version__, settings.metrics_max_task_types)
     daemon = Daemon(settings, reload_settings, metrics, schedule.Scheduler(), shadow=shadow)
+    daemon.open_database()  # no such table or column: exit 2 now, as a one-shot run would
 
     def status_page() -> str:
         return render_status_page(metrics.snapshot, daemon.settings.table, shadow)

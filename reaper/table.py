@@ -6,12 +6,13 @@ must exist in the reflected table, and SQL is only ever built from the reflected
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Column, MetaData, Table, and_, func, inspect, literal, select, type_coerce
+from sqlalchemy import Column, MetaData, Table, and_, case, func, inspect, literal, select, tuple_, type_coerce
 from sqlalchemy.dialects.mysql import TIMESTAMP as MySQLTimestamp
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import NoSuchTableError
@@ -22,6 +23,7 @@ from reaper.celery_results import CeleryFailure, result_column_fits
 from reaper.errors import SchemaError
 from reaper.presets import Preset, preset_named
 from reaper.settings import Settings, Statuses, env_name
+from reaper.textfit import TextFit, column_fit
 
 ACTIVE_STATUSES = ("pending", "running", "retry")
 TERMINAL_STATUSES = ("success", "failure", "revoked")
@@ -36,6 +38,8 @@ AGE_COLUMNS: dict[str, tuple[str, ...]] = {
     "failure": ("finished_at", "updated_at", "created_at"),
     "revoked": ("finished_at", "updated_at", "created_at"),
 }
+# The limits a task type may set that need a column of their own.
+TYPE_LIMIT_COLUMNS = {"heartbeat_timeout_minutes": "heartbeat_at", "max_attempts": "attempts"}
 # When some policy requeues, a pending row waits since its last write instead: a requeue restarts
 # the wait, so a task set back to pending is not failed at once for its old creation time.
 REQUEUED_PENDING_AGE_COLUMNS = ("updated_at", "created_at")
@@ -66,6 +70,7 @@ class TaskTable:
     pending_since_update: bool = False
     celery_failure: CeleryFailure | None = None  # a failure also stores a Celery exception
     dates_undated: bool = False  # active rows with no time get one when first seen (see undated.py)
+    error_fit: TextFit = TextFit()
     _write_values: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -82,6 +87,31 @@ class TaskTable:
     def id(self) -> Column[Any]:
         """The primary-key column used for keyset batches."""
         return self.columns["id"]
+
+    @property
+    def key(self) -> tuple[Column[Any], ...]:
+        """The columns that tell rows apart: the id, and the rest of the primary key when the id is a part of it.
+
+        A table keyed by (id, shard) may hold one id twice: a write by id alone would change both
+        rows, one of them never selected nor counted.
+        """
+        primary = list(self.table.primary_key.columns)
+        if len(primary) > 1 and any(column.name == self.id.name for column in primary):
+            return (self.id, *(column for column in primary if column.name != self.id.name))
+        return (self.id,)
+
+    def key_in(self, keys: Sequence[Sequence[Any]]) -> ColumnElement[bool]:
+        """Return the condition that a row's key is one of ``keys`` (each the values of ``key``, in order)."""
+        if len(self.key) == 1:
+            return self.id.in_([key[0] for key in keys])
+        return tuple_(*self.key).in_([tuple(key) for key in keys])
+
+    def by_key(self, values: Mapping[tuple[Any, ...], Any]) -> ColumnElement[Any]:
+        """Return a CASE giving each row the value for its key in ``values``."""
+        if len(self.key) == 1:
+            return case({key[0]: value for key, value in values.items()}, value=self.id)
+        whens = [(and_(*(c == v for c, v in zip(self.key, key, strict=True))), value) for key, value in values.items()]
+        return case(*whens)
 
     @property
     def status(self) -> Column[Any]:
@@ -230,13 +260,9 @@ class TaskTable:
                 return _recase_like(configured, str(sample), getattr(self.statuses, other))
         return configured
 
-    def fits(self, column: Column[Any], text: str) -> str:
-        """Truncate ``text`` to the column's declared length, if it has one."""
-        length = getattr(column.type, "length", None)
-        if isinstance(column.type, String) and length and len(text) > length:
-            # ASCII dots: the column's character set may not hold an ellipsis.
-            return text[: max(length - 3, 0)] + "..." if length > 3 else text[:length]
-        return text
+    def fit_error(self, text: str) -> str:
+        """Return ``text`` as the error column holds it: its characters, cut to its size (see ``textfit``)."""
+        return self.error_fit.fit(text)
 
 
 def _stores_zone(column: Column[Any]) -> bool:
@@ -331,6 +357,13 @@ def _check_task_type_settings(table: Table, columns: dict[str, Column[Any]], set
             f"[task_types] thresholds are set but table {table.name!r} has no task-type column "
             f"({env_name(('columns', 'task_type'))} is empty)"
         )
+    for name, kind in settings.task_types.items():  # a limit with no column to read would be ignored in silence
+        for key, role in TYPE_LIMIT_COLUMNS.items():
+            if getattr(kind, key) is not None and role not in columns:
+                raise SchemaError(
+                    f"task_types.{name}.{key} is set but table {table.name!r} has no {role.replace('_', '-')} "
+                    f"column to apply it to ({env_name(('columns', role))} is empty)"
+                )
     if settings.rescues() and "updated_at" not in columns:
         raise SchemaError(
             f"requeue needs an updated-at column to restart a requeued task's wait, and table {table.name!r} "
@@ -344,6 +377,10 @@ def open_table(engine: Engine, settings: Settings) -> TaskTable:
     columns = _check_columns(table, settings)
     _check_task_type_settings(table, columns, settings)
     preset = preset_named(settings.preset)
+    error_fit = TextFit()
+    if "error" in columns:
+        with engine.connect() as conn:
+            error_fit = column_fit(conn, columns["error"])
     return TaskTable(
         engine=engine,
         table=table,
@@ -353,4 +390,5 @@ def open_table(engine: Engine, settings: Settings) -> TaskTable:
         pending_since_update=settings.rescues(),
         celery_failure=_celery_failure(table, columns, settings),
         dates_undated=preset is not None and preset.dates_undated,
+        error_fit=error_fit,
     )

@@ -16,7 +16,7 @@ from functools import cached_property
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import and_, case, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
@@ -91,14 +91,14 @@ def failure_reason(policy: Policy, rule: Rule, dating: Dating, dated_from: datet
     )
 
 
-def _reason_texts(ctx: WriteContext, rows: Sequence[Sequence[Any]], ending: str) -> dict[Any, str]:
-    """Return each row's reason, by id (the age columns are the last ones selected)."""
+def _reason_texts(ctx: WriteContext, rows: Sequence[Sequence[Any]], ending: str) -> dict[tuple[Any, ...], str]:
+    """Return each row's reason, by key (the age columns are the last ones selected)."""
     found = datings(ctx.table, ctx.policy, ctx.rule, ctx.now)
     reasons = {}
     for row in rows:
         dated = dated_by(ctx.table, found, row[-len(found) :])
         assert dated is not None  # the selection only matches rows with an age
-        reasons[row[0]] = failure_reason(ctx.policy, ctx.rule, *dated, ctx.now, ending)
+        reasons[_key(ctx.table, row)] = failure_reason(ctx.policy, ctx.rule, *dated, ctx.now, ending)
     return reasons
 
 
@@ -108,18 +108,27 @@ def _reasons(ctx: WriteContext, rows: Sequence[Sequence[Any]], ending: str) -> C
     if error is None:
         return None
     texts = _reason_texts(ctx, rows, ending)
-    return case({key: table.fits(error, text) for key, text in texts.items()}, value=table.id)
+    return table.by_key({key: table.fit_error(text) for key, text in texts.items()})
 
 
 def _exceptions(ctx: WriteContext, rows: Sequence[Sequence[Any]], ending: str) -> dict[Any, Any]:
     """Return the values that store each failed row's exception where Celery reads it (none without a
-    result column): a CASE on id for the result, and the content type and encoding."""
+    result column): a CASE on the key for the result, and the content type and encoding."""
     table, failure = ctx.table, ctx.table.celery_failure
     if failure is None:
         return {}
     texts = _reason_texts(ctx, rows, ending)
     stored = {key: failure.stored(ctx.policy.status, text) for key, text in texts.items()}
-    return {failure.result: case(stored, value=table.id), **failure.constants()}
+    return {failure.result: table.by_key(stored), **failure.constants()}
+
+
+def _key(table: TaskTable, row: Sequence[Any]) -> tuple[Any, ...]:
+    """The key a selected row starts with."""
+    return tuple(row[: len(table.key)])
+
+
+def _keys(table: TaskTable, rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+    return [_key(table, row) for row in rows]
 
 
 def _set_failed(conn: Connection, ctx: WriteContext, rows: Sequence[Sequence[Any]], ending: str, *extra: Any) -> int:
@@ -133,8 +142,7 @@ def _set_failed(conn: Connection, ctx: WriteContext, rows: Sequence[Sequence[Any
         column = table.column(role)
         if column is not None:
             values[column] = table.to_db(ctx.now, column)
-    ids = [row[0] for row in rows]
-    query = update(table.table).where(table.id.in_(ids), ctx.selection, *extra).values(values)
+    query = update(table.table).where(table.key_in(_keys(table, rows)), ctx.selection, *extra).values(values)
     return int(conn.execute(query).rowcount)
 
 
@@ -154,8 +162,7 @@ def _requeue(conn: Connection, ctx: WriteContext, rows: Sequence[Sequence[Any]])
     if attempts is not None and ctx.rule.max_attempts is not None:
         values[attempts] = func.coalesce(attempts, 0) + 1
         under_bound = [or_(attempts.is_(None), attempts < ctx.rule.max_attempts)]
-    ids = [row[0] for row in rows]
-    query = update(table.table).where(table.id.in_(ids), ctx.selection, *under_bound).values(values)
+    query = update(table.table).where(table.key_in(_keys(table, rows)), ctx.selection, *under_bound).values(values)
     requeued = int(conn.execute(query).rowcount)
     if not under_bound:
         return {"requeued": requeued}
@@ -166,24 +173,26 @@ def _requeue(conn: Connection, ctx: WriteContext, rows: Sequence[Sequence[Any]])
 
 
 def _delete(conn: Connection, ctx: WriteContext, rows: Sequence[Sequence[Any]]) -> int:
-    ids = [row[0] for row in rows]
+    keys = _keys(ctx.table, rows)
     if ctx.archive is None:
-        return int(conn.execute(delete(ctx.table.table).where(ctx.table.id.in_(ids), ctx.selection)).rowcount)
-    deleted = _delete_returning(conn, ctx, ids)
+        return int(conn.execute(delete(ctx.table.table).where(ctx.table.key_in(keys), ctx.selection)).rowcount)
+    deleted = _delete_returning(conn, ctx, keys)
     ctx.archive.write(conn, deleted)  # durable before the caller commits the delete
     return len(deleted)
 
 
-def _delete_returning(conn: Connection, ctx: WriteContext, ids: list[Any]) -> list[dict[str, Any]]:
-    """Delete the matching rows among ``ids`` and return them whole: exactly the rows deleted."""
+def _delete_returning(conn: Connection, ctx: WriteContext, keys: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """Delete the matching rows among ``keys`` and return them whole: exactly the rows deleted."""
     table = ctx.table.table
-    condition = and_(ctx.table.id.in_(ids), ctx.selection)
+    condition = and_(ctx.table.key_in(keys), ctx.selection)
     if conn.dialect.delete_returning:
         return [dict(row) for row in conn.execute(delete(table).where(condition).returning(*table.c)).mappings()]
-    # No RETURNING (MySQL): lock the rows, so that the ones read are the ones deleted.
+    # No RETURNING (MySQL): lock the rows, so that the ones read are the ones deleted; the condition
+    # again, so that only they are deleted.
     locked = [dict(row) for row in conn.execute(select(table).where(condition).with_for_update()).mappings()]
     if locked:
-        conn.execute(delete(table).where(ctx.table.id.in_([row[ctx.table.id.name] for row in locked])))
+        read = [tuple(row[column.name] for column in ctx.table.key) for row in locked]
+        conn.execute(delete(table).where(ctx.table.key_in(read), ctx.selection))
     return locked
 
 

@@ -39,6 +39,11 @@ NOW = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
 BACKENDS = [name for name in os.environ.get("TEST_DATABASES", "sqlite,mariadb,postgresql").split(",") if name]
 SERVER_BACKENDS = [name for name in BACKENDS if name != "sqlite"]
 
+
+def only(name: str) -> list[str]:
+    """The backends, among those this run tests, that a test of ``name`` alone runs on."""
+    return [name] if name in BACKENDS else []
+
 DEFAULT_COLUMNS = {
     "id": "id",
     "status": "status",
@@ -69,6 +74,8 @@ class Shape:
     columns: Mapping[str, str | None] = field(default_factory=lambda: dict(DEFAULT_COLUMNS))
     uuid_ids: bool = False
     error_length: int | None = None  # None: TEXT
+    error_type: Any = None  # a column type of its own for the error column (overrides error_length)
+    task_type_length: int = 32
     status_type: Any = None  # None: String(20)
     aware_timestamps: bool = False
 
@@ -90,12 +97,12 @@ def create_table(engine: Engine, shape: Shape | None = None) -> Table:
         columns.append(Column(names["id"], Integer, primary_key=True, autoincrement=True))
     columns.append(Column(names["status"], shape.status_type if shape.status_type is not None else String(20)))
     optional: list[tuple[str, Any]] = [
-        ("task_type", String(32)),
+        ("task_type", String(shape.task_type_length)),
         ("created_at", stamp),
         ("started_at", stamp),
         ("finished_at", stamp),
         ("updated_at", stamp),
-        ("error", String(shape.error_length) if shape.error_length else Text()),
+        ("error", shape.error_type or (String(shape.error_length) if shape.error_length else Text())),
         ("heartbeat_at", stamp),
         ("attempts", Integer()),
     ]

@@ -25,6 +25,7 @@ import servers
 from helpers import NOW, Shape, Tasks, ago, real_ago, settings_for
 from reaper.archive import JsonlArchive, TableArchive, read_jsonl_archive
 from reaper.cli import main
+from reaper.filenames import file_safe
 from reaper.manual import ConfirmationRefused, confirm_deletions
 from reaper.policies import standard_policies
 from reaper.reap import RunOptions, RunResult, run_policies
@@ -150,6 +151,33 @@ def test_kill_9_in_the_middle_of_a_run_leaves_no_row_deleted_and_unarchived(
     deleted = everything - remaining
     assert 0 < len(deleted) < 3000, "the kill should land in the middle of the run"
     assert deleted <= archived_ids(tmp_path / "archive")
+
+
+@freeze_time(NOW)
+@pytest.mark.parametrize("name", ["../escape", "jobs/eu"])
+def test_a_table_name_that_looks_like_a_path_is_archived_inside_the_archive_directory(
+    make_tasks: Callable[..., Tasks], database_url: str, tmp_path: Path, name: str,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tasks = make_tasks(Shape(name=name))
+    zombie = tasks.add("running", started_at=ago(hours=30))  # the first policy fails it before any delete
+    ids = fill(tasks)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    argv = ["--once", "--database-url", database_url, "--table", name, "--archive", "jsonl", "--archive-dir", "kept"]
+    assert main(argv) == 0, capsys.readouterr().err
+    files = [path for path in tmp_path.rglob("*.jsonl.gz")]
+    assert len(files) == 1 and files[0].parent == work / "kept"
+    assert files[0].name.startswith(("___escape-", "jobs_eu-"))
+    assert sorted(row["id"] for row in read_jsonl_archive(files[0])) == sorted(ids["old"])
+    assert tasks.status_of(zombie) == "failure"
+
+
+def test_archive_file_names_of_different_tables_never_collide() -> None:
+    assert file_safe("processing_tasks") == "processing_tasks"
+    names = {file_safe(name) for name in ("jobs/eu", "jobs_eu", "jobs.eu", "jobs eu", "x" * 300)}
+    assert len(names) == 5 and all(len(name) <= 120 and "/" not in name for name in names)
 
 
 # --- the audit trail -----------------------------------------------------------------------------------------

@@ -229,6 +229,47 @@ def test_an_unknown_dialect_exits_2_without_showing_the_password(capsys: pytest.
     assert "Sup3rSecret" not in out + err
 
 
+@pytest.mark.parametrize("argument", ["nosuch_option=1", "connect_timeout=soon"])
+def test_a_url_argument_the_driver_does_not_take_exits_2_with_one_line_before_any_change(
+    filled: Tasks, database_url: str, backend: str, capsys: pytest.CaptureFixture[str], argument: str
+) -> None:
+    if backend == "sqlite" and argument.startswith("connect_timeout"):
+        argument = "timeout=soon"  # the SQLite driver's own name for it
+    before = filled.dump()
+    url = database_url + ("&" if "?" in database_url else "?") + argument
+    code, out, err = run_cli(capsys, "--once", "--database-url", url)
+    if backend == "postgresql" and argument.startswith("connect_timeout"):  # psycopg checks values as it connects
+        assert code == 1
+        assert_one_line_error(err, "bad value for connect_timeout")
+    else:
+        assert code == 2, err
+        assert_one_line_error(err, "REAPER_DATABASE_URL", argument.split("=")[0])
+    assert "reaper-secret-pw" not in out + err and "Warning" not in err
+    assert filled.dump() == before
+
+
+def test_a_config_file_that_is_not_utf8_exits_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "reaper.toml"
+    config.write_bytes(b"running_timeout_hours = 12 # \xff\n")
+    code, _, err = run_cli(capsys, "--once", "--config", str(config))
+    assert code == 2
+    assert_one_line_error(err, "reaper.toml", "not UTF-8")
+
+
+def test_a_task_type_heartbeat_limit_without_a_heartbeat_column_exits_2_before_any_change(
+    filled: Tasks, database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "reaper.toml"
+    config.write_text("[task_types.download]\nheartbeat_timeout_minutes = 5\n")
+    before = filled.dump()
+    code, _, err = run_cli(capsys, "--once", "--database-url", database_url, "--config", str(config))
+    assert code == 2
+    assert_one_line_error(err, "task_types.download.heartbeat_timeout_minutes", "REAPER_COLUMNS__HEARTBEAT_AT")
+    assert filled.dump() == before
+
+
 def test_a_bad_setting_in_the_environment_exits_2(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,

@@ -29,10 +29,11 @@ from test_metrics import samples, value
 from helpers import NOW, SERVER_BACKENDS, Shape, Tasks, ago, create_table, settings_for
 from reaper.daemon import Daemon, backoff_seconds, retry_delay_seconds
 from reaper.errors import ConfigError, DatabaseError
-from reaper.http import MetricsServer, TlsFiles, build_app
+from reaper.http import HttpLimits, MetricsServer, TlsFiles, build_app
 from reaper.lock import exclusive_run
 from reaper.metrics import ReaperMetrics
 from reaper.settings import Settings, load_settings
+from reaper.table import open_table
 from servers import Server
 
 
@@ -432,6 +433,20 @@ def test_an_invalid_new_config_is_logged_and_the_running_one_kept(
     assert value(samples(registry), "reaper_config_reloads_total", outcome="failure") == 1
 
 
+def test_a_config_file_that_is_not_utf8_on_sighup_is_a_failed_reload_not_a_failed_job(
+    tasks: Tasks, database_url: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "reaper.toml"
+    daemon, registry = reloading_daemon(database_url, config, "running_timeout_hours = 6\n")
+    config.write_bytes(b"running_timeout_hours = 12 # \xff\n")
+    daemon.reload_requested.set()  # what SIGHUP does
+    daemon.tick()
+    scraped = samples(registry)
+    assert value(scraped, "reaper_config_reloads_total", outcome="failure") == 1
+    assert not [name for name, _ in scraped if name == "reaper_job_failures_total"]
+    assert daemon.settings.running_timeout_hours == 6
+
+
 def test_a_reload_that_asks_for_a_column_the_table_lacks_is_refused(
     make_tasks: Any, database_url: str, tmp_path: Path
 ) -> None:
@@ -448,6 +463,39 @@ def test_a_reload_that_asks_for_a_column_the_table_lacks_is_refused(
     assert value(samples(registry), "reaper_config_reloads_total", outcome="failure") == 1
     daemon.run_policies(dry_run=False)
     assert tasks.status_of(zombie) == "failure"
+
+
+@pytest.mark.parametrize(
+    "setting", ["table = 'no_such_table'", "[columns]\nerror = 'no_such_column'", "[task_types.x]\nmax_attempts = 2"]
+)
+def test_a_reload_naming_a_table_or_column_that_does_not_exist_is_refused_as_at_start(
+    tasks: Tasks, database_url: str, tmp_path: Path, setting: str
+) -> None:
+    zombie = tasks.add("running", started_at=ago(hours=30))
+    config = tmp_path / "reaper.toml"
+    daemon, registry = reloading_daemon(database_url, config, "running_timeout_hours = 24\n", clock=lambda: NOW)
+    assert daemon.poll()
+    config.write_text(f"running_timeout_hours = 12\n{setting}\n")
+    with pytest.raises(ConfigError):  # what a start with that file says
+        open_table(tasks.engine, load_settings({"database_url": database_url}, config))
+    assert not daemon.reload()
+    assert daemon.settings.running_timeout_hours == 24 and daemon.settings.table == "processing_tasks"
+    assert value(samples(registry), "reaper_config_reloads_total", outcome="failure") == 1
+    assert daemon.poll()
+    daemon.run_policies(dry_run=False)
+    assert tasks.status_of(zombie) == "failure"
+
+
+def test_the_daemon_refuses_at_start_a_table_that_does_not_exist(tmp_path: Path) -> None:
+    (tmp_path / "tasks.sqlite3").touch()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REAPER_")}
+    env.update(REAPER_METRICS_PORT="0", REAPER_DATABASE_URL="sqlite:///tasks.sqlite3", REAPER_TABLE="no_such_table")
+    done = subprocess.run([sys.executable, "-m", "reaper"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("reaper: error:")]
+    assert len(errors) == 1 and "table 'no_such_table' not found" in errors[0]
+    assert "Traceback" not in done.stderr
 
 
 def test_a_reload_that_turns_requeue_on_dates_pending_rows_from_their_last_write(
@@ -621,6 +669,67 @@ def test_metrics_are_served_over_tls_when_a_certificate_is_configured(tmp_path: 
         with pytest.raises(urllib.error.URLError):  # a client that does not trust the certificate is refused
             urllib.request.urlopen(f"https://127.0.0.1:{server.port}/metrics", timeout=10)
     finally:
+        server.stop()
+
+
+def request_threads() -> int:
+    return sum(1 for thread in threading.enumerate() if "process_request" in thread.name)
+
+
+def closed_by_server(client: socket.socket, within: float) -> bool:
+    """Whether the server closes ``client`` within ``within`` seconds (whatever it answers first)."""
+    client.settimeout(within)
+    try:
+        while client.recv(4096):
+            pass
+    except TimeoutError:
+        return False
+    except OSError:  # reset: closed too
+        pass
+    return True
+
+
+def test_idle_and_half_sent_requests_are_bounded_in_number_and_time() -> None:
+    registry = CollectorRegistry()
+    ReaperMetrics(registry, "limits-test")
+    limits = HttpLimits(read_timeout_seconds=0.5, max_connections=4)
+    server = MetricsServer(build_app(registry, lambda: (True, ""), lambda: (True, "")), "127.0.0.1", 0, limits=limits)
+    server.start()
+    clients = []
+    try:
+        for number in range(30):  # each sends half a request, then waits as long as the server lets it
+            client = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            client.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n" if number % 2 else b"")
+            clients.append(client)
+        time.sleep(0.2)
+        assert request_threads() <= 4
+        started = time.monotonic()
+        assert all(closed_by_server(client, within=5) for client in clients)
+        assert time.monotonic() - started < 3  # the read time-out, not the clients, ended them
+        assert get(f"http://127.0.0.1:{server.port}/healthz")[0] == 200
+    finally:
+        for client in clients:
+            client.close()
+        server.stop()
+
+
+def test_a_tls_client_that_never_completes_its_handshake_does_not_hold_up_the_others(tmp_path: Path) -> None:
+    cert, key = make_certificate(tmp_path)
+    registry = CollectorRegistry()
+    ReaperMetrics(registry, "tls-test")
+    server = MetricsServer(build_app(registry, lambda: (True, ""), lambda: (True, "")), "127.0.0.1", 0,
+                           TlsFiles(cert, key), HttpLimits(read_timeout_seconds=0.5))
+    server.start()
+    silent = socket.create_connection(("127.0.0.1", server.port), timeout=5)  # connects, says nothing
+    try:
+        context = ssl.create_default_context(cafile=str(cert))
+        started = time.monotonic()
+        with urllib.request.urlopen(f"https://127.0.0.1:{server.port}/healthz", context=context, timeout=10) as reply:
+            assert reply.status == 200
+        assert time.monotonic() - started < 0.4  # served at once, not after the silent client's time-out
+        assert closed_by_server(silent, within=5)
+    finally:
+        silent.close()
         server.stop()
 
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from freezegun import freeze_time
+from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, Uuid
+from sqlalchemy.engine import Engine
 
-from helpers import NOW, WITH_HEARTBEAT_AND_ATTEMPTS, Shape, Tasks, ago, settings_for
+from helpers import NOW, SERVER_BACKENDS, WITH_HEARTBEAT_AND_ATTEMPTS, Shape, Tasks, ago, settings_for
 from reaper.cli import main
 from reaper.explain import Explanation, explain, render_explanation
 from reaper.policies import standard_policies
@@ -146,3 +149,40 @@ def test_an_empty_id_is_a_usage_error_not_the_daemon(
 ) -> None:
     assert main(["--database-url", database_url, "--explain", " "]) == 2
     assert "the id is empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("given", ["99999999999999999999999", "-99999999999999999999999", "1_000", "٣"])
+def test_an_id_no_integer_column_can_hold_is_a_usage_error(
+    tasks: Tasks, database_url: str, capsys: pytest.CaptureFixture[str], given: str
+) -> None:
+    assert main(["--database-url", database_url, "--explain", given]) == 2
+    err = capsys.readouterr().err
+    assert "not an id of processing_tasks" in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_id_beyond_a_32_bit_id_column_is_a_usage_error_where_the_column_has_32_bits(
+    tasks: Tasks, database_url: str, backend: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["--database-url", database_url, "--explain", str(2**31)])
+    err = capsys.readouterr().err
+    if backend == "sqlite":  # an INTEGER PRIMARY KEY has 64 bits there
+        assert code == 1 and "no row with id = 2147483648" in err
+    else:
+        assert code == 2 and "integers from -2147483648 to 2147483647" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("backend", SERVER_BACKENDS, indirect=True)  # SQLite keeps a UUID as CHAR(32) text
+def test_a_malformed_uuid_id_is_a_usage_error(
+    engine: Engine, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    columns = [Column(name, DateTime()) for name in ("created_at", "started_at", "completed_at", "updated_at")]
+    table = Table("processing_tasks", MetaData(), Column("id", Uuid(), primary_key=True),
+                  Column("status", String(20)), Column("task_type", String(32)), Column("error_message", Text()),
+                  *columns)
+    table.create(engine)
+    assert main(["--database-url", database_url, "--explain", "not-a-uuid"]) == 2
+    err = capsys.readouterr().err
+    assert "not an id of processing_tasks (its ids are UUIDs)" in err and len(err.strip().splitlines()) == 1
+    assert main(["--database-url", database_url, "--explain", str(uuid.uuid4())]) == 1
+    assert "no row with id" in capsys.readouterr().err

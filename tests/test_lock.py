@@ -7,13 +7,19 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine, make_url
 
-from helpers import Tasks, real_ago
+from helpers import NOW, Tasks, ago, only, real_ago, settings_for
+from reaper.cleanup import exclusive_cleanup, run_options
+from reaper.db import create_db_engine
 from reaper.errors import LockHeld
 from reaper.lock import exclusive_run
+from reaper.policies import standard_policies
+from reaper.table import open_table
 
 
 def test_a_second_holder_is_refused_and_told_who_holds_the_lock(tasks: Tasks, database_url: str) -> None:
@@ -117,3 +123,53 @@ def test_a_mariadb_url_takes_the_same_lock_as_a_mysql_url(tasks: Tasks, database
             pass
     finally:
         other.dispose()
+
+
+def _lock_session(admin: Engine) -> tuple[str, Any]:
+    """The state and transaction start of the session holding a PostgreSQL advisory lock."""
+    with admin.connect() as conn:
+        found = conn.execute(
+            text(
+                "SELECT a.state, a.xact_start FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.granted"
+            )
+        ).one()
+    return str(found[0]), found[1]
+
+
+@pytest.mark.parametrize("backend", only("postgresql"), indirect=True)
+def test_the_postgresql_lock_session_holds_no_transaction_open(tasks: Tasks, database_url: str) -> None:
+    admin = create_engine(database_url)
+    try:
+        with exclusive_run(tasks.engine, "processing_tasks") as lock:
+            assert lock.held()  # the check between batches must not leave a transaction open either
+            state, started = _lock_session(admin)
+            assert (state, started) == ("idle", None)
+    finally:
+        admin.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", only("postgresql"), indirect=True)
+def test_a_run_of_several_batches_survives_the_idle_session_time_outs(
+    tasks: Tasks, database_url: str, tmp_path: Path
+) -> None:
+    with tasks.engine.connect() as conn:  # the server ends a session idle (in a transaction or not) for 1 s
+        for setting in ("idle_in_transaction_session_timeout", "idle_session_timeout"):
+            conn.exec_driver_sql(f'ALTER DATABASE "{tasks.engine.url.database}" SET {setting} = 1000')
+        conn.commit()
+    tasks.engine.dispose()  # its sessions were opened before
+    for _ in range(20):
+        tasks.add("success", finished_at=ago(days=40))
+    settings = settings_for(database_url, audit_log="", batch_size=5, batch_time_seconds=0, sleep_seconds=0.6)
+    engine = create_db_engine(make_url(database_url))
+    try:
+        table = open_table(engine, settings)
+        policies = [standard_policies(settings)[3]]
+        run = exclusive_cleanup(table, policies, NOW, run_options(settings, dry_run=False), settings, "test")
+    finally:
+        engine.dispose()
+    result = run.policies["success_retention"]
+    assert run.stop_reason is None and (result.affected, result.batches) == (20, 4)
+    tasks.engine.dispose()
+    assert tasks.count() == 0

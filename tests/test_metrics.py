@@ -7,12 +7,14 @@ from typing import Any
 import schedule
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import event
+from sqlalchemy import event, insert
 
 from helpers import NOW, Shape, Tasks, ago, settings_for
 from reaper.daemon import Daemon
-from reaper.metrics import ReaperMetrics
+from reaper.metrics import MAX_UNKNOWN_STATUSES, ReaperMetrics
+from reaper.page import render_status_page
 from reaper.settings import Settings
+from reaper.stats import STATUS_ORDER
 
 
 def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -222,3 +224,28 @@ def test_another_table_after_a_reload_starts_its_series_afresh(make_tasks: Any, 
     assert value(scraped, "reaper_runs_total", mode="cleanup", outcome="success", table="other_tasks") == 0
     assert value(scraped, "reaper_tasks", status="running", task_type="unknown", table="other_tasks") == 0
     assert not any(("table", "processing_tasks") in labels for _, labels in scraped)
+
+
+def test_unknown_statuses_beyond_the_cap_are_folded_into_other_so_the_series_stay_few(
+    tasks: Tasks, database_url: str
+) -> None:
+    fill(tasks)
+    created = ago(hours=1).replace(tzinfo=None)
+    junk = [{"status": f"junk_{n:05d}", "task_type": f"kind_{n % 3}", "created_at": created} for n in range(3000)]
+    junk += [{"status": "queued", "task_type": "download", "created_at": created}] * 5  # the largest unknown one
+    with tasks.engine.begin() as conn:
+        conn.execute(insert(tasks.table), junk)
+    daemon, registry = make_daemon(settings_for(database_url))
+    assert daemon.poll()
+    scraped = samples(registry)
+    series = {dict(labels)["status"]: labels for name, labels in scraped if name == "reaper_tasks"}
+    kept = {f"junk_{n:05d}" for n in range(MAX_UNKNOWN_STATUSES - 1)}  # after queued, the first by name
+    assert set(series) == {*STATUS_ORDER, "queued", *kept, "other"}
+    assert value(scraped, "reaper_tasks", status="queued", task_type="download") == 5
+    assert sum(count for (name, _), count in scraped.items() if name == "reaper_tasks") == 6 + 3005
+    other = [
+        count for (name, labels), count in scraped.items() if name == "reaper_tasks" and ("status", "other") in labels
+    ]
+    assert sum(other) == 3000 - len(kept)
+    assert len(generate_latest(registry)) < 20_000
+    assert len(render_status_page(daemon.metrics.snapshot, "processing_tasks", False)) < 20_000

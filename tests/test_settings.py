@@ -138,6 +138,13 @@ def test_an_invalid_toml_file_is_an_error_naming_the_file(tmp_path: Path) -> Non
         load_settings(config_file=config)
 
 
+def test_a_toml_file_that_is_not_utf8_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "latin1.toml"
+    config.write_bytes("table = 'tâches'\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="latin1.toml.*not UTF-8.*line 1"):
+        load_settings(config_file=config)
+
+
 def test_a_missing_config_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_settings(config_file=tmp_path / "nope.toml")

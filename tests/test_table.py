@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import Column, DateTime, Enum, Integer, MetaData, String, Table, create_engine
+from sqlalchemy import Column, DateTime, Enum, Integer, MetaData, Table, create_engine
 from sqlalchemy.dialects.mysql import TIMESTAMP as MySQLTimestamp
 
 from helpers import NOW, Shape, Tasks, settings_for
@@ -90,10 +90,10 @@ def test_mysql_timestamp_values_are_read_as_utc_whatever_the_configured_zone(tas
     assert table.to_db(NOW, stamp) == NOW
 
 
-def test_text_is_cut_to_a_string_columns_length(tasks: Tasks, database_url: str) -> None:
-    table = open_table(tasks.engine, settings_for(database_url))
-    short = Column("note", String(10))
-    assert table.fits(short, "x" * 50) == "xxxxxxx..." and table.fits(short, "ok") == "ok"
+def test_text_is_cut_to_a_string_error_columns_length(make_tasks: Callable[..., Tasks], database_url: str) -> None:
+    tasks = make_tasks(Shape(error_length=10))
+    table = open_table(tasks.engine, settings_for(database_url, tasks.shape))
+    assert table.fit_error("x" * 50) == "xxxxxxx..." and table.fit_error("ok") == "ok"
 
 
 def test_task_type_thresholds_need_a_task_type_column(make_tasks: Callable[..., Tasks], database_url: str) -> None:
@@ -102,6 +102,20 @@ def test_task_type_thresholds_need_a_task_type_column(make_tasks: Callable[..., 
     settings = settings_for(database_url, tasks.shape, task_types={"download": {"running_timeout_hours": 1}})
     with pytest.raises(SchemaError, match="has no task-type column"):
         open_table(tasks.engine, settings)
+
+
+@pytest.mark.parametrize(
+    "key, column",
+    [("heartbeat_timeout_minutes", "REAPER_COLUMNS__HEARTBEAT_AT"), ("max_attempts", "REAPER_COLUMNS__ATTEMPTS")],
+)
+def test_a_task_type_limit_whose_column_the_table_lacks_is_refused_naming_both(
+    tasks: Tasks, database_url: str, key: str, column: str
+) -> None:
+    settings = settings_for(database_url, task_types={"download": {key: 5}})
+    with pytest.raises(SchemaError) as refused:
+        open_table(tasks.engine, settings)
+    message = str(refused.value)
+    assert f"task_types.download.{key}" in message and column in message and "\n" not in message
 
 
 @pytest.mark.parametrize(

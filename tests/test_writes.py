@@ -4,10 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, ForeignKey, Integer, Table, insert, select, text, update
+from sqlalchemy import (
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Engine, make_url
 
 from helpers import (
@@ -21,6 +36,7 @@ from helpers import (
     row_locked,
     settings_for,
 )
+from reaper.archive import open_archive
 from reaper.errors import SchemaError
 from reaper.policies import standard_policies
 from reaper.reap import RunOptions, RunResult, run_policies
@@ -200,3 +216,52 @@ def test_the_dry_run_foresees_which_rows_a_bounded_requeue_would_fail(counted: T
     real = run_policies(table, standard_policies(settings), NOW, RunOptions()).policies["running_timeout"]
     assert dry.done == real.done == {"requeued": 1, "failed": 1}
     assert dry.affected == 0 and real.affected == 2
+
+
+def sharded_table(engine: Engine) -> Table:
+    """A task table whose primary key is (id, shard): the same id may appear once per shard."""
+    stamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+    table = Table(
+        "processing_tasks", MetaData(),
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("shard", Integer, primary_key=True, autoincrement=False),
+        Column("status", String(20)), Column("task_type", String(32)),
+        *(Column(name, stamp) for name in ("created_at", "started_at", "completed_at", "updated_at")),
+        Column("error_message", Text()),
+    )
+    table.create(engine)
+    return table
+
+
+def sharded_row(task_id: int, shard: int, status: str, **ages: datetime) -> dict[str, Any]:
+    stamps = dict.fromkeys(("started_at", "completed_at", "updated_at"), None)
+    stamps.update({name: moment.replace(tzinfo=None) for name, moment in ages.items()})
+    return {"id": task_id, "shard": shard, "status": status, "task_type": "download",
+            "created_at": ago(days=60).replace(tzinfo=None), **stamps}
+
+
+@pytest.mark.parametrize("archive", [None, "jsonl"])
+def test_a_table_keyed_by_id_and_shard_gets_each_row_written_once_and_counted_once(
+    engine: Engine, database_url: str, tmp_path: Path, archive: str | None
+) -> None:
+    table = sharded_table(engine)
+    rows = [sharded_row(n, 1, "running", started_at=ago(hours=30)) for n in range(1, 9)]
+    rows += [sharded_row(n, 2, "running", started_at=ago(hours=40)) for n in range(1, 5)]  # older twins
+    rows += [sharded_row(5, 2, "running", started_at=ago(hours=1))]  # a young twin: stays running
+    rows += [sharded_row(n, shard, "success", completed_at=ago(days=40)) for n in range(20, 26) for shard in (1, 2)]
+    rows += [sharded_row(20, 3, "success", completed_at=ago(days=1))]  # a young twin: stays
+    with engine.begin() as conn:
+        conn.execute(insert(table), rows)
+    settings = settings_for(database_url, archive=archive or "none", archive_dir=tmp_path)
+    options = RunOptions(sleep=lambda _: None, batch_size=3, archive=open_archive(
+        settings.archive, settings.archive_dir, None, table, engine, NOW))
+    run = run_policies(open_table(engine, settings), standard_policies(settings), NOW, options)
+    failed, deleted = run.policies["running_timeout"], run.policies["success_retention"]
+    assert (failed.matched, failed.affected) == (12, 12)
+    assert (deleted.matched, deleted.affected) == (12, 12)
+    with engine.connect() as conn:
+        left = {(row.id, row.shard): row for row in conn.execute(select(table))}
+    assert set(left) == {*((n, 1) for n in range(1, 9)), *((n, 2) for n in range(1, 6)), (20, 3)}
+    assert left[(5, 2)].status == "running" and left[(20, 3)].status == "success"
+    assert "running for 40.0 h" in left[(1, 2)].error_message  # each row's own age, not its twin's
+    assert "running for 30.0 h" in left[(1, 1)].error_message

@@ -458,3 +458,16 @@ def test_a_reload_that_sets_the_batch_size_makes_it_the_most_a_batch_holds_and_s
         logger.remove(sink)
     assert daemon.settings.batch_ceiling == 1000
     assert any("configuration reloaded: batch_size changed" in line for line in lines), lines
+
+
+@pytest.mark.parametrize("line", ["batch_size = true", "success_retention_days = true", "max_attempts = 2.0"])
+def test_a_reload_with_a_boolean_or_fraction_for_a_number_is_refused_and_counted_as_failed(
+    tasks: Tasks, database_url: str, tmp_path: Path, line: str
+) -> None:
+    config = tmp_path / "reaper.toml"
+    daemon, registry = reloading_daemon(database_url, config, "success_retention_days = 30\nbatch_size = 500\n")
+    config.write_text(f"{line}\n")
+    assert not daemon.reload()
+    assert (daemon.settings.success_retention_days, daemon.settings.batch_size) == (30, 500)
+    assert value(samples(registry), "reaper_config_reloads_total", outcome="failure") == 1
+    assert value(samples(registry), "reaper_config_reloads_total", outcome="success") == 0

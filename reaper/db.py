@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import URL, Engine
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
@@ -31,6 +31,10 @@ MYSQL_LOCK_ERRORS = {1205, 1213}
 POSTGRES_LOCK_STATES = {"40P01", "55P03", "40001"}
 CONNECT_TIMEOUT_SECONDS = 10
 MYSQL_CONSTRAINT = re.compile(r"CONSTRAINT `([^`]+)`")
+# Query arguments a driver takes as a password: password, PyMySQL's passwd, libpq's sslpassword.
+SECRET_QUERY_KEY = re.compile("pass", re.IGNORECASE)
+MASK = "***"
+UNPARSABLE_URL = "(a database URL that cannot be parsed; not shown)"
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,27 @@ def backend_of(url: URL) -> str:
     """Return ``mysql`` (for MySQL and MariaDB URLs alike), ``postgresql``, ``sqlite``, or another name."""
     backend = url.get_backend_name()
     return "mysql" if backend in ("mysql", "mariadb") else backend
+
+
+def url_secrets(url: URL) -> tuple[str, ...]:
+    """The passwords a URL holds (its user part, its query), which no output may show."""
+    found = [str(url.password)] if url.password else []
+    for key, value in url.query.items():
+        if SECRET_QUERY_KEY.search(key):
+            found += [value] if isinstance(value, str) else list(value)
+    return tuple(secret for secret in found if secret)
+
+
+def safe_url(url: URL | str) -> str:
+    """A database URL as every message shows it: each password masked; a URL that cannot be parsed, not at all."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError, TypeError):
+        return UNPARSABLE_URL
+    secret_keys = [key for key in parsed.query if SECRET_QUERY_KEY.search(key)]
+    parsed = parsed.update_query_dict(dict.fromkeys(secret_keys, MASK))
+    shown = parsed.render_as_string(hide_password=True)
+    return redact(shown.replace("=%2A%2A%2A", f"={MASK}"), url_secrets(make_url(url)))
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -110,7 +135,7 @@ def _engine_options(url: URL, limits: SessionLimits) -> dict[str, Any]:
 def create_db_engine(url: URL, limits: SessionLimits | None = None, *, must_exist: bool = True) -> Engine:
     """Create an engine for ``url`` whose sessions carry ``limits``; a missing SQLite file is an error."""
     limits = limits or SessionLimits()
-    safe = url.render_as_string(hide_password=True)
+    safe = safe_url(url)
     path = sqlite_file(url)
     if must_exist and path is not None and not path.is_file():
         raise ConfigError(f"SQLite database file {str(path)!r} does not exist (REAPER_DATABASE_URL={safe})")
@@ -124,7 +149,7 @@ def create_db_engine(url: URL, limits: SessionLimits | None = None, *, must_exis
             "install it, for example pip install 'reaper[postgresql]'"
         ) from None
     except ArgumentError as exc:
-        raise ConfigError(f"invalid REAPER_DATABASE_URL={safe}: {exc}") from None
+        raise ConfigError(redact(f"invalid REAPER_DATABASE_URL={safe}: {exc}", url_secrets(url))) from None
     backend = backend_of(url)
     if backend == "mysql":
         event.listen(engine, "connect", lambda dbapi_connection, _: _mysql_session(dbapi_connection, limits))

@@ -30,6 +30,7 @@ from pydantic_settings import (
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from reaper.db import safe_url, url_secrets
 from reaper.errors import ConfigError
 from reaper.sizing import MAX_BATCH_SIZE, MAX_ID_LIST
 
@@ -201,9 +202,11 @@ class Settings(BaseSettings):
     @classmethod
     def _parsable_url(cls, value: str) -> str:
         try:
-            make_url(value)
+            url = make_url(value)
         except (ArgumentError, ValueError):
             raise ValueError("not a database URL (expected dialect+driver://user:password@host/db)") from None
+        if url.host and "@" in url.host:  # the password's own "@" ends it early: its tail would show as the host
+            raise ValueError("the URL has more than one '@': write an '@' in the password or user name as %40")
         return value
 
     @field_validator("database_timezone", mode="after")
@@ -298,20 +301,13 @@ class Settings(BaseSettings):
 
     @property
     def safe_database_url(self) -> str:
-        """The database URL with its password masked (in the user part or the query), for output."""
-        url = self.url
-        if "password" in url.query:
-            url = url.update_query_dict({"password": "***"})
-        return url.render_as_string(hide_password=True)
+        """The database URL with its passwords masked (in the user part or the query), for output."""
+        return safe_url(self.database_url)
 
     @property
     def secrets(self) -> tuple[str, ...]:
         """Strings that must never appear in any output."""
-        url = self.url
-        found = [str(url.password)] if url.password else []
-        query_password = url.query.get("password")
-        found += [query_password] if isinstance(query_password, str) else list(query_password or ())
-        return tuple(secret for secret in found if secret)
+        return url_secrets(self.url)
 
     @classmethod
     def settings_customise_sources(

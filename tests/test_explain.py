@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 from freezegun import freeze_time
+from sqlalchemy import text
 
-from helpers import NOW, WITH_HEARTBEAT_AND_ATTEMPTS, Shape, Tasks, ago, settings_for
+from helpers import NOW, SERVER_BACKENDS, WITH_HEARTBEAT_AND_ATTEMPTS, Shape, Tasks, ago, settings_for
 from reaper.cli import main
 from reaper.explain import Explanation, explain, render_explanation
 from reaper.policies import standard_policies
@@ -146,3 +147,12 @@ def test_an_empty_id_is_a_usage_error_not_the_daemon(
 ) -> None:
     assert main(["--database-url", database_url, "--explain", " "]) == 2
     assert "the id is empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", [name for name in SERVER_BACKENDS if name == "postgresql"], indirect=True)
+def test_a_column_the_driver_cannot_read_does_not_stop_an_explanation(tasks: Tasks, database_url: str) -> None:
+    zombie = tasks.add("running", started_at=ago(hours=30))
+    with tasks.engine.begin() as conn:  # psycopg reads no time past 23:59:59, which PostgreSQL's time holds
+        conn.execute(text("ALTER TABLE processing_tasks ADD COLUMN window_end time DEFAULT '24:00:00'"))
+    found = why(tasks, database_url, zombie)
+    assert (found.policy, found.verdict) == ("running_timeout", "failed")

@@ -14,9 +14,10 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
-from reaper.archive import from_json, read_jsonl_archive
+from reaper.archive import read_jsonl_archive
 from reaper.errors import ConfigError, SchemaError
 from reaper.table import TaskTable
+from reaper.values import exact_table, exact_type, from_json
 
 
 @dataclass
@@ -39,12 +40,15 @@ def _rows(table: TaskTable, raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
     unknown = sorted({key for row in raw for key in row} - set(columns.keys()))
     if unknown:
         raise SchemaError(f"the archive has columns that table {table.name!r} lacks: {', '.join(unknown)}")
-    return [{key: from_json(value, columns[key]) for key, value in row.items()} for row in raw]
+    dialect = table.engine.dialect.name
+    exact = {name: exact_type(column.type, dialect) for name, column in columns.items()}
+    return [{key: from_json(value, exact[key]) for key, value in row.items()} for row in raw]
 
 
 def _insert_missing(table: TaskTable, rows: list[dict[str, Any]], dry_run: bool) -> tuple[int, int]:
     """Insert the rows whose id is not in the table; return (inserted, already present)."""
     id_name = table.id.name
+    writer = exact_table(table.table, table.engine.dialect.name)  # values decoded for their exact types
     with table.engine.connect() as conn:
         present = set(conn.execute(select(table.id).where(table.id.in_([row[id_name] for row in rows]))).scalars())
     missing = [row for row in rows if row[id_name] not in present]
@@ -52,14 +56,14 @@ def _insert_missing(table: TaskTable, rows: list[dict[str, Any]], dry_run: bool)
         return len(missing), len(present)
     try:
         with table.engine.begin() as conn:
-            conn.execute(insert(table.table), missing)
+            conn.execute(insert(writer), missing)
         return len(missing), len(present)
     except IntegrityError:  # a row appeared meanwhile: one at a time, skipping those that exist
         inserted = 0
         for row in missing:
             try:
                 with table.engine.begin() as conn:
-                    conn.execute(insert(table.table), [row])
+                    conn.execute(insert(writer), [row])
                 inserted += 1
             except IntegrityError:
                 continue

@@ -6,6 +6,7 @@ must exist in the reflected table, and SQL is only ever built from the reflected
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,7 +15,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Column, MetaData, Table, and_, func, inspect, literal, select, type_coerce
 from sqlalchemy.dialects.mysql import TIMESTAMP as MySQLTimestamp
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import NoSuchTableError
+from sqlalchemy.exc import NoSuchTableError, SAWarning
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import DateTime, Integer, String
 
@@ -233,7 +234,9 @@ def _stores_zone(column: Column[Any]) -> bool:
 
 def _reflect(engine: Engine, settings: Settings) -> Table:
     try:
-        return Table(settings.table, MetaData(), autoload_with=engine)
+        with warnings.catch_warnings():  # a type SQLAlchemy does not know is archived as text (values.py)
+            warnings.filterwarnings("ignore", "Did not recognize type", SAWarning)
+            return Table(settings.table, MetaData(), autoload_with=engine)
     except NoSuchTableError:
         names = inspect(engine).get_table_names()
         hint = f"; tables there: {', '.join(sorted(names)[:10])}" if names else "; the database has no tables"

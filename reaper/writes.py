@@ -26,6 +26,7 @@ from reaper.db import constraint_name, is_lock_conflict, refused_by_constraint
 from reaper.matching import Dating, dated_by, datings, rule_condition
 from reaper.policies import Action, Policy, Rule
 from reaper.table import TaskTable
+from reaper.values import exact_columns
 
 RETRY_BASE_SECONDS = 0.2
 
@@ -160,10 +161,11 @@ def _delete_returning(conn: Connection, ctx: WriteContext, ids: list[Any]) -> li
     """Delete the matching rows among ``ids`` and return them whole: exactly the rows deleted."""
     table = ctx.table.table
     condition = and_(ctx.table.id.in_(ids), ctx.selection)
+    whole = exact_columns(table, conn.dialect.name)  # each value as the database holds it
     if conn.dialect.delete_returning:
-        return [dict(row) for row in conn.execute(delete(table).where(condition).returning(*table.c)).mappings()]
+        return [dict(row) for row in conn.execute(delete(table).where(condition).returning(*whole)).mappings()]
     # No RETURNING (MySQL): lock the rows, so that the ones read are the ones deleted.
-    locked = [dict(row) for row in conn.execute(select(table).where(condition).with_for_update()).mappings()]
+    locked = [dict(row) for row in conn.execute(select(*whole).where(condition).with_for_update()).mappings()]
     if locked:
         conn.execute(delete(table).where(ctx.table.id.in_([row[ctx.table.id.name] for row in locked])))
     return locked

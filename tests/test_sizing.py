@@ -109,7 +109,7 @@ def test_a_purge_on_a_quick_database_grows_its_batches_and_deletes_everything(ta
 
 def test_a_purge_that_archives_never_grows_past_the_batch_size(tasks: Tasks, database_url: str, tmp_path: Any) -> None:
     old_successes(tasks, 30)
-    archive = JsonlArchive(tmp_path, tasks.shape.name, NOW)
+    archive = JsonlArchive(tmp_path, tasks.table, NOW)
     options = RunOptions(batch_size=3, batch_time_seconds=30, max_batch_size=64, archive=archive)
     result = purge_with(tasks, database_url, options)
     assert sum(1 for _ in read_jsonl_archive(archive.path)) == 30

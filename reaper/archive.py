@@ -15,13 +15,10 @@ So a row may be archived and not deleted (the commit did not happen), never the 
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import os
 import warnings
-import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,6 +30,7 @@ from sqlalchemy.types import NullType, TypeEngine, UserDefinedType
 
 from reaper.db import backend_of
 from reaper.errors import ConfigError
+from reaper.jsonl import gzip_member
 from reaper.values import exact_type, to_json
 
 ARCHIVE_MODES = ("none", "jsonl", "table")
@@ -50,8 +48,8 @@ class Archive(Protocol):
 class JsonlArchive:
     """Gzip-compressed JSON Lines, one gzip member per batch, fsync'ed before the delete commits."""
 
-    def __init__(self, directory: Path, source: Table, started: datetime) -> None:
-        self.source = source
+    def __init__(self, directory: Path, source: Table, started: datetime, *, id_column: str) -> None:
+        self.source, self.id_column = source, id_column
         table = source.name
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -68,29 +66,13 @@ class JsonlArchive:
         if not rows:
             return
         exact = {column.name: exact_type(column.type, conn.dialect.name) for column in self.source.columns}
-        lines = "".join(json.dumps({key: to_json(value, exact[key]) for key, value in row.items()}) + "\n"
-                        for row in rows)
+        encoded = [{key: to_json(value, exact[key]) for key, value in row.items()} for row in rows]
+        lines = "".join(json.dumps(row) + "\n" for row in encoded)
+        member = gzip_member(lines.encode("utf-8"), [row[self.id_column] for row in encoded])
         with open(self.path, "ab") as handle:
-            handle.write(gzip.compress(lines.encode("utf-8")))
+            handle.write(member)
             handle.flush()
             os.fsync(handle.fileno())
-
-
-def read_jsonl_archive(path: Path) -> Iterator[dict[str, Any]]:
-    """Yield the rows of an archive file, member by member; a partial last member is skipped."""
-    data = path.read_bytes()
-    while data:
-        decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-        try:
-            text = decompressor.decompress(data) + decompressor.flush()
-        except zlib.error:
-            return  # a member cut short by a killed process: its rows were never deleted
-        if not decompressor.eof:
-            return
-        for line in io.StringIO(text.decode("utf-8")):
-            if line.strip():
-                yield json.loads(line)
-        data = decompressor.unused_data
 
 
 class TableArchive:
@@ -164,10 +146,10 @@ def _archive_table(source: Table, name: str, declared: Mapping[str, str]) -> Tab
 
 
 def open_archive(mode: str, directory: Path, table_name: str | None, source: Table, engine: Engine,
-                 started: datetime) -> Archive | None:
+                 started: datetime, id_column: str) -> Archive | None:
     """Return the archive a run writes deleted rows to, or ``None`` when archiving is off."""
     if mode == "jsonl":
-        return JsonlArchive(directory, source, started)
+        return JsonlArchive(directory, source, started, id_column=id_column)
     if mode == "table":
         return TableArchive(engine, source, table_name or f"{source.name}_archive", started)
     return None

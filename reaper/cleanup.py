@@ -40,7 +40,7 @@ def exclusive_cleanup(
     """Run ``policies`` for real under the table's lock, archiving, then append the audit line."""
     with exclusive_run(table.engine, table.name) as lock:
         archive = open_archive(settings.archive, settings.archive_dir, settings.archive_table, table.table,
-                               table.engine, now)
+                               table.engine, now, table.id.name)
         run = run_policies(table, policies, now, replace(options, still_exclusive=lock.held, archive=archive))
     if run.affected and settings.audit_log is not None:
         append_audit(settings.audit_log, audit_record(run, settings, mode, archive.location if archive else None))

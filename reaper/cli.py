@@ -263,11 +263,19 @@ def _real_run(
 def _restore(mode: Mode, args: argparse.Namespace, settings: Settings, table: TaskTable) -> int:
     result = restore_archive(table, args.restore, mode.dry_run, settings.batch_size)
     verb = "would restore" if result.dry_run else "restored"
+    reasons = ", ".join(f"{reason}: {count}" for reason, count in result.refused_by.items())
     text = (
         f"{result.file}: {result.read} rows read, {verb} {result.restored}, "
         f"{result.already_present} already in {table.name} (skipped)"
+        + (f", {result.refused} refused by the database ({reasons})" if result.refused else "")
+        + (f"; the last batch, cut short by a killed run, skipped ({result.cut_short} rows)" * bool(result.cut_short))
     )
     _emit(mode, result.to_json(), text)
+    if result.refused:
+        return _fail(
+            f"{result.refused} rows not restored, refused by the database ({reasons}); "
+            "the others were restored, and a repeated restore skips them", EXIT_FAILED
+        )
     return EXIT_OK
 
 

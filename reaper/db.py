@@ -16,6 +16,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import (
     ArgumentError,
+    DataError,
     DBAPIError,
     IntegrityError,
     NoSuchModuleError,
@@ -31,6 +32,9 @@ MYSQL_LOCK_ERRORS = {1205, 1213}
 POSTGRES_LOCK_STATES = {"40P01", "55P03", "40001"}
 CONNECT_TIMEOUT_SECONDS = 10
 MYSQL_CONSTRAINT = re.compile(r"CONSTRAINT `([^`]+)`")
+# What MySQL and MariaDB say of a row they will not take, that PyMySQL does not class as an integrity
+# or data error: a column without a default (1364), a value it cannot hold (1366, 1292), a check (3819, 4025).
+MYSQL_ROW_ERRORS = {1364, 1366, 1292, 3819, 4025}
 # Query arguments a driver takes as a password: password, PyMySQL's passwd, libpq's sslpassword.
 SECRET_QUERY_KEY = re.compile("pass", re.IGNORECASE)
 MASK = "***"
@@ -180,6 +184,15 @@ def is_lock_conflict(exc: BaseException) -> bool:
 def refused_by_constraint(exc: BaseException) -> bool:
     """Whether the database refused a write because of a constraint (a foreign key, most often)."""
     return isinstance(exc, IntegrityError)
+
+
+def refuses_row(exc: BaseException) -> bool:
+    """Whether the database refused an INSERT because of the values of a row (a constraint, a column
+    without a default, a value the column cannot hold), not because of the session or the server."""
+    if isinstance(exc, IntegrityError | DataError):
+        return True
+    args: tuple[Any, ...] = getattr(getattr(exc, "orig", None), "args", ())
+    return bool(args) and args[0] in MYSQL_ROW_ERRORS
 
 
 def constraint_name(exc: BaseException) -> str:

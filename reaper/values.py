@@ -154,7 +154,7 @@ def from_json(value: Any, exact: TypeEngine[Any]) -> Any:
     if isinstance(exact, AsText | Stored):
         return _text(value, exact)
     kind = _python_type(exact)
-    decode = DECODERS.get(kind) if kind is not None else None
+    decode = next((decode for base, decode in DECODERS if kind is not None and issubclass(kind, base)), None)
     if decode is not None:
         return decode(value)
     if kind is None:  # a type that says nothing of its values (MySQL's BIT): the driver takes the JSON value
@@ -201,11 +201,12 @@ def _bytes(value: Any) -> bytes:
         raise ValueError(f"not base64: {exc}") from None
 
 
-DECODERS: dict[type[Any], Callable[[Any], Any]] = {
-    float: _float,
-    datetime: lambda value: datetime.fromisoformat(_plain(value, (str,))),
-    date: lambda value: date.fromisoformat(_plain(value, (str,))),
-    Decimal: lambda value: Decimal(_plain(value, (str, int, float))),
-    bytes: _bytes,
-    uuid.UUID: lambda value: uuid.UUID(_plain(value, (str,))),
-}
+# By base class, datetime before date (its base): a class may be a subclass (freezegun's FakeDatetime).
+DECODERS: tuple[tuple[type[Any], Callable[[Any], Any]], ...] = (
+    (float, _float),
+    (datetime, lambda value: datetime.fromisoformat(_plain(value, (str,)))),
+    (date, lambda value: date.fromisoformat(_plain(value, (str,)))),
+    (Decimal, lambda value: Decimal(_plain(value, (str, int, float)))),
+    (bytes, _bytes),
+    (uuid.UUID, lambda value: uuid.UUID(_plain(value, (str,)))),
+)

@@ -11,7 +11,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from helpers import NOW, Tasks, ago, settings_for
-from reaper.archive import JsonlArchive, TableArchive, read_jsonl_archive
+from reaper.archive import JsonlArchive, TableArchive
+from reaper.jsonl import read_jsonl_archive
 from reaper.policies import standard_policies
 from reaper.reap import RunOptions, RunResult, run_policies
 from reaper.restore import restore_archive
@@ -158,7 +159,7 @@ def test_every_column_type_comes_back_exactly_from_a_jsonl_archive(
 ) -> None:
     before = stored(typed.engine, backend, "processing_tasks")
     table = reflected(typed, database_url)
-    archive = JsonlArchive(tmp_path, table.table, NOW)
+    archive = JsonlArchive(tmp_path, table.table, NOW, id_column="id")
     assert purge(typed, database_url, archive).affected == 2 and typed.count() == 1
     result = restore_archive(table, archive.path, dry_run=False, batch_size=1000)
     assert (result.read, result.restored, result.already_present) == (2, 2, 0)
@@ -177,7 +178,7 @@ def test_every_column_type_is_kept_exactly_by_the_table_archive(
 def test_json_documents_and_floats_are_archived_as_the_database_wrote_them(
     typed: Tasks, backend: str, database_url: str, tmp_path: Path
 ) -> None:
-    archive = JsonlArchive(tmp_path, reflected(typed, database_url).table, NOW)
+    archive = JsonlArchive(tmp_path, reflected(typed, database_url).table, NOW, id_column="id")
     purge(typed, database_url, archive)
     edges = next(row for row in read_jsonl_archive(archive.path) if row["js"] is not None)
     assert edges["js"] == '{"a": 2.50,  "b": [1]}'

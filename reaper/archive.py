@@ -15,6 +15,7 @@ So a row may be archived and not deleted (the commit did not happen), never the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
@@ -29,7 +30,7 @@ from sqlalchemy.exc import SAWarning
 from sqlalchemy.types import NullType, TypeEngine, UserDefinedType
 
 from reaper.db import backend_of
-from reaper.errors import ConfigError
+from reaper.errors import ArchiveError, ConfigError
 from reaper.jsonl import gzip_member
 from reaper.values import exact_type, to_json
 
@@ -69,10 +70,31 @@ class JsonlArchive:
         encoded = [{key: to_json(value, exact[key]) for key, value in row.items()} for row in rows]
         lines = "".join(json.dumps(row) + "\n" for row in encoded)
         member = gzip_member(lines.encode("utf-8"), [row[self.id_column] for row in encoded])
-        with open(self.path, "ab") as handle:
-            handle.write(member)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            _append(self.path, member)
+        except OSError as exc:
+            raise ArchiveError(
+                f"cannot write the archive {str(self.path)!r}: {exc.strerror or exc}; the batch in hand was not deleted"
+            ) from None
+
+
+def _append(path: Path, member: bytes) -> None:
+    """Append ``member`` to ``path`` durably; on failure (a full disk) take back what was written of it,
+    so that a member cut short can only be a killed run's. Unbuffered: nothing is left to write later."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        size = os.fstat(descriptor).st_size
+        try:
+            rest = memoryview(member)
+            while rest:
+                rest = rest[os.write(descriptor, rest) :]
+            os.fsync(descriptor)
+        except OSError:
+            with contextlib.suppress(OSError):  # a file that cannot even be truncated keeps its partial member
+                os.ftruncate(descriptor, size)
+            raise
+    finally:
+        os.close(descriptor)
 
 
 class TableArchive:

@@ -132,7 +132,7 @@ class Daemon:
         """Run the four policies once (a dry run in shadow mode); record the outcome in the metrics."""
         dry_run = dry_run or self.shadow
         settings = self.settings
-        options = run_options(settings, dry_run, should_stop=self.stop_event.is_set)
+        options = run_options(settings, dry_run, stop_requested=self._stop_requested)
         try:
             table = self.task_table()
             now = self.clock()
@@ -158,6 +158,9 @@ class Daemon:
             f"{run.affected} changed, {run.skipped} skipped in {run.duration_seconds:.2f} s"
         )
         return run
+
+    def _stop_requested(self) -> str | None:
+        return "stop requested" if self.stop_event.is_set() else None
 
     def reload(self) -> bool:
         """Load the settings again; keep the running ones when the new ones are invalid."""

@@ -41,7 +41,7 @@ class RunOptions:
     sleep_seconds: float = 0.0
     max_runtime_seconds: float | None = None
     max_retries: int = 3
-    should_stop: Callable[[], bool] = lambda: False
+    stop_requested: Callable[[], str | None] = lambda: None  # why the pass should stop now (a signal), or None
     still_exclusive: Callable[[], bool] = lambda: True
     archive: Archive | None = None
     progress: Callable[[str, int], None] = lambda policy, rows: None
@@ -155,6 +155,7 @@ class RunResult:
     policies: dict[str, PolicyResult]
     duration_seconds: float = 0.0
     stop_reason: str | None = None
+    failed: bool = False  # ended by an error or a second signal, in the middle of a batch
 
     @property
     def stopped_early(self) -> bool:
@@ -202,8 +203,9 @@ class _Clock:
         self.lock_checked_at: float | None = None
 
     def stop_reason(self) -> str | None:
-        if self.options.should_stop():
-            return "stop requested"
+        requested = self.options.stop_requested()
+        if requested:
+            return requested
         if self.deadline is not None and self.options.timer() >= self.deadline:
             return f"max runtime of {self.options.max_runtime_seconds:g} s reached"
         if self._lock_check_due() and not self.options.still_exclusive():
@@ -277,11 +279,17 @@ def _batches_written(
 
 
 def apply_policy(
-    table: TaskTable, policy: Policy, now: datetime, options: RunOptions, clock: _Clock | None = None
+    table: TaskTable,
+    policy: Policy,
+    now: datetime,
+    options: RunOptions,
+    clock: _Clock | None = None,
+    result: PolicyResult | None = None,
 ) -> PolicyResult:
-    """Run ``policy`` over the whole table in keyset batches and return its counts."""
+    """Run ``policy`` over the whole table in keyset batches and return its counts (counted into
+    ``result`` as each batch commits, when given: a caller keeps them if the pass fails)."""
     clock = clock or _Clock(options)
-    result = PolicyResult.starting(policy, now)
+    result = result or PolicyResult.starting(policy, now)
     contexts = {
         rule: WriteContext(table, policy, rule, now, options.max_retries, options.sleep, options.archive)
         for rule in policy.rules
@@ -328,11 +336,17 @@ def _log_policy(result: PolicyResult, dry_run: bool) -> None:
     )
 
 
-def run_policies(table: TaskTable, policies: Sequence[Policy], now: datetime, options: RunOptions) -> RunResult:
-    """Apply each policy in turn and return what each matched and changed."""
+def run_policies(
+    table: TaskTable, policies: Sequence[Policy], now: datetime, options: RunOptions, run: RunResult | None = None
+) -> RunResult:
+    """Apply each policy in turn and return what each matched and changed.
+
+    Counts go into ``run`` (a new result when not given) as each batch commits, so a caller that
+    keeps it knows what a pass that failed half-way had changed.
+    """
     clock = _Clock(options)
     started = options.timer()
-    run = RunResult(dry_run=options.dry_run, now=now, policies={})
+    run = run or RunResult(dry_run=options.dry_run, now=now, policies={})
     writes = set().union(*(policy.actions for policy in policies)) if policies else set()
     with table.engine.connect() as conn:  # a vocabulary that cannot be written fails before any batch
         if writes & {Action.FAIL, Action.REQUEUE}:
@@ -343,8 +357,8 @@ def run_policies(table: TaskTable, policies: Sequence[Policy], now: datetime, op
         run.stop_reason = clock.stop_reason()
         if run.stop_reason is not None:
             break
-        result = apply_policy(table, policy, now, options, clock)
-        run.policies[policy.name] = result
+        result = run.policies[policy.name] = PolicyResult.starting(policy, now)
+        apply_policy(table, policy, now, options, clock, result)
         _log_policy(result, options.dry_run)
         run.stop_reason = result.stop_reason
         if run.stop_reason is not None:

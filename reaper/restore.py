@@ -185,11 +185,14 @@ def _insert(table: TaskTable, writer: Any, rows: list[dict[str, Any]], result: R
     result.restored += len(rows)
 
 
-def restore_archive(table: TaskTable, path: Path, dry_run: bool, batch_size: int) -> RestoreResult:
-    """Put the rows of archive ``path`` back into ``table``, ``batch_size`` per transaction."""
+def restore_archive(
+    table: TaskTable, path: Path, dry_run: bool, batch_size: int, result: RestoreResult | None = None
+) -> RestoreResult:
+    """Put the rows of archive ``path`` back into ``table``, ``batch_size`` per transaction; count into
+    ``result`` as each transaction commits, when given (a caller keeps it if the restore fails)."""
     if not path.is_file():
         raise ConfigError(f"archive file {str(path)!r} not found")
-    result = RestoreResult(file=str(path), dry_run=dry_run)
+    result = result or RestoreResult(file=str(path), dry_run=dry_run)
     _check(table, path, result)
     writer = exact_table(table.table, table.engine.dialect.name)  # values decoded for their exact types
     for chunk in _chunks(table, path, batch_size):

@@ -235,3 +235,15 @@ def test_a_refused_restore_prints_one_error_line_and_nothing_from_the_driver(
     assert done.returncode == 1 and "no_errors: 200" in done.stdout
     assert done.stderr.count("reaper: error:") == 1 and "Traceback" not in done.stderr
     assert "error ignored" not in done.stderr  # psycopg's note on each aborted pipeline, which Python printed raw
+
+
+def test_a_restore_that_puts_rows_back_leaves_an_audit_line(
+    tasks: Tasks, database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, _ = archive_old_rows(tasks, database_url, tmp_path)
+    assert restore(capsys, database_url, path, "--dry-run")[0] == 0  # writes nothing: no line
+    assert restore(capsys, database_url, path)[0] == 0
+    assert restore(capsys, database_url, path)[0] == 0  # every row already there: no line
+    (line,) = [json.loads(text) for text in Path("reaper-audit.jsonl").read_text().splitlines()]
+    assert (line["mode"], line["file"], line["restored"], line["affected"]) == ("restore", str(path), ROWS, ROWS)
+    assert line["outcome"] == "completed" and line["stop_reason"] is None and line["user"] and line["host"]

@@ -3,11 +3,14 @@ table) and restored, compared with what the database itself stored."""
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import DateTime, Float, Integer, LargeBinary, Numeric, String, Uuid, text
+from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.engine import Engine
 
 from helpers import NOW, Tasks, ago, settings_for
@@ -17,6 +20,7 @@ from reaper.policies import standard_policies
 from reaper.reap import RunOptions, RunResult, run_policies
 from reaper.restore import restore_archive
 from reaper.table import TaskTable, open_table
+from reaper.values import exact_type, from_json, to_json
 
 # name -> (column type, a value as SQL), per database: the edges of each type, and the values
 # SQLAlchemy's own conversions changed (MariaDB's DOUBLE as a 10-place decimal, JSON's 2.50, a
@@ -184,3 +188,32 @@ def test_json_documents_and_floats_are_archived_as_the_database_wrote_them(
     assert edges["js"] == '{"a": 2.50,  "b": [1]}'
     float_column = {"sqlite": "r", "mariadb": "d", "postgresql": "dp"}[backend]
     assert edges[float_column] == 1.5e-12
+
+
+def test_an_archive_written_by_an_earlier_reaper_still_decodes() -> None:
+    # Earlier archives held MariaDB's DOUBLE as a decimal string, and JSON documents as objects.
+    assert from_json("3.1415926536", exact_type(mysql.DOUBLE(asdecimal=True), "mariadb")) == 3.1415926536
+    assert json.loads(from_json({"a": 2.5}, exact_type(postgresql.JSONB(), "postgresql"))) == {"a": 2.5}
+    assert from_json("AP8Q", exact_type(LargeBinary(), "sqlite")) == b"\x00\xff\x10"
+
+
+@pytest.mark.parametrize(
+    "value, column_type, dialect",
+    [
+        (True, Integer(), "postgresql"),
+        ("yesterday", DateTime(), "mariadb"),
+        ("not base64!", LargeBinary(), "postgresql"),
+        ("12 apples", Numeric(), "postgresql"),
+        ("not-a-uuid", Uuid(), "postgresql"),
+        (1.5, String(), "mariadb"),
+    ],
+)
+def test_a_json_value_that_cannot_be_its_columns_is_refused(value: Any, column_type: Any, dialect: str) -> None:
+    with pytest.raises((ValueError, ArithmeticError)):
+        from_json(value, exact_type(column_type, dialect))
+
+
+def test_floats_json_cannot_spell_are_kept_as_text() -> None:
+    exact = exact_type(Float(), "postgresql")
+    assert [to_json(value, exact) for value in (math.inf, -math.inf)] == ["Infinity", "-Infinity"]
+    assert math.isnan(from_json(to_json(math.nan, exact), exact))

@@ -6,8 +6,9 @@ the rows in hand are exactly the rows deleted. They are written to the archive i
 transaction, before it commits:
 
 - ``jsonl``: one gzip member per batch appended to ``<dir>/<table>-<run time>.jsonl.gz`` (one JSON
-  object per row, column names as keys), flushed and fsync'ed before the commit. A process killed
-  at any moment leaves at most a partial last member, whose rows were not deleted; readers skip it.
+  object per row, column names as keys, each value in its exact form: values.py), fsync'ed before
+  the commit. A process killed at any moment leaves at most a partial last member, whose rows were
+  not deleted; its header names them (jsonl.py), so a restore can check that and skip it.
 - ``table``: an INSERT into ``<table>_archive`` in the same transaction as the DELETE.
 
 So a row may be archived and not deleted (the commit did not happen), never the other way round.

@@ -11,6 +11,7 @@ import getpass
 import json
 import os
 import socket
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from pydantic import BaseModel
 
 from reaper.errors import ConfigError
 from reaper.reap import RunResult
+from reaper.restore import RestoreResult
 from reaper.settings import Settings
 
 AUDITED_SETTINGS = (
@@ -36,15 +38,22 @@ def _user() -> str:
         return str(os.getuid())
 
 
-def audit_record(run: RunResult, settings: Settings, mode: str, archive: str | None) -> dict[str, Any]:
-    """Return the audit line of ``run``."""
+def _who(now: datetime, mode: str, settings: Settings) -> dict[str, Any]:
+    """When, where and by whom: the start of every audit line."""
     return {
-        "time": run.now.isoformat(),
+        "time": now.isoformat(),
         "host": socket.gethostname(),
         "user": _user(),
         "pid": os.getpid(),
         "mode": mode,
         "database": settings.safe_database_url,
+    }
+
+
+def audit_record(run: RunResult, settings: Settings, mode: str, archive: str | None) -> dict[str, Any]:
+    """Return the audit line of ``run``."""
+    return {
+        **_who(run.now, mode, settings),
         "settings": {
             **{name: _plain(getattr(settings, name)) for name in AUDITED_SETTINGS},
             "replica_urls": settings.safe_replica_urls,
@@ -66,6 +75,21 @@ def audit_record(run: RunResult, settings: Settings, mode: str, archive: str | N
         "stop_reason": run.stop_reason,
         "throttled_seconds": round(run.throttled_seconds, 3),
         "throttle": {reason: round(seconds, 3) for reason, seconds in run.throttle.items()},
+        "outcome": "failed" if run.failed else ("stopped" if run.stop_reason else "completed"),
+    }
+
+
+def restore_record(result: RestoreResult, settings: Settings, now: datetime, stop_reason: str | None) -> dict[str, Any]:
+    """Return the audit line of a restore that put rows back (``stop_reason``: why it failed, if it did)."""
+    counts = ("read", "restored", "already_present", "refused", "refused_by", "cut_short")
+    return {
+        **_who(now, "restore", settings),
+        "table": settings.table,
+        "file": result.file,
+        **{name: getattr(result, name) for name in counts},
+        "affected": result.restored,
+        "stop_reason": stop_reason,
+        "outcome": "failed" if stop_reason else "completed",
     }
 
 

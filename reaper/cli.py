@@ -18,20 +18,21 @@ import sqlalchemy
 from loguru import logger
 
 from reaper import __version__
-from reaper.cleanup import exclusive_cleanup, run_options
+from reaper.audit import append_audit, restore_record
+from reaper.cleanup import exclusive_cleanup, run_options, why_it_failed
 from reaper.clock import utcnow
-from reaper.db import SessionLimits, create_db_engine, database_errors
+from reaper.db import SessionLimits, create_db_engine, database_errors, redact
 from reaper.demo import DEMO_FILE, ensure_demo_database
 from reaper.errors import ConfigError, LockHeld, ReaperError
 from reaper.explain import explain, parse_task_id, render_explanation
 from reaper.indexes import check_indexes, plan_reports, render_index_report
 from reaper.logs import setup_logging
-from reaper.manual import ProgressBars, confirm_deletions, count_matches
+from reaper.manual import ProgressBars, SignalStop, confirm_deletions, count_matches
 from reaper.policies import Policy, force_policy, standard_policies
 from reaper.presets import PRESETS
 from reaper.reap import RunOptions, RunResult, run_policies
 from reaper.report import render_run
-from reaper.restore import restore_archive
+from reaper.restore import RestoreResult, restore_archive
 from reaper.settings import MAX_DAYS, Columns, Settings, Statuses, load_settings
 from reaper.sizing import MAX_ID_LIST
 from reaper.stats import collect_stats, render_report
@@ -275,57 +276,96 @@ def _emit(mode: Mode, document: dict[str, Any], text: str) -> None:
     print(json.dumps(document, indent=2) if mode.as_json else text)
 
 
-def _clean(mode: Mode, args: argparse.Namespace, settings: Settings, table: TaskTable, now: datetime) -> int:
+@dataclass(frozen=True)
+class Job:
+    """A one-shot command on the table: what was asked, the settings, the moment, and its signal handling."""
+
+    mode: Mode
+    args: argparse.Namespace
+    settings: Settings
+    table: TaskTable
+    now: datetime
+    signals: SignalStop
+
+
+def _clean(job: Job) -> int:
+    mode, settings, table = job.mode, job.settings, job.table
     policies: list[Policy] = standard_policies(settings)
     if mode.name == "force":
-        policies = [force_policy(_status_role(args.force_status, settings), args.older_than)]
+        policies = [force_policy(_status_role(job.args.force_status, settings), job.args.older_than)]
     _warn_missing_indexes(table)
-    options = run_options(settings, mode.dry_run)
+    options = run_options(settings, mode.dry_run, stop_requested=job.signals.reason)
     # opened first: a load NAME the server does not know is refused before anything runs
     with open_throttle(settings.throttle, table.engine, settings.secrets) as throttle:
         if mode.dry_run:  # a dry run writes nothing: it needs no lock, never blocks a real run, is never paused
-            with ProgressBars({}, sys.stderr.isatty() and not mode.as_json, sys.stderr) as bars:
-                run = run_policies(table, policies, now, replace(options, progress=bars.advance))
+            progress = sys.stderr.isatty() and not mode.as_json
+            with ProgressBars({}, progress, sys.stderr) as bars, job.signals.graceful():
+                run = run_policies(table, policies, job.now, replace(options, progress=bars.advance))
         else:
-            run = _real_run(mode, args, settings, table, policies, now, replace(options, throttle=throttle))
+            run = _real_run(job, policies, replace(options, throttle=throttle))
     if run.dry_run:
         logger.info(f"dry run finished: {run.matched} rows would be changed, none was")
     else:
         paused = f", paused {run.throttled_seconds:.1f} s for load or lag" if run.throttled_seconds else ""
         logger.info(f"cleanup finished: {run.affected} rows changed, {run.skipped} skipped{paused}")
     _emit(mode, run.to_json(), render_run(run, settings.safe_database_url))
+    if job.signals.received is not None:
+        changed = f"{run.affected} rows changed, as the audit log says" if run.affected else "nothing changed"
+        return _fail(f"{job.signals.reason()}: stopped after the batch in hand ({changed})", job.signals.exit_code)
     return EXIT_OK
 
 
-def _real_run(
-    mode: Mode,
-    args: argparse.Namespace,
-    settings: Settings,
-    table: TaskTable,
-    policies: list[Policy],
-    now: datetime,
-    options: RunOptions,
-) -> RunResult:
-    """Count and confirm, then run under the lock with progress bars (see ``cleanup``)."""
+def _real_run(job: Job, policies: list[Policy], options: RunOptions) -> RunResult:
+    """Count and confirm, then run under the lock with progress bars (see ``cleanup``); a signal
+    during the run stops it after the batch in hand."""
+    mode, settings, table, assume_yes = job.mode, job.settings, job.table, job.args.yes
     show_progress = sys.stderr.isatty() and not mode.as_json
-    counts = count_matches(table, policies, now) if show_progress or not args.yes else {}
-    confirm_deletions(counts, policies, settings.confirm_above, args.yes, input if sys.stdin.isatty() else None)
-    with ProgressBars(counts, show_progress, sys.stderr) as bars:
-        return exclusive_cleanup(table, policies, now, replace(options, progress=bars.advance), settings, mode.name)
+    counts = count_matches(table, policies, job.now) if show_progress or not assume_yes else {}
+    confirm_deletions(counts, policies, settings.confirm_above, assume_yes, input if sys.stdin.isatty() else None)
+    with ProgressBars(counts, show_progress, sys.stderr) as bars, job.signals.graceful():
+        options = replace(options, progress=bars.advance)
+        return exclusive_cleanup(table, policies, job.now, options, settings, mode.name)
 
 
-def _restore(mode: Mode, args: argparse.Namespace, settings: Settings, table: TaskTable) -> int:
-    result = restore_archive(table, args.restore, mode.dry_run, settings.batch_size)
+def _restore(job: Job) -> int:
+    mode, table, settings = job.mode, job.table, job.settings
+    result = RestoreResult(file=str(job.args.restore), dry_run=mode.dry_run)
+    try:
+        restore_archive(table, job.args.restore, mode.dry_run, settings.batch_size, result)
+    except BaseException as exc:  # what went back before the failure is in the audit log all the same
+        _audit_restore(settings, result, job.now, why_it_failed(exc))
+        raise
+    _audit_restore(settings, result, job.now, None)
     verb = "would restore" if result.dry_run else "restored"
+    reasons = ", ".join(f"{reason}: {count}" for reason, count in result.refused_by.items())
     text = (
         f"{result.file}: {result.read} rows read, {verb} {result.restored}, "
         f"{result.already_present} already in {table.name} (skipped)"
+        + (f", {result.refused} refused by the database ({reasons})" if result.refused else "")
+        + (f"; the last batch, cut short by a killed run, skipped ({result.cut_short} rows)" * bool(result.cut_short))
     )
     _emit(mode, result.to_json(), text)
+    if result.refused:
+        return _fail(
+            f"{result.refused} rows not restored, refused by the database ({reasons}); "
+            "the others were restored, and a repeated restore skips them", EXIT_FAILED
+        )
     return EXIT_OK
 
 
-def _run(mode: Mode, args: argparse.Namespace, settings: Settings, reload_settings: Callable[[], Settings]) -> int:
+def _audit_restore(settings: Settings, result: RestoreResult, now: datetime, failure: str | None) -> None:
+    if result.restored and not result.dry_run and settings.audit_log is not None:
+        stop_reason = redact(failure, settings.secrets) if failure else None
+        append_audit(settings.audit_log, restore_record(result, settings, now, stop_reason))
+
+
+def _run(
+    mode: Mode,
+    args: argparse.Namespace,
+    settings: Settings,
+    reload_settings: Callable[[], Settings],
+    signals: SignalStop,
+) -> int:
     now = utcnow()
     if args.demo:
         added = ensure_demo_database(Path.cwd() / DEMO_FILE, now)
@@ -337,13 +377,14 @@ def _run(mode: Mode, args: argparse.Namespace, settings: Settings, reload_settin
 
         return run_daemon(settings, reload_settings, shadow=mode.dry_run)
     table = _open_table(settings)
+    job = Job(mode, args, settings, table, now, signals)
     with database_errors(f"database error on table {settings.table!r}", settings.secrets):
         if mode.name == "stats":
             stats = collect_stats(table, standard_policies(settings), now)
             _emit(mode, stats.to_json(), render_report(stats))
             return EXIT_OK
         if mode.name == "restore":
-            return _restore(mode, args, settings, table)
+            return _restore(job)
         if mode.name == "explain":
             found = explain(table, standard_policies(settings), parse_task_id(table, args.explain), now)
             _emit(mode, found.to_json(), render_explanation(found))
@@ -354,7 +395,7 @@ def _run(mode: Mode, args: argparse.Namespace, settings: Settings, reload_settin
             document = {"indexes": [asdict(item) for item in advice], "plans": [plan.to_json() for plan in plans]}
             _emit(mode, document, render_index_report(advice, table.qualified_name, plans))
             return EXIT_OK
-        return _clean(mode, args, settings, table, now)
+        return _clean(job)
 
 
 def _fail(message: str, code: int) -> int:
@@ -372,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides = _overrides(args)
         settings = load_settings(overrides, args.config)
         setup_logging(settings.log_level, settings.log_file, settings.log_json, settings.secrets)
-        return _run(mode, args, settings, lambda: load_settings(overrides, args.config))
+        with SignalStop() as signals:  # the daemon sets its own handlers for its run
+            return _run(mode, args, settings, lambda: load_settings(overrides, args.config), signals)
     except SystemExit as exc:  # --help and --version
         return int(exc.code or 0)
     except UsageError as exc:
@@ -384,8 +426,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_LOCKED
     except ReaperError as exc:
         return _fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        return _fail("interrupted", EXIT_INTERRUPTED)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or a signal that stopped the command at once (Interrupted)
+        return _fail(str(exc) or "interrupted", getattr(exc, "exit_code", EXIT_INTERRUPTED))
     except Exception as exc:  # a bug of ours: one line for the user, the traceback for the debug log
         logger.opt(exception=exc).debug("unexpected error")
         return _fail(f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "

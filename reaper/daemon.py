@@ -229,7 +229,7 @@ class Daemon:
 
     def _run(self, dry_run: bool, rescue: bool) -> RunResult:
         settings = self.settings
-        options = run_options(settings, dry_run, should_stop=self.stop_event.is_set)
+        options = run_options(settings, dry_run, stop_requested=self._stop_requested)
         table = self.task_table()
         now = self.clock()
         policies = [p for p in standard_policies(settings) if p.name in RESCUE_POLICIES or not rescue]
@@ -265,6 +265,9 @@ class Daemon:
             return None
         logger.warning(f"cleanup failed; try {attempt} in {delay / 60:.1f} min")
         return CleanupRetry(attempt, now + timedelta(seconds=delay), first)
+
+    def _stop_requested(self) -> str | None:
+        return "stop requested" if self.stop_event.is_set() else None
 
     def reload(self) -> bool:
         """Load the settings again; keep the running ones when the new ones are invalid."""

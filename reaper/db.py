@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import URL, Engine
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import (
     ArgumentError,
+    DataError,
     DBAPIError,
     IntegrityError,
     NoSuchModuleError,
@@ -39,6 +40,13 @@ POSTGRES_ACCESS_STATES = {"28000", "28P01", "42501"}
 CONNECT_TIMEOUT_SECONDS = 10
 MICROSECONDS = 1_000_000
 MYSQL_CONSTRAINT = re.compile(r"CONSTRAINT `([^`]+)`")
+# What MySQL and MariaDB say of a row they will not take, that PyMySQL does not class as an integrity
+# or data error: a column without a default (1364), a value it cannot hold (1366, 1292), a check (3819, 4025).
+MYSQL_ROW_ERRORS = {1364, 1366, 1292, 3819, 4025}
+# Query arguments a driver takes as a password: password, PyMySQL's passwd, libpq's sslpassword.
+SECRET_QUERY_KEY = re.compile("pass", re.IGNORECASE)
+MASK = "***"
+UNPARSABLE_URL = "(a database URL that cannot be parsed; not shown)"
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,27 @@ def backend_of(url: URL) -> str:
     """Return ``mysql`` (for MySQL and MariaDB URLs alike), ``postgresql``, ``sqlite``, or another name."""
     backend = url.get_backend_name()
     return "mysql" if backend in ("mysql", "mariadb") else backend
+
+
+def url_secrets(url: URL) -> tuple[str, ...]:
+    """The passwords a URL holds (its user part, its query), which no output may show."""
+    found = [str(url.password)] if url.password else []
+    for key, value in url.query.items():
+        if SECRET_QUERY_KEY.search(key):
+            found += [value] if isinstance(value, str) else list(value)
+    return tuple(secret for secret in found if secret)
+
+
+def safe_url(url: URL | str) -> str:
+    """A database URL as every message shows it: each password masked; a URL that cannot be parsed, not at all."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError, TypeError):
+        return UNPARSABLE_URL
+    secret_keys = [key for key in parsed.query if SECRET_QUERY_KEY.search(key)]
+    parsed = parsed.update_query_dict(dict.fromkeys(secret_keys, MASK))
+    shown = parsed.render_as_string(hide_password=True)
+    return redact(shown.replace("=%2A%2A%2A", f"={MASK}"), url_secrets(make_url(url)))
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -152,7 +181,7 @@ def _check_driver_arguments(engine: Engine, url: URL) -> None:
 def create_db_engine(url: URL, limits: SessionLimits | None = None, *, must_exist: bool = True) -> Engine:
     """Create an engine for ``url`` whose sessions carry ``limits``; a missing SQLite file is an error."""
     limits = limits or SessionLimits()
-    safe = url.render_as_string(hide_password=True)
+    safe = safe_url(url)
     path = sqlite_file(url)
     if must_exist and path is not None and not path.is_file():
         raise ConfigError(f"SQLite database file {str(path)!r} does not exist (REAPER_DATABASE_URL={safe})")
@@ -169,12 +198,12 @@ def create_db_engine(url: URL, limits: SessionLimits | None = None, *, must_exis
             "install it, for example pip install 'reaper[postgresql]'"
         ) from None
     except ArgumentError as exc:
-        raise ConfigError(f"invalid REAPER_DATABASE_URL={safe}: {exc}") from None
+        raise ConfigError(redact(f"invalid REAPER_DATABASE_URL={safe}: {exc}", url_secrets(url))) from None
     except (SAWarning, TypeError, ValueError) as exc:  # a query argument the driver does not take, or a bad value
         detail = str(exc).splitlines()[0].split(" (Background on this")[0] if str(exc) else type(exc).__name__
         raise ConfigError(
             f"an argument of REAPER_DATABASE_URL={safe} is not one the {url.drivername} driver takes: "
-            f"{redact(detail, (str(url.password or ''), *map(str, url.query.values())))}"
+            f"{redact(detail, (*url_secrets(url), *map(str, url.query.values())))}"
         ) from None
     backend = backend_of(url)
     if backend == "mysql":
@@ -217,6 +246,15 @@ def is_access_denied(exc: BaseException) -> bool:
 def refused_by_constraint(exc: BaseException) -> bool:
     """Whether the database refused a write because of a constraint (a foreign key, most often)."""
     return isinstance(exc, IntegrityError)
+
+
+def refuses_row(exc: BaseException) -> bool:
+    """Whether the database refused an INSERT because of the values of a row (a constraint, a column
+    without a default, a value the column cannot hold), not because of the session or the server."""
+    if isinstance(exc, IntegrityError | DataError):
+        return True
+    args: tuple[Any, ...] = getattr(getattr(exc, "orig", None), "args", ())
+    return bool(args) and args[0] in MYSQL_ROW_ERRORS
 
 
 def constraint_name(exc: BaseException) -> str:

@@ -1,5 +1,7 @@
 """Our own error types: the CLI maps each to an exit code, the daemon to a metric label."""
 
+import signal
+
 
 class ReaperError(Exception):
     """Base of every error reaper reports to its user as one line."""
@@ -34,3 +36,22 @@ class LockHeld(ReaperError):
 
     exit_code = 3
     kind = "locked"
+
+
+class ArchiveError(ReaperError):
+    """The archive could not be written (a full disk): the batch in hand was not deleted."""
+
+    kind = "archive"
+
+
+class Interrupted(KeyboardInterrupt):
+    """A manual run stopped at once by a signal (the second one: the first lets the batch in hand finish).
+
+    A ``KeyboardInterrupt``, as Ctrl-C's own: SQLAlchemy then drops the connection it was using, and no
+    ``except Exception`` can swallow it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        self.name = signal.Signals(signum).name
+        super().__init__(f"interrupted by {self.name}")
+        self.exit_code = 128 + signum

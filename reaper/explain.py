@@ -121,10 +121,12 @@ def parse_task_id(table: TaskTable, text: str) -> Any:
 
 
 def _row(conn: Connection, table: TaskTable, task_id: Any) -> dict[str, Any]:
-    row = conn.execute(select(table.table).where(table.id == task_id)).mappings().first()
+    # Only the columns of a role: another column may hold what the driver cannot read (time 24:00 on PostgreSQL).
+    roles = list(table.columns.items())
+    row = conn.execute(select(*(column for _, column in roles)).where(table.id == task_id)).first()
     if row is None:
         raise TaskNotFound(f"--explain: no row with {table.id.name} = {task_id!r} in {table.name}")
-    return {role: row[column.name] for role, column in table.columns.items()}
+    return {role: value for (role, _), value in zip(roles, row, strict=True)}
 
 
 def _rule_of(conn: Connection, table: TaskTable, policy: Policy, task_id: Any) -> Rule:

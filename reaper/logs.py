@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,6 +16,24 @@ from reaper.errors import ConfigError
 LOG_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS!UTC}Z {level: <7} {message}"
 LOG_ROTATION = "20 MB"
 LOG_RETENTION = 10
+DRIVER_LOGGERS = ("psycopg",)
+
+
+class _DriverRecords(logging.Handler):
+    """What a driver logs through Python's logging, into reaper's log (masked) at debug level."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Pass the record on."""
+        logger.debug(f"{record.name}: {record.getMessage()}")
+
+
+def _drivers_log_through_ours() -> None:
+    # psycopg logs "error ignored terminating <psycopg.Pipeline ...>" after a refused batch; without
+    # a handler, Python printed it raw to stderr, beside our one-line error.
+    for name in DRIVER_LOGGERS:
+        driver = logging.getLogger(name)
+        driver.handlers = [_DriverRecords()]
+        driver.propagate = False
 
 
 def setup_logging(
@@ -28,6 +47,7 @@ def setup_logging(
 
     logger.remove()
     logger.configure(patcher=mask)
+    _drivers_log_through_ours()
     logger.add(sys.stderr, level=level, format=LOG_FORMAT, serialize=json_lines, backtrace=False, diagnose=False)
     if log_file is None:
         return

@@ -1,21 +1,25 @@
-"""What a person running reaper by hand gets: a count first, a confirmation, progress bars.
+"""What a person running reaper by hand gets: a count first, a confirmation, progress bars, signals.
 
 A manual run that would delete more than ``REAPER_CONFIRM_ABOVE`` rows asks on a terminal and
 refuses without ``--yes`` when there is none; the count is the dry run's (``counting``: the database
 counts each rule's whole condition), made before the real run. Progress bars (rows done, rate, time
-left) go to stderr, only when it is a terminal and the output is not JSON. The daemon's scheduled runs use none of this.
+left) go to stderr, only when it is a terminal and the output is not JSON. SIGINT and SIGTERM stop
+a pass after the batch in hand (``SignalStop``). The daemon's scheduled runs use none of this.
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Sequence
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any
 
 from reaper.counting import count_policy
-from reaper.errors import ReaperError
+from reaper.errors import Interrupted, ReaperError
 from reaper.plans import plan_policies
 from reaper.policies import Action, Policy
 from reaper.table import TaskTable
@@ -97,3 +101,62 @@ class ProgressBars:
     ) -> None:
         for bar in self._bars.values():
             bar.close()
+
+
+class SignalStop:
+    """SIGINT and SIGTERM during a one-shot run, handled alike.
+
+    While a pass runs (``graceful``), the first signal asks it to stop after the batch in hand: it
+    commits, the audit line is written, and the command exits 130 (SIGINT) or 143 (SIGTERM).
+    Elsewhere (counting, a question on the terminal, a restore), or at a second signal, the command
+    stops at once (``Interrupted``), and the transaction in hand is rolled back.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._graceful = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> SignalStop:
+        if threading.current_thread() is not threading.main_thread():
+            return self  # only the main thread may set handlers (a command run from a test's thread)
+        for signum in self.SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        # Nothing is logged here: the handler may run while the main thread holds the log's lock.
+        first = self.received is None
+        if first:
+            self.received = signum
+        if not (first and self._graceful):
+            raise Interrupted(signum)
+
+    @contextmanager
+    def graceful(self) -> Iterator[None]:
+        """Within the body, a first signal only asks the pass to stop between batches."""
+        self._graceful = True
+        try:
+            yield
+        finally:
+            self._graceful = False
+
+    def reason(self) -> str | None:
+        """Why the pass should stop (``interrupted by SIGTERM``), or ``None``: a pass's stop request."""
+        return None if self.received is None else f"interrupted by {signal.Signals(self.received).name}"
+
+    @property
+    def exit_code(self) -> int:
+        """The exit code of a command a signal stopped: 128 plus its number, as a shell reports it."""
+        return 128 + (self.received or signal.SIGINT)

@@ -48,7 +48,7 @@ class RunOptions:
     sleep_seconds: float = 0.0
     max_runtime_seconds: float | None = None
     max_retries: int = 3
-    should_stop: Callable[[], bool] = lambda: False
+    stop_requested: Callable[[], str | None] = lambda: None  # why the pass should stop now (a signal), or None
     still_exclusive: Callable[[], bool] = lambda: True
     archive: Archive | None = None
     throttle: Throttle | None = None  # pauses (or stops) the pass while the server is busy or a replica lags
@@ -182,6 +182,7 @@ class RunResult:
     def throttled_seconds(self) -> float:
         """Seconds the pass paused for the server's load or a replica's lag."""
         return sum(self.throttle.values())
+    failed: bool = False  # ended by an error or a second signal, in the middle of a batch
 
     @property
     def stopped_early(self) -> bool:
@@ -231,8 +232,9 @@ class _Clock:
         self.lock_checked_at: float | None = None
 
     def stop_reason(self) -> str | None:
-        if self.options.should_stop():
-            return "stop requested"
+        requested = self.options.stop_requested()
+        if requested:
+            return requested
         if self.deadline is not None and self.options.timer() >= self.deadline:
             return f"max runtime of {self.options.max_runtime_seconds:g} s reached"
         if self._lock_check_due() and not self.options.still_exclusive():
@@ -300,10 +302,9 @@ def _rule_batches_written(
 
 
 def _count_dry(
-    table: TaskTable, policy: Policy, now: datetime, plans: dict[Rule, Plan], options: RunOptions
+    table: TaskTable, policy: Policy, now: datetime, plans: dict[Rule, Plan], options: RunOptions, result: PolicyResult
 ) -> PolicyResult:
     """A dry run of ``policy``: what it matches and a real run would do, counted by the database."""
-    result = PolicyResult.starting(policy, now)
     for rule, count in count_policy(table, policy, now, plans).items():
         result.record_count(rule, count)
         if count.matched:
@@ -320,14 +321,16 @@ def apply_policy(
     now: datetime,
     options: RunOptions,
     clock: _Clock | None = None,
+    result: PolicyResult | None = None,
     plans: dict[Rule, Plan] | None = None,
 ) -> PolicyResult:
-    """Run ``policy`` over the whole table in batches (a dry run: count it) and return its counts."""
+    """Run ``policy`` over the whole table in batches (a dry run: count it) and return its counts,
+    counted into ``result`` as each batch commits, when given: a caller keeps them if the pass fails."""
     clock = clock or _Clock(options)
+    result = result or PolicyResult.starting(policy, now)
     plans = plans if plans is not None else plan_policies(table, [policy])[policy.name]
     if options.dry_run:
-        return _count_dry(table, policy, now, plans, options)
-    result = PolicyResult.starting(policy, now)
+        return _count_dry(table, policy, now, plans, options, result)
 
     def pause_then_check() -> bool:
         """Pause between batches, then say whether the next batch may start (the clock may have run out)."""
@@ -377,11 +380,17 @@ def _log_policy(result: PolicyResult, dry_run: bool) -> None:
     )
 
 
-def run_policies(table: TaskTable, policies: Sequence[Policy], now: datetime, options: RunOptions) -> RunResult:
-    """Apply each policy in turn and return what each matched and changed."""
+def run_policies(
+    table: TaskTable, policies: Sequence[Policy], now: datetime, options: RunOptions, run: RunResult | None = None
+) -> RunResult:
+    """Apply each policy in turn and return what each matched and changed.
+
+    Counts go into ``run`` (a new result when not given) as each batch commits, so a caller that
+    keeps it knows what a pass that failed half-way had changed.
+    """
     clock = _Clock(options)
     started = options.timer()
-    run = RunResult(dry_run=options.dry_run, now=now, policies={})
+    run = run or RunResult(dry_run=options.dry_run, now=now, policies={})
     writes = set().union(*(policy.actions for policy in policies)) if policies else set()
     with table.engine.connect() as conn:  # a vocabulary that cannot be written fails before any batch
         if writes & {Action.FAIL, Action.REQUEUE}:
@@ -394,8 +403,8 @@ def run_policies(table: TaskTable, policies: Sequence[Policy], now: datetime, op
         run.stop_reason = clock.stop_reason() or _throttled(options, clock)  # before each policy's first batch
         if run.stop_reason is not None:
             break
-        result = apply_policy(table, policy, now, options, clock, plans[policy.name])
-        run.policies[policy.name] = result
+        result = run.policies[policy.name] = PolicyResult.starting(policy, now)
+        apply_policy(table, policy, now, options, clock, result, plans[policy.name])
         _log_policy(result, options.dry_run)
         run.stop_reason = result.stop_reason
         if run.stop_reason is not None:

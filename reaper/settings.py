@@ -9,14 +9,16 @@ misspelt threshold would otherwise leave the default (and its deletions) in forc
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -28,7 +30,7 @@ from pydantic_settings import (
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from reaper.db import backend_of
+from reaper.db import backend_of, safe_url, url_secrets
 from reaper.errors import ConfigError
 from reaper.presets import PRESETS, preset_named, with_preset_defaults
 from reaper.sizing import MAX_BATCH_SIZE, MAX_ID_LIST
@@ -46,6 +48,9 @@ MIN_RESCUE_INTERVAL_SECONDS = 10
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 # Settings whose value may hold a password: an error about them never shows the value.
 SECRET_SETTINGS = ("database_url", "replica_urls")
+WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
+# pydantic's words for a strict number setting given something else (a boolean, a fraction, text)
+NUMBER_ERRORS = {"int_type": "expected a whole number", "float_type": "expected a number"}
 
 
 class Columns(BaseModel):
@@ -126,15 +131,15 @@ class TaskTypeSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    running_timeout_hours: float | None = Field(None, gt=0, le=MAX_HOURS, allow_inf_nan=False)
-    pending_timeout_hours: float | None = Field(None, gt=0, le=MAX_HOURS, allow_inf_nan=False)
-    failure_retention_days: float | None = Field(None, gt=0, le=MAX_DAYS, allow_inf_nan=False)
-    success_retention_days: float | None = Field(None, gt=0, le=MAX_DAYS, allow_inf_nan=False)
-    heartbeat_timeout_minutes: float | None = Field(None, gt=0, le=MAX_HOURS * 60, allow_inf_nan=False)
+    running_timeout_hours: float | None = Field(None, gt=0, le=MAX_HOURS, allow_inf_nan=False, strict=True)
+    pending_timeout_hours: float | None = Field(None, gt=0, le=MAX_HOURS, allow_inf_nan=False, strict=True)
+    failure_retention_days: float | None = Field(None, gt=0, le=MAX_DAYS, allow_inf_nan=False, strict=True)
+    success_retention_days: float | None = Field(None, gt=0, le=MAX_DAYS, allow_inf_nan=False, strict=True)
+    heartbeat_timeout_minutes: float | None = Field(None, gt=0, le=MAX_HOURS * 60, allow_inf_nan=False, strict=True)
     running_timeout_action: RescueAction | None = None
     pending_timeout_action: RescueAction | None = None
     action: RescueAction | None = None  # both of the above, where they are not set
-    max_attempts: int | None = Field(None, ge=1, le=1000, strict=True)  # strict: TOML's true is not 1
+    max_attempts: int | None = Field(None, ge=1, le=1000, strict=True)
 
 
 # A task type name is matched against stored values (case-insensitively on many MySQL collations),
@@ -166,47 +171,49 @@ class Settings(BaseSettings):
     table_schema: str | None = None  # the table's schema (PostgreSQL) or database (MySQL); None: the default
     columns: Columns = Columns()
     statuses: Statuses = Statuses()
-    running_timeout_hours: float = Field(24.0, gt=0, le=MAX_HOURS, allow_inf_nan=False)
-    pending_timeout_hours: float = Field(2.0, gt=0, le=MAX_HOURS, allow_inf_nan=False)
-    failure_retention_days: float = Field(7.0, gt=0, le=MAX_DAYS, allow_inf_nan=False)
-    success_retention_days: float = Field(30.0, gt=0, le=MAX_DAYS, allow_inf_nan=False)
-    heartbeat_timeout_minutes: float = Field(10.0, gt=0, le=MAX_HOURS * 60, allow_inf_nan=False)
+    running_timeout_hours: float = Field(24.0, gt=0, le=MAX_HOURS, allow_inf_nan=False, strict=True)
+    pending_timeout_hours: float = Field(2.0, gt=0, le=MAX_HOURS, allow_inf_nan=False, strict=True)
+    failure_retention_days: float = Field(7.0, gt=0, le=MAX_DAYS, allow_inf_nan=False, strict=True)
+    success_retention_days: float = Field(30.0, gt=0, le=MAX_DAYS, allow_inf_nan=False, strict=True)
+    heartbeat_timeout_minutes: float = Field(10.0, gt=0, le=MAX_HOURS * 60, allow_inf_nan=False, strict=True)
     running_timeout_action: RescueAction = "fail"
     pending_timeout_action: RescueAction = "fail"
-    max_attempts: int = Field(3, ge=1, le=1000)
+    max_attempts: int = Field(3, ge=1, le=1000, strict=True)
     task_types: dict[str, TaskTypeSettings] = Field(default_factory=dict)
-    batch_size: int = Field(1000, ge=1, le=MAX_ID_LIST)  # the first batch's; set, the most (see sizing)
-    batch_time_seconds: float = Field(0.25, ge=0, le=60, allow_inf_nan=False)  # 0: fixed batches
-    sleep_seconds: float = Field(0.0, ge=0, le=3600, allow_inf_nan=False)
-    max_runtime_seconds: float | None = Field(None, gt=0, allow_inf_nan=False)
-    lock_timeout_seconds: float = Field(5.0, gt=0, le=3600, allow_inf_nan=False)
-    statement_timeout_seconds: float = Field(60.0, gt=0, le=86400, allow_inf_nan=False)
-    max_retries: int = Field(3, ge=0, le=20)
+    batch_size: int = Field(1000, ge=1, le=MAX_ID_LIST, strict=True)  # the first batch's; set, the most (sizing)
+    batch_time_seconds: float = Field(0.25, ge=0, le=60, allow_inf_nan=False, strict=True)  # 0: fixed batches
+    sleep_seconds: float = Field(0.0, ge=0, le=3600, allow_inf_nan=False, strict=True)
+    max_runtime_seconds: float | None = Field(None, gt=0, allow_inf_nan=False, strict=True)
+    lock_timeout_seconds: float = Field(5.0, gt=0, le=3600, allow_inf_nan=False, strict=True)
+    statement_timeout_seconds: float = Field(60.0, gt=0, le=86400, allow_inf_nan=False, strict=True)
+    max_retries: int = Field(3, ge=0, le=20, strict=True)
     max_load: str | None = None  # NAME=VALUE[,NAME=VALUE...]: pause while any is above (see throttle)
     critical_load: str | None = None  # the same form: stop the run above it
-    max_replica_lag_seconds: float | None = Field(None, gt=0, le=86400, allow_inf_nan=False)
+    max_replica_lag_seconds: float | None = Field(None, gt=0, le=86400, allow_inf_nan=False, strict=True)
     # A list (TOML, JSON) or URLs separated by commas (environment)
     replica_urls: tuple[str, ...] | str = ()
-    max_pause_seconds: float = Field(DEFAULT_MAX_PAUSE_SECONDS, gt=0, le=86400, allow_inf_nan=False)
+    max_pause_seconds: float = Field(DEFAULT_MAX_PAUSE_SECONDS, gt=0, le=86400, allow_inf_nan=False, strict=True)
     archive: Literal["none", "jsonl", "table"] = "none"
     archive_dir: Path = Path("reaper-archive")
     archive_table: str | None = None
     audit_log: Path | None = Path("reaper-audit.jsonl")
-    confirm_above: int = Field(10000, ge=0)
+    confirm_above: int = Field(10000, ge=0, strict=True)
     dry_run_at: str = "01:00"
     cleanup_at: str = "02:00"
     timezone: str = "UTC"
-    rescue_interval_seconds: float = Field(300.0, ge=0, le=86400, allow_inf_nan=False)  # 0: at cleanup_at only
-    cleanup_retry_hours: float = Field(6.0, ge=0, le=24, allow_inf_nan=False)  # 0: a failed cleanup waits a day
-    reload_interval_minutes: float = Field(60.0, gt=0, allow_inf_nan=False)
-    stats_interval_seconds: float = Field(30.0, ge=1, allow_inf_nan=False)
-    totals_interval_seconds: float = Field(600.0, gt=0, allow_inf_nan=False)
+    # 0: rescues only with the nightly cleanup
+    rescue_interval_seconds: float = Field(300.0, ge=0, le=86400, allow_inf_nan=False, strict=True)
+    # 0: a failed cleanup waits a day
+    cleanup_retry_hours: float = Field(6.0, ge=0, le=24, allow_inf_nan=False, strict=True)
+    reload_interval_minutes: float = Field(60.0, gt=0, allow_inf_nan=False, strict=True)
+    stats_interval_seconds: float = Field(30.0, ge=1, allow_inf_nan=False, strict=True)
+    totals_interval_seconds: float = Field(600.0, gt=0, allow_inf_nan=False, strict=True)
     metrics_host: str = "127.0.0.1"
-    metrics_port: int = Field(DEFAULT_METRICS_PORT, ge=0, le=65535)
+    metrics_port: int = Field(DEFAULT_METRICS_PORT, ge=0, le=65535, strict=True)
     metrics_certfile: Path | None = None
     metrics_keyfile: Path | None = None
     metrics_client_cafile: Path | None = None
-    metrics_max_task_types: int = Field(50, ge=1, le=1000)
+    metrics_max_task_types: int = Field(50, ge=1, le=1000, strict=True)
     log_level: str = "INFO"
     log_file: Path | None = None
     log_json: bool = False
@@ -246,9 +253,11 @@ class Settings(BaseSettings):
     @classmethod
     def _parsable_url(cls, value: str) -> str:
         try:
-            make_url(value)
+            url = make_url(value)
         except (ArgumentError, ValueError):
             raise ValueError("not a database URL (expected dialect+driver://user:password@host/db)") from None
+        if url.host and "@" in url.host:  # the password's own "@" ends it early: its tail would show as the host
+            raise ValueError("the URL has more than one '@': write an '@' in the password or user name as %40")
         return value
 
     @field_validator("database_timezone", mode="after")
@@ -413,7 +422,7 @@ class Settings(BaseSettings):
     @property
     def safe_replica_urls(self) -> list[str]:
         """The replica URLs with their passwords masked, for output."""
-        return [_masked(make_url(url)) for url in self.replicas]
+        return [safe_url(url) for url in self.replicas]
 
     @property
     def url(self) -> URL:
@@ -422,17 +431,15 @@ class Settings(BaseSettings):
 
     @property
     def safe_database_url(self) -> str:
-        """The database URL with its password masked (in the user part or the query), for output."""
-        return _masked(self.url)
+        """The database URL with its passwords masked (in the user part or the query), for output."""
+        return safe_url(self.database_url)
 
     @property
     def secrets(self) -> tuple[str, ...]:
         """Strings that must never appear in any output: the passwords of the database and the replicas."""
         found: list[str] = []
         for url in (self.url, *(make_url(replica) for replica in self.replicas)):
-            found += [str(url.password)] if url.password else []
-            query_password = url.query.get("password")
-            found += [query_password] if isinstance(query_password, str) else list(query_password or ())
+            found += url_secrets(url)
         return tuple(secret for secret in found if secret)
 
     @classmethod
@@ -445,7 +452,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Flags, then environment, then ``.env``, then the TOML file (when one is named)."""
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [init_settings, _EnvSource(settings_cls)]
         sources.append(_DotEnvSource(settings_cls, cls.dotenv_values))
         toml_file = cls.model_config.get("toml_file")
         if toml_file:
@@ -453,17 +460,38 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
-def _masked(url: URL) -> str:
-    if "password" in url.query:
-        url = url.update_query_dict({"password": "***"})
-    return url.render_as_string(hide_password=True)
+def _number_from_text(field: FieldInfo, value: Any) -> Any:
+    """The text of a number setting (an environment variable) as the number it spells.
+
+    Number settings are strict, so that TOML's ``true`` is not taken for 1 nor ``2.5`` for 2; a
+    variable is always text, so its digits are read here: an integer setting takes only a whole
+    number. Other text is left as it is, for the validator to refuse with the setting's name.
+    """
+    kinds = {field.annotation, *get_args(field.annotation)}
+    if not isinstance(value, str) or not kinds & {int, float}:
+        return value
+    text = value.strip()
+    if int in kinds:
+        return int(text) if WHOLE_NUMBER.fullmatch(text) else value
+    try:
+        return float(text)  # nan and inf too: the fields refuse them by name
+    except ValueError:
+        return value
+
+
+class _EnvSource(EnvSettingsSource):
+    """The ``REAPER_*`` environment variables, numbers read from their text."""
+
+    def prepare_field_value(self, field_name: str, field: FieldInfo, value: Any, value_is_complex: bool) -> Any:
+        """Decode the variable as pydantic-settings does, then read a number setting's text."""
+        return _number_from_text(field, super().prepare_field_value(field_name, field, value, value_is_complex))
 
 
 def _preset_key(name: str) -> str:
     return name.strip().lower()
 
 
-class _DotEnvSource(EnvSettingsSource):
+class _DotEnvSource(_EnvSource):
     """The ``REAPER_*`` lines of ``.env``; its other lines belong to the application and are ignored."""
 
     def __init__(self, settings_cls: type[BaseSettings], values: Mapping[str, str]) -> None:
@@ -537,7 +565,7 @@ def _task_types_source(dotenv: Mapping[str, str], config_file: Path | None) -> s
 def _describe(error: ValidationError, config_file: Path | None, dotenv: Mapping[str, str]) -> str:
     first = error.errors()[0]
     location = tuple(first["loc"])
-    message = first["msg"].removeprefix("Value error, ")
+    message = NUMBER_ERRORS.get(first["type"], first["msg"].removeprefix("Value error, "))
     where = f" in config file {str(config_file)!r}" if config_file else ""
     if location[:1] == ("task_types",):  # usually a TOML table of its own, not a variable
         where = _task_types_source(dotenv, config_file)
@@ -580,7 +608,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None, config_file: Path 
         raise ConfigError(_describe(exc, config_file, dotenv)) from None
     except SettingsError as exc:  # a nested value (REAPER_COLUMNS=...) that is not JSON, for one
         first_line = str(exc).splitlines()[0]
-        for source, said in (("_DotEnvSource", DOTENV_FILE), ("EnvSettingsSource", "the environment")):
+        for source, said in (("_DotEnvSource", DOTENV_FILE), ("_EnvSource", "the environment")):
             first_line = first_line.replace(f'source "{source}"', said)
         raise ConfigError(f"invalid settings: {first_line} (not valid JSON?)") from None
     settings = Settings.model_validate(loaded.model_dump())

@@ -6,6 +6,7 @@ must exist in the reflected table, and SQL is only ever built from the reflected
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Column, MetaData, Table, and_, case, func, inspect, literal, select, tuple_, type_coerce
 from sqlalchemy.dialects.mysql import TIMESTAMP as MySQLTimestamp
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import NoSuchTableError
+from sqlalchemy.exc import NoSuchTableError, SAWarning
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import DateTime, Integer, String
 
@@ -275,7 +276,9 @@ def _reflect(engine: Engine, settings: Settings) -> Table:
     if schema is not None and schema not in inspect(engine).get_schema_names():
         raise SchemaError(f"schema {schema!r} not found in {url} (REAPER_TABLE_SCHEMA)")
     try:
-        return Table(settings.table, MetaData(), schema=schema, autoload_with=engine)
+        with warnings.catch_warnings():  # a type SQLAlchemy does not know is archived as text (values.py)
+            warnings.filterwarnings("ignore", "Did not recognize type", SAWarning)
+            return Table(settings.table, MetaData(), schema=schema, autoload_with=engine)
     except NoSuchTableError:
         pass
     names = inspect(engine).get_table_names(schema=schema)

@@ -26,6 +26,7 @@ from reaper.db import constraint_name, is_lock_conflict, refused_by_constraint
 from reaper.matching import Dating, dated_by, datings, rule_condition
 from reaper.policies import Action, Policy, Rule
 from reaper.table import TaskTable
+from reaper.values import exact_columns
 
 RETRY_BASE_SECONDS = 0.2
 
@@ -185,11 +186,12 @@ def _delete_returning(conn: Connection, ctx: WriteContext, keys: list[tuple[Any,
     """Delete the matching rows among ``keys`` and return them whole: exactly the rows deleted."""
     table = ctx.table.table
     condition = and_(ctx.table.key_in(keys), ctx.selection)
+    whole = exact_columns(table, conn.dialect.name)  # each value as the database holds it
     if conn.dialect.delete_returning:
-        return [dict(row) for row in conn.execute(delete(table).where(condition).returning(*table.c)).mappings()]
+        return [dict(row) for row in conn.execute(delete(table).where(condition).returning(*whole)).mappings()]
     # No RETURNING (MySQL): lock the rows, so that the ones read are the ones deleted; the condition
     # again, so that only they are deleted.
-    locked = [dict(row) for row in conn.execute(select(table).where(condition).with_for_update()).mappings()]
+    locked = [dict(row) for row in conn.execute(select(*whole).where(condition).with_for_update()).mappings()]
     if locked:
         read = [tuple(row[column.name] for column in ctx.table.key) for row in locked]
         conn.execute(delete(table).where(ctx.table.key_in(read), ctx.selection))

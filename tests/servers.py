@@ -113,6 +113,18 @@ class Server:
         """Drop `database` if it exists, disconnecting its sessions first."""
         raise NotImplementedError
 
+    def add_user(self, database: str, user: str, privileges: str) -> str:
+        """Create login `user` with only `privileges` (e.g. "SELECT, UPDATE") on the tables of
+        `database`, and return its URL (password: the test login's)."""
+        raise NotImplementedError
+
+    def kill_sessions(self, user: str) -> int:
+        """End every session of login `user` from another connection, as a DBA would; return how many."""
+        raise NotImplementedError
+
+    def _url_for(self, user: str, database: str) -> str:
+        return self.url(database).replace(f"//{self.user}:", f"//{user}:", 1)
+
     def _command(self) -> list[str]:
         raise NotImplementedError
 
@@ -217,6 +229,24 @@ class _MariaDB(Server):
                     cur.execute(f"KILL {int(session)}")
             cur.execute(f"DROP DATABASE IF EXISTS {_backtick(database)}")
 
+    def add_user(self, database: str, user: str, privileges: str) -> str:
+        """Create login `user` with only `privileges` on the tables of `database`; return its URL."""
+        with self._admin() as conn, conn.cursor() as cur:
+            for host in (HOST, "localhost"):
+                cur.execute(f"CREATE USER '{user}'@'{host}' IDENTIFIED BY %s", (self.password,))
+                cur.execute(f"GRANT {privileges} ON {_backtick(database)}.* TO '{user}'@'{host}'")
+        return self._url_for(user, database)
+
+    def kill_sessions(self, user: str) -> int:
+        """KILL every session of login `user`; return how many."""
+        with self._admin() as conn, conn.cursor() as cur:
+            cur.execute("SELECT id FROM information_schema.processlist WHERE user = %s", (user,))
+            sessions = [int(row[0]) for row in cur.fetchall()]
+            for session in sessions:
+                with contextlib.suppress(pymysql.err.OperationalError):  # already gone
+                    cur.execute(f"KILL {session}")
+        return len(sessions)
+
 
 def _backtick(name: str) -> str:
     """Quote a MariaDB identifier."""
@@ -254,6 +284,25 @@ class _PostgreSQL(Server):
         with self._admin() as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                 sql.Identifier(database)))
+
+    def add_user(self, database: str, user: str, privileges: str) -> str:
+        """Create login `user` with only `privileges` on the tables of `database`; return its URL."""
+        with self._admin() as conn:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(user), sql.Literal(self.password)))
+        with psycopg.connect(host=self.datadir, port=self.port, user="postgres", dbname=database,
+                             autocommit=True, connect_timeout=2) as conn:
+            conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(sql.Identifier(user)))
+            conn.execute(sql.SQL("GRANT " + privileges + " ON ALL TABLES IN SCHEMA public TO {}").format(
+                sql.Identifier(user)))
+        return self._url_for(user, database)
+
+    def kill_sessions(self, user: str) -> int:
+        """pg_terminate_backend every session of login `user`; return how many."""
+        with self._admin() as conn:
+            rows = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                                (user,)).fetchall()
+        return len(rows)
 
 
 def start_mariadb(binary_log: tuple[str, ...] = ("--skip-log-bin",)) -> Server:

@@ -23,9 +23,10 @@ from sqlalchemy import Enum, create_engine, event, insert, select, update
 
 import servers
 from helpers import NOW, Shape, Tasks, ago, real_ago, settings_for
-from reaper.archive import JsonlArchive, TableArchive, read_jsonl_archive
+from reaper.archive import JsonlArchive, TableArchive
 from reaper.cli import main
 from reaper.filenames import file_safe
+from reaper.jsonl import read_jsonl_archive
 from reaper.manual import ConfirmationRefused, confirm_deletions
 from reaper.policies import standard_policies
 from reaper.reap import RunOptions, RunResult, run_policies
@@ -52,7 +53,7 @@ def fill(tasks: Tasks, when: Callable[..., datetime] = ago) -> dict[str, list[An
 def test_the_jsonl_archive_holds_exactly_the_deleted_rows(tasks: Tasks, database_url: str, tmp_path: Path) -> None:
     ids = fill(tasks)
     before = {row[0]: row for row in tasks.dump()}
-    archive = JsonlArchive(tmp_path, "processing_tasks", NOW)
+    archive = JsonlArchive(tmp_path, tasks.table, NOW, id_column="id")
     run = purge(tasks, database_url, archive)
     archived = list(read_jsonl_archive(archive.path))
     assert sorted(row["id"] for row in archived) == sorted(ids["old"])
@@ -79,7 +80,7 @@ def test_a_row_revived_between_select_and_delete_is_neither_deleted_nor_archived
                 worker_conn.execute(update(tasks.table).where(tasks.table.c.id == revived).values(status="pending"))
 
     event.listen(engine, "before_cursor_execute", before_write)
-    archive = JsonlArchive(tmp_path, "processing_tasks", NOW)
+    archive = JsonlArchive(tmp_path, tasks.table, NOW, id_column="id")
     run = purge(tasks, database_url, archive, batch_size=10)
     worker.dispose()
     assert tasks.status_of(revived) == "pending" and tasks.get(doomed) is None
@@ -114,7 +115,7 @@ def test_restore_brings_the_deleted_rows_back_exactly(
         tasks.add("FAILURE" if upper else "failure", finished_at=ago(days=9, microseconds=123456), error="disk full é")
     tasks.add("SUCCESS" if upper else "success", finished_at=ago(days=1))
     before = tasks.dump()
-    archive = JsonlArchive(tmp_path, "processing_tasks", NOW)
+    archive = JsonlArchive(tmp_path, tasks.table, NOW, id_column="id")
     assert purge(tasks, database_url, archive).affected == 4
     table = open_table(tasks.engine, settings_for(database_url, shape))
     dry = restore_archive(table, archive.path, dry_run=True, batch_size=3)

@@ -387,3 +387,36 @@ def test_the_config_file_can_be_named_in_dotenv(
     Path(".env").write_text("REAPER_CONFIG_FILE=strict.toml\n")
     code, out, _ = run_cli(capsys, "--once", "--dry-run", "--json", "--database-url", database_url)
     assert code == 0 and json.loads(out)["policies"]["success_retention"]["matched"] == 2
+
+
+@pytest.mark.parametrize(
+    "url, code, shown",
+    [
+        ("mysql+pymysqll://app@127.0.0.1:1/tasks?password=Qu3rySecret", 2, "password=***"),
+        ("postgresql+psycopgg://app:Qu3rySecret@127.0.0.1:1/tasks", 2, "app:***@"),
+        ("sqlite:///missing.db?password=Qu3rySecret", 2, "password=***"),
+        ("mysql+pymysql://app@127.0.0.1:{port}/tasks?password=Qu3rySecret", 1, "password=***"),
+        ("mysql+pymysql://app@127.0.0.1:{port}/tasks?passwd=Qu3rySecret", 1, "passwd=***"),
+        ("postgresql+psycopg://app@127.0.0.1:{port}/tasks?password=Qu3rySecret", 1, "password=***"),
+    ],
+    ids=["driver-typo", "driver-typo-user-part", "missing-sqlite-file", "mysql-query", "mysql-passwd", "pg-query"],
+)
+def test_every_error_that_shows_the_url_masks_its_password(
+    capsys: pytest.CaptureFixture[str], url: str, code: int, shown: str
+) -> None:
+    url = url.format(port=closed_port())
+    got, out, err = run_cli(capsys, "--stats-only", "--database-url", url)
+    assert got == code
+    assert_one_line_error(err, shown)
+    assert "Qu3rySecret" not in out + err
+
+
+@pytest.mark.parametrize("driver", ["mysql+pymysql", "postgresql+psycopg"])
+def test_an_unencoded_at_sign_in_the_password_is_refused_without_showing_any_of_it(
+    capsys: pytest.CaptureFixture[str], driver: str
+) -> None:
+    url = f"{driver}://app:Sup3r@Secret@127.0.0.1:{closed_port()}/tasks"
+    code, out, err = run_cli(capsys, "--stats-only", "--database-url", url)
+    assert code == 2
+    assert_one_line_error(err, "REAPER_DATABASE_URL", "%40")
+    assert "Sup3r" not in out + err and "Secret" not in out + err

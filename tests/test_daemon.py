@@ -27,8 +27,9 @@ from sqlalchemy import create_engine, event
 from test_metrics import samples, value
 
 from helpers import NOW, SERVER_BACKENDS, Shape, Tasks, ago, create_table, settings_for
+from reaper.archive import JsonlArchive
 from reaper.daemon import Daemon, backoff_seconds, retry_delay_seconds
-from reaper.errors import ConfigError, DatabaseError
+from reaper.errors import ArchiveError, ConfigError, DatabaseError
 from reaper.http import HttpLimits, MetricsServer, TlsFiles, build_app
 from reaper.lock import exclusive_run
 from reaper.metrics import ReaperMetrics
@@ -756,3 +757,33 @@ def test_a_reload_that_sets_the_batch_size_makes_it_the_most_a_batch_holds_and_s
         logger.remove(sink)
     assert daemon.settings.batch_ceiling == 1000
     assert any("configuration reloaded: batch_size changed" in line for line in lines), lines
+
+
+@pytest.mark.parametrize("line", ["batch_size = true", "success_retention_days = true", "max_attempts = 2.0"])
+def test_a_reload_with_a_boolean_or_fraction_for_a_number_is_refused_and_counted_as_failed(
+    tasks: Tasks, database_url: str, tmp_path: Path, line: str
+) -> None:
+    config = tmp_path / "reaper.toml"
+    daemon, registry = reloading_daemon(database_url, config, "success_retention_days = 30\nbatch_size = 500\n")
+    config.write_text(f"{line}\n")
+    assert not daemon.reload()
+    assert (daemon.settings.success_retention_days, daemon.settings.batch_size) == (30, 500)
+    assert value(samples(registry), "reaper_config_reloads_total", outcome="failure") == 1
+    assert value(samples(registry), "reaper_config_reloads_total", outcome="success") == 0
+
+
+def test_a_scheduled_cleanup_that_fails_half_way_leaves_its_audit_line(
+    tasks: Tasks, database_url: str, tmp_path: Path
+) -> None:
+    zombie = tasks.add("running", started_at=ago(hours=30))
+    old = tasks.add("success", finished_at=ago(days=40))
+    settings = settings_for(database_url, archive="jsonl", archive_dir=tmp_path / "kept")
+    table = open_table(tasks.engine, settings).table
+    JsonlArchive(tmp_path / "kept", table, NOW, id_column="id").path.symlink_to("/dev/full")  # a full disk
+    daemon, registry = make_daemon(settings, clock=lambda: NOW)
+    with pytest.raises(ArchiveError, match="No space left on device"):
+        daemon.run_policies(dry_run=False)  # the guard around the job logs and counts this
+    assert tasks.status_of(zombie) == "failure" and tasks.get(old) is not None
+    (line,) = [json.loads(text) for text in Path("reaper-audit.jsonl").read_text().splitlines()]
+    assert (line["mode"], line["affected"], line["outcome"]) == ("scheduled", 1, "failed")
+    assert value(samples(registry), "reaper_runs_total", mode="cleanup", outcome="failure") == 1

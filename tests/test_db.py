@@ -1,4 +1,5 @@
-"""The database boundary: the limits each session really gets, and the URL's arguments checked."""
+"""The database boundary: the limits each session really gets, the URL's arguments checked, and how
+a URL is shown in messages."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from helpers import SERVER_BACKENDS, only
-from reaper.db import SessionLimits, create_db_engine, whole_units
+from reaper.db import SessionLimits, create_db_engine, safe_url, url_secrets, whole_units
 
 
 def session_limits(database_url: str, limits: SessionLimits) -> dict[str, Any]:
@@ -61,3 +62,25 @@ def test_postgresql_options_in_the_url_are_kept_beside_reapers_own(database_url:
             assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "2s"
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("mysql+pymysql://app:s3cret@db:3306/tasks", "mysql+pymysql://app:***@db:3306/tasks"),
+        ("postgresql+psycopg://app@db/tasks?password=s3cret", "postgresql+psycopg://app@db/tasks?password=***"),
+        ("mysql+pymysql://app@db/tasks?passwd=s3cret&charset=utf8mb4",
+         "mysql+pymysql://app@db/tasks?charset=utf8mb4&passwd=***"),
+        ("postgresql+psycopg://app@db/tasks?sslpassword=s3cret", "postgresql+psycopg://app@db/tasks?sslpassword=***"),
+        ("sqlite:///tasks.db", "sqlite:///tasks.db"),
+    ],
+)
+def test_a_url_is_shown_with_every_password_masked(url: str, expected: str) -> None:
+    assert safe_url(url) == expected
+    assert safe_url(make_url(url)) == expected
+    assert all(secret == "s3cret" for secret in url_secrets(make_url(url)))
+
+
+def test_a_url_that_cannot_be_parsed_is_not_shown_at_all() -> None:
+    shown = safe_url("not a url, s3cret")
+    assert "s3cret" not in shown and "not shown" in shown

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from freezegun import freeze_time
-from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, Uuid
+from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, Uuid, text
 from sqlalchemy.engine import Engine
 
 from helpers import NOW, SERVER_BACKENDS, WITH_HEARTBEAT_AND_ATTEMPTS, Shape, Tasks, ago, settings_for
@@ -186,3 +186,12 @@ def test_a_malformed_uuid_id_is_a_usage_error(
     assert "not an id of processing_tasks (its ids are UUIDs)" in err and len(err.strip().splitlines()) == 1
     assert main(["--database-url", database_url, "--explain", str(uuid.uuid4())]) == 1
     assert "no row with id" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", [name for name in SERVER_BACKENDS if name == "postgresql"], indirect=True)
+def test_a_column_the_driver_cannot_read_does_not_stop_an_explanation(tasks: Tasks, database_url: str) -> None:
+    zombie = tasks.add("running", started_at=ago(hours=30))
+    with tasks.engine.begin() as conn:  # psycopg reads no time past 23:59:59, which PostgreSQL's time holds
+        conn.execute(text("ALTER TABLE processing_tasks ADD COLUMN window_end time DEFAULT '24:00:00'"))
+    found = why(tasks, database_url, zombie)
+    assert (found.policy, found.verdict) == ("running_timeout", "failed")

@@ -423,7 +423,7 @@ def test_a_stop_request_ends_the_pass_between_batches(tasks: Tasks, database_url
         tasks.add("success", finished_at=ago(days=40))
     settings = settings_for(database_url, tasks.shape)
     # The stop request arrives while the first batch is being written.
-    options = RunOptions(batch_size=2, should_stop=lambda: tasks.count() < 6)
+    options = RunOptions(batch_size=2, stop_requested=lambda: "stop requested" if tasks.count() < 6 else None)
     run = run_policies(open_table(tasks.engine, settings), standard_policies(settings)[3:], NOW, options)
     assert run.stopped_early and run.policies["success_retention"].affected == 2 and tasks.count() == 4
 

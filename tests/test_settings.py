@@ -285,3 +285,81 @@ def test_a_bad_task_type_in_the_environment_is_blamed_on_the_environment(
     monkeypatch.setenv("REAPER_TASK_TYPES", '{"video": ')
     with pytest.raises(ConfigError, match="from the environment"):
         load_settings(config_file=config)
+
+
+INTEGER_SETTINGS = [
+    "batch_size", "max_attempts", "max_retries", "confirm_above", "metrics_port", "metrics_max_task_types",
+]
+NUMBER_SETTINGS = [
+    "running_timeout_hours", "pending_timeout_hours", "failure_retention_days", "success_retention_days",
+    "heartbeat_timeout_minutes", "batch_time_seconds", "sleep_seconds", "max_runtime_seconds",
+    "lock_timeout_seconds", "statement_timeout_seconds", "reload_interval_minutes", "stats_interval_seconds",
+    "totals_interval_seconds",
+]
+
+
+@pytest.mark.parametrize("name", INTEGER_SETTINGS + NUMBER_SETTINGS)
+def test_a_toml_boolean_is_not_taken_for_a_number(tmp_path: Path, name: str) -> None:
+    config = write_toml(tmp_path / "r.toml", f"{name} = true\n")
+    with pytest.raises(ConfigError, match=f"invalid setting REAPER_{name.upper()}"):
+        load_settings(config_file=config)
+
+
+@pytest.mark.parametrize("value", ["2.0", "2.5", '"2"'])
+@pytest.mark.parametrize("name", INTEGER_SETTINGS)
+def test_a_toml_float_or_string_is_not_taken_for_a_whole_number(tmp_path: Path, name: str, value: str) -> None:
+    config = write_toml(tmp_path / "r.toml", f"{name} = {value}\n")
+    with pytest.raises(ConfigError, match=f"invalid setting REAPER_{name.upper()}"):
+        load_settings(config_file=config)
+
+
+@pytest.mark.parametrize("value", ["true", "2.0", "2.5", "two", ""])
+@pytest.mark.parametrize("name", INTEGER_SETTINGS)
+def test_an_environment_value_that_is_not_a_whole_number_is_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(f"REAPER_{name.upper()}", value)
+    with pytest.raises(ConfigError, match=f"invalid setting REAPER_{name.upper()}"):
+        load_settings()
+
+
+@pytest.mark.parametrize("value", ["true", "yes", ""])
+def test_an_environment_boolean_is_not_taken_for_a_threshold(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("REAPER_SUCCESS_RETENTION_DAYS", value)
+    with pytest.raises(ConfigError, match="invalid setting REAPER_SUCCESS_RETENTION_DAYS"):
+        load_settings()
+
+
+def test_a_number_given_as_text_in_the_environment_or_dotenv_is_read_as_a_number(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    Path(".env").write_text("REAPER_MAX_RETRIES=5\nREAPER_SLEEP_SECONDS=0.5\n")
+    monkeypatch.setenv("REAPER_BATCH_SIZE", " 250 ")
+    monkeypatch.setenv("REAPER_SUCCESS_RETENTION_DAYS", "14")
+    settings = load_settings()
+    assert (settings.batch_size, settings.max_retries, settings.sleep_seconds) == (250, 5, 0.5)
+    assert settings.success_retention_days == 14
+
+
+def test_a_whole_number_is_a_valid_threshold_in_toml(tmp_path: Path) -> None:
+    config = write_toml(tmp_path / "r.toml", "success_retention_days = 14\nbatch_size = 250\n")
+    settings = load_settings(config_file=config)
+    assert (settings.success_retention_days, settings.batch_size) == (14, 250)
+
+
+@pytest.mark.parametrize(
+    "line", ["running_timeout_hours = true", "heartbeat_timeout_minutes = false", 'pending_timeout_hours = "2"']
+)
+def test_a_task_type_threshold_that_is_not_a_number_is_refused(tmp_path: Path, line: str) -> None:
+    config = write_toml(tmp_path / "r.toml", f"[task_types.download]\n{line}\n")
+    key = line.split(" ")[0]
+    with pytest.raises(ConfigError, match=rf"invalid setting task_types\.download\.{key}"):
+        load_settings(config_file=config)
+
+
+def test_a_task_type_threshold_given_as_a_json_boolean_in_the_environment_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REAPER_TASK_TYPES", '{"download": {"running_timeout_hours": true}}')
+    with pytest.raises(ConfigError, match=r"task_types\.download\.running_timeout_hours in REAPER_TASK_TYPES"):
+        load_settings()

@@ -10,9 +10,10 @@ import pytest
 from sqlalchemy import event
 
 from helpers import NOW, Tasks, add_age_indexes, ago, settings_for
-from reaper.archive import JsonlArchive, read_jsonl_archive
+from reaper.archive import JsonlArchive
 from reaper.cleanup import run_options
 from reaper.cli import main
+from reaper.jsonl import read_jsonl_archive
 from reaper.policies import standard_policies
 from reaper.reap import RunOptions, RunResult, run_policies
 from reaper.settings import load_settings
@@ -109,7 +110,7 @@ def test_a_purge_on_a_quick_database_grows_its_batches_and_deletes_everything(ta
 
 def test_a_purge_that_archives_never_grows_past_the_batch_size(tasks: Tasks, database_url: str, tmp_path: Any) -> None:
     old_successes(tasks, 30)
-    archive = JsonlArchive(tmp_path, tasks.shape.name, NOW)
+    archive = JsonlArchive(tmp_path, tasks.table, NOW, id_column="id")
     options = RunOptions(batch_size=3, batch_time_seconds=30, max_batch_size=64, archive=archive)
     result = purge_with(tasks, database_url, options)
     assert sum(1 for _ in read_jsonl_archive(archive.path)) == 30

@@ -22,6 +22,7 @@ from sqlalchemy import Integer, and_, case, func, literal, not_, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
+from reaper.counting import sample_ids
 from reaper.matching import dated_before, datings, type_scope
 from reaper.policies import Action, Policy, Rule
 from reaper.table import ACTIVE_STATUSES, TaskTable
@@ -29,6 +30,7 @@ from reaper.table import ACTIVE_STATUSES, TaskTable
 STATUS_ORDER = ("pending", "running", "success", "failure", "retry", "revoked")
 UNKNOWN_TYPE = "unknown"
 RECENT_WINDOW = timedelta(hours=24)
+ZOMBIE_SAMPLE_SIZE = 5
 
 
 @dataclass
@@ -36,6 +38,7 @@ class StaleSummary:
     """Zombies of one status: how many, per task type, the thresholds, and the oldest age seen.
 
     ``threshold`` is the default rule's; ``thresholds_by_type`` holds the task types with their own.
+    ``sample_ids`` are the smallest zombie ids (at most ``ZOMBIE_SAMPLE_SIZE``), for ``reaper --explain``.
     """
 
     threshold: str
@@ -43,6 +46,7 @@ class StaleSummary:
     count: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
     oldest_age_seconds: float | None = None
+    sample_ids: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -196,12 +200,15 @@ def _rule_threshold(rule: Rule) -> str:
 
 
 def _zombies(conn: Connection, table: TaskTable, policies: Sequence[Policy], now: datetime) -> dict[str, StaleSummary]:
-    """Zombies of the policies that fail or requeue (not those that delete)."""
-    return {
-        policy.status: _stale(conn, table, policy, now)
-        for policy in policies
-        if Action.DELETE not in policy.actions
-    }
+    """Zombies of the policies that fail or requeue (not those that delete), with a few of their ids."""
+    found = {}
+    for policy in policies:
+        if Action.DELETE in policy.actions:
+            continue
+        summary = found[policy.status] = _stale(conn, table, policy, now)
+        if summary.count:  # a top-N of the policy's own condition, asked only when there is something to find
+            summary.sample_ids = sample_ids(conn, table, policy, now, ZOMBIE_SAMPLE_SIZE)
+    return found
 
 
 def collect_stats(table: TaskTable, policies: Sequence[Policy], now: datetime) -> Stats:

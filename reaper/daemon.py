@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import schedule
 from loguru import logger
@@ -231,12 +231,18 @@ class Daemon:
         self.scheduler.every().day.at(settings.dry_run_at, settings.timezone).do(
             self.in_background("dry_run", lambda: self.run_policies(dry_run=True))
         )
-        self.scheduler.every().day.at(settings.cleanup_at, settings.timezone).do(
+        self.scheduler.every().day.at(settings.cleanup_at, settings.timezone).tag("cleanup").do(
             self.in_background("cleanup", lambda: self.run_policies(dry_run=False))
         )
         # schedule builds a timedelta from the interval, so a float works; its annotation says int.
         every = self.scheduler.every(settings.reload_interval_minutes)  # type: ignore[arg-type]  # see above
         every.minutes.do(self.guarded("reload", self.reload))
+
+    def next_cleanup(self) -> datetime | None:
+        """When the scheduled cleanup (a dry run in shadow mode) is due next, in UTC; ``None`` before scheduling."""
+        jobs = self.scheduler.get_jobs("cleanup")
+        # schedule keeps next_run as a naive time of the machine's zone; astimezone() reads it as such.
+        return jobs[0].next_run.astimezone(UTC) if jobs and jobs[0].next_run else None
 
     def wait_for_jobs(self, timeout: float) -> None:
         """Wait for the jobs running in background threads (tests, and shutdown)."""

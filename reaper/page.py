@@ -214,7 +214,7 @@ def _outcome_cell(outcome: str) -> str:
 
 def _runs_section(runs: tuple[RunRecord, ...]) -> str:
     rows = "".join(
-        f"<tr><td>{_when(run.at)}</td><td>{escape(run.mode)}"
+        f"<tr><td>{datetime.fromtimestamp(run.at, UTC):%Y-%m-%d %H:%M:%S}</td><td>{escape(run.mode)}"
         f"{f' <span class=note>(audit log: {escape(run.origin)})</span>' if run.origin else ''}</td>"
         f"{_outcome_cell(run.outcome)}"
         f'<td class="n">{_n(run.matched)}</td><td class="n">{_n(run.affected)}</td>'
@@ -222,7 +222,7 @@ def _runs_section(runs: tuple[RunRecord, ...]) -> str:
         for run in runs
     ) or '<tr><td colspan="7">No run since the daemon started, and none in the audit log.</td></tr>'
     header = (
-        '<tr><th>when</th><th>mode</th><th>outcome</th><th class="n">matched</th>'
+        '<tr><th>when (UTC)</th><th>mode</th><th>outcome</th><th class="n">matched</th>'
         '<th class="n">changed</th><th class="n">skipped</th><th class="n">took</th></tr>'
     )
     return (

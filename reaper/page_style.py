@@ -38,5 +38,6 @@ td.barcell {{ width: 45%; }} .bar {{ display: block; height: .9em; min-width: 3p
 .zombie {{ color: {ZOMBIE_RED}; font-weight: bold; }}
 .note {{ color: #57606a; font-size: .92em; }} .ids code {{ margin-right: .6em; }}
 code {{ background: #eaeef2; border-radius: 3px; padding: 0 .3em; }}
-.hint code, #runs td:first-child {{ white-space: nowrap; }}
+.hint code {{ white-space: nowrap; }}
+section {{ overflow-x: auto; }}  /* a wide table scrolls in its column rather than being cut */
 """

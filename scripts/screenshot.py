@@ -81,7 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Screenshot the status page on the demo database.")
     parser.add_argument("output", type=Path, help="the PNG to write, e.g. docs/images/status-page.png")
     parser.add_argument("--width", type=int, default=1280, help="window width in pixels (default 1280)")
-    parser.add_argument("--height", type=int, default=900, help="window height in pixels (default 900)")
+    parser.add_argument("--height", type=int, default=780, help="window height in pixels (default 780)")
     parser.add_argument("--cleanup", action="store_true", help="run a real cleanup first: no zombies left")
     parser.add_argument("--chromium", help="the Chromium binary (default: chromium on the PATH)")
     args = parser.parse_args()

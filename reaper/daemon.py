@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import schedule
 from loguru import logger
@@ -342,7 +342,7 @@ class Daemon:
         self.scheduler.every().day.at(settings.dry_run_at, settings.timezone).do(
             self.in_background("dry_run", lambda: self.run_policies(dry_run=True))
         )
-        self.scheduler.every().day.at(settings.cleanup_at, settings.timezone).do(
+        self.scheduler.every().day.at(settings.cleanup_at, settings.timezone).tag("cleanup").do(
             self.in_background("cleanup", self.cleanup)
         )
         # schedule builds a timedelta from the interval, so a float works; its annotation says int.
@@ -351,6 +351,12 @@ class Daemon:
         if settings.rescue_interval_seconds:
             rescue = self.scheduler.every(settings.rescue_interval_seconds)  # type: ignore[arg-type]  # see above
             rescue.seconds.do(self.in_background("rescue", self.rescue))
+
+    def next_cleanup(self) -> datetime | None:
+        """When the scheduled cleanup (a dry run in shadow mode) is due next, in UTC; ``None`` before scheduling."""
+        jobs = self.scheduler.get_jobs("cleanup")
+        # schedule keeps next_run as a naive time of the machine's zone; astimezone() reads it as such.
+        return jobs[0].next_run.astimezone(UTC) if jobs and jobs[0].next_run else None
 
     def wait_for_jobs(self, timeout: float) -> None:
         """Wait for the jobs running in background threads (tests, and shutdown)."""

@@ -56,6 +56,7 @@ class RunRecord:
     skipped: int = 0
     duration_seconds: float = 0.0
     policies: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # name -> (matched, affected)
+    origin: str = ""  # empty for this process's runs; the run's mode (scheduled, once, force) for the audit log's
 
 
 @dataclass(frozen=True)
@@ -268,6 +269,10 @@ class ReaperMetrics:
         if not run.stopped_early and mode == "cleanup":  # a rescue runs the timeouts only, not the whole cleanup
             changes["last_cleanup_success"] = at
         self._update(**changes)
+
+    def restore_runs(self, runs: Iterable[RunRecord]) -> None:
+        """Start the recent runs from those of earlier processes (newest first), for the status page only."""
+        self._update(recent_runs=tuple(runs)[:RECENT_RUNS_KEPT])
 
     def run_failed(self, dry_run: bool, outcome: str, at: float, rescue: bool = False) -> None:
         """Record a run that failed or found the lock taken."""

@@ -14,9 +14,10 @@ from prometheus_client import CollectorRegistry, ProcessCollector, disable_creat
 
 from reaper import __version__
 from reaper.daemon import Daemon
+from reaper.history import audit_runs
 from reaper.http import MetricsServer, TlsFiles, build_app
 from reaper.metrics import ReaperMetrics
-from reaper.page import render_status_page
+from reaper.page import PageContext, render_status_page
 from reaper.settings import Settings
 
 
@@ -27,11 +28,17 @@ def run_daemon(settings: Settings, reload_settings: Callable[[], Settings], shad
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)  # process_start_time_seconds: the alert rules need the uptime
     metrics = ReaperMetrics(registry, __version__, settings.metrics_max_task_types)
+    # The page's recent runs survive a restart: those that changed rows are in the audit log.
+    metrics.restore_runs(audit_runs(settings.audit_log, settings.table, settings.safe_database_url))
     daemon = Daemon(settings, reload_settings, metrics, schedule.Scheduler(), shadow=shadow)
     daemon.open_database()  # no such table or column: exit 2 now, as a one-shot run would
 
     def status_page() -> str:
-        return render_status_page(metrics.snapshot, daemon.settings.table, shadow)
+        due = daemon.next_cleanup()
+        context = PageContext(
+            daemon.settings.table, daemon.clock().timestamp(), shadow, __version__, due.timestamp() if due else None
+        )
+        return render_status_page(metrics.snapshot, context)
 
     tls = None
     if settings.metrics_certfile and settings.metrics_keyfile:

@@ -22,6 +22,7 @@ from sqlalchemy import Integer, and_, case, func, literal, not_, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
+from reaper.counting import sample_ids
 from reaper.matching import dated_before, datings, type_scope
 from reaper.policies import Action, Policy, Rule
 from reaper.table import ACTIVE_STATUSES, TaskTable
@@ -29,6 +30,7 @@ from reaper.table import ACTIVE_STATUSES, TaskTable
 STATUS_ORDER = ("pending", "running", "success", "failure", "retry", "revoked")
 UNKNOWN_TYPE = "unknown"
 RECENT_WINDOW = timedelta(hours=24)
+ZOMBIE_SAMPLE_SIZE = 5
 
 
 @dataclass
@@ -37,6 +39,7 @@ class StaleSummary:
 
     ``threshold`` is the default rule's; ``thresholds_by_type`` holds the task types with their own.
     ``oldest_by_type`` holds the oldest age of each task type that has a row of this status.
+    ``sample_ids`` are the smallest zombie ids (at most ``ZOMBIE_SAMPLE_SIZE``), for ``reaper --explain``.
     """
 
     threshold: str
@@ -45,6 +48,7 @@ class StaleSummary:
     by_type: dict[str, int] = field(default_factory=dict)
     oldest_age_seconds: float | None = None
     oldest_by_type: dict[str, float] = field(default_factory=dict)
+    sample_ids: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -202,12 +206,15 @@ def _rule_threshold(rule: Rule) -> str:
 
 
 def _zombies(conn: Connection, table: TaskTable, policies: Sequence[Policy], now: datetime) -> dict[str, StaleSummary]:
-    """Zombies of the policies that fail or requeue (not those that delete)."""
-    return {
-        policy.status: _stale(conn, table, policy, now)
-        for policy in policies
-        if Action.DELETE not in policy.actions
-    }
+    """Zombies of the policies that fail or requeue (not those that delete), with a few of their ids."""
+    found = {}
+    for policy in policies:
+        if Action.DELETE in policy.actions:
+            continue
+        summary = found[policy.status] = _stale(conn, table, policy, now)
+        if summary.count:  # a top-N of the policy's own condition, asked only when there is something to find
+            summary.sample_ids = sample_ids(conn, table, policy, now, ZOMBIE_SAMPLE_SIZE)
+    return found
 
 
 def collect_stats(table: TaskTable, policies: Sequence[Policy], now: datetime) -> Stats:

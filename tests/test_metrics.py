@@ -12,7 +12,7 @@ from sqlalchemy import event, insert
 from helpers import NOW, Shape, Tasks, ago, settings_for
 from reaper.daemon import Daemon
 from reaper.metrics import MAX_UNKNOWN_STATUSES, ReaperMetrics
-from reaper.page import render_status_page
+from reaper.page import PageContext, render_status_page
 from reaper.settings import Settings
 from reaper.stats import STATUS_ORDER
 
@@ -248,4 +248,4 @@ def test_unknown_statuses_beyond_the_cap_are_folded_into_other_so_the_series_sta
     ]
     assert sum(other) == 3000 - len(kept)
     assert len(generate_latest(registry)) < 20_000
-    assert len(render_status_page(daemon.metrics.snapshot, "processing_tasks", False)) < 20_000
+    assert len(render_status_page(daemon.metrics.snapshot, PageContext("processing_tasks", NOW.timestamp()))) < 20_000

@@ -117,6 +117,22 @@ def test_zombies_are_counted_by_the_threshold_of_their_task_type(tasks: Tasks, d
     assert "download >0.5 h; video_slice >36 h" in render_report(stats)
 
 
+def test_the_smallest_zombie_ids_of_each_status_are_kept_for_explain(tasks: Tasks, database_url: str) -> None:
+    fresh = tasks.add("running", started_at=ago(hours=1))
+    running = [tasks.add("running", started_at=ago(hours=30)) for _ in range(7)]
+    pending = tasks.add("pending", created_at=ago(hours=5))
+    tasks.add("pending", created_at=ago(minutes=5))
+    stats, _ = poll_of(tasks, database_url, None)
+    assert stats.stale["running"].sample_ids == sorted(running)[:5] and fresh not in stats.stale["running"].sample_ids
+    assert stats.stale["pending"].sample_ids == [pending]
+
+
+def test_a_table_without_zombies_has_no_zombie_ids(tasks: Tasks, database_url: str) -> None:
+    tasks.add("running", started_at=ago(hours=1))
+    stats, _ = poll_of(tasks, database_url, None)
+    assert stats.stale["running"].sample_ids == [] and stats.stale["pending"].sample_ids == []
+
+
 # --- the daemon's cheaper refresh ------------------------------------------------------------------------------
 
 

@@ -31,8 +31,10 @@ from __future__ import annotations
 import argparse
 import compileall
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -214,8 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     if any(method.startswith("cpu:") and not method.removeprefix("cpu:").isdigit() for method in args.methods):
         parser.error("cpu:N takes a number of processes, e.g. cpu:2")
     compileall.compile_dir(purge.REPO / "reaper", quiet=1)  # reaper runs from bytecode, as installed
-    workdir = Path(f"/tmp/reaper-app-latency-{args.database}")
-    workdir.mkdir(exist_ok=True)
+    # a folder of its own: two runs at once (two test suites) must not share a SQLite file
+    workdir = Path(tempfile.mkdtemp(prefix=f"reaper-app-latency-{args.database}-"))
     backend: purge.Backend = (purge.MariaDBBackend(args.rows, workdir, True, 1024, True) if args.database == "mariadb"
                               else purge.SQLiteBackend(args.rows, workdir, True))
     try:
@@ -238,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(goal_lines(purge.percentile(idle_ms, 0.99), outcomes)), flush=True)
     finally:
         backend.close()
+        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

@@ -177,14 +177,16 @@ def _by_ids(
 ) -> Iterator[tuple[Batch, BatchOutcome] | None]:
     """Walk the primary key in steps of ``sizer.size`` ids; yield ``None`` when ``pause`` says stop."""
     start, high = span
-    sampled = 0
+    sampled, wrote = 0, False
     while start <= high:
-        if start > span[0] and not pause():
+        # The pause (--sleep, the stop checks, the throttle) follows a stretch that deleted rows: a walk
+        # along the whole primary key meets many stretches with nothing to delete, and would sleep in each.
+        if wrote and not pause():
             yield None
             return
         width, started = sizer.size, sizer.timer()
         batch, outcome = _delete_stretch(conn, ctx, start, start + width, high, max(sample - sampled, 0))
-        sampled += len(batch.rows)
+        sampled, wrote = sampled + len(batch.rows), batch.size > 0
         # a stretch of few matches (a gap in the span) is quick whatever its width: growing on it would
         # make the next dense stretch a far longer transaction
         sizer.observe(width, sizer.timer() - started, full=batch.size >= DENSE_SHARE * width)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 from freezegun import freeze_time
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from test_cli import run_cli
@@ -88,6 +88,24 @@ class Replicated:
             engine.dispose()
 
 
+def caught_up(db: Replicated, seconds: float = 30.0) -> None:
+    """Wait until the replica holds the test's table with as many rows as the primary."""
+    replica = create_engine(db.replica_url)
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            try:
+                with replica.connect() as conn:
+                    if conn.execute(select(func.count()).select_from(db.tasks.table)).scalar() == db.tasks.count():
+                        return
+            except DBAPIError:  # the database or the table is not there yet
+                pass
+            time.sleep(0.2)
+    finally:
+        replica.dispose()
+    raise AssertionError("the replica did not catch up")
+
+
 def replicated(pair: tuple[Server, Server], undelay: Callable[[Server], None]) -> Iterator[Replicated]:
     """A database of the test's own on the primary; at the end the replica stops lagging, then it is dropped."""
     primary, replica = pair
@@ -157,6 +175,7 @@ def test_a_mariadb_replica_whose_replication_is_stopped_pauses_the_run_and_max_p
     db = on_mariadb
     purgeable(db.tasks)
     before = db.tasks.dump()
+    caught_up(db)  # the replica has the table and its rows: what the stopped replica is then asked about
     db.replica.admin("STOP SLAVE SQL_THREAD")
     try:
         with freeze_time(NOW):

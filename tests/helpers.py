@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import glob
 import os
+import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -59,6 +60,19 @@ DEFAULT_COLUMNS = {
 def ago(**delta: float) -> datetime:
     """Return ``NOW`` minus a timedelta given as keywords (hours=25, days=8, ...)."""
     return NOW - timedelta(**delta)
+
+
+def wait_until(condition: Callable[[], bool], seconds: float) -> bool:
+    """Poll ``condition`` with short sleeps for up to ``seconds``; return whether it came true.
+
+    Sleeps, not a timed wait on an Event or a join: under faketime those never return (see .ci/run).
+    """
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def real_ago(**delta: float) -> datetime:

@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import create_engine, event
 from test_metrics import samples, value
 
-from helpers import NOW, SERVER_BACKENDS, Shape, Tasks, ago, create_table, settings_for
+from helpers import NOW, SERVER_BACKENDS, Shape, Tasks, ago, create_table, settings_for, wait_until
 from reaper.archive import JsonlArchive
 from reaper.daemon import Daemon, backoff_seconds, retry_delay_seconds
 from reaper.errors import ArchiveError, ConfigError, DatabaseError
@@ -276,19 +276,19 @@ def test_the_nightly_cleanup_waits_for_a_rescue_in_progress_instead_of_being_loc
     def hold_the_rescues_write(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         if statement.lstrip().upper().startswith("UPDATE") and not writing.is_set():
             writing.set()  # the rescue holds the table's lock and is about to write
-            go_on.wait(30)
+            wait_until(go_on.is_set, 30)
 
+    # Waits poll with sleeps: a timed wait on a condition never returns under faketime (see .ci/run).
     event.listen(daemon.task_table().engine, "before_cursor_execute", hold_the_rescues_write)
     rescue = threading.Thread(target=daemon.rescue)
     rescue.start()
-    assert writing.wait(30)
+    assert wait_until(writing.is_set, 30)
     cleanup = threading.Thread(target=daemon.run_policies, args=(False,))
     cleanup.start()
-    cleanup.join(0.5)
+    time.sleep(0.5)
     assert cleanup.is_alive()  # waiting for the rescue, rather than finding the lock taken and giving up
     go_on.set()
-    rescue.join(30)
-    cleanup.join(30)
+    assert wait_until(lambda: not rescue.is_alive() and not cleanup.is_alive(), 30)
     scraped = samples(registry)
     assert value(scraped, "reaper_runs_total", mode="rescue", outcome="success") == 1
     assert value(scraped, "reaper_runs_total", mode="cleanup", outcome="success") == 1

@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 import pytest
+from freezegun import freeze_time
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine
 from test_indexes import analyze, fill_like_production
@@ -56,6 +57,7 @@ def test_the_recommended_indexes_serve_every_policy(tasks: Tasks, database_url: 
     assert all(plan.startswith("index ") for plan in plans.values())
 
 
+@freeze_time(NOW)
 def test_check_indexes_says_each_plan_and_what_the_missing_index_would_save(
     tasks: Tasks, database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

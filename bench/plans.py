@@ -79,6 +79,7 @@ class Database:
     url: str
     engine: Engine
     stop: Callable[[], None]
+    server: Any = None  # tests/servers.py's server: its root session reads InnoDB's metrics
 
     def seconds_before(self, seconds: str) -> str:
         """SQL for NOW less ``seconds`` (an SQL integer expression)."""
@@ -94,7 +95,7 @@ class Database:
         if self.name == "sqlite":
             return f"(WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < {rows}) SELECT n FROM s)"
         if self.name == "mariadb":
-            return f"(SELECT seq AS n FROM seq_1_to_{rows})"
+            return f"(SELECT seq AS n FROM seq_1_to_{rows}) AS numbers"
         return f"generate_series(1, {rows}) AS g(n)"
 
     def run(self, *statements: str) -> None:
@@ -109,25 +110,24 @@ class Database:
         """InnoDB's count of delete-marked rows it has purged (MariaDB only)."""
         if self.name != "mariadb":
             return None
-        with self.engine.connect() as conn:
-            return int(conn.exec_driver_sql(
-                "SELECT count FROM information_schema.INNODB_METRICS WHERE name = 'purge_del_mark_records'"
-            ).scalar_one())
+        return self._metrics()["purge_del_mark_records"]
+
+    def _metrics(self) -> dict[str, int]:
+        with self.server._admin() as admin, admin.cursor() as cursor:
+            cursor.execute("SELECT name, count FROM information_schema.INNODB_METRICS "
+                           "WHERE name IN ('purge_del_mark_records', 'trx_rseg_history_len')")
+            return {str(name): int(count) for name, count in cursor.fetchall()}
 
     def wait_purged(self, mark: int | None, rows: int, limit: float = 300.0) -> None:
         """Wait until InnoDB's purge has removed ``rows`` rows since ``mark`` (or its history is empty)."""
         if mark is None:
             return
         deadline = time.perf_counter() + limit
-        with self.engine.connect() as conn:
-            while time.perf_counter() < deadline:
-                metrics = dict(conn.exec_driver_sql(
-                    "SELECT name, count FROM information_schema.INNODB_METRICS "
-                    "WHERE name IN ('purge_del_mark_records', 'trx_rseg_history_len')").all())
-                conn.rollback()
-                if metrics["purge_del_mark_records"] - mark >= rows or metrics["trx_rseg_history_len"] == 0:
-                    return
-                time.sleep(0.1)
+        while time.perf_counter() < deadline:
+            metrics = self._metrics()
+            if metrics["purge_del_mark_records"] - mark >= rows or metrics["trx_rseg_history_len"] == 0:
+                return
+            time.sleep(0.1)
         log(f"{self.name}: InnoDB's purge did not finish within {limit:.0f} s")
 
 
@@ -149,11 +149,11 @@ def database(name: str, workdir: Path, rows: int) -> Iterator[Database]:
         engine = create_engine(url, pool_pre_ping=True)
         if name == "mariadb":  # durable commits and a pool that holds the table, as in production
             pool = max(1024, rows // 1000) * 1024 * 1024
-            with engine.begin() as conn:
-                conn.exec_driver_sql(f"SET GLOBAL innodb_buffer_pool_size = {pool}")
-                conn.exec_driver_sql("SET GLOBAL innodb_flush_log_at_trx_commit = 1")
-                conn.exec_driver_sql("SET GLOBAL innodb_monitor_enable = 'module_purge'")
-        yield Database(name, url, engine, engine.dispose)
+            with server._admin() as admin, admin.cursor() as cursor:  # as root: reaper's user has no SUPER
+                cursor.execute(f"SET GLOBAL innodb_buffer_pool_size = {pool}")
+                cursor.execute("SET GLOBAL innodb_flush_log_at_trx_commit = 1")
+                cursor.execute("SET GLOBAL innodb_monitor_enable = 'module_purge'")
+        yield Database(name, url, engine, engine.dispose, server)
         engine.dispose()
     finally:
         server.stop()
@@ -164,9 +164,12 @@ def database(name: str, workdir: Path, rows: int) -> Iterator[Database]:
 
 def row_select(db: Database, rows: int, shape: str) -> str:
     """The SELECT that makes the rows of ``shape``: ids in order, ages spread by a hash of the id."""
-    spread = "((n * 7919) % 997)"  # 0..996, no pattern an index could exploit
+    def mod(a: str, b: int) -> str:  # '%' would be a parameter marker to PyMySQL and psycopg
+        return f"({a} % {b})" if db.name == "sqlite" else f"MOD({a}, {b})"
+
+    spread = mod("n * 7919", 997)  # 0..996, no pattern an index could exploit
     if shape == "purge80":
-        old = "(n % 10 < 8)"
+        old = f"({mod('n', 10)} < 8)"
     elif shape == "scattered3":
         old = f"({spread} < 30)"
     else:
@@ -177,7 +180,7 @@ def row_select(db: Database, rows: int, shape: str) -> str:
     started = db.seconds_before(f"CASE WHEN {zombie} THEN 108000 + {spread} - 60 ELSE {finished_ago} + 300 END")
     completed = f"CASE WHEN {zombie} THEN NULL ELSE {db.seconds_before(finished_ago)} END"
     status = f"CASE WHEN {zombie} THEN 'running' ELSE 'success' END"
-    task_type = "CASE n % 3 WHEN 0 THEN 'download' WHEN 1 THEN 'extract_audio' ELSE 'generate_srt' END"
+    task_type = f"CASE {mod('n', 3)} WHEN 0 THEN 'download' WHEN 1 THEN 'extract_audio' ELSE 'generate_srt' END"
     return (f"SELECT {status}, {task_type}, {created}, {started}, {completed}, {completed} "
             f"FROM {db.numbers(rows)}")
 

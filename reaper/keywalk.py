@@ -78,45 +78,60 @@ def _key_after(conn: Connection, table: TaskTable, after: Any, width: int) -> An
 def _read(conn: Connection, walk: KeyWalk, bounds: ColumnElement[bool]) -> list[Sequence[Any]]:
     condition = rule_condition(walk.table, walk.policy, walk.rule, walk.now)
     rows = conn.execute(select(*walk.columns()).where(bounds, condition)).all()
-    conn.rollback()  # a read holds nothing while its batches are written
     return sorted(rows, key=lambda row: row[0])  # a range comes back in any order: logs and samples read better
 
 
 class _Ranges:
-    """The ranges of a primary-key walk, one after the other, each as wide as the caller asks."""
+    """The ranges of a primary-key walk, one after the other, each as wide as the caller asks.
 
-    def __init__(self, conn: Connection, table: TaskTable) -> None:
-        self.conn, self.table = conn, table
+    Each look-up takes a connection of its own for its moment: none is held while batches are
+    written, so a server that goes away between two ranges costs no connection left to clean up.
+    """
+
+    def __init__(self, table: TaskTable) -> None:
+        self.table = table
         self.integers = integer_keys(table)
-        span = key_span(conn, table) if self.integers else None
+        span = None
+        if self.integers:
+            with table.engine.connect() as conn:
+                span = key_span(conn, table)
         self.start: Any = None if span is None else int(span[0])
         self.high: int | None = None if span is None else int(span[1])
         self.after: Any = None  # keys that are not integers: the end of the last range
         self.done = self.integers and span is None
-        conn.rollback()
 
-    def next(self, width: int, previous_rows: int | None) -> ColumnElement[bool] | None:
+    def next(self, conn: Connection, width: int, previous_rows: int | None) -> ColumnElement[bool] | None:
         """The bounds of the next range of ``width`` keys; ``None`` when the walk is over."""
         if self.done:
             return None
         if self.integers:
-            return self._next_integers(width, previous_rows)
-        end = _key_after(self.conn, self.table, self.after, width)
-        self.conn.rollback()
+            return self._next_integers(conn, width, previous_rows)
+        end = _key_after(conn, self.table, self.after, width)
         lower = true() if self.after is None else self.table.id > self.after
         self.after, self.done = end, end is None
         return lower if end is None else and_(lower, self.table.id <= end)
 
-    def _next_integers(self, width: int, previous_rows: int | None) -> ColumnElement[bool] | None:
+    def _next_integers(self, conn: Connection, width: int, previous_rows: int | None) -> ColumnElement[bool] | None:
         assert self.high is not None
         if previous_rows == 0 and self.start is not None:  # an empty range: skip the gap that may follow
-            self.start = next_key(self.conn, self.table, self.start)
-            self.conn.rollback()
+            self.start = next_key(conn, self.table, self.start)
         if self.start is None or self.start > self.high:
             self.done = True
             return None
         low, self.start = self.start, self.start + width
         return and_(self.table.id >= low, self.table.id < self.start)
+
+
+def _next_rows(walk: KeyWalk, ranges: _Ranges, reads: BatchSizer, found: int | None) -> list[Sequence[Any]] | None:
+    """Read the next range's matches (``None``: the walk is over), and size the range after it."""
+    with walk.table.engine.connect() as conn:
+        bounds = ranges.next(conn, reads.size, found)
+        if bounds is None:
+            return None
+        started = reads.timer()
+        rows = _read(conn, walk, bounds)
+    reads.observe(reads.size, reads.timer() - started, full=True)  # a read's time follows its width
+    return rows
 
 
 def key_batches(
@@ -128,16 +143,12 @@ def key_batches(
     returns false, the walk stops.
     """
     first, found = True, None
-    with walk.table.engine.connect() as conn:
-        ranges = _Ranges(conn, walk.table)
-        while (bounds := ranges.next(reads.size, found)) is not None:
-            started = reads.timer()
-            rows = _read(conn, walk, bounds)
-            reads.observe(reads.size, reads.timer() - started, full=True)  # a read's time follows its width
-            found, done = len(rows), 0
-            while done < len(rows):
-                if not first and not pause():
-                    return
-                first, size = False, writes.size
-                yield Batch(walk.rule, rows[done : done + size])
-                done += size
+    ranges = _Ranges(walk.table)
+    while (rows := _next_rows(walk, ranges, reads, found)) is not None:
+        found, done = len(rows), 0
+        while done < len(rows):
+            if not first and not pause():
+                return
+            first, size = False, writes.size
+            yield Batch(walk.rule, rows[done : done + size])
+            done += size

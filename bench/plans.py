@@ -96,7 +96,7 @@ class Database:
             return f"(WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < {rows}) SELECT n FROM s)"
         if self.name == "mariadb":
             return f"(SELECT seq AS n FROM seq_1_to_{rows}) AS numbers"
-        return f"generate_series(1, {rows}) AS g(n)"
+        return f"generate_series(1::bigint, {rows}) AS g(n)"
 
     def run(self, *statements: str) -> None:
         with self.engine.begin() as conn:

@@ -192,7 +192,9 @@ def build_template(db: Database, rows: int, shape: str) -> None:
     stamp = "DATETIME(6)" if db.name == "mariadb" else "TIMESTAMP"
     columns = (f"id {serial}, status VARCHAR(20) NOT NULL, task_type VARCHAR(32), created_at {stamp} NOT NULL, "
                f"started_at {stamp} NULL, completed_at {stamp} NULL, updated_at {stamp} NULL, error_message TEXT")
-    db.run(f"DROP TABLE IF EXISTS {TEMPLATE}", f"CREATE TABLE {TEMPLATE} ({columns})")
+    # the copy first: on PostgreSQL it shares the template's id sequence
+    db.run(f"DROP TABLE IF EXISTS {TABLE}", f"DROP TABLE IF EXISTS {TEMPLATE}")
+    db.run(f"CREATE TABLE {TEMPLATE} ({columns})")
     db.run(f"INSERT INTO {TEMPLATE} (status, task_type, created_at, started_at, completed_at, updated_at) "
            + row_select(db, rows, shape))
 

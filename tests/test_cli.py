@@ -341,6 +341,7 @@ def test_the_installed_command_and_python_dash_m_run_without_a_traceback(tmp_pat
         assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(bad.stderr.splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_run_stopped_by_max_runtime_says_so(
     tasks: Tasks, database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -632,6 +632,7 @@ def test_the_demo_daemon_serves_live_metrics_reloads_on_sighup_and_stops_on_sigt
     assert "Traceback" not in output and "configuration reloaded" in output
 
 
+@pytest.mark.slow
 def test_the_daemon_refuses_a_port_in_use_with_one_line(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -656,6 +657,7 @@ def make_certificate(folder: Path) -> tuple[Path, Path]:
     return cert, key
 
 
+@pytest.mark.slow
 def test_metrics_are_served_over_tls_when_a_certificate_is_configured(tmp_path: Path) -> None:
     cert, key = make_certificate(tmp_path)
     registry = CollectorRegistry()
@@ -690,6 +692,7 @@ def closed_by_server(client: socket.socket, within: float) -> bool:
     return True
 
 
+@pytest.mark.slow
 def test_idle_and_half_sent_requests_are_bounded_in_number_and_time() -> None:
     registry = CollectorRegistry()
     ReaperMetrics(registry, "limits-test")
@@ -714,6 +717,7 @@ def test_idle_and_half_sent_requests_are_bounded_in_number_and_time() -> None:
         server.stop()
 
 
+@pytest.mark.slow
 def test_a_tls_client_that_never_completes_its_handshake_does_not_hold_up_the_others(tmp_path: Path) -> None:
     cert, key = make_certificate(tmp_path)
     registry = CollectorRegistry()

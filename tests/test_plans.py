@@ -11,7 +11,7 @@ import pytest
 from freezegun import freeze_time
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine
-from test_indexes import analyze, fill_like_production
+from test_indexes import _walk, analyze, fill_like_production
 
 from helpers import NOW, Shape, Tasks, add_age_indexes, ago, settings_for
 from reaper.cli import main
@@ -76,16 +76,6 @@ def test_check_indexes_says_each_plan_and_what_the_missing_index_would_save(
 
 
 # --- no statement sorts the matches --------------------------------------------------------------------
-
-
-def _walk(node: Any) -> Any:
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from _walk(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _walk(item)
 
 
 def explained(conn: Connection, statement: str, parameters: Any) -> tuple[bool, bool]:

@@ -13,11 +13,13 @@ application's own as much as the ones ``reaper --check-indexes`` recommends.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import inspect
+from sqlalchemy.exc import SAWarning
 
 from reaper.matching import dating_columns
 from reaper.policies import Policy, Rule
@@ -61,6 +63,12 @@ class Plan:
 
 def existing_indexes(table: TaskTable) -> list[ExistingIndex]:
     """Return the table's indexes, unique constraints and primary key, as the database reports them now."""
+    with warnings.catch_warnings():  # a column type SQLAlchemy does not know (point, INET6): only names are read
+        warnings.filterwarnings("ignore", "Did not recognize type", SAWarning)
+        return _reflected_indexes(table)
+
+
+def _reflected_indexes(table: TaskTable) -> list[ExistingIndex]:
     inspector, schema = inspect(table.engine), table.table.schema
     # An expression in an index has no column name (None): "" never equals a column's name.
     found = [

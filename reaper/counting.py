@@ -12,7 +12,6 @@ with the number of matches, and no row travels to reaper to be counted.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -97,8 +96,3 @@ def count_policy(
     with table.engine.connect() as conn:
         spellings = table.stored_spellings(conn, policy.status)
         return {rule: count_rule(conn, table, policy, rule, now, plans[rule], spellings) for rule in policy.rules}
-
-
-def matched_total(counts: Sequence[RuleCount]) -> int:
-    """The rows matched by all the rules counted."""
-    return sum(count.matched for count in counts)

@@ -1,7 +1,7 @@
 """Run ``reaper`` exactly as ``python -m reaper`` does, recording where its database time goes.
 
 Used by ``bench/purge.py`` (not by reaper itself): ``python bench/profiled_reaper.py ARGS`` runs
-``reaper.cli.main(ARGS)`` with a few SQLAlchemy hooks on the engine reaper creates, and at exit
+``reaper.cli.command.main(ARGS)`` with a few SQLAlchemy hooks on the engine reaper creates, and at exit
 writes to ``$BENCH_PROFILE_OUT`` a JSON document with:
 
 - ``transactions``: every transaction as ``[seconds, wrote]``, from SQLAlchemy's begin (the first
@@ -29,8 +29,8 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-import reaper.cli
-import reaper.db
+import reaper.cli.command
+import reaper.database.connection
 
 _transactions: list[list[Any]] = []
 _open: dict[int, list[Any]] = {}  # id of the pooled connection -> [start, wrote]
@@ -102,14 +102,14 @@ def instrument(engine: Engine) -> Engine:
 
 def main() -> int:
     out = Path(os.environ["BENCH_PROFILE_OUT"])
-    create = reaper.db.create_db_engine
+    create = reaper.database.connection.create_db_engine
 
     def create_instrumented(*args: Any, **kwargs: Any) -> Engine:
         return instrument(create(*args, **kwargs))
 
-    reaper.cli.create_db_engine = create_instrumented  # type: ignore[assignment]  # every engine reaper makes is timed
+    reaper.cli.command.create_db_engine = create_instrumented  # type: ignore[assignment]  # every engine reaper makes is timed
     started = time.perf_counter()
-    code = reaper.cli.main(sys.argv[1:])
+    code = reaper.cli.command.main(sys.argv[1:])
     wall = time.perf_counter() - started
     out.write_text(json.dumps({
         "wall_seconds": wall,

@@ -269,10 +269,10 @@ class Backend:
 
     def recommended_indexes(self, table_name: str) -> list[str]:
         """The CREATE INDEX statements ``reaper --check-indexes`` prints for the missing indexes."""
-        from reaper.db import create_db_engine
-        from reaper.indexes import check_indexes
-        from reaper.settings import load_settings
-        from reaper.table import open_table
+        from reaper.database.connection import create_db_engine
+        from reaper.database.table import open_table
+        from reaper.inspect.indexes import check_indexes
+        from reaper.settings.model import load_settings
 
         settings = load_settings({"database_url": self.url(), "table": table_name})
         engine = create_db_engine(settings.url)
@@ -589,11 +589,11 @@ def time_stats(url: str, table_name: str, repeats: int) -> float:
     (19 in 20 with the defaults); the full recount is ``collect_stats`` (``--stats-only``, and
     ``poll_stats``' cost when its terminal counts are due). Each after one warm-up call.
     """
-    from reaper.db import create_db_engine
-    from reaper.policies import standard_policies
-    from reaper.settings import load_settings
-    from reaper.stats import collect_stats, poll_stats
-    from reaper.table import open_table
+    from reaper.database.connection import create_db_engine
+    from reaper.database.table import open_table
+    from reaper.inspect.stats import collect_stats, poll_stats
+    from reaper.policy.policies import standard_policies
+    from reaper.settings.model import load_settings
 
     settings = load_settings({"database_url": url, "table": table_name})
     engine = create_db_engine(settings.url)
@@ -670,9 +670,9 @@ STATS_FULL: dict[str, float] = {}
 
 
 def stats_parts(table: Any, policies: list[Any], now: datetime) -> dict[str, float]:
-    """Time each query of a refresh on its own (reaper.stats' private helpers), to see which one costs."""
+    """Time each query of a refresh on its own (reaper.inspect.stats' private helpers), to see which one costs."""
     from reaper import stats
-    from reaper.policies import Action
+    from reaper.policy.policies import Action
 
     parts: dict[str, float] = {}
     with table.engine.connect() as conn:
@@ -699,9 +699,9 @@ def active_and_zombies_in_one_query(conn: Any, table: Any, policies: list[Any], 
     """
     from sqlalchemy import Integer, case, func, select
 
-    from reaper.matching import dating_columns, rule_condition
-    from reaper.policies import Action
-    from reaper.stats import _is_active, _task_type
+    from reaper.inspect.stats import _is_active, _task_type
+    from reaper.policy.matching import dating_columns, rule_condition
+    from reaper.policy.policies import Action
 
     fail = [policy for policy in policies if policy.action is Action.FAIL]
     stale = case(*((rule_condition(table, p, p.default, now), 1) for p in fail), else_=0)

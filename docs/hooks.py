@@ -53,7 +53,7 @@ def _default(field: Any) -> str:
 
 def settings_page() -> str:
     """The settings reference: one row per setting, nested ones by their ``__`` name."""
-    from reaper.settings import ENV_PREFIX, Settings
+    from reaper.settings.model import ENV_PREFIX, Settings
 
     rows = []
     for name, field in Settings.model_fields.items():
@@ -77,7 +77,7 @@ def settings_page() -> str:
 
 def flags_page() -> str:
     """The flags reference, in the parser's groups."""
-    from reaper.cli import build_parser
+    from reaper.cli.command import build_parser
 
     parser = build_parser()
     lines = ["# Command-line flags", "", HEADER.strip(), "", "What they are for: [Command line](../command-line.md).",
@@ -100,7 +100,7 @@ def metrics_page() -> str:
     from prometheus_client import CollectorRegistry, Counter
 
     from reaper import __version__
-    from reaper.metrics import ReaperMetrics
+    from reaper.daemon.metrics import ReaperMetrics
 
     registry = CollectorRegistry()
     metrics = ReaperMetrics(registry, __version__, 50)

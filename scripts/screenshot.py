@@ -23,12 +23,12 @@ import schedule
 from prometheus_client import CollectorRegistry
 
 from reaper import __version__
-from reaper.daemon import Daemon
-from reaper.demo import ensure_demo_database
-from reaper.http import MetricsServer, build_app
-from reaper.metrics import ReaperMetrics
-from reaper.page import PageContext, render_status_page
-from reaper.settings import load_settings
+from reaper.daemon.http import MetricsServer, build_app
+from reaper.daemon.loop import Daemon
+from reaper.daemon.metrics import ReaperMetrics
+from reaper.daemon.page import PageContext, render_status_page
+from reaper.database.demo import ensure_demo_database
+from reaper.settings.model import load_settings
 
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine, make_url
 
 import servers
 from helpers import BACKENDS, Shape, Tasks, add_age_indexes, create_table, require_server
-from reaper.db import SessionLimits, create_db_engine
+from reaper.database.connection import SessionLimits, create_db_engine
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -32,9 +32,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.mysql import DATETIME
 from sqlalchemy.engine import Engine, make_url
 
-from reaper.db import create_db_engine
-from reaper.settings import Settings, load_settings
-from reaper.table import TaskTable, open_table
+from reaper.database.connection import create_db_engine
+from reaper.database.table import TaskTable, open_table
+from reaper.settings.model import Settings, load_settings
 
 NOW = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
 BACKENDS = [name for name in os.environ.get("TEST_DATABASES", "sqlite,mariadb,postgresql").split(",") if name]

@@ -23,15 +23,15 @@ from sqlalchemy import Enum, create_engine, event, insert, select, update
 
 import servers
 from helpers import NOW, Shape, Tasks, ago, real_ago, settings_for
-from reaper.archive import JsonlArchive, TableArchive
-from reaper.cli import main
-from reaper.filenames import file_safe
-from reaper.jsonl import read_jsonl_archive
-from reaper.manual import ConfirmationRefused, confirm_deletions
-from reaper.policies import standard_policies
-from reaper.reap import RunOptions, RunResult, run_policies
-from reaper.restore import restore_archive
-from reaper.table import open_table
+from reaper.cli.command import main
+from reaper.cli.manual import ConfirmationRefused, confirm_deletions
+from reaper.database.table import open_table
+from reaper.engine.reap import RunOptions, RunResult, run_policies
+from reaper.policy.policies import standard_policies
+from reaper.safety.archive import JsonlArchive, TableArchive
+from reaper.safety.filenames import file_safe
+from reaper.safety.jsonl import read_jsonl_archive
+from reaper.safety.restore import restore_archive
 
 
 def purge(tasks: Tasks, database_url: str, archive: Any, batch_size: int = 3) -> RunResult:

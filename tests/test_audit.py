@@ -18,9 +18,9 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.engine import make_url
 
 from helpers import NOW, SERVER_BACKENDS, Tasks, ago, real_ago, settings_for
-from reaper.archive import JsonlArchive
-from reaper.cli import main
-from reaper.table import open_table
+from reaper.cli.command import main
+from reaper.database.table import open_table
+from reaper.safety.archive import JsonlArchive
 from servers import Server
 
 ZOMBIES, OLD = 30, 3000

@@ -23,8 +23,8 @@ from sqlalchemy import MetaData, Table, create_engine, select, text
 
 from celery_apps import TASK_NAME, celery_app, store
 from helpers import BACKENDS, NOW, ago
-from reaper.celery_results import serialize_exception
-from reaper.cli import main
+from reaper.cli.command import main
+from reaper.database.celery_results import serialize_exception
 
 
 def reap(database_url: str, *flags: str) -> None:

@@ -15,7 +15,7 @@ from freezegun import freeze_time
 
 import reaper
 from helpers import NOW, Shape, Tasks, ago
-from reaper.cli import main
+from reaper.cli.command import main
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import create_engine, insert, select, update
 
 from helpers import NOW, SERVER_BACKENDS, Tasks, ago, settings_for
-from reaper.db import SessionLimits, create_db_engine
-from reaper.policies import standard_policies
-from reaper.reap import RunOptions, RunResult, run_policies
-from reaper.table import open_table
+from reaper.database.connection import SessionLimits, create_db_engine
+from reaper.database.table import open_table
+from reaper.engine.reap import RunOptions, RunResult, run_policies
+from reaper.policy.policies import standard_policies
 
 ZOMBIES = 600
 WORKERS = 4

@@ -27,14 +27,14 @@ from sqlalchemy import create_engine, event
 from test_metrics import samples, value
 
 from helpers import NOW, SERVER_BACKENDS, Shape, Tasks, ago, create_table, settings_for, wait_until
-from reaper.archive import JsonlArchive
-from reaper.daemon import Daemon, backoff_seconds, retry_delay_seconds
+from reaper.daemon.http import HttpLimits, MetricsServer, TlsFiles, build_app
+from reaper.daemon.loop import Daemon, backoff_seconds, retry_delay_seconds
+from reaper.daemon.metrics import ReaperMetrics
+from reaper.database.lock import exclusive_run
+from reaper.database.table import open_table
 from reaper.errors import ArchiveError, ConfigError, DatabaseError
-from reaper.http import HttpLimits, MetricsServer, TlsFiles, build_app
-from reaper.lock import exclusive_run
-from reaper.metrics import ReaperMetrics
-from reaper.settings import Settings, load_settings
-from reaper.table import open_table
+from reaper.safety.archive import JsonlArchive
+from reaper.settings.model import Settings, load_settings
 from servers import Server
 
 

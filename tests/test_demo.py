@@ -7,7 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from helpers import NOW
-from reaper.demo import TYPE_COUNTS, demo_rows, ensure_demo_database
+from reaper.database.demo import TYPE_COUNTS, demo_rows, ensure_demo_database
 
 NAIVE_NOW = NOW.replace(tzinfo=None)
 

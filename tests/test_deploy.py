@@ -20,9 +20,9 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
-from reaper.metrics import ReaperMetrics
-from reaper.policies import standard_policies
-from reaper.settings import load_settings
+from reaper.daemon.metrics import ReaperMetrics
+from reaper.policy.policies import standard_policies
+from reaper.settings.model import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "grafana" / "reaper-dashboard.json"
@@ -261,7 +261,7 @@ def test_the_dashboard_uses_only_metrics_the_monitoring_guide_documents() -> Non
 
 def test_the_monitoring_guide_documents_every_metric_the_daemon_exports() -> None:
     documented = set(_DOCUMENTED_METRIC.findall(MONITORING_DOC.read_text(encoding="utf-8")))
-    # The daemon exports no *_created series (reaper.service turns them off).
+    # The daemon exports no *_created series (reaper.daemon.service turns them off).
     exported = {name for name in exported_metric_names() if name.startswith("reaper_")}
     exported = {name for name in exported if not name.endswith("_created")}
     assert exported <= documented, f"not in the metrics table of docs/monitoring.md: {sorted(exported - documented)}"

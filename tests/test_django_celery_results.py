@@ -22,7 +22,7 @@ import pytest
 from freezegun import freeze_time
 
 from helpers import BACKENDS
-from reaper.cli import main
+from reaper.cli.command import main
 
 TESTS = Path(__file__).parent
 TASK_TYPES = json.dumps({"app.tasks.long": {"running_timeout_hours": 48}})

@@ -14,9 +14,9 @@ from freezegun import freeze_time
 from prometheus_client import CollectorRegistry
 
 from helpers import NOW
-from reaper.cli import build_parser, main
-from reaper.metrics import ReaperMetrics
-from reaper.settings import ENV_PREFIX, Settings
+from reaper.cli.command import build_parser, main
+from reaper.daemon.metrics import ReaperMetrics
+from reaper.settings.model import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 

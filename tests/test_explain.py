@@ -14,11 +14,11 @@ from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, Uuid, te
 from sqlalchemy.engine import Engine
 
 from helpers import NOW, SERVER_BACKENDS, WITH_HEARTBEAT_AND_ATTEMPTS, Shape, Tasks, ago, settings_for
-from reaper.cli import main
-from reaper.explain import Explanation, explain, render_explanation
-from reaper.policies import standard_policies
-from reaper.reap import RunOptions, run_policies
-from reaper.table import open_table
+from reaper.cli.command import main
+from reaper.database.table import open_table
+from reaper.engine.reap import RunOptions, run_policies
+from reaper.inspect.explain import Explanation, explain, render_explanation
+from reaper.policy.policies import standard_policies
 
 SLOW_VIDEOS = {"video_slice": {"running_timeout_hours": 36}}
 

@@ -10,9 +10,9 @@ import schedule
 from prometheus_client import CollectorRegistry
 
 from helpers import NOW, Tasks, ago, settings_for
-from reaper.daemon import Daemon
-from reaper.history import audit_runs
-from reaper.metrics import ReaperMetrics
+from reaper.daemon.history import audit_runs
+from reaper.daemon.loop import Daemon
+from reaper.daemon.metrics import ReaperMetrics
 
 DATABASE = "mysql+pymysql://reaper:***@db/app"
 

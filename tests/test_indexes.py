@@ -10,13 +10,13 @@ from sqlalchemy import Select, and_, func, insert, select
 from sqlalchemy.engine import Connection
 
 from helpers import NOW, SERVER_BACKENDS, Tasks, settings_for
-from reaper.cli import main
-from reaper.demo import demo_rows
-from reaper.indexes import check_indexes
-from reaper.matching import rule_condition
-from reaper.policies import Policy, standard_policies
-from reaper.selection import Segment, segment_query, segments
-from reaper.table import TaskTable, open_table
+from reaper.cli.command import main
+from reaper.database.demo import demo_rows
+from reaper.database.table import TaskTable, open_table
+from reaper.engine.selection import Segment, segment_query, segments
+from reaper.inspect.indexes import check_indexes
+from reaper.policy.matching import rule_condition
+from reaper.policy.policies import Policy, standard_policies
 
 BATCH = 1000
 DEMO_COLUMNS = ("task_type", "status", "created_at", "started_at", "completed_at", "updated_at", "error_message")

@@ -14,12 +14,12 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
 from helpers import NOW, Tasks, ago, only, real_ago, settings_for
-from reaper.cleanup import exclusive_cleanup, run_options
-from reaper.db import create_db_engine
+from reaper.database.connection import create_db_engine
+from reaper.database.lock import exclusive_run
+from reaper.database.table import open_table
+from reaper.engine.cleanup import exclusive_cleanup, run_options
 from reaper.errors import LockHeld
-from reaper.lock import exclusive_run
-from reaper.policies import standard_policies
-from reaper.table import open_table
+from reaper.policy.policies import standard_policies
 
 
 def test_a_second_holder_is_refused_and_told_who_holds_the_lock(tasks: Tasks, database_url: str) -> None:

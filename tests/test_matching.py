@@ -18,11 +18,11 @@ from helpers import (
     change_just_before_the_write,
     settings_for,
 )
-from reaper.policies import standard_policies
-from reaper.reap import RunOptions, RunResult, run_policies
-from reaper.table import open_table
+from reaper.database.table import open_table
+from reaper.engine.reap import RunOptions, RunResult, run_policies
+from reaper.policy.policies import standard_policies
 
-# Every behaviour holds on both plans: along the primary key, and along the indexes (see reaper.plans).
+# Every behaviour holds on both plans: along the primary key, and along the indexes (see reaper.engine.plans).
 pytestmark = pytest.mark.both_plans
 
 # policy, status, the column that dates it, the unit of its threshold, the global threshold

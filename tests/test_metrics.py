@@ -10,11 +10,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event, insert
 
 from helpers import NOW, Shape, Tasks, ago, settings_for
-from reaper.daemon import Daemon
-from reaper.metrics import MAX_UNKNOWN_STATUSES, ReaperMetrics
-from reaper.page import PageContext, render_status_page
-from reaper.settings import Settings
-from reaper.stats import STATUS_ORDER
+from reaper.daemon.loop import Daemon
+from reaper.daemon.metrics import MAX_UNKNOWN_STATUSES, ReaperMetrics
+from reaper.daemon.page import PageContext, render_status_page
+from reaper.inspect.stats import STATUS_ORDER
+from reaper.settings.model import Settings
 
 
 def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -19,14 +19,14 @@ import schedule
 from prometheus_client import CollectorRegistry
 
 from helpers import NOW, Tasks, ago
-from reaper.daemon import Daemon
-from reaper.demo import ensure_demo_database
-from reaper.http import MetricsServer, build_app
-from reaper.metrics import ReaperMetrics, RunRecord, Snapshot
-from reaper.page import PageContext, render_status_page
-from reaper.page_style import STRIP_EDGE, ZOMBIE_RED
-from reaper.settings import load_settings
-from reaper.stats import StaleSummary, Stats
+from reaper.daemon.http import MetricsServer, build_app
+from reaper.daemon.loop import Daemon
+from reaper.daemon.metrics import ReaperMetrics, RunRecord, Snapshot
+from reaper.daemon.page import PageContext, render_status_page
+from reaper.daemon.page_style import STRIP_EDGE, ZOMBIE_RED
+from reaper.database.demo import ensure_demo_database
+from reaper.inspect.stats import StaleSummary, Stats
+from reaper.settings.model import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM_FLAGS = [

@@ -14,11 +14,11 @@ from sqlalchemy.engine import Connection, Engine
 from test_indexes import _walk, analyze, fill_like_production
 
 from helpers import NOW, Shape, Tasks, add_age_indexes, ago, settings_for
-from reaper.cli import main
-from reaper.plans import plan_policies
-from reaper.policies import standard_policies
-from reaper.reap import RunOptions, run_policies
-from reaper.table import open_table
+from reaper.cli.command import main
+from reaper.database.table import open_table
+from reaper.engine.plans import plan_policies
+from reaper.engine.reap import RunOptions, run_policies
+from reaper.policy.policies import standard_policies
 
 
 def plans_of(tasks: Tasks, database_url: str) -> dict[str, str]:

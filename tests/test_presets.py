@@ -18,12 +18,12 @@ from test_metrics import value
 
 from celery_apps import TASK_NAME, celery_app, store
 from helpers import NOW, ago
-from reaper.cli import main
-from reaper.daemon import Daemon
+from reaper.cli.command import main
+from reaper.daemon.loop import Daemon
+from reaper.daemon.metrics import ReaperMetrics
+from reaper.database.table import open_table
 from reaper.errors import ConfigError, SchemaError
-from reaper.metrics import ReaperMetrics
-from reaper.settings import load_settings
-from reaper.table import open_table
+from reaper.settings.model import load_settings
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

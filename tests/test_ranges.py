@@ -17,9 +17,9 @@ from helpers import (
     row_locked,
     settings_for,
 )
-from reaper.policies import standard_policies
-from reaper.reap import RunOptions, RunResult, run_policies
-from reaper.table import open_table
+from reaper.database.table import open_table
+from reaper.engine.reap import RunOptions, RunResult, run_policies
+from reaper.policy.policies import standard_policies
 
 
 @pytest.fixture
@@ -132,15 +132,15 @@ def test_a_refused_range_is_written_in_id_lists_no_longer_than_one_statement_bin
 ) -> None:
     from test_writes import run
 
-    import reaper.ranges
+    import reaper.engine.ranges
 
     ids = [tasks.add("failure", finished_at=ago(days=10)) for _ in range(10)]
     referenced_by_outputs(tasks, [ids[2], ids[6]])
     lists: list[int] = []
-    real_write = reaper.ranges.write_batch
-    monkeypatch.setattr(reaper.ranges, "MAX_ID_LIST", 3)
+    real_write = reaper.engine.ranges.write_batch
+    monkeypatch.setattr(reaper.engine.ranges, "MAX_ID_LIST", 3)
     monkeypatch.setattr(
-        reaper.ranges, "write_batch", lambda ctx, rows: lists.append(len(rows)) or real_write(ctx, rows)
+        reaper.engine.ranges, "write_batch", lambda ctx, rows: lists.append(len(rows)) or real_write(ctx, rows)
     )
     result = run(reaper_engine, database_url, tasks, 2, batch_size=10).policies["failure_retention"]
     assert (result.matched, result.affected, result.skipped) == (10, 8, 2)

@@ -12,13 +12,13 @@ from sqlalchemy import Enum, create_engine, event, func, select
 from sqlalchemy.engine import Engine
 
 from helpers import NOW, Shape, Tasks, ago, change_just_before_the_write, create_table, settings_for
-from reaper.policies import Policy, force_policy, standard_policies
-from reaper.reap import RunOptions, RunResult, run_policies
-from reaper.selection import segments
-from reaper.settings import Settings
-from reaper.table import TaskTable, open_table
+from reaper.database.table import TaskTable, open_table
+from reaper.engine.reap import RunOptions, RunResult, run_policies
+from reaper.engine.selection import segments
+from reaper.policy.policies import Policy, force_policy, standard_policies
+from reaper.settings.model import Settings
 
-# Every behaviour holds on both plans: along the primary key, and along the indexes (see reaper.plans).
+# Every behaviour holds on both plans: along the primary key, and along the indexes (see reaper.engine.plans).
 pytestmark = pytest.mark.both_plans
 
 

@@ -23,7 +23,7 @@ from test_cli import run_cli
 from test_throttle import purgeable, throttled_run
 
 from helpers import BACKENDS, NOW, Shape, Tasks, ago, create_table, require_server, settings_for
-from reaper.db import create_db_engine
+from reaper.database.connection import create_db_engine
 from servers import (
     Server,
     mariadb_replica_status,

@@ -15,11 +15,11 @@ from freezegun import freeze_time
 from sqlalchemy import text
 
 from helpers import NOW, SERVER_BACKENDS, Tasks, ago, settings_for
-from reaper.archive import JsonlArchive
-from reaper.cli import main
-from reaper.policies import standard_policies
-from reaper.reap import RunOptions, run_policies
-from reaper.table import open_table
+from reaper.cli.command import main
+from reaper.database.table import open_table
+from reaper.engine.reap import RunOptions, run_policies
+from reaper.policy.policies import standard_policies
+from reaper.safety.archive import JsonlArchive
 
 ROWS = 12
 BATCH = 4  # three gzip members of four rows

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from reaper.errors import ConfigError
-from reaper.settings import Settings, load_settings
+from reaper.settings.model import Settings, load_settings
 
 
 def write_toml(path: Path, text: str) -> Path:
@@ -26,7 +26,7 @@ def test_defaults_are_the_seed_thresholds() -> None:
         settings.table,
     ) == (24, 2, 7, 30, 1000, "processing_tasks")
     assert settings.columns.finished_at == "completed_at" and settings.columns.error == "error_message"
-    assert settings.database_url == "sqlite:///reaper.db"
+    assert settings.database_url == "sqlite:///reaper.database.connection"
 
 
 def test_flags_override_environment_which_overrides_dotenv_which_overrides_toml(

@@ -10,15 +10,15 @@ import pytest
 from sqlalchemy import event
 
 from helpers import NOW, Tasks, add_age_indexes, ago, settings_for
-from reaper.archive import JsonlArchive
-from reaper.cleanup import run_options
-from reaper.cli import main
-from reaper.jsonl import read_jsonl_archive
-from reaper.policies import standard_policies
-from reaper.reap import RunOptions, RunResult, run_policies
-from reaper.settings import load_settings
-from reaper.sizing import MAX_BATCH_SIZE, BatchSizer
-from reaper.table import open_table
+from reaper.cli.command import main
+from reaper.database.table import open_table
+from reaper.engine.cleanup import run_options
+from reaper.engine.reap import RunOptions, RunResult, run_policies
+from reaper.engine.sizing import MAX_BATCH_SIZE, BatchSizer
+from reaper.policy.policies import standard_policies
+from reaper.safety.archive import JsonlArchive
+from reaper.safety.jsonl import read_jsonl_archive
+from reaper.settings.model import load_settings
 
 
 def test_a_slow_batch_halves_the_next_and_fast_full_batches_double_it_back_to_the_first_size_at_most() -> None:
@@ -148,11 +148,11 @@ def test_a_batch_size_the_user_sets_is_the_most_a_batch_ever_holds(
 def test_batches_written_as_id_lists_grow_no_further_than_one_statement_binds(
     tasks: Tasks, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import reaper.reap
+    import reaper.engine.reap
 
     for _ in range(20):
         tasks.add("running", started_at=ago(hours=30))
-    monkeypatch.setattr(reaper.reap, "MAX_ID_LIST", 4)
+    monkeypatch.setattr(reaper.engine.reap, "MAX_ID_LIST", 4)
     settings = settings_for(database_url, tasks.shape)
     options = RunOptions(batch_size=2, batch_time_seconds=30, max_batch_size=64)
     result = run_policies(open_table(tasks.engine, settings), standard_policies(settings), NOW, options)

@@ -12,10 +12,10 @@ from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, text
 from sqlalchemy.dialects import mysql
 
 from helpers import NOW, Tasks, ago, settings_for
-from reaper.policies import standard_policies
-from reaper.settings import load_settings
-from reaper.stats import Stats, Totals, collect_stats, poll_stats, render_report
-from reaper.table import open_table
+from reaper.database.table import open_table
+from reaper.inspect.stats import Stats, Totals, collect_stats, poll_stats, render_report
+from reaper.policy.policies import standard_policies
+from reaper.settings.model import load_settings
 
 TEN_MINUTES = timedelta(minutes=10)
 

@@ -11,9 +11,9 @@ from sqlalchemy import Column, DateTime, Enum, Integer, MetaData, Table, create_
 from sqlalchemy.dialects.mysql import TIMESTAMP as MySQLTimestamp
 
 from helpers import NOW, Shape, Tasks, settings_for
+from reaper.database.table import TaskTable, casings, open_table
 from reaper.errors import SchemaError
-from reaper.settings import Statuses
-from reaper.table import TaskTable, casings, open_table
+from reaper.settings.model import Statuses
 
 
 def enum_table(*members: str) -> TaskTable:

@@ -12,10 +12,10 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Engine, make_url
 
 from helpers import NOW, Shape, Tasks, ago, create_table, only, settings_for
-from reaper.policies import standard_policies
-from reaper.reap import RunOptions, run_policies
-from reaper.table import open_table
-from reaper.textfit import TextFit
+from reaper.database.table import open_table
+from reaper.database.textfit import TextFit
+from reaper.engine.reap import RunOptions, run_policies
+from reaper.policy.policies import standard_policies
 from servers import Server
 
 LONG_TYPE = "transcode_" + "x" * 150  # the reason names it: longer than a TINYTEXT holds

@@ -26,13 +26,13 @@ from test_cli import assert_one_line_error, run_cli
 from test_metrics import make_daemon, samples, value
 
 from helpers import NOW, SERVER_BACKENDS, Tasks, ago, open_tasks, settings_for
-from reaper.cleanup import run_options
+from reaper.cli.report import render_run
+from reaper.engine.cleanup import run_options
+from reaper.engine.reap import RunResult, run_policies
+from reaper.engine.throttle import POLL_SECONDS, REREAD_SECONDS, LoadLimit, Over, Throttle, open_throttle, parse_spec
 from reaper.errors import ConfigError
-from reaper.policies import standard_policies
-from reaper.reap import RunResult, run_policies
-from reaper.report import render_run
-from reaper.settings import load_settings
-from reaper.throttle import POLL_SECONDS, REREAD_SECONDS, LoadLimit, Over, Throttle, open_throttle, parse_spec
+from reaper.policy.policies import standard_policies
+from reaper.settings.model import load_settings
 from servers import Server, free_port
 
 # Three sessions asleep in a query put each server above these, and an idle server below.

@@ -12,10 +12,10 @@ from sqlalchemy.engine import make_url
 
 from celery_apps import celery_app, store
 from helpers import NOW, Tasks, ago, settings_for
-from reaper.db import create_db_engine
-from reaper.settings import load_settings
-from reaper.table import open_table
-from reaper.undated import date_undated
+from reaper.database.connection import create_db_engine
+from reaper.database.table import open_table
+from reaper.engine.undated import date_undated
+from reaper.settings.model import load_settings
 
 
 def test_celery_finishing_a_task_between_the_read_and_the_dating_keeps_its_result_and_date(database_url: str) -> None:

@@ -14,13 +14,13 @@ from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.engine import Engine
 
 from helpers import NOW, Tasks, ago, settings_for
-from reaper.archive import JsonlArchive, TableArchive
-from reaper.jsonl import read_jsonl_archive
-from reaper.policies import standard_policies
-from reaper.reap import RunOptions, RunResult, run_policies
-from reaper.restore import restore_archive
-from reaper.table import TaskTable, open_table
-from reaper.values import exact_type, from_json, to_json
+from reaper.database.table import TaskTable, open_table
+from reaper.database.values import exact_type, from_json, to_json
+from reaper.engine.reap import RunOptions, RunResult, run_policies
+from reaper.policy.policies import standard_policies
+from reaper.safety.archive import JsonlArchive, TableArchive
+from reaper.safety.jsonl import read_jsonl_archive
+from reaper.safety.restore import restore_archive
 
 # name -> (column type, a value as SQL), per database: the edges of each type, and the values
 # SQLAlchemy's own conversions changed (MariaDB's DOUBLE as a 10-place decimal, JSON's 2.50, a

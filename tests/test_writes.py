@@ -36,13 +36,13 @@ from helpers import (
     row_locked,
     settings_for,
 )
-from reaper.archive import open_archive
+from reaper.database.table import open_table
+from reaper.engine.reap import RunOptions, RunResult, run_policies
 from reaper.errors import SchemaError
-from reaper.policies import standard_policies
-from reaper.reap import RunOptions, RunResult, run_policies
-from reaper.table import open_table
+from reaper.policy.policies import standard_policies
+from reaper.safety.archive import open_archive
 
-# Every behaviour holds on both plans: along the primary key, and along the indexes (see reaper.plans).
+# Every behaviour holds on both plans: along the primary key, and along the indexes (see reaper.engine.plans).
 pytestmark = pytest.mark.both_plans
 
 

@@ -1,0 +1,1 @@
+"""The long-running daemon: its schedule loop, metrics, HTTP endpoints and status page."""

@@ -1,0 +1,1 @@
+"""The database boundary: engine creation, the reflected table, locks, server load, our own errors."""

@@ -1,0 +1,405 @@
+"""The task table as it really is: reflected once, checked against the settings, read by role.
+
+Nothing here trusts a configured identifier: the table and every column named in the settings
+must exist in the reflected table, and SQL is only ever built from the reflected objects.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Column, MetaData, Table, and_, case, func, inspect, literal, select, tuple_, type_coerce
+from sqlalchemy.dialects.mysql import TIMESTAMP as MySQLTimestamp
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import NoSuchTableError, SAWarning
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.types import DateTime, Integer, String
+
+from reaper.database.celery_results import CeleryFailure, result_column_fits
+from reaper.database.textfit import TextFit, column_fit
+from reaper.errors import SchemaError
+from reaper.settings.model import Settings, Statuses, env_name
+from reaper.settings.presets import Preset, preset_named
+
+ACTIVE_STATUSES = ("pending", "running", "retry")
+TERMINAL_STATUSES = ("success", "failure", "revoked")
+
+# Which columns say how old a row of each status is: the first non-null one counts. The heartbeat
+# column, when configured, comes before all of a running row's (see matching.py).
+AGE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "running": ("started_at", "updated_at", "created_at"),
+    "pending": ("created_at",),
+    "retry": ("updated_at", "created_at"),
+    "success": ("finished_at", "updated_at", "created_at"),
+    "failure": ("finished_at", "updated_at", "created_at"),
+    "revoked": ("finished_at", "updated_at", "created_at"),
+}
+# The limits a task type may set that need a column of their own.
+TYPE_LIMIT_COLUMNS = {"heartbeat_timeout_minutes": "heartbeat_at", "max_attempts": "attempts"}
+# When some policy requeues, a pending row waits since its last write instead: a requeue restarts
+# the wait, so a task set back to pending is not failed at once for its old creation time.
+REQUEUED_PENDING_AGE_COLUMNS = ("updated_at", "created_at")
+
+
+def casings(value: str) -> list[str]:
+    """Return the spellings of ``value`` that applications commonly store, without duplicates."""
+    return list(dict.fromkeys((value, value.lower(), value.upper(), value.capitalize(), value.title())))
+
+
+def _recase_like(value: str, sample: str, sample_configured: str) -> str:
+    """Spell ``value`` the way ``sample`` spells ``sample_configured``."""
+    for transform in (str.upper, str.lower, str.capitalize, str.title):
+        if sample == transform(sample_configured):
+            return transform(value)
+    return value
+
+
+@dataclass
+class TaskTable:
+    """A reflected, checked task table and the vocabulary used to read and write it."""
+
+    engine: Engine
+    table: Table
+    columns: dict[str, Column[Any]]
+    statuses: Statuses
+    zone: ZoneInfo
+    pending_since_update: bool = False
+    celery_failure: CeleryFailure | None = None  # a failure also stores a Celery exception
+    dates_undated: bool = False  # active rows with no time get one when first seen (see undated.py)
+    error_fit: TextFit = TextFit()
+    _write_values: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def name(self) -> str:
+        """The table's name."""
+        return self.table.name
+
+    @property
+    def qualified_name(self) -> str:
+        """The table's name with its schema, when one was set: what tells two tables apart in one database."""
+        return f"{self.table.schema}.{self.table.name}" if self.table.schema else self.table.name
+
+    @property
+    def id(self) -> Column[Any]:
+        """The primary-key column used for keyset batches."""
+        return self.columns["id"]
+
+    @property
+    def key(self) -> tuple[Column[Any], ...]:
+        """The columns that tell rows apart: the id, and the rest of the primary key when the id is a part of it.
+
+        A table keyed by (id, shard) may hold one id twice: a write by id alone would change both
+        rows, one of them never selected nor counted.
+        """
+        primary = list(self.table.primary_key.columns)
+        if len(primary) > 1 and any(column.name == self.id.name for column in primary):
+            return (self.id, *(column for column in primary if column.name != self.id.name))
+        return (self.id,)
+
+    def key_in(self, keys: Sequence[Sequence[Any]]) -> ColumnElement[bool]:
+        """Return the condition that a row's key is one of ``keys`` (each the values of ``key``, in order).
+
+        Integer ids are also bounded by their smallest and largest: with a list of thousands of ids,
+        PostgreSQL's planner chose to read the whole table for each batch (0.07x of a bare DELETE at
+        1 M rows, bench/plans.py), where the range lets it read the primary key's stretch.
+        """
+        if len(self.key) == 1:
+            ids = [key[0] for key in keys]
+            if ids and isinstance(self.id.type, Integer):
+                return and_(self.id.in_(ids), self.id.between(min(ids), max(ids)))
+            return self.id.in_(ids)
+        return tuple_(*self.key).in_([tuple(key) for key in keys])
+
+    def by_key(self, values: Mapping[tuple[Any, ...], Any]) -> ColumnElement[Any]:
+        """Return a CASE giving each row the value for its key in ``values``."""
+        if len(self.key) == 1:
+            return case({key[0]: value for key, value in values.items()}, value=self.id)
+        whens = [(and_(*(c == v for c, v in zip(self.key, key, strict=True))), value) for key, value in values.items()]
+        return case(*whens)
+
+    @property
+    def status(self) -> Column[Any]:
+        """The status column."""
+        return self.columns["status"]
+
+    def column(self, role: str) -> Column[Any] | None:
+        """Return the column playing ``role``, or ``None`` when the table has none."""
+        return self.columns.get(role)
+
+    def enum_members(self) -> tuple[str, ...] | None:
+        """Return the status column's ENUM members, or ``None`` when it is a plain string."""
+        members = getattr(self.status.type, "enums", None)
+        return tuple(members) if members else None
+
+    def status_values(self, role: str) -> list[str]:
+        """Return every stored spelling that means status ``role``, for an index-friendly ``IN``."""
+        configured = getattr(self.statuses, role)
+        members = self.enum_members()
+        if members is not None:
+            # A native ENUM rejects any literal that is not one of its members.
+            return [member for member in members if member.lower() == configured.lower()]
+        return casings(configured)
+
+    def stored_spellings(self, conn: Connection, role: str) -> list[str]:
+        """Return the spellings of status ``role`` that rows really hold, one per distinct match.
+
+        Each candidate spelling is probed with ``status = :value LIMIT 1`` (an index look-up). A
+        column that compares case-insensitively (MySQL's default collations) answers a probe with a
+        row spelt differently; there one spelling finds every row, so one is returned.
+        """
+        found: list[str] = []
+        for value in self.status_values(role):
+            stored = conn.execute(select(self.status).where(self.status == value).limit(1)).scalar()
+            if stored is None:
+                continue
+            if stored != value:
+                return [value]
+            found.append(value)
+        return found
+
+    def status_is(self, role: str) -> ColumnElement[bool]:
+        """Return the condition that a row has status ``role``, in any casing."""
+        return self.status.in_(self.status_values(role))
+
+    def role_of(self, stored: str | None) -> str:
+        """Return the role name of a stored status value, or the value lower-cased if it has none."""
+        if stored is None:
+            return "unknown"
+        lowered = stored.lower()
+        for role, configured in self.statuses.model_dump().items():
+            if configured.lower() == lowered:
+                return role
+        return lowered
+
+    def age_roles(self, status_role: str) -> list[str]:
+        """Return the roles of the columns whose first non-null value dates a row of ``status_role``."""
+        roles = AGE_COLUMNS[status_role]
+        if status_role == "pending" and self.pending_since_update:
+            roles = REQUEUED_PENDING_AGE_COLUMNS
+        found: dict[str, str] = {}  # column name -> its first role: one column playing two roles counts once
+        for role in roles:
+            if role in self.columns:
+                found.setdefault(self.columns[role].name, role)
+        return list(found.values())
+
+    def age_columns(self, status_role: str) -> list[Column[Any]]:
+        """Return the columns whose first non-null value dates a row of ``status_role``."""
+        return [self.columns[role] for role in self.age_roles(status_role)]
+
+    def before(self, column: Column[Any], moment: datetime) -> ColumnElement[bool]:
+        """Return ``column < moment``, the moment converted to what the column stores."""
+        value = self.to_db(moment, column)
+        if not self._text_timestamps:
+            return column < value
+        # SQLite keeps timestamps as text in whatever spelling the application wrote ('... 10:00:00',
+        # '...T10:00:00', with or without a fraction or an offset): compared as moments, as julianday()
+        # reads them. The index cannot serve julianday(); it can serve the text bound, which keeps every
+        # ISO spelling of an earlier moment (its date, even with a +14:00 offset, is at most the day
+        # after value's) and leaves out what julianday() reads but is no ISO timestamp (a bare '10:00',
+        # a number), which from_db() cannot read either.
+        bound = literal((value + timedelta(days=2)).strftime("%Y-%m-%d"), String())
+        moment_text = literal(value, column.type)
+        return and_(type_coerce(column, String()) < bound, func.julianday(column) < func.julianday(moment_text))
+
+    def since(self, column: Column[Any], moment: datetime) -> ColumnElement[bool]:
+        """Return ``column >= moment``: the negation of ``before`` for rows whose value is a timestamp
+        (on SQLite, ISO text)."""
+        value = self.to_db(moment, column)
+        if not self._text_timestamps:
+            return column >= value
+        # as in before(): every ISO spelling of a later moment sorts after the date a day before value's
+        bound = literal((value - timedelta(days=1)).strftime("%Y-%m-%d"), String())
+        moment_text = literal(value, column.type)
+        return and_(type_coerce(column, String()) >= bound, func.julianday(column) >= func.julianday(moment_text))
+
+    @property
+    def _text_timestamps(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    def to_db(self, moment: datetime, column: Column[Any]) -> datetime:
+        """Convert an aware UTC moment into what ``column`` stores (naive in the configured zone)."""
+        if _stores_zone(column):
+            return moment
+        return moment.astimezone(self.zone).replace(tzinfo=None)
+
+    def from_db(self, value: Any, column: Column[Any]) -> datetime | None:
+        """Convert a timestamp read from ``column`` into an aware UTC datetime; ``None`` stays ``None``."""
+        if value is None:
+            return None
+        if isinstance(value, str):
+            try:
+                value = datetime.fromisoformat(value)
+            except ValueError:  # SQLite text that is no timestamp: julianday() is NULL, so no policy matches it
+                return None
+        moment: datetime = value
+        if moment.tzinfo is None:
+            # Columns that store a zone arrive in the session's zone, which is UTC (see db.py).
+            moment = moment.replace(tzinfo=UTC if _stores_zone(column) else self.zone)
+        return moment.astimezone(UTC)
+
+    def write_value(self, conn: Connection, role: str) -> str:
+        """Return the spelling of status ``role`` to write, in the table's own convention."""
+        if role not in self._write_values:
+            self._write_values[role] = self._resolve_write_value(conn, role)
+        return self._write_values[role]
+
+    def _resolve_write_value(self, conn: Connection, role: str) -> str:
+        configured: str = getattr(self.statuses, role)
+        members = self.enum_members()
+        if members is not None:
+            values = self.status_values(role)
+            if not values:
+                raise SchemaError(
+                    f"the ENUM of column {self.status.name!r} has no member for the {role} status "
+                    f"{configured!r} (members: {', '.join(members)}); set {env_name(('statuses', role))}"
+                )
+            return str(values[0])
+        stored = conn.execute(select(self.status).where(self.status_is(role)).limit(1)).scalar()
+        if stored is not None:
+            return str(stored)
+        # No row of that status yet: follow the casing of any status the table does hold.
+        for other in self.statuses.model_dump():
+            sample = conn.execute(select(self.status).where(self.status_is(other)).limit(1)).scalar()
+            if sample is not None:
+                return _recase_like(configured, str(sample), getattr(self.statuses, other))
+        return configured
+
+    def fit_error(self, text: str) -> str:
+        """Return ``text`` as the error column holds it: its characters, cut to its size (see ``textfit``)."""
+        return self.error_fit.fit(text)
+
+
+def _stores_zone(column: Column[Any]) -> bool:
+    # MySQL TIMESTAMP is stored in UTC and read in the session zone, which db.py sets to UTC.
+    return bool(getattr(column.type, "timezone", False)) or isinstance(column.type, MySQLTimestamp)
+
+
+def _reflect(engine: Engine, settings: Settings) -> Table:
+    schema, url = settings.table_schema, settings.safe_database_url
+    if schema is not None and schema not in inspect(engine).get_schema_names():
+        raise SchemaError(f"schema {schema!r} not found in {url} (REAPER_TABLE_SCHEMA)")
+    try:
+        with warnings.catch_warnings():  # a type SQLAlchemy does not know is archived as text (values.py)
+            warnings.filterwarnings("ignore", "Did not recognize type", SAWarning)
+            return Table(settings.table, MetaData(), schema=schema, autoload_with=engine)
+    except NoSuchTableError:
+        pass
+    names = inspect(engine).get_table_names(schema=schema)
+    where = url if schema is None else f"schema {schema!r} of {url}"
+    hint = f"; tables there: {', '.join(sorted(names)[:10])}" if names else "; there are no tables there"
+    raise SchemaError(f"table {settings.table!r} not found in {where} (REAPER_TABLE){hint}")
+
+
+def _optional_preset_roles(settings: Settings) -> set[str]:
+    """The roles whose column the preset names only for the versions of the table that have it."""
+    preset = preset_named(settings.preset)
+    if preset is None:
+        return set()
+    return {role for role in preset.optional_columns if getattr(settings.columns, role) == preset.columns[role]}
+
+
+def _check_columns(table: Table, settings: Settings) -> dict[str, Column[Any]]:
+    found: dict[str, Column[Any]] = {}
+    if_present = _optional_preset_roles(settings)
+    for role, name in settings.columns.present().items():
+        if name not in table.columns and role in if_present:
+            continue
+        if name not in table.columns:
+            optional = "" if role in ("id", "status", "created_at") else ", or set it empty if the table has none"
+            raise SchemaError(
+                f"column {name!r} not found in table {table.name!r}: "
+                f"set {env_name(('columns', role))} to the right name{optional}"
+            )
+        found[role] = table.columns[name]
+    for role in ("created_at", "started_at", "finished_at", "updated_at", "heartbeat_at"):
+        column = found.get(role)
+        if column is not None and not isinstance(column.type, DateTime):
+            raise SchemaError(
+                f"column {column.name!r} of table {table.name!r} ({env_name(('columns', role))}) "
+                f"is {column.type}, not a date-time column"
+            )
+    attempts = found.get("attempts")
+    if attempts is not None and not isinstance(attempts.type, Integer):
+        raise SchemaError(
+            f"column {attempts.name!r} of table {table.name!r} ({env_name(('columns', 'attempts'))}) "
+            f"is {attempts.type}, not an integer column"
+        )
+    result = found.get("result")
+    if result is not None and not result_column_fits(result):
+        raise SchemaError(
+            f"column {result.name!r} of table {table.name!r} ({env_name(('columns', 'result'))}) "
+            f"is {result.type}, not a binary or text column"
+        )
+    return found
+
+
+def _celery_failure(table: Table, columns: dict[str, Column[Any]], settings: Settings) -> CeleryFailure | None:
+    """How a failure stores its exception, when the table has a result column."""
+    result = columns.get("result")
+    if result is None:
+        return None
+    preset: Preset | None = preset_named(settings.preset)
+    content: list[Column[Any] | None] = [None, None]
+    if preset is not None and preset.content_columns is not None:
+        for position, name in enumerate(preset.content_columns):
+            if name not in table.columns:
+                raise SchemaError(
+                    f"column {name!r} not found in table {table.name!r}: the {preset.name} preset writes the "
+                    f"result's content type and encoding there (or set {env_name(('columns', 'result'))} empty)"
+                )
+            content[position] = table.columns[name]
+    return CeleryFailure(result, settings.celery_result_serializer, *content)
+
+
+def check_fit(table: TaskTable, settings: Settings) -> None:
+    """Raise ``SchemaError`` when ``settings`` (task types, requeue) ask for columns ``table`` lacks."""
+    _check_task_type_settings(table.table, table.columns, settings)
+
+
+def _check_task_type_settings(table: Table, columns: dict[str, Column[Any]], settings: Settings) -> None:
+    """Refuse settings the table cannot honour, before any row is read."""
+    if settings.task_types and "task_type" not in columns:
+        raise SchemaError(
+            f"[task_types] thresholds are set but table {table.name!r} has no task-type column "
+            f"({env_name(('columns', 'task_type'))} is empty)"
+        )
+    for name, kind in settings.task_types.items():  # a limit with no column to read would be ignored in silence
+        for key, role in TYPE_LIMIT_COLUMNS.items():
+            if getattr(kind, key) is not None and role not in columns:
+                raise SchemaError(
+                    f"task_types.{name}.{key} is set but table {table.name!r} has no {role.replace('_', '-')} "
+                    f"column to apply it to ({env_name(('columns', role))} is empty)"
+                )
+    if settings.rescues() and "updated_at" not in columns:
+        raise SchemaError(
+            f"requeue needs an updated-at column to restart a requeued task's wait, and table {table.name!r} "
+            f"has none ({env_name(('columns', 'updated_at'))}); use the fail action"
+        )
+
+
+def open_table(engine: Engine, settings: Settings) -> TaskTable:
+    """Reflect the configured table and check every configured column against it."""
+    table = _reflect(engine, settings)
+    columns = _check_columns(table, settings)
+    _check_task_type_settings(table, columns, settings)
+    preset = preset_named(settings.preset)
+    error_fit = TextFit()
+    if "error" in columns:
+        with engine.connect() as conn:
+            error_fit = column_fit(conn, columns["error"])
+    return TaskTable(
+        engine=engine,
+        table=table,
+        columns=columns,
+        statuses=settings.statuses,
+        zone=ZoneInfo(settings.database_timezone),
+        pending_since_update=settings.rescues(),
+        celery_failure=_celery_failure(table, columns, settings),
+        dates_undated=preset is not None and preset.dates_undated,
+        error_fit=error_fit,
+    )

@@ -1,0 +1,1 @@
+"""Applying the policies: plans, batches, range walks, conditional writes, batch sizing, throttling."""

@@ -1,0 +1,137 @@
+"""How a run reads each rule's matches: along an index that serves the rule, or along the primary key.
+
+A rule's matches are read in the order (status, first age column, id) (see ``selection``). That is
+cheap only where an index serves the order: its columns start with (status, first age column) and go
+on with the primary key, written out or appended by the database itself (InnoDB appends the primary
+key to every secondary index; SQLite appends the rowid, which an INTEGER PRIMARY KEY is). Without
+such an index every batch makes the database find and sort all the remaining matches again, which
+is quadratic in their number. So a rule without one walks the primary key instead (``keywalk`` and
+``ranges``): ranges of ids, each read or written with the rule's whole condition, one pass over the
+table whatever its indexes. The plan is made once per run, from the indexes the table has then: the
+application's own as much as the ones ``reaper --check-indexes`` recommends.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import inspect
+from sqlalchemy.exc import SAWarning
+
+from reaper.database.table import TaskTable
+from reaper.policy.matching import dating_columns
+from reaper.policy.policies import Policy, Rule
+
+
+@dataclass(frozen=True)
+class ExistingIndex:
+    """An index (or unique constraint, or the primary key) the table has, by its column names."""
+
+    name: str
+    columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one rule of a policy reads its matches, and the index that would serve it."""
+
+    policy: str
+    rule: str
+    wanted: tuple[str, ...]  # what a serving index starts with: (status, first age column[, id])
+    index: ExistingIndex | None  # None: a primary-key walk
+
+    def describe(self) -> str:
+        """Say the plan as ``--check-indexes`` and the run's first log line do."""
+        if self.index is not None:
+            return f"index {self.index.name} ({', '.join(self.index.columns)})"
+        return f"primary-key walk (no index on ({', '.join(self.wanted)}))"
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON form used by ``--check-indexes --json``."""
+        return {
+            "policy": self.policy,
+            "rule": self.rule,
+            "plan": "index" if self.index is not None else "primary-key walk",
+            "index": None if self.index is None else self.index.name,
+            "index_columns": None if self.index is None else list(self.index.columns),
+            "wanted": list(self.wanted),
+        }
+
+
+def existing_indexes(table: TaskTable) -> list[ExistingIndex]:
+    """Return the table's indexes, unique constraints and primary key, as the database reports them now."""
+    with warnings.catch_warnings():  # a column type SQLAlchemy does not know (point, INET6): only names are read
+        warnings.filterwarnings("ignore", "Did not recognize type", SAWarning)
+        return _reflected_indexes(table)
+
+
+def _reflected_indexes(table: TaskTable) -> list[ExistingIndex]:
+    inspector, schema = inspect(table.engine), table.table.schema
+    # An expression in an index has no column name (None): "" never equals a column's name.
+    found = [
+        ExistingIndex(str(index["name"]), tuple(name or "" for name in index["column_names"]))
+        for index in inspector.get_indexes(table.name, schema=schema)
+    ]
+    found += [
+        ExistingIndex(str(unique["name"]), tuple(unique["column_names"]))
+        for unique in inspector.get_unique_constraints(table.name, schema=schema)
+    ]
+    key = inspector.get_pk_constraint(table.name, schema=schema)
+    found.append(ExistingIndex(str(key.get("name") or "PRIMARY"), tuple(key["constrained_columns"])))
+    return found
+
+
+def appends_primary_key(table: TaskTable) -> bool:
+    """Whether every secondary index of the table ends with its primary key without naming it."""
+    if table.engine.dialect.name in ("mysql", "mariadb"):
+        return True  # InnoDB's secondary indexes hold the primary key
+    # SQLite's indexes end with the rowid, which a column declared exactly INTEGER PRIMARY KEY is.
+    keys = [column for column in table.table.columns if column.primary_key]
+    return table.engine.dialect.name == "sqlite" and keys == [table.id] and str(table.id.type).upper() == "INTEGER"
+
+
+def serving_index(table: TaskTable, columns: tuple[str, ...], indexes: list[ExistingIndex]) -> ExistingIndex | None:
+    """Return an index that reads ``columns`` in the order ``(*columns, id)``, or ``None``."""
+    ordered = (*columns, table.id.name)
+    implicit = appends_primary_key(table)
+    for index in indexes:
+        if index.columns[: len(ordered)] == ordered or (implicit and index.columns == columns):
+            return index
+    return None
+
+
+def rule_columns(table: TaskTable, policy: Policy, rule: Rule) -> tuple[str, ...]:
+    """Return (status, first age column) of ``rule``: the columns its reads go along."""
+    first_age_column = dating_columns(table, policy, rule)[0][1]
+    return (table.status.name, first_age_column.name)
+
+
+def plan_policy(table: TaskTable, policy: Policy, indexes: list[ExistingIndex]) -> dict[Rule, Plan]:
+    """Return the plan of each rule of ``policy`` given the table's ``indexes``."""
+    plans = {}
+    for rule in policy.rules:
+        columns = rule_columns(table, policy, rule)
+        wanted = columns if appends_primary_key(table) else (*columns, table.id.name)
+        plans[rule] = Plan(policy.name, rule.key, wanted, serving_index(table, columns, indexes))
+    return plans
+
+
+def plan_policies(table: TaskTable, policies: Sequence[Policy]) -> dict[str, dict[Rule, Plan]]:
+    """Reflect the table's indexes once and return every rule's plan, by policy name."""
+    indexes = existing_indexes(table)
+    return {policy.name: plan_policy(table, policy, indexes) for policy in policies}
+
+
+def describe_plans(plans: dict[str, dict[Rule, Plan]]) -> str:
+    """Return one line that says each policy's plan (rules with their own plan are named)."""
+    parts = []
+    for name, by_rule in plans.items():
+        described = {plan.describe() for plan in by_rule.values()}
+        if len(described) == 1:
+            parts.append(f"{name}: {described.pop()}")
+            continue
+        parts += [f"{name} [{plan.rule}]: {plan.describe()}" for plan in by_rule.values()]
+    return "; ".join(parts)

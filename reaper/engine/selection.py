@@ -1,0 +1,164 @@
+"""Which rows a policy matches, read in batches along the index that serves it.
+
+A rule of a policy matches ``status IN (spellings) AND <its task types> AND COALESCE(c1, c2, ...) <
+cutoff``, where c1, c2, ... are its age columns (heartbeat_at when configured, started_at,
+updated_at, created_at for running tasks; see ``matching``). Read as one query ordered by id, that
+condition forces the database either to walk the whole primary key or to sort every match for
+every batch. So the matches are read as disjoint segments, each in the order of the recommended
+index (status, c1, id), and each batch resumes where the last one stopped:
+
+- for each rule, and each stored spelling v of the status:
+  - A: ``status = v AND <types> AND c1 < cutoff1``, ordered by (c1, id): a range of the index;
+  - B: ``status = v AND <types> AND c1 IS NULL AND COALESCE(c2, ...) < cutoff2``, ordered by id: the
+    index's null range, filtered (only when the policy has more than one age column).
+
+A batch therefore reads about as many index entries as it returns, however large the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Column, DateTime, Select, String, and_, or_, select, type_coerce
+from sqlalchemy.sql.elements import ColumnElement
+
+from reaper.database.connection import backend_of
+from reaper.database.table import TaskTable
+from reaper.engine.sizing import BatchSizer
+from reaper.policy.matching import counted_attempts, dated_before, dating_columns, datings, type_scope
+from reaper.policy.policies import Policy, Rule
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A part of a rule's matches that one index range serves, and the order to read it in."""
+
+    rule: Rule
+    where: ColumnElement[bool]
+    order: tuple[ColumnElement[Any], ...]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Rows read in one query, and the rule that matched them.
+
+    A batch deleted along the primary key without reading its ids back holds a sample of them as
+    ``rows``: ``count`` says how many there were, and ``id_span`` the stretch of ids they lay in.
+    """
+
+    rule: Rule
+    rows: Sequence[Sequence[Any]]  # rows as read (each starts with its key), or bare keys
+    count: int | None = None
+    id_span: tuple[Any, Any] | None = None
+
+    @property
+    def size(self) -> int:
+        """How many rows the batch holds."""
+        return len(self.rows) if self.count is None else self.count
+
+    @property
+    def ids(self) -> list[Any]:
+        """The ids known of the batch: its rows', or the ends of its stretch of ids."""
+        return [row[0] for row in self.rows] if self.id_span is None else list(self.id_span)
+
+
+def _as_stored(table: TaskTable, column: Column[Any]) -> ColumnElement[Any]:
+    """The column as the database compares it: on SQLite a timestamp is text, so page on the text.
+
+    Re-rendering a value read back as a datetime would change its spelling ('2026-11-29 10:00:00'
+    from CURRENT_TIMESTAMP becomes '... 10:00:00.000000'), and the page would skip or repeat rows.
+    """
+    if backend_of(table.engine.url) == "sqlite" and isinstance(column.type, DateTime):
+        return type_coerce(column, String)
+    return column
+
+
+def segments(table: TaskTable, policy: Policy, now: datetime, spellings: Sequence[str]) -> list[Segment]:
+    """Return the disjoint segments that together hold every row ``policy`` matches at ``now``."""
+    found = []
+    for rule in policy.rules:
+        first, *rest = datings(table, policy, rule, now)
+        scope = type_scope(table, policy, rule)
+        for value in spellings:
+            status = and_(table.status == value, scope)
+            dated = and_(status, table.before(first.column, first.cutoff))
+            # ordered down to the whole key, so that a batch never resumes past a row it did not read
+            found.append(Segment(rule, dated, (_as_stored(table, first.column), *table.key)))
+            if rest:
+                undated_first = and_(status, first.column.is_(None), dated_before(table, rest))
+                found.append(Segment(rule, undated_first, table.key))
+    return found
+
+
+def resume_after(order: Sequence[ColumnElement[Any]], values: Sequence[Any]) -> ColumnElement[bool]:
+    """Rows strictly after ``values`` in ``order``; the leading ``>=`` lets every database seek to it."""
+    column, value = order[0], values[0]
+    if len(order) == 1:
+        after: ColumnElement[bool] = column > value
+        return after
+    return and_(column >= value, or_(column > value, and_(column == value, resume_after(order[1:], values[1:]))))
+
+
+def segment_query(
+    table: TaskTable,
+    policy: Policy,
+    segment: Segment,
+    after: Sequence[Any] | None,
+    size: int,
+    with_age: bool = True,
+) -> Select[Any]:
+    """Return the SELECT of the next batch of ``segment``: keys, the position reached, and the ages.
+
+    A row is ``(*key, *position, [attempts], *age columns)`` (the key: the id, and the rest of a
+    primary key the id is a part of; see ``TaskTable.key``), the age columns in the order of
+    ``matching.datings``, the attempts only for a rule that requeues with a bound;
+    without ``with_age`` (a delete needs no age) the SELECT reads only the index, as the age of a row
+    may come from columns the index does not hold.
+    """
+    columns = [*table.key, *segment.order]
+    if with_age:
+        attempts = counted_attempts(table, segment.rule)
+        columns += [attempts] if attempts is not None else []  # before the ages, which come last
+        columns += [column for _, column in dating_columns(table, policy, segment.rule)]
+    query = select(*columns).where(segment.where)
+    if after is not None:
+        query = query.where(resume_after(segment.order, after))
+    return query.order_by(*segment.order).limit(size)
+
+
+def batches(
+    table: TaskTable,
+    policy: Policy,
+    now: datetime,
+    sizer: BatchSizer,
+    pause: Callable[[], bool] = lambda: True,
+    with_age: bool = True,
+    rule: Rule | None = None,
+) -> Iterator[Batch]:
+    """Yield the rows ``policy`` (or only its ``rule``) matches, ``sizer.size`` at a time, each read in
+    its own short query along the index that serves the rule (see ``plans``).
+
+    ``pause`` is called after each full batch, before the query that follows it, so that a run
+    yields to the application between batches and never waits once the matches run out; when it
+    returns false, no further batch is read.
+    """
+    with table.engine.connect() as conn:
+        spellings = table.stored_spellings(conn, policy.status)
+    for segment in segments(table, policy, now, spellings):
+        if rule is not None and segment.rule is not rule:
+            continue
+        after: Sequence[Any] | None = None
+        while True:
+            if after is not None and not pause():
+                return
+            size = sizer.size
+            with table.engine.connect() as conn:
+                rows = conn.execute(segment_query(table, policy, segment, after, size, with_age)).all()
+            if rows:
+                yield Batch(segment.rule, rows)
+            if len(rows) < size:
+                break
+            after = tuple(rows[-1][len(table.key) : len(table.key) + len(segment.order)])

@@ -1,0 +1,248 @@
+"""The conditional writes: fail, requeue or delete one batch, retrying lock conflicts, isolating refused rows.
+
+Every write carries the policy's whole condition in its WHERE clause, so a row that changed since
+it was selected is left alone. A batch that keeps hitting lock conflicts after the retries is
+skipped (its rows are still there for the next run); a batch the database refuses because of a
+constraint (a foreign key) is split in halves until the refused rows are found and skipped, and
+the rest is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+from loguru import logger
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.elements import ColumnElement
+
+from reaper.database.connection import constraint_name, is_lock_conflict, refused_by_constraint
+from reaper.database.table import TaskTable
+from reaper.database.values import exact_columns
+from reaper.policy.matching import Dating, dated_by, datings, rule_condition
+from reaper.policy.policies import Action, Policy, Rule
+from reaper.safety.archive import Archive
+
+RETRY_BASE_SECONDS = 0.2
+
+
+@dataclass
+class BatchOutcome:
+    """What one write did: rows affected (by action done), rows skipped and why."""
+
+    affected: int = 0
+    skipped: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    retries: int = 0
+    done: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: BatchOutcome) -> None:
+        """Fold another outcome into this one."""
+        self.affected += other.affected
+        self.skipped += other.skipped
+        self.retries += other.retries
+        for reason, count in other.reasons.items():
+            self.reasons[reason] = self.reasons.get(reason, 0) + count
+        for action, count in other.done.items():
+            self.done[action] = self.done.get(action, 0) + count
+
+
+@dataclass(frozen=True)
+class WriteContext:
+    """Everything a batch write needs besides the rows: the rule, its whole condition, the moment."""
+
+    table: TaskTable
+    policy: Policy
+    rule: Rule
+    now: datetime
+    max_retries: int
+    sleep: Callable[[float], None]
+    archive: Archive | None = None
+
+    @cached_property
+    def selection(self) -> ColumnElement[bool]:
+        """The rule's whole condition, re-checked by every write (built once per pass)."""
+        return rule_condition(self.table, self.policy, self.rule, self.now)
+
+
+def _age_text(seconds: float) -> str:
+    hours = seconds / 3600
+    if hours < 1:
+        return f"{seconds / 60:.0f} min"
+    return f"{hours:.1f} h" if hours < 72 else f"{hours / 24:.1f} d"
+
+
+def failure_reason(policy: Policy, rule: Rule, dating: Dating, dated_from: datetime, now: datetime, ending: str) -> str:
+    """Return the text written into the error column of a row that ``rule`` fails or requeues."""
+    age = _age_text((now - dated_from).total_seconds())
+    scope = f" for {rule.key}" if rule.task_types else ""
+    if dating.is_heartbeat:
+        return (
+            f"reaper {policy.name}: no heartbeat for {age}, over the {dating.threshold} limit{scope} "
+            f"(last at {dated_from:%Y-%m-%d %H:%M:%S} UTC); {ending}"
+        )
+    return (
+        f"reaper {policy.name}: {policy.status} for {age}, over the {dating.threshold} limit{scope} "
+        f"(since {dated_from:%Y-%m-%d %H:%M:%S} UTC); {ending}"
+    )
+
+
+def _reason_texts(ctx: WriteContext, rows: Sequence[Sequence[Any]], ending: str) -> dict[tuple[Any, ...], str]:
+    """Return each row's reason, by key (the age columns are the last ones selected)."""
+    found = datings(ctx.table, ctx.policy, ctx.rule, ctx.now)
+    reasons = {}
+    for row in rows:
+        dated = dated_by(ctx.table, found, row[-len(found) :])
+        assert dated is not None  # the selection only matches rows with an age
+        reasons[_key(ctx.table, row)] = failure_reason(ctx.policy, ctx.rule, *dated, ctx.now, ending)
+    return reasons
+
+
+def _reasons(ctx: WriteContext, rows: Sequence[Sequence[Any]], ending: str) -> ColumnElement[Any] | None:
+    """Return a CASE on id giving each row its reason, or ``None`` when the table has no error column."""
+    table, error = ctx.table, ctx.table.column("error")
+    if error is None:
+        return None
+    texts = _reason_texts(ctx, rows, ending)
+    return table.by_key({key: table.fit_error(text) for key, text in texts.items()})
+
+
+def _exceptions(ctx: WriteContext, rows: Sequence[Sequence[Any]], ending: str) -> dict[Any, Any]:
+    """Return the values that store each failed row's exception where Celery reads it (none without a
+    result column): a CASE on the key for the result, and the content type and encoding."""
+    table, failure = ctx.table, ctx.table.celery_failure
+    if failure is None:
+        return {}
+    texts = _reason_texts(ctx, rows, ending)
+    stored = {key: failure.stored(ctx.policy.status, text) for key, text in texts.items()}
+    return {failure.result: table.by_key(stored), **failure.constants()}
+
+
+def _key(table: TaskTable, row: Sequence[Any]) -> tuple[Any, ...]:
+    """The key a selected row starts with."""
+    return tuple(row[: len(table.key)])
+
+
+def _keys(table: TaskTable, rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+    return [_key(table, row) for row in rows]
+
+
+def _set_failed(conn: Connection, ctx: WriteContext, rows: Sequence[Sequence[Any]], ending: str, *extra: Any) -> int:
+    table = ctx.table
+    values: dict[Any, Any] = {table.status: table.write_value(conn, "failure")}
+    reasons = _reasons(ctx, rows, ending)
+    if reasons is not None:
+        values[table.columns["error"]] = reasons
+    values.update(_exceptions(ctx, rows, ending))
+    for role in ("finished_at", "updated_at"):
+        column = table.column(role)
+        if column is not None:
+            values[column] = table.to_db(ctx.now, column)
+    query = update(table.table).where(table.key_in(_keys(table, rows)), ctx.selection, *extra).values(values)
+    return int(conn.execute(query).rowcount)
+
+
+def _requeue(conn: Connection, ctx: WriteContext, rows: Sequence[Sequence[Any]]) -> dict[str, int]:
+    """Set rows back to pending (past the attempts bound: to failure), in one transaction."""
+    table, stamp = ctx.table, f"{ctx.now:%Y-%m-%d %H:%M:%S} UTC"
+    attempts = table.column("attempts")
+    values: dict[Any, Any] = {table.status: table.write_value(conn, "pending")}
+    reasons = _reasons(ctx, rows, f"requeued at {stamp}")
+    if reasons is not None:
+        values[table.columns["error"]] = reasons
+    for role in ("started_at", "heartbeat_at"):  # a stale beat would condemn the next worker's run at once
+        if table.column(role) is not None:
+            values[table.columns[role]] = None
+    values[table.columns["updated_at"]] = table.to_db(ctx.now, table.columns["updated_at"])  # the wait restarts
+    under_bound: list[Any] = []
+    if attempts is not None and ctx.rule.max_attempts is not None:
+        values[attempts] = func.coalesce(attempts, 0) + 1
+        under_bound = [or_(attempts.is_(None), attempts < ctx.rule.max_attempts)]
+    query = update(table.table).where(table.key_in(_keys(table, rows)), ctx.selection, *under_bound).values(values)
+    requeued = int(conn.execute(query).rowcount)
+    if not under_bound:
+        return {"requeued": requeued}
+    ending = f"set to failure at {stamp}: its attempts reached the bound of {ctx.rule.max_attempts}"
+    assert attempts is not None
+    failed = _set_failed(conn, ctx, rows, ending, attempts >= ctx.rule.max_attempts)
+    return {"requeued": requeued, "failed": failed}
+
+
+def _delete(conn: Connection, ctx: WriteContext, rows: Sequence[Sequence[Any]]) -> int:
+    keys = _keys(ctx.table, rows)
+    if ctx.archive is None:
+        return int(conn.execute(delete(ctx.table.table).where(ctx.table.key_in(keys), ctx.selection)).rowcount)
+    deleted = _delete_returning(conn, ctx, keys)
+    ctx.archive.write(conn, deleted)  # durable before the caller commits the delete
+    return len(deleted)
+
+
+def _delete_returning(conn: Connection, ctx: WriteContext, keys: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """Delete the matching rows among ``keys`` and return them whole: exactly the rows deleted."""
+    table = ctx.table.table
+    condition = and_(ctx.table.key_in(keys), ctx.selection)
+    whole = exact_columns(table, conn.dialect.name)  # each value as the database holds it
+    if conn.dialect.delete_returning:
+        return [dict(row) for row in conn.execute(delete(table).where(condition).returning(*whole)).mappings()]
+    # No RETURNING (MySQL): lock the rows, so that the ones read are the ones deleted; the condition
+    # again, so that only they are deleted.
+    locked = [dict(row) for row in conn.execute(select(*whole).where(condition).with_for_update()).mappings()]
+    if locked:
+        read = [tuple(row[column.name] for column in ctx.table.key) for row in locked]
+        conn.execute(delete(table).where(ctx.table.key_in(read), ctx.selection))
+    return locked
+
+
+def _write_once(ctx: WriteContext, rows: Sequence[Sequence[Any]]) -> dict[str, int]:
+    """Write one batch in one transaction; return the rows affected by action done."""
+    with ctx.table.engine.begin() as conn:
+        if ctx.rule.action is Action.DELETE:
+            return {"deleted": _delete(conn, ctx, rows)}
+        if ctx.rule.action is Action.REQUEUE:
+            return _requeue(conn, ctx, rows)
+        return {"failed": _set_failed(conn, ctx, rows, f"set to failure at {ctx.now:%Y-%m-%d %H:%M:%S} UTC")}
+
+
+def _write_retrying(ctx: WriteContext, rows: Sequence[Sequence[Any]], outcome: BatchOutcome) -> dict[str, int] | None:
+    """Write, retrying lock conflicts; return rows affected by action, or ``None`` when the retries ran out."""
+    for attempt in range(ctx.max_retries + 1):
+        try:
+            return _write_once(ctx, rows)
+        except DBAPIError as exc:
+            if not is_lock_conflict(exc):
+                raise
+            if attempt == ctx.max_retries:
+                logger.warning(f"{ctx.policy.name}: lock conflict on {len(rows)} rows, skipped: {exc.orig}")
+                return None
+            outcome.retries += 1
+            ctx.sleep(RETRY_BASE_SECONDS * 2**attempt)
+    return None
+
+
+def write_batch(ctx: WriteContext, rows: Sequence[Sequence[Any]]) -> BatchOutcome:
+    """Fail or delete ``rows`` under the policy's condition; skip what the database will not take."""
+    outcome = BatchOutcome()
+    try:
+        affected = _write_retrying(ctx, rows, outcome)
+    except DBAPIError as exc:
+        if not refused_by_constraint(exc):
+            raise
+        if len(rows) == 1:
+            reason = f"refused by {constraint_name(exc)}"
+            logger.warning(f"{ctx.policy.name}: id {rows[0][0]} {reason}, skipped")
+            outcome.add(BatchOutcome(skipped=1, reasons={reason: 1}))
+            return outcome
+        middle = len(rows) // 2
+        outcome.add(write_batch(ctx, rows[:middle]))
+        outcome.add(write_batch(ctx, rows[middle:]))
+        return outcome
+    if affected is None:
+        outcome.add(BatchOutcome(skipped=len(rows), reasons={"lock conflict": len(rows)}))
+    else:
+        outcome.add(BatchOutcome(affected=sum(affected.values()), done=affected))
+    return outcome

@@ -1,0 +1,1 @@
+"""Looking without writing: statistics, one row explained, the indexes a table lacks."""

@@ -1,0 +1,255 @@
+"""``reaper --explain ID``: for one row, which policy and threshold apply, its ages, and the verdict.
+
+The verdict is asked of the database with the very condition a run writes under (``matching``),
+so it cannot disagree with what a run at the same moment would do; the ages and the moment the row
+becomes eligible are worked out in Python from the values read.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Integer, SmallInteger, Uuid, select
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Connection
+
+from reaper.database.table import TaskTable
+from reaper.errors import ReaperError
+from reaper.policy.matching import Dating, dated_by, datings, rule_condition, type_scope
+from reaper.policy.policies import Action, Policy, Rule
+
+# Integer types by their size where it is not 32 bits (MySQL's INT, PostgreSQL's integer).
+INTEGER_BITS = ((BigInteger, 64), (mysql.MEDIUMINT, 24), (SmallInteger, 16), (mysql.TINYINT, 8))
+
+
+class TaskNotFound(ReaperError):
+    """No row has the id given to ``--explain``."""
+
+    kind = "not_found"
+
+
+class BadTaskId(ReaperError):
+    """The id given to ``--explain`` cannot be an id of the table (a usage error)."""
+
+    exit_code = 2
+    kind = "usage"
+
+
+@dataclass
+class Explanation:
+    """What reaper thinks of one row at ``now``."""
+
+    task_id: Any
+    now: datetime
+    status: str | None
+    status_role: str
+    task_type: str | None
+    policy: str | None = None
+    rule: str | None = None
+    threshold: str | None = None
+    heartbeat_threshold: str | None = None
+    ages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dated_by: str | None = None
+    eligible_at: datetime | None = None
+    attempts: int | None = None
+    max_attempts: int | None = None
+    verdict: str = "none"
+    why: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON form used by ``--explain ID --json``."""
+        return {
+            "id": self.task_id if isinstance(self.task_id, int | str) else str(self.task_id),
+            "now": self.now.isoformat(),
+            "status": self.status,
+            "status_role": self.status_role,
+            "task_type": self.task_type,
+            "policy": self.policy,
+            "rule": self.rule,
+            "threshold": self.threshold,
+            "heartbeat_threshold": self.heartbeat_threshold,
+            "ages": self.ages,
+            "dated_by": self.dated_by,
+            "eligible_at": self.eligible_at.isoformat() if self.eligible_at else None,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "verdict": self.verdict,
+            "why": self.why,
+        }
+
+
+def _integer_bounds(table: TaskTable) -> tuple[int, int]:
+    """The smallest and largest value the integer id column holds (SQLite's integers all have 64 bits)."""
+    column_type = table.id.type
+    bits = 64
+    if table.engine.dialect.name != "sqlite":
+        bits = next((size for kind, size in INTEGER_BITS if isinstance(column_type, kind)), 32)
+    if getattr(column_type, "unsigned", False):
+        return 0, 2**bits - 1
+    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
+
+def _integer_id(table: TaskTable, text: str) -> int:
+    low, high = _integer_bounds(table)
+    # Only ASCII digits: int() also takes '1_000' and other scripts' digits, which no one means as an id.
+    if not re.fullmatch(r"[+-]?[0-9]+", text.strip()) or not low <= int(text) <= high:
+        raise BadTaskId(
+            f"--explain: {text!r} is not an id of {table.name} (its ids are integers from {low} to {high})"
+        )
+    return int(text)
+
+
+def parse_task_id(table: TaskTable, text: str) -> Any:
+    """Convert the id given on the command line to the id column's type; refuse what it cannot hold."""
+    if not text.strip():
+        raise BadTaskId("--explain: the id is empty")
+    column_type = table.id.type
+    if isinstance(column_type, Integer):
+        return _integer_id(table, text)
+    if isinstance(column_type, Uuid):
+        try:
+            found = uuid.UUID(text.strip())
+        except ValueError:
+            raise BadTaskId(f"--explain: {text!r} is not an id of {table.name} (its ids are UUIDs)") from None
+        return found if column_type.as_uuid else str(found)
+    return text
+
+
+def _row(conn: Connection, table: TaskTable, task_id: Any) -> dict[str, Any]:
+    # Only the columns of a role: another column may hold what the driver cannot read (time 24:00 on PostgreSQL).
+    roles = list(table.columns.items())
+    row = conn.execute(select(*(column for _, column in roles)).where(table.id == task_id)).first()
+    if row is None:
+        raise TaskNotFound(f"--explain: no row with {table.id.name} = {task_id!r} in {table.name}")
+    return {role: value for (role, _), value in zip(roles, row, strict=True)}
+
+
+def _rule_of(conn: Connection, table: TaskTable, policy: Policy, task_id: Any) -> Rule:
+    """The rule that judges the row, asked of the database (its collation decides what a type matches)."""
+    for rule in policy.rules:
+        if rule.task_types and conn.execute(
+            select(table.id).where(table.id == task_id, type_scope(table, policy, rule))
+        ).first():
+            return rule
+    return policy.default
+
+
+def _ages(table: TaskTable, found: Sequence[Dating], row: dict[str, Any], now: datetime) -> dict[str, dict[str, Any]]:
+    ages = {}
+    for item in found:
+        moment = table.from_db(row[item.role], item.column)
+        ages[item.role] = {
+            "column": item.column.name,
+            "value": moment.isoformat() if moment else None,
+            "age_seconds": round((now - moment).total_seconds(), 3) if moment else None,
+            "limit": item.threshold,
+        }
+    return ages
+
+
+def explain(table: TaskTable, policies: Sequence[Policy], task_id: Any, now: datetime) -> Explanation:
+    """Explain what the policies make of the row ``task_id`` at ``now``."""
+    with table.engine.connect() as conn:
+        row = _row(conn, table, task_id)
+        role = table.role_of(row["status"])
+        found = Explanation(task_id, now, row["status"], role, row.get("task_type"))
+        policy = next((policy for policy in policies if policy.status == role), None)
+        if policy is None:
+            found.why = f"no policy acts on {role} rows: reaper leaves this row alone"
+            return found
+        rule = _rule_of(conn, table, policy, task_id)
+        matches = conn.execute(
+            select(table.id).where(table.id == task_id, rule_condition(table, policy, rule, now))
+        ).first() is not None
+        matched_status = matches or conn.execute(
+            select(table.id).where(table.id == task_id, table.status_is(policy.status))
+        ).first() is not None
+    if not matched_status:  # e.g. 'rUNNING': the role by name, but no spelling the policies match
+        found.why = (
+            f"{policy.name}: its stored status {row['status']!r} is not one of the spellings reaper matches "
+            f"({', '.join(table.status_values(policy.status))}), so no run touches it"
+        )
+        return found
+    _judge(found, table, policy, rule, row, matches)
+    return found
+
+
+def _judge(
+    found: Explanation, table: TaskTable, policy: Policy, rule: Rule, row: dict[str, Any], matches: bool
+) -> None:
+    now = found.now
+    found.policy, found.rule, found.threshold = policy.name, rule.key, rule.threshold
+    found.heartbeat_threshold = rule.heartbeat_threshold
+    dates = datings(table, policy, rule, now)
+    found.ages = _ages(table, dates, row, now)
+    dated = dated_by(table, dates, [row[item.role] for item in dates])
+    scope = f"the {rule.key} rule" if rule.task_types else "the default rule"
+    if dated is None:
+        found.why = f"{policy.name} ({scope}): the row has no value in any of its age columns, so it never matches"
+        return
+    dating, moment = dated
+    found.dated_by = dating.role
+    found.eligible_at = moment + (now - dating.cutoff)
+    age = (now - moment).total_seconds()
+    measured = f"{dating.role} {moment:%Y-%m-%d %H:%M:%S} UTC, {_readable(age)} ago, limit {dating.threshold}"
+    if not matches and found.eligible_at <= now:  # Python and the database disagree: say so, never guess
+        found.why = (
+            f"{policy.name} ({scope}): {measured}: over the limit as reaper reads it, yet the database does "
+            "not match the row (check REAPER_DATABASE_TIMEZONE and how the column stores time)"
+        )
+        return
+    if not matches:
+        found.verdict = "none"
+        found.why = (
+            f"{policy.name} ({scope}): {measured}: under the limit, "
+            f"eligible from {found.eligible_at:%Y-%m-%d %H:%M:%S} UTC"
+        )
+        if dating.is_heartbeat:
+            found.why += " if no heartbeat comes before"
+        return
+    found.verdict, outcome = _action(found, table, rule, row)
+    found.why = f"{policy.name} ({scope}): {measured}: over the limit; {outcome}"
+
+
+def _action(found: Explanation, table: TaskTable, rule: Rule, row: dict[str, Any]) -> tuple[str, str]:
+    """The verdict of a matching row, and why: the rule's action, bounded by the attempts for requeue."""
+    if rule.action is Action.DELETE:
+        return "deleted", "the next run deletes it"
+    if rule.action is Action.FAIL:
+        return "failed", "the next run sets it to failure"
+    if table.column("attempts") is None:
+        return "requeued", "the next run requeues it (no attempts column, so no bound)"
+    found.attempts, found.max_attempts = row["attempts"], rule.max_attempts
+    spent = row["attempts"] or 0
+    if rule.max_attempts is not None and spent >= rule.max_attempts:
+        return "failed", f"attempts {spent} reached the bound of {rule.max_attempts}: the next run sets it to failure"
+    return "requeued", f"attempts {spent} of {rule.max_attempts}: the next run requeues it to pending"
+
+
+def _readable(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h" if seconds < 72 * 3600 else f"{seconds / 86400:.1f} d"
+
+
+def render_explanation(found: Explanation) -> str:
+    """Return the human text of ``--explain``."""
+    kind = found.task_type if found.task_type is not None else "(none)"
+    lines = [
+        f"task {found.task_id}: status {found.status!r} ({found.status_role}), task type {kind}",
+        f"at {found.now:%Y-%m-%d %H:%M:%S} UTC",
+    ]
+    if found.policy:
+        beat = f", heartbeat limit {found.heartbeat_threshold}" if found.heartbeat_threshold else ""
+        lines.append(f"policy {found.policy}, rule {found.rule}: limit {found.threshold}{beat}")
+        for role, age in found.ages.items():
+            shown = f"{age['value']} ({_readable(age['age_seconds'])} ago)" if age["value"] else "empty"
+            marker = "  <- dates the row" if role == found.dated_by else ""
+            lines.append(f"  {role:<13} {age['column']:<16} {shown}{marker}")
+    lines.append(f"verdict: {found.verdict}: {found.why}")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""The clean-up policies: which rows each one matches, and what it does with them."""

@@ -14,9 +14,11 @@ busy cores alone do to the application).
 ``throttle`` (MariaDB only, optionally followed by more flags: ``"throttle --batch-time 0.1"``) is
 reaper with ``--max-load history_list_length=N``: it pauses while InnoDB's purge backlog is above N,
 N being ``--history-factor`` (2) times the highest history list length seen while the application ran
-alone (at least ``HISTORY_FLOOR``). When reaper with its defaults ("") ran too, a GOAL line compares
-each throttled run with it: the application's p99 at most 2x idle, at least half the unthrottled
-purge rate counted until InnoDB has removed the rows.
+alone (at least ``HISTORY_FLOOR``); ``throttle@F`` uses the factor F instead, so that one run can
+draw the curve of several limits (``throttle@1 throttle@2 throttle@4``). A CURVE table ends the run:
+each purge's p99 against idle and its rate against reaper with its defaults. When reaper with its
+defaults ("") ran too, a GOAL line compares each throttled run with it: the application's p99 at
+most 2x idle, at least half the unthrottled purge rate counted until InnoDB has removed the rows.
 
 On MariaDB the application goes on after a purge's last commit until InnoDB's purge threads have
 removed the deleted rows, and that stretch is reported on its own line (``... then until removed``):
@@ -92,14 +94,23 @@ def history_limit(idle_values: list[int], factor: float) -> int:
     return max(int(factor * max(idle_values, default=0)), HISTORY_FLOOR)
 
 
-def reaper_flags(method: str, limit: int | None) -> tuple[str, list[str]]:
-    """The label and reaper's flags of a method: its own flags, or for ``throttle`` the history limit first."""
+def is_throttle(word: str) -> bool:
+    """Whether a method's first word is ``throttle`` or ``throttle@F``."""
+    return word == "throttle" or word.startswith("throttle@")
+
+
+def reaper_flags(method: str, idle: IdleHistory | None, factor: float) -> tuple[str, list[str]]:
+    """The label and reaper's flags of a method: its own flags, or for ``throttle`` (``throttle@F``: F
+    times the idle peak instead of ``--history-factor``) the history limit first."""
     words = shlex.split(method)
-    if words[:1] != ["throttle"]:
+    if not is_throttle(words[0] if words else ""):
         return method if method.strip() else "reaper (defaults)", words
-    assert limit is not None, "throttle needs the idle history level (MariaDB)"
+    assert idle is not None, "throttle needs the idle history level (MariaDB)"
+    own_factor = words[0].partition("@")[2]
+    limit = history_limit([idle.peak], float(own_factor) if own_factor else factor)
     rest = " ".join(words[1:])
-    return f"throttle N={limit}{' ' + rest if rest else ''}", ["--max-load", f"history_list_length={limit}", *words[1:]]
+    return (f"throttle N={limit}{' ' + rest if rest else ''}",
+            ["--max-load", f"history_list_length={limit}", *words[1:]])
 
 
 def describe(label: str, latencies: list[float], seconds: float | None = None) -> str:
@@ -130,16 +141,16 @@ def while_spinning(load: purge.AppLoad, cores: int, seconds: float) -> tuple[lis
     return load.latencies, time.perf_counter() - started
 
 
-def during(backend: purge.Backend, method: str, cpu_seconds: float,
-           limit: int | None = None) -> tuple[list[str], Outcome | None]:
+def during(backend: purge.Backend, method: str, args: argparse.Namespace,
+           idle: IdleHistory | None = None) -> tuple[list[str], Outcome | None]:
     """The application's latency while ``method`` purges a fresh copy of the table, then until removed."""
     load = purge.AppLoad(backend, 0.001, seed=8)
     if method.startswith("cpu:"):
-        spun = while_spinning(load, int(method.removeprefix("cpu:")), cpu_seconds)
+        spun = while_spinning(load, int(method.removeprefix("cpu:")), args.cpu_seconds)
         return [describe(f"{method} (no purge)", *spun)], None
     fresh = purge.fresh_table(backend)
     purging = method.removeprefix("held:").strip()
-    label, flags = reaper_flags(purging, limit)
+    label, flags = reaper_flags(purging, idle, args.history_factor)
     label = f"held:{label}" if method.startswith("held:") else label
     kind = "bare" if purging == "bare" else "reaper"
     load.start(MAX_UPDATES, 3600)
@@ -180,6 +191,19 @@ def goal_lines(idle_p99_ms: float, outcomes: list[Outcome]) -> list[str]:
     return lines
 
 
+def curve_lines(idle_p99_ms: float, outcomes: list[Outcome]) -> list[str]:
+    """The curve: for each purge, the application's p99 against idle and the purge's rate against
+    reaper with its defaults (until removed), one line each, in the order given."""
+    unthrottled = next((o.rate_removed for o in outcomes if o.label == "reaper (defaults)"), None)
+    lines = [f"{'CURVE setting':<36} {'p99 ms':>8} {'x idle':>7} {'rows/s':>9} {'x defaults':>10}"]
+    for outcome in outcomes:
+        rate = f"{outcome.rate_removed:9,.0f}" if outcome.rate_removed else f"{'-':>9}"
+        share = (f"{outcome.rate_removed / unthrottled:10.2f}" if outcome.rate_removed and unthrottled
+                 else f"{'-':>10}")
+        lines.append(f"{outcome.label:<36} {outcome.p99_ms:8.2f} {outcome.p99_ms / idle_p99_ms:7.2f} {rate} {share}")
+    return lines
+
+
 @dataclass
 class IdleHistory:
     """InnoDB's history list length while the application ran alone, and the throttle's N from it."""
@@ -210,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="throttle: N is this times the idle peak of history_list_length (default 2)")
     args = parser.parse_args(argv)
     innodb_only = [method for method in args.methods
-                   if method.startswith("held:") or shlex.split(method)[:1] == ["throttle"]]
+                   if method.startswith("held:") or is_throttle((shlex.split(method) or [""])[0])]
     if args.database == "sqlite" and innodb_only:
         parser.error("held: and throttle are for MariaDB (InnoDB's purge)")
     if any(method.startswith("cpu:") and not method.removeprefix("cpu:").isdigit() for method in args.methods):
@@ -232,12 +256,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"throttle N = {limit.n:,}", flush=True)
         outcomes = []
         for method in args.methods:
-            lines, outcome = during(backend, method, args.cpu_seconds, limit.n if limit else None)
+            lines, outcome = during(backend, method, args, limit)
             print("\n".join(lines), flush=True)
             outcomes += [outcome] if outcome else []
         idle_ms = sorted(value * 1000 for value in idle.latencies)
         if idle_ms:
-            print("\n".join(goal_lines(purge.percentile(idle_ms, 0.99), outcomes)), flush=True)
+            idle_p99 = purge.percentile(idle_ms, 0.99)
+            print("\n".join(curve_lines(idle_p99, outcomes) + goal_lines(idle_p99, outcomes)), flush=True)
     finally:
         backend.close()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -182,7 +182,7 @@ def test_the_plans_benchmark_times_a_dry_run_and_a_purge_against_the_plain_state
 
 @pytest.mark.slow
 @pytest.mark.server
-def test_the_app_latency_benchmark_throttles_on_history_list_length_chosen_from_the_idle_level(
+def test_the_app_latency_benchmark_throttles_on_history_list_lengths_chosen_from_the_idle_level(
     tmp_path: Path,
 ) -> None:
     if "mariadb" not in BACKENDS:
@@ -190,7 +190,7 @@ def test_the_app_latency_benchmark_throttles_on_history_list_length_chosen_from_
     require_server("mariadb")
     result = subprocess.run(
         [sys.executable, str(SCRIPT.parent / "app_latency.py"), "--database", "mariadb", "--rows", "3000",
-         "", "throttle"],
+         "", "throttle", "throttle@4"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path, stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -199,12 +199,17 @@ def test_the_app_latency_benchmark_throttles_on_history_list_length_chosen_from_
     assert found, result.stdout
     peak, n = (int(value.replace(",", "")) for value in found.groups())
     assert n == max(2 * peak, 20)
+    n4 = max(4 * peak, 20)
     labels = re.findall(r"^(.+?) +[\d.]+ s +(?:p50 |no update finished)", result.stdout, re.MULTILINE)
     purges = [label for label in labels if not label.endswith(" then until removed")]
-    assert purges == ["reaper (defaults)", f"throttle N={n}"], result.stdout
+    assert purges == ["reaper (defaults)", f"throttle N={n}", f"throttle N={n4}"], result.stdout
     rates = re.findall(r"^  [\d,]+ rows: [\d,]+ rows/s to the last commit, [\d,]+ rows/s until removed$",
                        result.stdout, re.MULTILINE)
-    assert len(rates) == 2, result.stdout
+    assert len(rates) == 3, result.stdout
+    curve = re.findall(r"^(.+?) +[\d.]+ +([\d.]+) +[\d,]+ +([\d.]+)$", result.stdout, re.MULTILINE)
+    assert [label for label, _, _ in curve] == purges, result.stdout
+    assert curve[0][2] == "1.00"  # the rates are against reaper with its defaults
     goal = [line for line in result.stdout.splitlines() if line.startswith("GOAL ")]
-    assert len(goal) == 1 and goal[0].startswith(f"GOAL throttle N={n}: p99 ") and goal[0].endswith(("met", "MISSED"))
+    assert [line.split(":")[0] for line in goal] == [f"GOAL throttle N={n}", f"GOAL throttle N={n4}"], result.stdout
+    assert all(line.endswith(("met", "MISSED")) for line in goal)
     assert list(tmp_path.iterdir()) == []

@@ -159,6 +159,23 @@ def test_a_dry_run_issues_as_many_statements_for_ten_times_the_matches(
     assert len(few) == len(many)
 
 
+@pytest.mark.parametrize("indexed", [False], ids=["primary key"], indirect=True)
+def test_a_dry_run_on_a_table_with_only_its_primary_key_reads_the_table_once_per_rule_and_sample(
+    tasks: Tasks, database_url: str, indexed: bool
+) -> None:
+    tasks.add("success", finished_at=ago(days=40))
+    tasks.add("running", started_at=ago(hours=30))
+    tasks.add("failure", finished_at=ago(days=1))  # the spelling a write would use, found at once
+    settings = settings_for(database_url, tasks.shape)
+    seen = recorded(tasks.engine)
+    run_policies(open_table(tasks.engine, settings), standard_policies(settings), NOW, RunOptions(dry_run=True))
+    with tasks.engine.connect() as conn:
+        scans = [statement for statement, parameters in on_the_table(seen) if explained(conn, statement, parameters)[1]]
+    rules = sum(len(policy.rules) for policy in standard_policies(settings))
+    # a count per rule, a sample for each of the two policies that match, and the failure spelling's look-up
+    assert len(scans) <= rules + 2 + 1, "\n\n".join(scans)
+
+
 def test_a_dry_run_reports_what_the_real_run_then_does_with_a_bounded_requeue(
     make_tasks: Any, database_url: str
 ) -> None:

@@ -31,10 +31,10 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from reaper.database.connection import backend_of, safe_url, url_secrets
-from reaper.engine.sizing import MAX_BATCH_SIZE, MAX_ID_LIST
-from reaper.engine.throttle import DEFAULT_MAX_PAUSE_SECONDS, ThrottleSettings, check_names, parse_spec
 from reaper.errors import ConfigError
+from reaper.settings.batching import MAX_BATCH_SIZE, MAX_ID_LIST
 from reaper.settings.presets import PRESETS, preset_named, with_preset_defaults
+from reaper.settings.throttling import DEFAULT_MAX_PAUSE_SECONDS, ThrottleSettings, check_names, parse_spec
 
 ENV_PREFIX = "REAPER_"
 DOTENV_FILE = ".env"

@@ -21,7 +21,8 @@ from prometheus_client.registry import Collector
 
 from reaper.engine.reap import RunResult
 from reaper.inspect.stats import STATUS_ORDER, Stats
-from reaper.policy.policies import STANDARD_POLICY_NAMES, Policy
+from reaper.policy.catalog import STANDARD_POLICY_NAMES
+from reaper.policy.policies import Policy
 
 OTHER_TYPE = "other"
 OTHER_STATUS = "other"

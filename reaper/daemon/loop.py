@@ -4,7 +4,7 @@ Jobs (on a ``schedule.Scheduler`` of our own, never the module-level one):
 - every day at ``dry_run_at``: a dry run; at ``cleanup_at``: the cleanup (a dry run too in shadow
   mode); both in ``timezone``, each in a thread of its own so that the loop keeps ticking; a
   cleanup that fails is tried again after 1, 2, 4 ... min, for up to ``cleanup_retry_hours``;
-- every ``rescue_interval_seconds`` (unless 0): a rescue, the running and pending timeouts alone,
+- every ``rescue_interval_seconds`` (unless 0): a rescue, the policies that find zombies alone,
   under the same one-reaper lock (a dry run in shadow mode), so that zombies do not wait for the
   night; the retention purges run at ``cleanup_at`` only;
 - every ``reload_interval_minutes`` (counted from start-up) and on SIGHUP: reload the settings;
@@ -39,21 +39,24 @@ from reaper.engine.reap import RunResult, run_policies
 from reaper.engine.throttle import open_throttle
 from reaper.errors import DatabaseError, LockHeld, ReaperError
 from reaper.inspect.stats import Totals, poll_stats
+from reaper.policy.catalog import action_keys, zombie_specs
 from reaper.policy.policies import standard_policies
+from reaper.settings.database import DatabaseSettings
 from reaper.settings.model import Settings
+from reaper.settings.table import TableSettings
 
 TICK_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 60.0
 FIRST_RETRY_SECONDS = 60.0
-RESCUE_POLICIES = ("running_timeout", "pending_timeout")
+# A rescue runs the policies that find zombies; the retention purges wait for the nightly cleanup.
+RESCUE_POLICIES = frozenset(spec.name for spec in zombie_specs())
 SHUTDOWN_GRACE_SECONDS = 10.0
 DATABASE_KEYS = {
-    "database_url", "database_timezone", "table", "table_schema", "columns", "statuses",
-    "lock_timeout_seconds", "statement_timeout_seconds",
-    # What a failure writes and whether undated rows are dated come with the table (TaskTable).
-    "preset", "celery_result_serializer",
+    # The engine's session limits, and the table with what a failure writes and whether undated rows
+    # are dated (TaskTable).
+    *DatabaseSettings.model_fields, *TableSettings.model_fields,
     # Whether some policy requeues decides how pending rows are dated (TaskTable.pending_since_update).
-    "task_types", "running_timeout_action", "pending_timeout_action",
+    "task_types", *action_keys(),
 }
 SCHEDULE_KEYS = {"dry_run_at", "cleanup_at", "timezone", "reload_interval_minutes", "rescue_interval_seconds"}
 RESTART_KEYS = {"metrics_host", "metrics_port", "metrics_certfile", "metrics_keyfile", "metrics_client_cafile"}
@@ -190,7 +193,7 @@ class Daemon:
         return True
 
     def run_policies(self, dry_run: bool, rescue: bool = False) -> RunResult | None:
-        """Run the four policies once, or the two timeouts for a rescue (dry in shadow mode); record the outcome."""
+        """Run the policies once, or those that find zombies for a rescue (dry in shadow mode); record the outcome."""
         # One run at a time in this process: the cleanup waits for a rescue in progress, and a rescue gives way
         # to any other run. Left to the database lock, our own rescue would lock the nightly cleanup out.
         if not self._one_run.acquire(blocking=not rescue):

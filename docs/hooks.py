@@ -53,10 +53,10 @@ def _default(field: Any) -> str:
 
 def settings_page() -> str:
     """The settings reference: one row per setting, nested ones by their ``__`` name."""
-    from reaper.settings.model import ENV_PREFIX, Settings
+    from reaper.settings.model import ENV_PREFIX, setting_fields
 
     rows = []
-    for name, field in Settings.model_fields.items():
+    for name, field in setting_fields().items():
         annotation = field.annotation
         nested = getattr(annotation, "model_fields", None)
         if nested:

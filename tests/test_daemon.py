@@ -430,7 +430,7 @@ def test_an_invalid_new_config_is_logged_and_the_running_one_kept(
     daemon, registry = reloading_daemon(database_url, config, "running_timeout_hours = 6\n")
     config.write_text("running_timeout_hours = -1\n")
     assert not daemon.reload()
-    assert daemon.settings.running_timeout_hours == 6
+    assert daemon.settings.policies.running_timeout_hours == 6
     assert value(samples(registry), "reaper_config_reloads_total", outcome="failure") == 1
 
 
@@ -445,7 +445,7 @@ def test_a_config_file_that_is_not_utf8_on_sighup_is_a_failed_reload_not_a_faile
     scraped = samples(registry)
     assert value(scraped, "reaper_config_reloads_total", outcome="failure") == 1
     assert not [name for name, _ in scraped if name == "reaper_job_failures_total"]
-    assert daemon.settings.running_timeout_hours == 6
+    assert daemon.settings.policies.running_timeout_hours == 6
 
 
 def test_a_reload_that_asks_for_a_column_the_table_lacks_is_refused(
@@ -460,7 +460,7 @@ def test_a_reload_that_asks_for_a_column_the_table_lacks_is_refused(
     assert daemon.poll()
     config.write_text("running_timeout_action = 'requeue'\n[columns]\nupdated_at = ''\n")
     assert not daemon.reload()  # requeue needs an updated-at column
-    assert daemon.settings.running_timeout_action == "fail"
+    assert daemon.settings.policies.running_timeout_action == "fail"
     assert value(samples(registry), "reaper_config_reloads_total", outcome="failure") == 1
     daemon.run_policies(dry_run=False)
     assert tasks.status_of(zombie) == "failure"
@@ -480,7 +480,8 @@ def test_a_reload_naming_a_table_or_column_that_does_not_exist_is_refused_as_at_
     with pytest.raises(ConfigError):  # what a start with that file says
         open_table(tasks.engine, load_settings({"database_url": database_url}, config))
     assert not daemon.reload()
-    assert daemon.settings.running_timeout_hours == 24 and daemon.settings.table == "processing_tasks"
+    assert daemon.settings.policies.running_timeout_hours == 24
+    assert daemon.settings.task_table.table == "processing_tasks"
     assert value(samples(registry), "reaper_config_reloads_total", outcome="failure") == 1
     assert daemon.poll()
     daemon.run_policies(dry_run=False)
@@ -751,7 +752,7 @@ def test_a_reload_that_sets_the_batch_size_makes_it_the_most_a_batch_holds_and_s
 
     config = tmp_path / "reaper.toml"
     daemon, _ = reloading_daemon(database_url, config, "", clock=lambda: NOW)
-    assert daemon.settings.batch_ceiling == 100_000  # left at its default: batches may grow
+    assert daemon.settings.batching.ceiling == 100_000  # left at its default: batches may grow
     config.write_text("batch_size = 1000\n")  # the same value, now chosen on purpose
     lines: list[str] = []
     sink = logger.add(lambda message: lines.append(str(message)), level="INFO")
@@ -759,7 +760,7 @@ def test_a_reload_that_sets_the_batch_size_makes_it_the_most_a_batch_holds_and_s
         assert daemon.reload()
     finally:
         logger.remove(sink)
-    assert daemon.settings.batch_ceiling == 1000
+    assert daemon.settings.batching.ceiling == 1000
     assert any("configuration reloaded: batch_size changed" in line for line in lines), lines
 
 
@@ -771,7 +772,7 @@ def test_a_reload_with_a_boolean_or_fraction_for_a_number_is_refused_and_counted
     daemon, registry = reloading_daemon(database_url, config, "success_retention_days = 30\nbatch_size = 500\n")
     config.write_text(f"{line}\n")
     assert not daemon.reload()
-    assert (daemon.settings.success_retention_days, daemon.settings.batch_size) == (30, 500)
+    assert (daemon.settings.policies.success_retention_days, daemon.settings.batching.batch_size) == (30, 500)
     assert value(samples(registry), "reaper_config_reloads_total", outcome="failure") == 1
     assert value(samples(registry), "reaper_config_reloads_total", outcome="success") == 0
 

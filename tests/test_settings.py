@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from reaper.errors import ConfigError
+from reaper.settings.batching import MAX_BATCH_SIZE
 from reaper.settings.model import Settings, load_settings
 
 
@@ -15,18 +16,19 @@ def write_toml(path: Path, text: str) -> Path:
     return path
 
 
-def test_defaults_are_the_seed_thresholds() -> None:
+def test_defaults_are_the_documented_thresholds() -> None:
     settings = load_settings()
     assert (
-        settings.running_timeout_hours,
-        settings.pending_timeout_hours,
-        settings.failure_retention_days,
-        settings.success_retention_days,
-        settings.batch_size,
-        settings.table,
+        settings.policies.running_timeout_hours,
+        settings.policies.pending_timeout_hours,
+        settings.policies.failure_retention_days,
+        settings.policies.success_retention_days,
+        settings.batching.batch_size,
+        settings.task_table.table,
     ) == (24, 2, 7, 30, 1000, "processing_tasks")
-    assert settings.columns.finished_at == "completed_at" and settings.columns.error == "error_message"
-    assert settings.database_url == "sqlite:///reaper.db"
+    columns = settings.task_table.columns
+    assert columns.finished_at == "completed_at" and columns.error == "error_message"
+    assert settings.database.database_url == "sqlite:///reaper.db"
 
 
 def test_flags_override_environment_which_overrides_dotenv_which_overrides_toml(
@@ -42,10 +44,10 @@ def test_flags_override_environment_which_overrides_dotenv_which_overrides_toml(
     monkeypatch.setenv("REAPER_SUCCESS_RETENTION_DAYS", "3")
     settings = load_settings({"success_retention_days": 4}, config)
     assert (
-        settings.running_timeout_hours,
-        settings.pending_timeout_hours,
-        settings.failure_retention_days,
-        settings.success_retention_days,
+        settings.policies.running_timeout_hours,
+        settings.policies.pending_timeout_hours,
+        settings.policies.failure_retention_days,
+        settings.policies.success_retention_days,
     ) == (1, 2, 3, 4)
 
 
@@ -53,7 +55,8 @@ def test_config_file_can_be_named_in_the_environment(tmp_path: Path, monkeypatch
     config = write_toml(tmp_path / "r.toml", 'table = "jobs"\n[columns]\nfinished_at = "done_at"\nerror = ""\n')
     monkeypatch.setenv("REAPER_CONFIG_FILE", str(config))
     settings = load_settings()
-    assert settings.table == "jobs" and settings.columns.finished_at == "done_at" and settings.columns.error is None
+    columns = settings.task_table.columns
+    assert settings.task_table.table == "jobs" and columns.finished_at == "done_at" and columns.error is None
 
 
 def test_nested_environment_variables_set_columns_and_statuses(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -61,8 +64,8 @@ def test_nested_environment_variables_set_columns_and_statuses(monkeypatch: pyte
     monkeypatch.setenv("REAPER_COLUMNS__TASK_TYPE", "")
     monkeypatch.setenv("REAPER_STATUSES__RUNNING", "in_progress")
     settings = load_settings()
-    assert settings.columns.started_at == "began" and settings.columns.task_type is None
-    assert settings.statuses.running == "in_progress" and settings.statuses.pending == "pending"
+    assert settings.task_table.columns.started_at == "began" and settings.task_table.columns.task_type is None
+    assert settings.task_table.statuses.running == "in_progress" and settings.task_table.statuses.pending == "pending"
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
@@ -82,19 +85,19 @@ def test_a_totals_interval_that_is_not_a_positive_number_is_rejected(
 
 
 def test_the_totals_interval_defaults_to_ten_minutes_and_accepts_a_fraction(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert load_settings().totals_interval_seconds == 600
+    assert load_settings().daemon.totals_interval_seconds == 600
     monkeypatch.setenv("REAPER_TOTALS_INTERVAL_SECONDS", "0.5")
-    assert load_settings().totals_interval_seconds == 0.5
+    assert load_settings().daemon.totals_interval_seconds == 0.5
 
 
 def test_zombies_are_rescued_every_five_minutes_and_a_failed_cleanup_retried_for_six_hours_by_default() -> None:
     settings = load_settings()
-    assert (settings.rescue_interval_seconds, settings.cleanup_retry_hours) == (300, 6)
+    assert (settings.daemon.rescue_interval_seconds, settings.daemon.cleanup_retry_hours) == (300, 6)
 
 
 def test_a_rescue_interval_of_zero_turns_rescues_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REAPER_RESCUE_INTERVAL_SECONDS", "0")
-    assert load_settings().rescue_interval_seconds == 0
+    assert load_settings().daemon.rescue_interval_seconds == 0
 
 
 @pytest.mark.parametrize("value", ["5", "-1", "nan", "often"])
@@ -183,7 +186,7 @@ def test_the_safe_url_masks_the_password() -> None:
 
 def test_dotenv_lines_of_the_application_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
     Path(".env").write_text("DATABASE_URL=postgresql://app@db/app\nSECRET_KEY=xyz\nREAPER_BATCH_SIZE=50\n")
-    assert load_settings().batch_size == 50
+    assert load_settings().batching.batch_size == 50
 
 
 def test_an_unknown_reaper_line_in_dotenv_is_an_error_naming_the_file() -> None:
@@ -199,14 +202,14 @@ def test_task_types_come_from_toml_tables_and_fall_back_to_the_global_values(tmp
         '[task_types.download]\nrunning_timeout_action = "requeue"\nmax_attempts = 5\n',
     )
     settings = load_settings({"pending_timeout_hours": 3}, config)
-    video, download = settings.for_task_type("video_slice"), settings.for_task_type("download")
+    video, download = settings.policies.for_task_type("video_slice"), settings.policies.for_task_type("download")
     assert (video.running_timeout_hours, video.pending_timeout_hours, video.running_timeout_action) == (36, 3, "fail")
     assert (
         download.running_timeout_hours,
         download.running_timeout_action,
         download.max_attempts,
     ) == (20, "requeue", 5)
-    assert settings.for_task_type("render").running_timeout_hours == 20 and settings.rescues()
+    assert settings.policies.for_task_type("render").running_timeout_hours == 20 and settings.policies.rescues()
 
 
 def test_an_unknown_key_in_a_task_type_table_is_an_error_naming_it(tmp_path: Path) -> None:
@@ -227,7 +230,7 @@ def test_an_invalid_task_type_value_is_an_error_naming_the_key(tmp_path: Path, l
 
 def test_task_types_can_be_given_as_json_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REAPER_TASK_TYPES", '{"Video_Slice": {"running_timeout_hours": 36}}')
-    assert load_settings().for_task_type("Video_Slice").running_timeout_hours == 36  # the case is kept
+    assert load_settings().policies.for_task_type("Video_Slice").running_timeout_hours == 36  # the case is kept
 
 
 def test_a_task_type_variable_is_refused_because_names_lose_their_case(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -238,17 +241,18 @@ def test_a_task_type_variable_is_refused_because_names_lose_their_case(monkeypat
 
 def test_heartbeat_attempts_and_actions_have_safe_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings()
-    assert (settings.columns.heartbeat_at, settings.columns.attempts) == (None, None)
-    assert (settings.running_timeout_action, settings.pending_timeout_action) == ("fail", "fail")
-    assert (settings.heartbeat_timeout_minutes, settings.max_attempts, settings.rescues()) == (10, 3, False)
+    policies = settings.policies
+    assert (settings.task_table.columns.heartbeat_at, settings.task_table.columns.attempts) == (None, None)
+    assert (policies.running_timeout_action, policies.pending_timeout_action) == ("fail", "fail")
+    assert (policies.heartbeat_timeout_minutes, policies.max_attempts, policies.rescues()) == (10, 3, False)
     monkeypatch.setenv("REAPER_COLUMNS__HEARTBEAT_AT", "last_beat")
     monkeypatch.setenv("REAPER_HEARTBEAT_TIMEOUT_MINUTES", "5")
     monkeypatch.setenv("REAPER_PENDING_TIMEOUT_ACTION", "requeue")
     settings = load_settings()
     assert (
-        settings.columns.heartbeat_at,
-        settings.heartbeat_timeout_minutes,
-        settings.rescues(),
+        settings.task_table.columns.heartbeat_at,
+        settings.policies.heartbeat_timeout_minutes,
+        settings.policies.rescues(),
     ) == ("last_beat", 5, True)
 
 
@@ -271,7 +275,7 @@ def test_a_task_type_action_sets_both_actions_unless_one_is_set_on_its_own(tmp_p
     config = write_toml(
         tmp_path / "r.toml", '[task_types.download]\naction = "requeue"\npending_timeout_action = "fail"\n'
     )
-    download = load_settings(config_file=config).for_task_type("download")
+    download = load_settings(config_file=config).policies.for_task_type("download")
     assert (download.running_timeout_action, download.pending_timeout_action) == ("requeue", "fail")
 
 
@@ -337,14 +341,15 @@ def test_a_number_given_as_text_in_the_environment_or_dotenv_is_read_as_a_number
     monkeypatch.setenv("REAPER_BATCH_SIZE", " 250 ")
     monkeypatch.setenv("REAPER_SUCCESS_RETENTION_DAYS", "14")
     settings = load_settings()
-    assert (settings.batch_size, settings.max_retries, settings.sleep_seconds) == (250, 5, 0.5)
-    assert settings.success_retention_days == 14
+    batching = settings.batching
+    assert (batching.batch_size, batching.max_retries, batching.sleep_seconds) == (250, 5, 0.5)
+    assert settings.policies.success_retention_days == 14
 
 
 def test_a_whole_number_is_a_valid_threshold_in_toml(tmp_path: Path) -> None:
     config = write_toml(tmp_path / "r.toml", "success_retention_days = 14\nbatch_size = 250\n")
     settings = load_settings(config_file=config)
-    assert (settings.success_retention_days, settings.batch_size) == (14, 250)
+    assert (settings.policies.success_retention_days, settings.batching.batch_size) == (14, 250)
 
 
 @pytest.mark.parametrize(
@@ -363,3 +368,29 @@ def test_a_task_type_threshold_given_as_a_json_boolean_in_the_environment_is_ref
     monkeypatch.setenv("REAPER_TASK_TYPES", '{"download": {"running_timeout_hours": true}}')
     with pytest.raises(ConfigError, match=r"task_types\.download\.running_timeout_hours in REAPER_TASK_TYPES"):
         load_settings()
+
+
+def test_settings_are_given_by_their_flat_names_and_read_by_group() -> None:
+    settings = Settings(batch_size=500, running_timeout_hours=6, table="jobs", columns={"error": ""})
+    assert (settings.batching.batch_size, settings.policies.running_timeout_hours) == (500, 6)
+    assert settings.task_table.table == "jobs" and settings.task_table.columns.error is None
+    assert (settings.value_of("batch_size"), settings.value_of("table")) == (500, "jobs")
+
+
+def test_a_batch_size_given_is_the_ceiling_and_one_left_at_its_default_is_not() -> None:
+    assert Settings(batch_size=1000).batching.ceiling == 1000
+    assert Settings().batching.ceiling == MAX_BATCH_SIZE and load_settings().batching.ceiling == MAX_BATCH_SIZE
+    assert load_settings({"batch_size": 1000}).batching.ceiling == 1000
+
+
+def test_the_differences_between_two_settings_are_named_as_the_sources_name_them() -> None:
+    before, after = load_settings(), load_settings({"batch_size": 5, "running_timeout_hours": 3, "log_json": True})
+    assert before.differences(after) == {"batch_size", "running_timeout_hours", "log_json"}
+    assert not before.differences(load_settings())
+
+
+@pytest.mark.parametrize("group", ["batching", "policies", "database", "task_table"])
+def test_a_group_of_the_model_is_not_a_key_of_the_toml_file(tmp_path: Path, group: str) -> None:
+    config = write_toml(tmp_path / "r.toml", f"[{group}]\nbatch_size = 5\n")
+    with pytest.raises(ConfigError, match=rf"unknown setting {group} \(REAPER_{group.upper()}\) in config file"):
+        load_settings(config_file=config)

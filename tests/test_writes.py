@@ -254,7 +254,7 @@ def test_a_table_keyed_by_id_and_shard_gets_each_row_written_once_and_counted_on
         conn.execute(insert(table), rows)
     settings = settings_for(database_url, archive=archive or "none", archive_dir=tmp_path)
     options = RunOptions(sleep=lambda _: None, batch_size=3, archive=open_archive(
-        settings.archive, settings.archive_dir, None, table, engine, NOW, "id"))
+        settings.safety.archive, settings.safety.archive_dir, None, table, engine, NOW, "id"))
     run = run_policies(open_table(engine, settings), standard_policies(settings), NOW, options)
     failed, deleted = run.policies["running_timeout"], run.policies["success_retention"]
     assert (failed.matched, failed.affected) == (12, 12)

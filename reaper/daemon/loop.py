@@ -4,7 +4,7 @@ Jobs (on a ``schedule.Scheduler`` of our own, never the module-level one):
 - every day at ``dry_run_at``: a dry run; at ``cleanup_at``: the cleanup (a dry run too in shadow
   mode); both in ``timezone``, each in a thread of its own so that the loop keeps ticking; a
   cleanup that fails is tried again after 1, 2, 4 ... min, for up to ``cleanup_retry_hours``;
-- every ``rescue_interval_seconds`` (unless 0): a rescue, the running and pending timeouts alone,
+- every ``rescue_interval_seconds`` (unless 0): a rescue, the policies that find zombies alone,
   under the same one-reaper lock (a dry run in shadow mode), so that zombies do not wait for the
   night; the retention purges run at ``cleanup_at`` only;
 - every ``reload_interval_minutes`` (counted from start-up) and on SIGHUP: reload the settings;
@@ -39,28 +39,31 @@ from reaper.engine.reap import RunResult, run_policies
 from reaper.engine.throttle import open_throttle
 from reaper.errors import DatabaseError, LockHeld, ReaperError
 from reaper.inspect.stats import Totals, poll_stats
+from reaper.policy.catalog import action_keys, zombie_specs
 from reaper.policy.policies import standard_policies
+from reaper.settings.database import DatabaseSettings
 from reaper.settings.model import Settings
+from reaper.settings.table import TableSettings
 
 TICK_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 60.0
 FIRST_RETRY_SECONDS = 60.0
-RESCUE_POLICIES = ("running_timeout", "pending_timeout")
+# A rescue runs the policies that find zombies; the retention purges wait for the nightly cleanup.
+RESCUE_POLICIES = frozenset(spec.name for spec in zombie_specs())
 SHUTDOWN_GRACE_SECONDS = 10.0
 DATABASE_KEYS = {
-    "database_url", "database_timezone", "table", "table_schema", "columns", "statuses",
-    "lock_timeout_seconds", "statement_timeout_seconds",
-    # What a failure writes and whether undated rows are dated come with the table (TaskTable).
-    "preset", "celery_result_serializer",
+    # The engine's session limits, and the table with what a failure writes and whether undated rows
+    # are dated (TaskTable).
+    *DatabaseSettings.model_fields, *TableSettings.model_fields,
     # Whether some policy requeues decides how pending rows are dated (TaskTable.pending_since_update).
-    "task_types", "running_timeout_action", "pending_timeout_action",
+    "task_types", *action_keys(),
 }
 SCHEDULE_KEYS = {"dry_run_at", "cleanup_at", "timezone", "reload_interval_minutes", "rescue_interval_seconds"}
 RESTART_KEYS = {"metrics_host", "metrics_port", "metrics_certfile", "metrics_keyfile", "metrics_client_cafile"}
 
 
 def _engine_for(settings: Settings) -> Engine:
-    limits = SessionLimits(settings.lock_timeout_seconds, settings.statement_timeout_seconds)
+    limits = SessionLimits(settings.database.lock_timeout_seconds, settings.database.statement_timeout_seconds)
     return create_db_engine(settings.url, limits)
 
 
@@ -118,7 +121,7 @@ class Daemon:
         self.retry: CleanupRetry | None = None  # set by a cleanup that failed; the loop starts it when due
         self._last_tick = time.monotonic()
         self.poll_failures = 0
-        metrics.set_table(settings.table)
+        metrics.set_table(settings.task_table.table)
         metrics.set_thresholds(standard_policies(settings))
 
     # --- the database --------------------------------------------------------------------------
@@ -129,7 +132,7 @@ class Daemon:
             settings = self.settings
             if self._engine is None:
                 self._engine = _engine_for(settings)
-            with database_errors(f"cannot read table {settings.table!r}", settings.secrets):
+            with database_errors(f"cannot read table {settings.task_table.table!r}", settings.secrets):
                 self._table = open_table(self._engine, settings)
         return self._table
 
@@ -150,7 +153,7 @@ class Daemon:
             return None
         engine = _engine_for(new)
         try:
-            with database_errors(f"cannot read table {new.table!r}", new.secrets):
+            with database_errors(f"cannot read table {new.task_table.table!r}", new.secrets):
                 return engine, open_table(engine, new)
         except DatabaseError as exc:  # as at start: taken, and checked by the polls once the database answers
             engine.dispose()
@@ -174,7 +177,7 @@ class Daemon:
         try:
             table = self.task_table()
             now = self.clock()
-            max_age = timedelta(seconds=self.settings.totals_interval_seconds)
+            max_age = timedelta(seconds=self.settings.daemon.totals_interval_seconds)
             with database_errors("statistics poll failed", self.settings.secrets):
                 stats, self._totals = poll_stats(table, standard_policies(self.settings), now, previous, max_age)
         except ReaperError as exc:
@@ -190,7 +193,7 @@ class Daemon:
         return True
 
     def run_policies(self, dry_run: bool, rescue: bool = False) -> RunResult | None:
-        """Run the four policies once, or the two timeouts for a rescue (dry in shadow mode); record the outcome."""
+        """Run the policies once, or those that find zombies for a rescue (dry in shadow mode); record the outcome."""
         # One run at a time in this process: the cleanup waits for a rescue in progress, and a rescue gives way
         # to any other run. Left to the database lock, our own rescue would lock the nightly cleanup out.
         if not self._one_run.acquire(blocking=not rescue):
@@ -257,7 +260,7 @@ class Daemon:
         now = self.clock()
         first = failed.first_failure if failed else now
         attempt = failed.attempt + 1 if failed else 1
-        window = self.settings.cleanup_retry_hours * 3600
+        window = self.settings.daemon.cleanup_retry_hours * 3600
         delay = retry_delay_seconds(attempt, (now - first).total_seconds(), window)
         if delay is None:
             if window:
@@ -278,8 +281,8 @@ class Daemon:
             logger.error(f"configuration reload failed, keeping the running configuration: {exc}")
             return False
         old = self.settings
-        changed = {name for name in type(new).model_fields if getattr(new, name) != getattr(old, name)}
-        if new.batch_ceiling != old.batch_ceiling:  # batch_size given or left to its default: how far batches grow
+        changed = new.differences(old)
+        if new.batching.ceiling != old.batching.ceiling:  # batch_size given or left to its default: how far they grow
             changed.add("batch_size")
         try:
             opened = self._table_for(new, changed)
@@ -296,7 +299,7 @@ class Daemon:
             self.schedule_jobs()
         if changed & RESTART_KEYS:
             logger.warning(f"{', '.join(sorted(changed & RESTART_KEYS))} changed: takes effect after a restart")
-        self.metrics.set_table(new.table)
+        self.metrics.set_table(new.task_table.table)
         self.metrics.set_thresholds(standard_policies(new))
         self.metrics.reloads.labels("success").inc()
         logger.info(f"configuration reloaded: {', '.join(sorted(changed)) or 'nothing'} changed")
@@ -337,7 +340,7 @@ class Daemon:
 
     def schedule_jobs(self) -> None:
         """(Re)create the scheduled jobs from the current settings."""
-        settings = self.settings
+        settings = self.settings.daemon
         self.scheduler.clear()
         self.scheduler.every().day.at(settings.dry_run_at, settings.timezone).do(
             self.in_background("dry_run", lambda: self.run_policies(dry_run=True))
@@ -390,7 +393,10 @@ class Daemon:
 
     def _poll_forever(self) -> None:
         poll = self.guarded("stats", self.poll)
-        while not self.stop_event.wait(backoff_seconds(self.poll_failures, self.settings.stats_interval_seconds)):
+        while True:
+            interval = self.settings.daemon.stats_interval_seconds  # read at each turn: a reload may change it
+            if self.stop_event.wait(backoff_seconds(self.poll_failures, interval)):
+                return
             poll()
 
     def install_signal_handlers(self) -> None:

@@ -21,17 +21,19 @@ from prometheus_client.registry import Collector
 
 from reaper.engine.reap import RunResult
 from reaper.inspect.stats import STATUS_ORDER, Stats
-from reaper.policy.policies import STANDARD_POLICY_NAMES, Policy
+from reaper.policy.catalog import STANDARD_SPECS, spec_named, zombie_specs
+from reaper.policy.policies import Policy
 
 OTHER_TYPE = "other"
 OTHER_STATUS = "other"
 # Stored statuses that are none of the six names, exported by name (the largest); the rest are
 # added up as "other", so that a table full of junk statuses cannot multiply the series.
 MAX_UNKNOWN_STATUSES = 10
-STALE_STATUSES = ("running", "pending")
+# The status of each policy that finds zombies -> its name: their rows are the stale ones.
+ZOMBIE_POLICIES = {spec.status: spec.name for spec in zombie_specs()}
+STALE_STATUSES = tuple(ZOMBIE_POLICIES)
 RUN_MODES = ("cleanup", "dry_run", "rescue", "rescue_dry_run")
 RUN_OUTCOMES = ("success", "failure", "locked", "stopped")
-STANDARD_ACTIONS = {"running_timeout": ("failed", "requeued"), "pending_timeout": ("failed", "requeued")}
 
 
 RECENT_RUNS_KEPT = 10
@@ -175,9 +177,9 @@ class ReaperMetrics:
 
     def _initialise_labels(self) -> None:
         # Series that exist from the start let rate() and increase() see the first event.
-        for name in STANDARD_POLICY_NAMES:
-            for action in STANDARD_ACTIONS.get(name, ("deleted",)):
-                self.reaped.labels(name, action)
+        for spec in STANDARD_SPECS:
+            for action in spec.actions:
+                self.reaped.labels(spec.name, action.done)
         for mode in RUN_MODES:
             for outcome in RUN_OUTCOMES:
                 self.runs.labels(mode, outcome)
@@ -220,11 +222,13 @@ class ReaperMetrics:
         policies = list(policies)
         by_type: dict[tuple[str, str], float] = {}
         for policy in policies:
+            spec = spec_named(policy.name)
+            beat = spec.heartbeat.label if spec and spec.heartbeat else None  # the heartbeat limit's own label
             for rule in policy.rules:
                 for task_type in rule.task_types:
                     by_type[(task_type, policy.name)] = rule.max_age.total_seconds()
-                    if rule.heartbeat_max_age is not None:
-                        by_type[(task_type, "heartbeat_timeout")] = rule.heartbeat_max_age.total_seconds()
+                    if rule.heartbeat_max_age is not None and beat is not None:
+                        by_type[(task_type, beat)] = rule.heartbeat_max_age.total_seconds()
         heartbeat = next((p.default.heartbeat_max_age for p in policies if p.default.heartbeat_max_age), None)
         self._update(
             thresholds_seconds={p.name: p.max_age.total_seconds() for p in policies},

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
 
-from reaper.daemon.metrics import STALE_STATUSES, RunRecord, Snapshot
+from reaper.daemon.metrics import ZOMBIE_POLICIES, RunRecord, Snapshot
 from reaper.daemon.page_style import STYLE
 from reaper.inspect.stats import StaleSummary, Stats
 
@@ -136,7 +136,7 @@ def _summary_strip(snapshot: Snapshot, context: PageContext) -> str:
     oldest = []
     if stats is not None:
         limits = snapshot.thresholds_seconds
-        oldest = [_oldest_tile(s, stats.stale.get(s), limits.get(f"{s}_timeout")) for s in STALE_STATUSES]
+        oldest = [_oldest_tile(s, stats.stale.get(s), limits.get(name)) for s, name in ZOMBIE_POLICIES.items()]
     tiles = [
         _database_tile(snapshot, context.now), _zombie_tile(stats), *oldest,
         _last_run_tile(snapshot.recent_runs, context.shadow, context.now), _next_cleanup_tile(context),
@@ -168,15 +168,16 @@ def _explain_hint(stale: Mapping[str, StaleSummary]) -> str:
 
 
 def _zombie_section(stats: Stats) -> str:
-    running, pending = stats.stale.get("running"), stats.stale.get("pending")
+    summaries = [stats.stale.get(status) for status in ZOMBIE_POLICIES]  # a column per status that has zombies
     rows = "".join(
-        f"<tr><td>{escape(kind)}</td>{_count_cell(running.by_type.get(kind, 0) if running else 0)}"
-        f"{_count_cell(pending.by_type.get(kind, 0) if pending else 0)}</tr>"
+        f"<tr><td>{escape(kind)}</td>"
+        + "".join(_count_cell(summary.by_type.get(kind, 0) if summary else 0) for summary in summaries)
+        + "</tr>"
         for kind in _zombie_types(stats.stale)
-    ) or '<tr><td colspan="3">No zombies.</td></tr>'
+    ) or f'<tr><td colspan="{len(summaries) + 1}">No zombies.</td></tr>'
+    heads = "".join(f'<th class="n">stale {escape(status)}</th>' for status in ZOMBIE_POLICIES)
     return (
-        '<section><h2>Zombies by task type</h2><table id="zombies"><tr><th>task type</th>'
-        f'<th class="n">stale running</th><th class="n">stale pending</th></tr>{rows}</table>'
+        f'<section><h2>Zombies by task type</h2><table id="zombies"><tr><th>task type</th>{heads}</tr>{rows}</table>'
         f"{_explain_hint(stats.stale)}</section>"
     )
 

@@ -27,31 +27,30 @@ def run_daemon(settings: Settings, reload_settings: Callable[[], Settings], shad
     disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated in prometheus_client
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)  # process_start_time_seconds: the alert rules need the uptime
-    metrics = ReaperMetrics(registry, __version__, settings.metrics_max_task_types)
+    metrics = ReaperMetrics(registry, __version__, settings.metrics.metrics_max_task_types)
     # The page's recent runs survive a restart: those that changed rows are in the audit log.
-    metrics.restore_runs(audit_runs(settings.audit_log, settings.table, settings.safe_database_url))
+    metrics.restore_runs(audit_runs(settings.safety.audit_log, settings.task_table.table, settings.safe_database_url))
     daemon = Daemon(settings, reload_settings, metrics, schedule.Scheduler(), shadow=shadow)
     daemon.open_database()  # no such table or column: exit 2 now, as a one-shot run would
 
     def status_page() -> str:
         due = daemon.next_cleanup()
-        context = PageContext(
-            daemon.settings.table, daemon.clock().timestamp(), shadow, __version__, due.timestamp() if due else None
-        )
+        table, now = daemon.settings.task_table.table, daemon.clock().timestamp()
+        context = PageContext(table, now, shadow, __version__, due.timestamp() if due else None)
         return render_status_page(metrics.snapshot, context)
 
-    tls = None
-    if settings.metrics_certfile and settings.metrics_keyfile:
-        tls = TlsFiles(settings.metrics_certfile, settings.metrics_keyfile, settings.metrics_client_cafile)
+    tls, http = None, settings.metrics
+    if http.metrics_certfile and http.metrics_keyfile:
+        tls = TlsFiles(http.metrics_certfile, http.metrics_keyfile, http.metrics_client_cafile)
     app = build_app(registry, daemon.healthy, daemon.ready, status_page)
-    server = MetricsServer(app, settings.metrics_host, settings.metrics_port, tls)
+    server = MetricsServer(app, http.metrics_host, http.metrics_port, tls)
     daemon.install_signal_handlers()
 
     def serve() -> None:
         server.start()
         logger.info(
             f"reaper {__version__} {'in shadow mode (dry runs only) ' if shadow else ''}watching "
-            f"{settings.table} at {settings.safe_database_url}; metrics on "
+            f"{settings.task_table.table} at {settings.safe_database_url}; metrics on "
             f"{server.scheme}://{server.host}:{server.port}/metrics"
         )
 

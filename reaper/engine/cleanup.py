@@ -30,14 +30,15 @@ from reaper.settings.model import Settings
 
 def run_options(settings: Settings, dry_run: bool, **extra: Any) -> RunOptions:
     """Return the options of a pass from the settings in force."""
+    batching = settings.batching
     return RunOptions(
         dry_run=dry_run,
-        batch_size=settings.batch_size,
-        batch_time_seconds=settings.batch_time_seconds or None,
-        max_batch_size=settings.batch_ceiling,
-        sleep_seconds=settings.sleep_seconds,
-        max_runtime_seconds=settings.max_runtime_seconds,
-        max_retries=settings.max_retries,
+        batch_size=batching.batch_size,
+        batch_time_seconds=batching.batch_time_seconds or None,
+        max_batch_size=batching.ceiling,
+        sleep_seconds=batching.sleep_seconds,
+        max_runtime_seconds=batching.max_runtime_seconds,
+        max_retries=batching.max_retries,
         **extra,
     )
 
@@ -57,7 +58,8 @@ def exclusive_cleanup(
     try:
         with exclusive_run(table.engine, table.qualified_name) as lock:
             date_undated(table, [policy.status for policy in policies], now, options.batch_size)
-            archive = open_archive(settings.archive, settings.archive_dir, settings.archive_table, table.table,
+            safety = settings.safety
+            archive = open_archive(safety.archive, safety.archive_dir, safety.archive_table, table.table,
                                    table.engine, now, table.id.name)
             run_policies(table, policies, now, replace(options, still_exclusive=lock.held, archive=archive), run)
     except BaseException as exc:
@@ -86,5 +88,6 @@ def why_it_failed(exc: BaseException) -> str:
 
 def _audit(run: RunResult, settings: Settings, mode: str, archive: Archive | None, options: RunOptions) -> None:
     stopped_by_throttle = options.throttle is not None and options.throttle.stop_reason is not None
-    if (run.affected or stopped_by_throttle) and settings.audit_log is not None:
-        append_audit(settings.audit_log, audit_record(run, settings, mode, archive.location if archive else None))
+    audit_log = settings.safety.audit_log
+    if (run.affected or stopped_by_throttle) and audit_log is not None:
+        append_audit(audit_log, audit_record(run, settings, mode, archive.location if archive else None))

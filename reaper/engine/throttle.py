@@ -10,13 +10,11 @@
 
 The run asks its ``Throttle`` before the first batch and between batches. A clear reading is trusted
 for ``REREAD_SECONDS``, so the server is read at most a few times a second however quick the
-batches. What is read on each database is in ``load``.
+batches. What is read on each database is in ``load``; the settings are parsed in ``settings.throttling``.
 """
 
 from __future__ import annotations
 
-import math
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -27,7 +25,6 @@ from sqlalchemy.engine import Engine, make_url
 
 from reaper.database.connection import SessionLimits, backend_of, create_db_engine, database_errors, is_access_denied
 from reaper.database.load import (
-    POSTGRES_LOAD_NAMES,
     Lag,
     lag_reader,
     mysql_replica_lag,
@@ -37,72 +34,18 @@ from reaper.database.load import (
     read_load,
 )
 from reaper.errors import ConfigError, DatabaseError
+from reaper.settings.throttling import DEFAULT_MAX_PAUSE_SECONDS, ThrottleSettings
+
+# What a load SPEC is, and its parsing, are the settings'; named here too for the callers of throttle.
+from reaper.settings.throttling import LoadLimit as LoadLimit
+from reaper.settings.throttling import parse_spec as parse_spec
 
 POLL_SECONDS = 0.5
 REREAD_SECONDS = 0.25
-DEFAULT_MAX_PAUSE_SECONDS = 600.0
 REPLICA_LAG = "replica_lag"
 REPLICA_UNAVAILABLE = "replica_unavailable"
 # A replica that does not answer must not hold a pause's reading for long.
 REPLICA_LIMITS = SessionLimits(lock_timeout_seconds=1.0, statement_timeout_seconds=5.0, connect_timeout_seconds=3)
-_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
-SPEC_FORM = "NAME=VALUE[,NAME=VALUE...]"
-
-
-@dataclass(frozen=True)
-class LoadLimit:
-    """One ``NAME=VALUE`` of a load SPEC."""
-
-    name: str
-    value: float
-
-
-def parse_spec(spec: str) -> tuple[LoadLimit, ...]:
-    """Parse ``NAME=VALUE[,NAME=VALUE...]``; raise ``ValueError`` saying what is wrong."""
-    limits: list[LoadLimit] = []
-    for part in spec.split(","):
-        name, equals, value = (piece.strip() for piece in part.partition("="))
-        if not equals or not _NAME.match(name):
-            raise ValueError(f"expected {SPEC_FORM}, got {part.strip()!r}")
-        try:
-            number = float(value)
-        except ValueError:
-            raise ValueError(f"{name}: the value must be a number, got {value!r}") from None
-        if not math.isfinite(number) or number < 0:
-            raise ValueError(f"{name}: the value must be a number of at least 0, got {value!r}")
-        if any(limit.name.lower() == name.lower() for limit in limits):
-            raise ValueError(f"{name} is given twice")
-        limits.append(LoadLimit(name, number))
-    return tuple(limits)
-
-
-def check_names(limits: Sequence[LoadLimit], backend: str) -> None:
-    """Refuse names the database cannot have (MySQL's status variables are checked on the server)."""
-    if backend == "sqlite":
-        raise ValueError("SQLite has no server load to read")
-    if backend == "postgresql":
-        for limit in limits:
-            if limit.name not in POSTGRES_LOAD_NAMES:
-                known = ", ".join(POSTGRES_LOAD_NAMES)
-                raise ValueError(f"unknown NAME {limit.name!r} on PostgreSQL (known: {known})")
-    elif backend != "mysql":
-        raise ValueError(f"load limits are read on MySQL, MariaDB and PostgreSQL, not {backend}")
-
-
-@dataclass(frozen=True)
-class ThrottleSettings:
-    """What the throttle watches, parsed from the settings."""
-
-    max_load: tuple[LoadLimit, ...] = ()
-    critical_load: tuple[LoadLimit, ...] = ()
-    max_replica_lag_seconds: float | None = None
-    replica_urls: tuple[str, ...] = ()
-    max_pause_seconds: float = DEFAULT_MAX_PAUSE_SECONDS
-
-    @property
-    def enabled(self) -> bool:
-        """Whether anything is watched at all."""
-        return bool(self.max_load or self.critical_load or self.max_replica_lag_seconds is not None)
 
 
 @dataclass(frozen=True)

@@ -24,14 +24,10 @@ from sqlalchemy.schema import CreateIndex
 from reaper.database.table import TaskTable
 from reaper.engine.counting import count_policy
 from reaper.engine.plans import Plan, existing_indexes, plan_policy, serving_index
+from reaper.policy.catalog import STANDARD_SPECS
 from reaper.policy.policies import Policy
 
 IDENTIFIER_LIMIT = 60
-PURPOSES = {
-    "running": "running_timeout",
-    "pending": "pending_timeout",
-    "failure": "failure_retention, success_retention",
-}
 
 
 @dataclass(frozen=True)
@@ -45,12 +41,13 @@ class IndexAdvice:
 
 
 def _wanted(table: TaskTable) -> dict[tuple[str, ...], str]:
+    """The indexes the standard policies want, each with the policies it serves (one index may serve several)."""
     wanted: dict[tuple[str, ...], str] = {}
-    for status, purpose in PURPOSES.items():
-        heartbeat = table.column("heartbeat_at") if status == "running" else None
-        first_age_column = heartbeat if heartbeat is not None else table.age_columns(status)[0]
+    for spec in STANDARD_SPECS:
+        heartbeat = table.column("heartbeat_at") if spec.heartbeat is not None else None
+        first_age_column = heartbeat if heartbeat is not None else table.age_columns(spec.status)[0]
         columns = (table.status.name, first_age_column.name, table.id.name)
-        wanted[columns] = f"{wanted[columns]}, {purpose}" if columns in wanted else purpose
+        wanted[columns] = f"{wanted[columns]}, {spec.name}" if columns in wanted else spec.name
     wanted.setdefault((table.columns["created_at"].name,), "statistics (created in the last 24 hours)")
     return wanted
 

@@ -2,41 +2,32 @@
 
 A policy holds one rule per task type named in ``[task_types.NAME]`` plus a default rule for every
 other task type (rows without a type included). The rules of a policy never overlap, so a row is
-judged by exactly one threshold and one action.
+judged by exactly one threshold and one action. The standard policies are built from their specs
+(``catalog``) and the settings in force; ``--force-status`` builds one of its own.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 from reaper.database.table import ACTIVE_STATUSES, TERMINAL_STATUSES
+from reaper.policy.catalog import STANDARD_SPECS
+from reaper.policy.spec import Action, ActionChoice, PolicySpec, Unit
 from reaper.settings.model import Settings, TaskTypeSettings
 
-STANDARD_POLICY_NAMES = ("running_timeout", "pending_timeout", "failure_retention", "success_retention")
+# The engine and the CLI import Action from here, with Policy and Rule; the specs declare it.
+__all__ = ["DEFAULT_RULE", "Action", "Policy", "Rule", "force_policy", "standard_policies"]
+
 DEFAULT_RULE = "*"
-
-
-class Action(StrEnum):
-    """What a policy does to the rows it matches."""
-
-    FAIL = "fail"
-    DELETE = "delete"
-    REQUEUE = "requeue"
-
-    @property
-    def done(self) -> str:
-        """The past tense, as used in metric labels and summaries (``failed``, ``deleted``, ``requeued``)."""
-        return {"fail": "failed", "delete": "deleted", "requeue": "requeued"}[self.value]
 
 
 @dataclass(frozen=True)
 class Rule:
     """A policy's threshold and action for some task types, or (``task_types`` empty) for all others.
 
-    ``heartbeat_max_age`` is set when the table has a heartbeat column and the policy is the
-    running one: a row that has beaten is judged by its last beat, one that never has by its age.
+    ``heartbeat_max_age`` is set when the table has a heartbeat column and the policy has a
+    heartbeat limit: a row that has beaten is judged by its last beat, one that never has by its age.
     ``max_attempts`` bounds ``requeue``: a row whose attempts have reached it is failed instead.
     """
 
@@ -55,7 +46,8 @@ class Rule:
     @property
     def heartbeat_threshold(self) -> str | None:
         """The heartbeat limit as people read it (``10 min``), when the rule has one."""
-        return None if self.heartbeat_max_age is None else _minutes(self.heartbeat_max_age.total_seconds() / 60)
+        beat = self.heartbeat_max_age
+        return None if beat is None else Unit.MINUTES.describe(beat / timedelta(minutes=1))
 
 
 @dataclass(frozen=True)
@@ -101,52 +93,23 @@ class Policy:
         return now - self.max_age
 
 
-def _hours(value: float) -> str:
-    return f"{value:g} h"
-
-
-def _days(value: float) -> str:
-    return f"{value:g} d"
-
-
-def _minutes(value: float) -> str:
-    return f"{value:g} min"
-
-
-def _rule(name: str, types: tuple[str, ...], kind: TaskTypeSettings, heartbeat: bool) -> Rule:
-    """Build the rule of policy ``name`` from one task type's (or the global) settings."""
-    assert kind.running_timeout_hours and kind.pending_timeout_hours  # filled by Settings.for_task_type
-    assert kind.failure_retention_days and kind.success_retention_days and kind.heartbeat_timeout_minutes
-    if name == "running_timeout":
-        beat = timedelta(minutes=kind.heartbeat_timeout_minutes) if heartbeat else None
-        hours = kind.running_timeout_hours
-        action = Action(kind.running_timeout_action or "fail")
-        return Rule(types, timedelta(hours=hours), action, _hours(hours), beat, kind.max_attempts)
-    if name == "pending_timeout":
-        hours = kind.pending_timeout_hours
-        action = Action(kind.pending_timeout_action or "fail")
-        return Rule(types, timedelta(hours=hours), action, _hours(hours), None, kind.max_attempts)
-    days = kind.failure_retention_days if name == "failure_retention" else kind.success_retention_days
-    return Rule(types, timedelta(days=days), Action.DELETE, _days(days))
-
-
-POLICY_STATUS = {
-    "running_timeout": "running",
-    "pending_timeout": "pending",
-    "failure_retention": "failure",
-    "success_retention": "success",
-}
+def _rule(spec: PolicySpec, types: tuple[str, ...], kind: TaskTypeSettings, heartbeat: bool) -> Rule:
+    """Build the rule of ``spec`` from one task type's (or the global) settings in force."""
+    age = kind.limit(spec.age)
+    beat = spec.heartbeat.unit.duration(kind.limit(spec.heartbeat)) if spec.heartbeat and heartbeat else None
+    action = kind.chosen(spec.action) if isinstance(spec.action, ActionChoice) else spec.action
+    attempts = kind.count(spec.attempts) if spec.attempts else None
+    return Rule(types, spec.age.unit.duration(age), action, spec.age.unit.describe(age), beat, attempts)
 
 
 def standard_policies(settings: Settings) -> list[Policy]:
-    """Return the four default policies, with the thresholds in ``settings`` and its task types."""
-    heartbeat = settings.columns.heartbeat_at is not None
-    policies = []
-    for name in STANDARD_POLICY_NAMES:
-        rules = [_rule(name, (), settings.for_task_type(None), heartbeat)]
-        rules += [_rule(name, (kind,), settings.for_task_type(kind), heartbeat) for kind in sorted(settings.task_types)]
-        policies.append(Policy(name, POLICY_STATUS[name], tuple(rules)))
-    return policies
+    """Return the standard policies, with the thresholds in ``settings`` and its task types."""
+    heartbeat = settings.task_table.columns.heartbeat_at is not None
+    in_force = settings.policies
+    kinds: list[tuple[tuple[str, ...], TaskTypeSettings]] = [((), in_force.for_task_type(None))]
+    kinds += [((name,), in_force.for_task_type(name)) for name in sorted(in_force.task_types)]
+    rules = {spec: tuple(_rule(spec, types, kind, heartbeat) for types, kind in kinds) for spec in STANDARD_SPECS}
+    return [Policy(spec.name, spec.status, rules[spec]) for spec in STANDARD_SPECS]
 
 
 def force_policy(status: str, older_than_days: float) -> Policy:
@@ -157,5 +120,5 @@ def force_policy(status: str, older_than_days: float) -> Policy:
     if status not in ACTIVE_STATUSES + TERMINAL_STATUSES:
         raise ValueError(f"unknown status role {status!r}")
     action = Action.DELETE if status in TERMINAL_STATUSES else Action.FAIL
-    rule = Rule((), timedelta(days=older_than_days), action, _days(older_than_days))
+    rule = Rule((), Unit.DAYS.duration(older_than_days), action, Unit.DAYS.describe(older_than_days))
     return Policy(f"force_{status}", status, (rule,))

@@ -19,15 +19,17 @@ from pydantic import BaseModel
 
 from reaper.engine.reap import RunResult
 from reaper.errors import ConfigError
+from reaper.policy.catalog import policy_options
 from reaper.safety.restore import RestoreResult
 from reaper.settings.model import Settings
 
+# The settings a run's line records, by their flat names: every policy's (their specs'), the task
+# types', and those that shape the batches, the archive and the throttle; batch_ceiling (how far
+# batches may grow) and the replicas (their passwords masked) are added apart.
 AUDITED_SETTINGS = (
-    "table", "running_timeout_hours", "pending_timeout_hours", "failure_retention_days",
-    "success_retention_days", "batch_size", "sleep_seconds", "max_runtime_seconds", "archive",
-    "heartbeat_timeout_minutes", "running_timeout_action", "pending_timeout_action", "max_attempts", "task_types",
-    "batch_time_seconds", "batch_ceiling", "max_load", "critical_load", "max_replica_lag_seconds",
-    "max_pause_seconds",
+    "table", *(option.key for option in policy_options()), "task_types",
+    "batch_size", "batch_time_seconds", "sleep_seconds", "max_runtime_seconds", "archive",
+    "max_load", "critical_load", "max_replica_lag_seconds", "max_pause_seconds",
 )
 
 
@@ -55,8 +57,9 @@ def audit_record(run: RunResult, settings: Settings, mode: str, archive: str | N
     return {
         **_who(run.now, mode, settings),
         "settings": {
-            **{name: _plain(getattr(settings, name)) for name in AUDITED_SETTINGS},
-            "replica_urls": settings.safe_replica_urls,
+            **{name: _plain(settings.value_of(name)) for name in AUDITED_SETTINGS},
+            "batch_ceiling": settings.batching.ceiling,
+            "replica_urls": settings.throttling.safe_replica_urls,
         },
         "policies": {
             name: {
@@ -84,7 +87,7 @@ def restore_record(result: RestoreResult, settings: Settings, now: datetime, sto
     counts = ("read", "restored", "already_present", "refused", "refused_by", "cut_short")
     return {
         **_who(now, "restore", settings),
-        "table": settings.table,
+        "table": settings.task_table.table,
         "file": result.file,
         **{name: getattr(result, name) for name in counts},
         "affected": result.restored,

@@ -54,7 +54,7 @@ def deletes_by_range(table: TaskTable, policy: Policy, plan: Plan, archiving: bo
     """
     if archiving or policy.actions != {Action.DELETE} or plan.index is None:
         return False
-    return bool(table.engine.dialect.delete_returning)
+    return table.dialect.deletes_returning(table.engine)
 
 
 def up_to(order: Sequence[ColumnElement[Any]], values: Sequence[Any]) -> ColumnElement[bool]:

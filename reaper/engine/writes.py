@@ -187,7 +187,7 @@ def _delete_returning(conn: Connection, ctx: WriteContext, keys: list[tuple[Any,
     table = ctx.table.table
     condition = and_(ctx.table.key_in(keys), ctx.selection)
     whole = exact_columns(table, conn.dialect.name)  # each value as the database holds it
-    if conn.dialect.delete_returning:
+    if ctx.table.dialect.deletes_returning(conn.engine):
         return [dict(row) for row in conn.execute(delete(table).where(condition).returning(*whole)).mappings()]
     # No RETURNING (MySQL): lock the rows, so that the ones read are the ones deleted; the condition
     # again, so that only they are deleted.

@@ -30,7 +30,8 @@ from pydantic_settings import (
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from reaper.database.connection import backend_of, safe_url, url_secrets
+from reaper.database.connection import safe_url, url_secrets
+from reaper.database.dialects import dialect_of
 from reaper.engine.sizing import MAX_BATCH_SIZE, MAX_ID_LIST
 from reaper.engine.throttle import DEFAULT_MAX_PAUSE_SECONDS, ThrottleSettings, check_names, parse_spec
 from reaper.errors import ConfigError
@@ -299,7 +300,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _throttle_fits_the_database(self) -> Settings:
-        backend = backend_of(self.url)
+        backend = dialect_of(self.url).name
         for flag, setting, spec in (("--max-load", "REAPER_MAX_LOAD", self.max_load),
                                     ("--critical-load", "REAPER_CRITICAL_LOAD", self.critical_load)):
             if spec:
@@ -318,7 +319,7 @@ class Settings(BaseSettings):
             raise ValueError(f"{lag} needs at least one --replica URL (REAPER_REPLICA_URLS) on MySQL and "
                              "MariaDB: a primary does not know its replicas' lag")
         for url in self.replicas:
-            if backend_of(make_url(url)) != backend:
+            if dialect_of(make_url(url)).name != backend:
                 safe = make_url(url).render_as_string(hide_password=True)
                 raise ValueError(f"--replica {safe}: not a replica of a {backend} database")
         return self

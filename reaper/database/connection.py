@@ -1,10 +1,14 @@
 """The database boundary: engine creation, session limits, and driver errors turned into our own.
 
-What each database does its own way, and what its driver's errors mean, is in ``dialects``.
+Only the database package sees SQLAlchemy's and the drivers' exceptions: ``database_errors`` turns
+each into a ``reaper.errors.DatabaseError`` whose class says what the database meant (a lock
+conflict, a refused row, a refused login or privilege, a server out of reach), as the dialect of the
+driver reads it; callers catch those. What each database does its own way is in ``dialects``.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 import re
 import warnings
@@ -27,7 +31,15 @@ from sqlalchemy.exc import (
 
 from reaper.database.dialects import dialect_for_error, dialect_of
 from reaper.database.dialects.base import first_line
-from reaper.errors import ConfigError, DatabaseError
+from reaper.errors import (
+    AccessDenied,
+    ConfigError,
+    ConstraintRefused,
+    DatabaseError,
+    LockConflict,
+    RowRefused,
+    Unreachable,
+)
 
 # Query arguments a driver takes as a password: password, PyMySQL's passwd, libpq's sslpassword.
 SECRET_QUERY_KEY = re.compile("pass", re.IGNORECASE)
@@ -74,6 +86,14 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+def parse_url(text: str) -> URL:
+    """Parse a database URL; raise ``ValueError`` when it is not one."""
+    try:
+        return make_url(text)
+    except ArgumentError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def _check_driver_arguments(engine: Engine, url: URL) -> None:
     """Raise ``TypeError`` or ``ValueError`` now for URL arguments the driver would refuse at its first connection."""
     args, kwargs = engine.dialect.create_connect_args(url)
@@ -117,30 +137,36 @@ def create_db_engine(url: URL, limits: SessionLimits | None = None, *, must_exis
     return engine
 
 
-def is_lock_conflict(exc: BaseException) -> bool:
-    """Whether a driver error is a lock wait time-out or a deadlock: worth retrying."""
-    return isinstance(exc, DBAPIError) and dialect_for_error(exc).lock_conflict(exc)
+def _category(exc: SQLAlchemyError) -> type[DatabaseError]:
+    """Which of our errors ``exc`` is, as the dialect of its driver reads it."""
+    if not isinstance(exc, DBAPIError):
+        return DatabaseError
+    dialect = dialect_for_error(exc)
+    if dialect.lock_conflict(exc):
+        return LockConflict
+    if isinstance(exc, IntegrityError):
+        return ConstraintRefused
+    if isinstance(exc, DataError) or dialect.refuses_row(exc):
+        return RowRefused
+    if dialect.access_denied(exc):
+        return AccessDenied
+    if exc.connection_invalidated or dialect.unreachable(exc):  # SQLAlchemy saw the connection drop
+        return Unreachable
+    return DatabaseError
 
 
-def is_access_denied(exc: BaseException) -> bool:
-    """Whether a driver error says the login or a privilege is refused: waiting will not mend it."""
-    return isinstance(exc, DBAPIError) and dialect_for_error(exc).access_denied(exc)
+def _kind(exc: SQLAlchemyError, category: type[DatabaseError]) -> str:
+    """A short, bounded label for a database error (used in logs and metric labels)."""
+    if category is LockConflict:
+        return "lock"
+    if isinstance(exc, IntegrityError):
+        return "integrity"
+    if isinstance(exc, OperationalError):
+        return "operational"
+    return "database" if isinstance(exc, DBAPIError) else "sqlalchemy"
 
 
-def refused_by_constraint(exc: BaseException) -> bool:
-    """Whether the database refused a write because of a constraint (a foreign key, most often)."""
-    return isinstance(exc, IntegrityError)
-
-
-def refuses_row(exc: BaseException) -> bool:
-    """Whether the database refused an INSERT because of the values of a row (a constraint, a column
-    without a default, a value the column cannot hold), not because of the session or the server."""
-    if isinstance(exc, IntegrityError | DataError):
-        return True
-    return isinstance(exc, DBAPIError) and dialect_for_error(exc).refuses_row(exc)
-
-
-def constraint_name(exc: DBAPIError) -> str:
+def _refused_by(exc: DBAPIError) -> str:
     """Name the constraint that refused a write, as well as the driver lets us."""
     name = dialect_for_error(exc).constraint_name(exc)
     if name:
@@ -148,24 +174,33 @@ def constraint_name(exc: DBAPIError) -> str:
     return "a FOREIGN KEY constraint" if "FOREIGN KEY" in str(exc.orig).upper() else first_line(exc)
 
 
-def error_kind(exc: SQLAlchemyError) -> str:
-    """Return a short, bounded label for a database error (used in logs and metric labels)."""
-    if is_lock_conflict(exc):
-        return "lock"
-    if isinstance(exc, IntegrityError):
-        return "integrity"
-    if isinstance(exc, OperationalError):
-        return "operational"
-    if isinstance(exc, DBAPIError):
-        return "database"
-    return "sqlalchemy"
+def converted(exc: SQLAlchemyError, what: str = "", secrets: Iterable[str] = ()) -> DatabaseError:
+    """Our own error for a SQLAlchemy or driver error: one line (after ``what``, when given), no password."""
+    secrets = tuple(secrets)
+    message = redact(f"{what}: {first_line(exc)}" if what else first_line(exc), secrets)
+    category = _category(exc)
+    if issubclass(category, RowRefused) and isinstance(exc, DBAPIError):
+        return category(message, _kind(exc, category), what, refused_by=redact(_refused_by(exc), secrets))
+    return category(message, _kind(exc, category), what)
+
+
+def _said_where(error: DatabaseError, what: str, secrets: Iterable[str]) -> DatabaseError:
+    """``error`` (of the same class) with a message that starts with what reaper was doing."""
+    placed = copy.copy(error)
+    placed.args = (redact(f"{what}: {error}", tuple(secrets)),)
+    placed.where = what
+    return placed
 
 
 @contextmanager
-def database_errors(what: str, secrets: Iterable[str] = ()) -> Iterator[None]:
-    """Convert any SQLAlchemy or driver error raised inside into a one-line ``DatabaseError``."""
+def database_errors(what: str = "", secrets: Iterable[str] = ()) -> Iterator[None]:
+    """Turn any SQLAlchemy or driver error raised inside into our own ``DatabaseError``, one line after
+    ``what``; one already turned further in that does not say yet what reaper was doing gets ``what``."""
     try:
         yield
     except SQLAlchemyError as exc:
-        message = redact(f"{what}: {first_line(exc)}", tuple(secrets))
-        raise DatabaseError(message, kind=error_kind(exc)) from exc
+        raise converted(exc, what, secrets) from exc
+    except DatabaseError as exc:
+        if not what or exc.where:
+            raise
+        raise _said_where(exc, what, secrets) from exc.__cause__

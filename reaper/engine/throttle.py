@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from loguru import logger
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from reaper.database.connection import SessionLimits, create_db_engine, database_errors, is_access_denied
+from reaper.database.connection import SessionLimits, create_db_engine, database_errors
 from reaper.database.dialects import Lag, dialect_of
-from reaper.errors import ConfigError, DatabaseError
+from reaper.errors import AccessDenied, ConfigError, DatabaseError
 
 POLL_SECONDS = 0.5
 REREAD_SECONDS = 0.25
@@ -220,10 +220,8 @@ def _check_load(engine: Engine, limits: ThrottleSettings, secrets: Iterable[str]
         with database_errors("cannot read the server's load", secrets), engine.connect() as conn:
             values = dialect.read_load(conn, names) if names else {}
             unseen = dialect.load_unseen(conn)
-    except DatabaseError as exc:
-        if is_access_denied(exc.__cause__ or exc):  # a privilege to grant, not a database that failed
-            raise ConfigError(f"--max-load, --critical-load: {exc}") from None
-        raise
+    except AccessDenied as exc:  # a privilege to grant, not a database that failed
+        raise ConfigError(f"--max-load, --critical-load: {exc}") from None
     if unseen is not None:
         raise ConfigError(unseen)
     for flag, setting, given in (("--critical-load", "REAPER_CRITICAL_LOAD", limits.critical_load),
@@ -244,7 +242,7 @@ def lag_reader(engine: Engine, read: Callable[[Connection], Lag], secrets: Itera
             with database_errors("cannot be read", secrets), engine.connect() as conn:
                 return read(conn)
         except DatabaseError as exc:
-            return Lag(None, str(exc), lasting=is_access_denied(exc.__cause__ or exc))
+            return Lag(None, str(exc), lasting=exc.fatal)
 
     return read_lag
 

@@ -18,12 +18,12 @@ from typing import Any
 from loguru import logger
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
-from reaper.database.connection import constraint_name, is_lock_conflict, refused_by_constraint
+from reaper.database.connection import database_errors
 from reaper.database.table import TaskTable
 from reaper.database.values import exact_columns
+from reaper.errors import ConstraintRefused, LockConflict
 from reaper.policy.matching import Dating, dated_by, datings, rule_condition
 from reaper.policy.policies import Action, Policy, Rule
 from reaper.safety.archive import Archive
@@ -212,12 +212,11 @@ def _write_retrying(ctx: WriteContext, rows: Sequence[Sequence[Any]], outcome: B
     """Write, retrying lock conflicts; return rows affected by action, or ``None`` when the retries ran out."""
     for attempt in range(ctx.max_retries + 1):
         try:
-            return _write_once(ctx, rows)
-        except DBAPIError as exc:
-            if not is_lock_conflict(exc):
-                raise
+            with database_errors():
+                return _write_once(ctx, rows)
+        except LockConflict as exc:
             if attempt == ctx.max_retries:
-                logger.warning(f"{ctx.policy.name}: lock conflict on {len(rows)} rows, skipped: {exc.orig}")
+                logger.warning(f"{ctx.policy.name}: lock conflict on {len(rows)} rows, skipped: {exc}")
                 return None
             outcome.retries += 1
             ctx.sleep(RETRY_BASE_SECONDS * 2**attempt)
@@ -229,11 +228,9 @@ def write_batch(ctx: WriteContext, rows: Sequence[Sequence[Any]]) -> BatchOutcom
     outcome = BatchOutcome()
     try:
         affected = _write_retrying(ctx, rows, outcome)
-    except DBAPIError as exc:
-        if not refused_by_constraint(exc):
-            raise
+    except ConstraintRefused as exc:
         if len(rows) == 1:
-            reason = f"refused by {constraint_name(exc)}"
+            reason = f"refused by {exc.refused_by}"
             logger.warning(f"{ctx.policy.name}: id {rows[0][0]} {reason}, skipped")
             outcome.add(BatchOutcome(skipped=1, reasons={reason: 1}))
             return outcome

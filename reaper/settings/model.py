@@ -28,9 +28,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
 
-from reaper.database.connection import safe_url, url_secrets
+from reaper.database.connection import parse_url, safe_url, url_secrets
 from reaper.database.dialects import dialect_of
 from reaper.engine.sizing import MAX_BATCH_SIZE, MAX_ID_LIST
 from reaper.engine.throttle import DEFAULT_MAX_PAUSE_SECONDS, ThrottleSettings, check_names, parse_spec
@@ -254,8 +253,8 @@ class Settings(BaseSettings):
     @classmethod
     def _parsable_url(cls, value: str) -> str:
         try:
-            url = make_url(value)
-        except (ArgumentError, ValueError):
+            url = parse_url(value)
+        except ValueError:
             raise ValueError("not a database URL (expected dialect+driver://user:password@host/db)") from None
         if url.host and "@" in url.host:  # the password's own "@" ends it early: its tail would show as the host
             raise ValueError("the URL has more than one '@': write an '@' in the password or user name as %40")

@@ -24,11 +24,45 @@ class SchemaError(ConfigError):
 
 
 class DatabaseError(ReaperError):
-    """The database could not be reached or refused a statement."""
+    """The database could not be reached or refused a statement (converted from the driver's error in
+    ``reaper.database.connection``, the one place that sees those).
 
-    def __init__(self, message: str, kind: str = "database") -> None:
+    ``kind`` is the bounded label logs and metrics give it; ``fatal``: no wait or retry mends it;
+    ``where``: what reaper was doing, once a caller has said it (the message then starts with it).
+    """
+
+    fatal = False
+
+    def __init__(self, message: str, kind: str = "database", where: str = "") -> None:
         super().__init__(message)
         self.kind = kind
+        self.where = where
+
+
+class LockConflict(DatabaseError):
+    """A lock wait time-out or a deadlock: the same statement may well pass when tried again."""
+
+
+class RowRefused(DatabaseError):
+    """The database refused the values of a row: a constraint, a column without a default, a value it cannot hold."""
+
+    def __init__(self, message: str, kind: str = "database", where: str = "", refused_by: str = "") -> None:
+        super().__init__(message, kind, where)
+        self.refused_by = refused_by or message  # what refused it: the constraint's name, as well as the driver says
+
+
+class ConstraintRefused(RowRefused):
+    """A constraint (a foreign key, most often) refused a write."""
+
+
+class AccessDenied(DatabaseError):
+    """The login or a privilege is refused: waiting will not mend it."""
+
+    fatal = True
+
+
+class Unreachable(DatabaseError):
+    """The server cannot be reached, or dropped the session."""
 
 
 class LockHeld(ReaperError):

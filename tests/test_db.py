@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from helpers import SERVER_BACKENDS, only
-from reaper.database.connection import SessionLimits, create_db_engine, safe_url, url_secrets, whole_units
+from reaper.database.connection import SessionLimits, create_db_engine, safe_url, url_secrets
+from reaper.database.dialects.base import whole_units
 
 
 def session_limits(database_url: str, limits: SessionLimits) -> dict[str, Any]:

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from loguru import logger
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
-from helpers import NOW, Tasks, ago, only, real_ago, settings_for
+from helpers import NOW, SERVER_BACKENDS, Tasks, ago, only, real_ago, settings_for
 from reaper.database.connection import create_db_engine
 from reaper.database.lock import exclusive_run
 from reaper.database.table import open_table
@@ -85,6 +86,19 @@ def test_a_dry_run_needs_no_lock(tasks: Tasks, database_url: str, tmp_path: Path
     assert result and result[0].returncode == 0, result[0].stderr if result else "no result"
 
 
+def drop_the_lock_session(admin: Engine, tasks: Tasks, backend: str) -> None:
+    """End the session that holds the run lock on ``tasks``' table, as a DBA (or a restart) would."""
+    with admin.connect() as conn:
+        if backend == "mariadb":
+            name = f"reaper:{tasks.engine.url.database}.processing_tasks"
+            holder = conn.execute(text("SELECT IS_USED_LOCK(:name)"), {"name": name}).scalar()
+            conn.exec_driver_sql(f"KILL {int(holder)}")
+        else:
+            conn.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            )
+
+
 def test_a_lock_whose_session_the_server_dropped_is_known_to_be_lost(
     tasks: Tasks, database_url: str, backend: str
 ) -> None:
@@ -92,21 +106,28 @@ def test_a_lock_whose_session_the_server_dropped_is_known_to_be_lost(
     try:
         with exclusive_run(tasks.engine, "processing_tasks") as lock:
             assert lock.held()
-            if backend == "mariadb":
-                with admin.connect() as conn:
-                    name = f"reaper:{tasks.engine.url.database}.processing_tasks"
-                    holder = conn.execute(text("SELECT IS_USED_LOCK(:name)"), {"name": name}).scalar()
-                    conn.exec_driver_sql(f"KILL {int(holder)}")
-            elif backend == "postgresql":
-                with admin.connect() as conn:
-                    conn.exec_driver_sql(
-                        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-                    )
-            else:
+            if backend == "sqlite":
                 return  # a file lock lives as long as the process
+            drop_the_lock_session(admin, tasks, backend)
             assert not lock.held()
     finally:
         admin.dispose()
+
+
+@pytest.mark.parametrize("backend", SERVER_BACKENDS, indirect=True)
+def test_a_lock_known_to_be_lost_says_why_in_the_log(tasks: Tasks, database_url: str, backend: str) -> None:
+    admin = create_engine(database_url)
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(str(message)), format="{message}", level="WARNING")
+    try:
+        with exclusive_run(tasks.engine, "processing_tasks") as lock:
+            drop_the_lock_session(admin, tasks, backend)
+            assert not lock.held()
+    finally:
+        logger.remove(sink)
+        admin.dispose()
+    (lost, *_) = [line for line in lines if "the run lock counts as lost" in line]
+    assert "asking whether it is still held failed: " in lost and lost.strip().split("failed: ")[1]
 
 
 def test_a_mariadb_url_takes_the_same_lock_as_a_mysql_url(tasks: Tasks, database_url: str, backend: str) -> None:

@@ -1,18 +1,20 @@
-"""The database boundary: engine creation, session limits, and driver errors turned into our own."""
+"""The database boundary: engine creation, session limits, and driver errors turned into our own.
+
+Only the database package sees SQLAlchemy's and the drivers' exceptions: ``database_errors`` turns
+each into a ``reaper.errors.DatabaseError`` whose class says what the database meant (a lock
+conflict, a refused row, a refused login or privilege, a server out of reach), as the dialect of the
+driver reads it; callers catch those. What each database does its own way is in ``dialects``.
+"""
 
 from __future__ import annotations
 
+import copy
 import inspect
-import math
-import os
 import re
-import socket
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Engine, make_url
@@ -27,25 +29,22 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 
-from reaper.errors import ConfigError, DatabaseError
+from reaper.database.dialects import dialect_for_error, dialect_of
+from reaper.database.dialects.base import first_line
+from reaper.errors import (
+    AccessDenied,
+    ConfigError,
+    ConstraintRefused,
+    DatabaseError,
+    LockConflict,
+    RowRefused,
+    Unreachable,
+)
 
-# Lock conflicts worth retrying: MySQL/MariaDB lock wait timeout and deadlock; PostgreSQL
-# deadlock, lock_timeout and serialization failure; SQLite's busy database.
-MYSQL_LOCK_ERRORS = {1205, 1213}
-POSTGRES_LOCK_STATES = {"40P01", "55P03", "40001"}
-# Refusals that no retry mends: a wrong password, a missing privilege (MySQL/MariaDB error numbers,
-# PostgreSQL SQLSTATEs).
-MYSQL_ACCESS_ERRORS = {1044, 1045, 1142, 1227}
-POSTGRES_ACCESS_STATES = {"28000", "28P01", "42501"}
-CONNECT_TIMEOUT_SECONDS = 10
-MICROSECONDS = 1_000_000
-MYSQL_CONSTRAINT = re.compile(r"CONSTRAINT `([^`]+)`")
-# What MySQL and MariaDB say of a row they will not take, that PyMySQL does not class as an integrity
-# or data error: a column without a default (1364), a value it cannot hold (1366, 1292), a check (3819, 4025).
-MYSQL_ROW_ERRORS = {1364, 1366, 1292, 3819, 4025}
 # Query arguments a driver takes as a password: password, PyMySQL's passwd, libpq's sslpassword.
 SECRET_QUERY_KEY = re.compile("pass", re.IGNORECASE)
 MASK = "***"
+CONNECT_TIMEOUT_SECONDS = 10
 UNPARSABLE_URL = "(a database URL that cannot be parsed; not shown)"
 
 
@@ -56,17 +55,6 @@ class SessionLimits:
     lock_timeout_seconds: float = 5.0
     statement_timeout_seconds: float = 60.0
     connect_timeout_seconds: int = CONNECT_TIMEOUT_SECONDS
-
-
-def identity() -> str:
-    """Who this process is, as told to the database and to other reapers."""
-    return f"reaper@{socket.gethostname()}:{os.getpid()}"
-
-
-def backend_of(url: URL) -> str:
-    """Return ``mysql`` (for MySQL and MariaDB URLs alike), ``postgresql``, ``sqlite``, or another name."""
-    backend = url.get_backend_name()
-    return "mysql" if backend in ("mysql", "mariadb") else backend
 
 
 def url_secrets(url: URL) -> tuple[str, ...]:
@@ -98,97 +86,37 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-def sqlite_file(url: URL) -> Path | None:
-    """Return the file of a SQLite URL, or ``None`` for an in-memory or URI database."""
-    database = url.database
-    if backend_of(url) != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
-        return None
-    return Path(database)
-
-
-def whole_units(seconds: float, per_second: int) -> int:
-    """Return a time-out in the database's unit (``per_second`` to a second), rounded up.
-
-    Every database reads 0 as "no limit", so a limit shorter than one unit becomes one unit, never 0.
-    """
-    # round() first: 0.3 s is 300 ms, not the 301 that the float's error would round up to
-    return max(1, math.ceil(round(seconds * per_second, 6)))
-
-
-def _mysql_session(dbapi_connection: Any, limits: SessionLimits) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("SELECT VERSION()")
-    mariadb = "mariadb" in str(cursor.fetchone()[0]).lower()
-    # Session time in UTC, so that TIMESTAMP columns compare in UTC whatever the server's zone.
-    cursor.execute("SET time_zone = '+00:00'")
-    cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {whole_units(limits.lock_timeout_seconds, 1)}")
-    if mariadb:  # seconds, to the microsecond
-        micros = whole_units(limits.statement_timeout_seconds, MICROSECONDS)
-        cursor.execute(f"SET SESSION max_statement_time = {micros // MICROSECONDS}.{micros % MICROSECONDS:06d}")
-    else:
-        cursor.execute(f"SET SESSION max_execution_time = {whole_units(limits.statement_timeout_seconds, 1000)}")
-    cursor.close()
-
-
-def _sqlite_session(dbapi_connection: Any, limits: SessionLimits) -> None:
-    cursor = dbapi_connection.cursor()
-    # Respect the application's foreign keys: SQLite enforces them only when asked, per connection.
-    cursor.execute("PRAGMA foreign_keys = ON")
-    # In whole milliseconds, set here: the driver's own timeout= truncates (0.0004 s would not wait at all).
-    cursor.execute(f"PRAGMA busy_timeout = {whole_units(limits.lock_timeout_seconds, 1000)}")
-    cursor.close()
-
-
-def _engine_options(url: URL, limits: SessionLimits) -> dict[str, Any]:
-    backend = backend_of(url)
-    if backend == "sqlite":
-        return {}  # its busy time-out is set per connection, see _sqlite_session
-    if backend == "postgresql":
-        options = (
-            f"-c lock_timeout={whole_units(limits.lock_timeout_seconds, 1000)} "
-            f"-c statement_timeout={whole_units(limits.statement_timeout_seconds, 1000)} -c TimeZone=UTC"
-        )
-        given = url.query.get("options")
-        if isinstance(given, str):  # connect_args win over the URL's own: keep the URL's, ours last (they win)
-            options = f"{given} {options}"
-        connect_args: dict[str, Any] = {"options": options, "application_name": identity()[:63]}
-        if "connect_timeout" not in url.query:  # connect_args win over the URL's own
-            connect_args["connect_timeout"] = limits.connect_timeout_seconds
-        return {"pool_pre_ping": True, "connect_args": connect_args}
-    if backend == "mysql":
-        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": limits.connect_timeout_seconds}}
-    return {"pool_pre_ping": True}
+def parse_url(text: str) -> URL:
+    """Parse a database URL; raise ``ValueError`` when it is not one."""
+    try:
+        return make_url(text)
+    except ArgumentError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _check_driver_arguments(engine: Engine, url: URL) -> None:
     """Raise ``TypeError`` or ``ValueError`` now for URL arguments the driver would refuse at its first connection."""
     args, kwargs = engine.dialect.create_connect_args(url)
-    dbapi = engine.dialect.loaded_dbapi
     try:
-        signature = inspect.signature(dbapi.connect)
+        signature = inspect.signature(engine.dialect.loaded_dbapi.connect)
     except (TypeError, ValueError):  # a built-in without one (sqlite3): SQLAlchemy checks its arguments
         return
     signature.bind(*args, **kwargs)  # TypeError: an argument it does not take
-    if engine.dialect.driver == "psycopg":  # the rest of psycopg's arguments go to libpq, which checks the names
-        from psycopg.conninfo import make_conninfo
-
-        try:
-            make_conninfo("", **{key: value for key, value in kwargs.items() if key not in signature.parameters})
-        except dbapi.Error as exc:
-            raise ValueError(str(exc)) from None
+    dialect_of(engine).check_driver_arguments(engine, kwargs, tuple(signature.parameters))
 
 
 def create_db_engine(url: URL, limits: SessionLimits | None = None, *, must_exist: bool = True) -> Engine:
     """Create an engine for ``url`` whose sessions carry ``limits``; a missing SQLite file is an error."""
     limits = limits or SessionLimits()
     safe = safe_url(url)
-    path = sqlite_file(url)
+    dialect = dialect_of(url)
+    path = dialect.database_file(url)
     if must_exist and path is not None and not path.is_file():
         raise ConfigError(f"SQLite database file {str(path)!r} does not exist (REAPER_DATABASE_URL={safe})")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", SAWarning)  # SQLite's dialect only warns that it ignores an argument
-            engine = create_engine(url, **_engine_options(url, limits))
+            engine = create_engine(url, **dialect.engine_options(url, limits))
             _check_driver_arguments(engine, url)
     except NoSuchModuleError:
         raise ConfigError(f"unknown database dialect or driver in REAPER_DATABASE_URL={safe}") from None
@@ -205,88 +133,74 @@ def create_db_engine(url: URL, limits: SessionLimits | None = None, *, must_exis
             f"an argument of REAPER_DATABASE_URL={safe} is not one the {url.drivername} driver takes: "
             f"{redact(detail, (*url_secrets(url), *map(str, url.query.values())))}"
         ) from None
-    backend = backend_of(url)
-    if backend == "mysql":
-        event.listen(engine, "connect", lambda dbapi_connection, _: _mysql_session(dbapi_connection, limits))
-    elif backend == "sqlite":
-        event.listen(engine, "connect", lambda dbapi_connection, _: _sqlite_session(dbapi_connection, limits))
+    event.listen(engine, "connect", lambda dbapi_connection, _: dialect.set_up_session(dbapi_connection, limits))
     return engine
 
 
-def _first_line(exc: BaseException) -> str:
-    original = getattr(exc, "orig", None) or exc
-    text = str(original).strip() or type(original).__name__
-    return text.splitlines()[0]
+def _category(exc: SQLAlchemyError) -> type[DatabaseError]:
+    """Which of our errors ``exc`` is, as the dialect of its driver reads it."""
+    if not isinstance(exc, DBAPIError):
+        return DatabaseError
+    dialect = dialect_for_error(exc)
+    if dialect.lock_conflict(exc):
+        return LockConflict
+    if isinstance(exc, IntegrityError):
+        return ConstraintRefused
+    if isinstance(exc, DataError) or dialect.refuses_row(exc):
+        return RowRefused
+    if dialect.access_denied(exc):
+        return AccessDenied
+    if exc.connection_invalidated or dialect.unreachable(exc):  # SQLAlchemy saw the connection drop
+        return Unreachable
+    return DatabaseError
 
 
-def is_lock_conflict(exc: BaseException) -> bool:
-    """Whether a driver error is a lock wait time-out or a deadlock: worth retrying."""
-    original = getattr(exc, "orig", None)
-    if original is None:
-        return False
-    args = getattr(original, "args", ())
-    if args and isinstance(args[0], int) and args[0] in MYSQL_LOCK_ERRORS:
-        return True
-    if getattr(original, "sqlstate", None) in POSTGRES_LOCK_STATES:
-        return True
-    return "database is locked" in str(original)
-
-
-def is_access_denied(exc: BaseException) -> bool:
-    """Whether a driver error says the login or a privilege is refused: waiting will not mend it."""
-    original = getattr(exc, "orig", None)
-    if original is None:
-        return False
-    args = getattr(original, "args", ())
-    if args and isinstance(args[0], int) and args[0] in MYSQL_ACCESS_ERRORS:
-        return True
-    return getattr(original, "sqlstate", None) in POSTGRES_ACCESS_STATES
-
-
-def refused_by_constraint(exc: BaseException) -> bool:
-    """Whether the database refused a write because of a constraint (a foreign key, most often)."""
-    return isinstance(exc, IntegrityError)
-
-
-def refuses_row(exc: BaseException) -> bool:
-    """Whether the database refused an INSERT because of the values of a row (a constraint, a column
-    without a default, a value the column cannot hold), not because of the session or the server."""
-    if isinstance(exc, IntegrityError | DataError):
-        return True
-    args: tuple[Any, ...] = getattr(getattr(exc, "orig", None), "args", ())
-    return bool(args) and args[0] in MYSQL_ROW_ERRORS
-
-
-def constraint_name(exc: BaseException) -> str:
-    """Name the constraint that refused a write, as well as the driver lets us."""
-    original = getattr(exc, "orig", None)
-    diag = getattr(original, "diag", None)
-    if diag is not None and getattr(diag, "constraint_name", None):
-        return str(diag.constraint_name)
-    found = MYSQL_CONSTRAINT.search(str(original))
-    if found:
-        return found.group(1)
-    return "a FOREIGN KEY constraint" if "FOREIGN KEY" in str(original).upper() else _first_line(exc)
-
-
-def error_kind(exc: SQLAlchemyError) -> str:
-    """Return a short, bounded label for a database error (used in logs and metric labels)."""
-    if is_lock_conflict(exc):
+def _kind(exc: SQLAlchemyError, category: type[DatabaseError]) -> str:
+    """A short, bounded label for a database error (used in logs and metric labels)."""
+    if category is LockConflict:
         return "lock"
     if isinstance(exc, IntegrityError):
         return "integrity"
     if isinstance(exc, OperationalError):
         return "operational"
-    if isinstance(exc, DBAPIError):
-        return "database"
-    return "sqlalchemy"
+    return "database" if isinstance(exc, DBAPIError) else "sqlalchemy"
+
+
+def _refused_by(exc: DBAPIError) -> str:
+    """Name the constraint that refused a write, as well as the driver lets us."""
+    name = dialect_for_error(exc).constraint_name(exc)
+    if name:
+        return name
+    return "a FOREIGN KEY constraint" if "FOREIGN KEY" in str(exc.orig).upper() else first_line(exc)
+
+
+def converted(exc: SQLAlchemyError, what: str = "", secrets: Iterable[str] = ()) -> DatabaseError:
+    """Our own error for a SQLAlchemy or driver error: one line (after ``what``, when given), no password."""
+    secrets = tuple(secrets)
+    message = redact(f"{what}: {first_line(exc)}" if what else first_line(exc), secrets)
+    category = _category(exc)
+    if issubclass(category, RowRefused) and isinstance(exc, DBAPIError):
+        return category(message, _kind(exc, category), what, refused_by=redact(_refused_by(exc), secrets))
+    return category(message, _kind(exc, category), what)
+
+
+def _said_where(error: DatabaseError, what: str, secrets: Iterable[str]) -> DatabaseError:
+    """``error`` (of the same class) with a message that starts with what reaper was doing."""
+    placed = copy.copy(error)
+    placed.args = (redact(f"{what}: {error}", tuple(secrets)),)
+    placed.where = what
+    return placed
 
 
 @contextmanager
-def database_errors(what: str, secrets: Iterable[str] = ()) -> Iterator[None]:
-    """Convert any SQLAlchemy or driver error raised inside into a one-line ``DatabaseError``."""
+def database_errors(what: str = "", secrets: Iterable[str] = ()) -> Iterator[None]:
+    """Turn any SQLAlchemy or driver error raised inside into our own ``DatabaseError``, one line after
+    ``what``; one already turned further in that does not say yet what reaper was doing gets ``what``."""
     try:
         yield
     except SQLAlchemyError as exc:
-        message = redact(f"{what}: {_first_line(exc)}", tuple(secrets))
-        raise DatabaseError(message, kind=error_kind(exc)) from exc
+        raise converted(exc, what, secrets) from exc
+    except DatabaseError as exc:
+        if not what or exc.where:
+            raise
+        raise _said_where(exc, what, secrets) from exc.__cause__

@@ -6,22 +6,23 @@ must exist in the reflected table, and SQL is only ever built from the reflected
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Column, MetaData, Table, and_, case, func, inspect, literal, select, tuple_, type_coerce
+from sqlalchemy import Column, MetaData, Table, and_, case, inspect, select, tuple_
 from sqlalchemy.dialects.mysql import TIMESTAMP as MySQLTimestamp
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import NoSuchTableError, SAWarning
+from sqlalchemy.exc import NoSuchTableError
 from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.types import DateTime, Integer, String
+from sqlalchemy.types import DateTime, Integer
 
 from reaper.database.celery_results import CeleryFailure, result_column_fits
-from reaper.database.textfit import TextFit, column_fit
+from reaper.database.dialects import Dialect, dialect_of
+from reaper.database.schema import unknown_types_quiet
+from reaper.database.textfit import TextFit
 from reaper.errors import SchemaError
 from reaper.settings.model import Settings, Statuses, env_name
 from reaper.settings.presets import Preset, preset_named
@@ -191,35 +192,18 @@ class TaskTable:
         """Return the columns whose first non-null value dates a row of ``status_role``."""
         return [self.columns[role] for role in self.age_roles(status_role)]
 
+    @property
+    def dialect(self) -> Dialect:
+        """The database's own ways (see ``reaper.database.dialects``)."""
+        return dialect_of(self.engine)
+
     def before(self, column: Column[Any], moment: datetime) -> ColumnElement[bool]:
         """Return ``column < moment``, the moment converted to what the column stores."""
-        value = self.to_db(moment, column)
-        if not self._text_timestamps:
-            return column < value
-        # SQLite keeps timestamps as text in whatever spelling the application wrote ('... 10:00:00',
-        # '...T10:00:00', with or without a fraction or an offset): compared as moments, as julianday()
-        # reads them. The index cannot serve julianday(); it can serve the text bound, which keeps every
-        # ISO spelling of an earlier moment (its date, even with a +14:00 offset, is at most the day
-        # after value's) and leaves out what julianday() reads but is no ISO timestamp (a bare '10:00',
-        # a number), which from_db() cannot read either.
-        bound = literal((value + timedelta(days=2)).strftime("%Y-%m-%d"), String())
-        moment_text = literal(value, column.type)
-        return and_(type_coerce(column, String()) < bound, func.julianday(column) < func.julianday(moment_text))
+        return self.dialect.before(column, self.to_db(moment, column))
 
     def since(self, column: Column[Any], moment: datetime) -> ColumnElement[bool]:
-        """Return ``column >= moment``: the negation of ``before`` for rows whose value is a timestamp
-        (on SQLite, ISO text)."""
-        value = self.to_db(moment, column)
-        if not self._text_timestamps:
-            return column >= value
-        # as in before(): every ISO spelling of a later moment sorts after the date a day before value's
-        bound = literal((value - timedelta(days=1)).strftime("%Y-%m-%d"), String())
-        moment_text = literal(value, column.type)
-        return and_(type_coerce(column, String()) >= bound, func.julianday(column) >= func.julianday(moment_text))
-
-    @property
-    def _text_timestamps(self) -> bool:
-        return self.engine.dialect.name == "sqlite"
+        """Return ``column >= moment``: the negation of ``before`` for rows whose value is a timestamp."""
+        return self.dialect.since(column, self.to_db(moment, column))
 
     def to_db(self, moment: datetime, column: Column[Any]) -> datetime:
         """Convert an aware UTC moment into what ``column`` stores (naive in the configured zone)."""
@@ -238,7 +222,7 @@ class TaskTable:
                 return None
         moment: datetime = value
         if moment.tzinfo is None:
-            # Columns that store a zone arrive in the session's zone, which is UTC (see db.py).
+            # Columns that store a zone arrive in the session's zone, which is UTC (see the dialects).
             moment = moment.replace(tzinfo=UTC if _stores_zone(column) else self.zone)
         return moment.astimezone(UTC)
 
@@ -275,7 +259,8 @@ class TaskTable:
 
 
 def _stores_zone(column: Column[Any]) -> bool:
-    # MySQL TIMESTAMP is stored in UTC and read in the session zone, which db.py sets to UTC.
+    # A type says it, whatever the engine: MySQL's TIMESTAMP is stored in UTC and read in the session's
+    # zone, which its dialect sets to UTC.
     return bool(getattr(column.type, "timezone", False)) or isinstance(column.type, MySQLTimestamp)
 
 
@@ -284,8 +269,7 @@ def _reflect(engine: Engine, settings: Settings) -> Table:
     if schema is not None and schema not in inspect(engine).get_schema_names():
         raise SchemaError(f"schema {schema!r} not found in {url} (REAPER_TABLE_SCHEMA)")
     try:
-        with warnings.catch_warnings():  # a type SQLAlchemy does not know is archived as text (values.py)
-            warnings.filterwarnings("ignore", "Did not recognize type", SAWarning)
+        with unknown_types_quiet():  # a type SQLAlchemy does not know is archived as text (values.py)
             return Table(settings.table, MetaData(), schema=schema, autoload_with=engine)
     except NoSuchTableError:
         pass
@@ -391,7 +375,7 @@ def open_table(engine: Engine, settings: Settings) -> TaskTable:
     error_fit = TextFit()
     if "error" in columns:
         with engine.connect() as conn:
-            error_fit = column_fit(conn, columns["error"])
+            error_fit = dialect_of(engine).text_fit(conn, columns["error"])
     return TaskTable(
         engine=engine,
         table=table,

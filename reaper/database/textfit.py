@@ -6,7 +6,8 @@ A column limits its text in characters (``VARCHAR(n)``, ``CHAR(n)``) or in bytes
 ``LATIN1``). In strict mode MySQL refuses the whole statement otherwise (``Data too long``,
 ``Incorrect string value``), which would fail every batch of every run. So a character the column
 cannot hold becomes ``?`` (as MySQL's non-strict mode writes it), and a text too long is cut,
-between characters, and ends with ``...``.
+between characters, and ends with ``...``. What a column holds is each database's to say (its
+dialect's ``text_fit``).
 """
 
 from __future__ import annotations
@@ -15,22 +16,10 @@ import codecs
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Column, String, text
-from sqlalchemy.engine import Connection
+from sqlalchemy import Column, String
 
 REPLACEMENT = "?"
 ELLIPSIS = "..."  # ASCII dots: every character set holds them
-# MySQL and MariaDB character sets that Python's codecs spell otherwise; latin1 is in fact cp1252.
-MYSQL_CODECS = {
-    "latin1": "cp1252", "utf8": "utf-8", "utf8mb3": "utf-8", "utf8mb4": "utf-8", "ucs2": "utf-16-be",
-    "utf16": "utf-16-be", "utf16le": "utf-16-le", "utf32": "utf-32-be", "latin5": "iso8859-9",
-    "latin7": "iso8859-13", "greek": "iso8859-7", "hebrew": "iso8859-8", "sjis": "shift_jis",
-    "ujis": "euc_jp", "eucjpms": "euc_jp", "euckr": "euc_kr", "macroman": "mac-roman", "macce": "mac-latin2",
-    "tis620": "tis-620", "koi8r": "koi8-r", "koi8u": "koi8-u",
-}
-POSTGRESQL_CODECS = {"koi8r": "koi8-r", "koi8u": "koi8-u"}
-BMP_ONLY = {"utf8", "utf8mb3", "ucs2"}
-TEXT_TYPES = ("tinytext", "text", "mediumtext", "longtext")
 
 
 @dataclass(frozen=True)
@@ -93,42 +82,7 @@ def python_codec(name: str | None, aliases: dict[str, str] | None = None) -> str
     return "ascii"
 
 
-def _declared(column: Column[Any]) -> int | None:
+def declared_chars(column: Column[Any]) -> int | None:
+    """The length a string column declares, in characters (``None``: none declared, or not a string column)."""
     length = getattr(column.type, "length", None)
     return length if isinstance(column.type, String) and length else None
-
-
-def _mysql_fit(conn: Connection, column: Column[Any]) -> TextFit:
-    found = conn.execute(
-        text(
-            "SELECT DATA_TYPE, CHARACTER_MAXIMUM_LENGTH, CHARACTER_OCTET_LENGTH, CHARACTER_SET_NAME "
-            "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :table "
-            "AND COLUMN_NAME = :column"
-        ),
-        {"table": column.table.name, "column": column.name},
-    ).first()
-    if found is None or found[3] is None:  # not a text column (or hidden from us): the reflected length
-        return TextFit(max_chars=_declared(column))
-    kind, characters, octets, charset = str(found[0]).lower(), found[1], found[2], str(found[3]).lower()
-    codec = python_codec(charset, MYSQL_CODECS)
-    bmp_only = charset in BMP_ONLY
-    if kind in TEXT_TYPES:  # their sizes count bytes
-        return TextFit(max_bytes=int(octets), codec=codec, bmp_only=bmp_only)
-    return TextFit(max_chars=int(characters) if characters else None, codec=codec, bmp_only=bmp_only)
-
-
-def _postgresql_fit(conn: Connection, column: Column[Any]) -> TextFit:
-    encoding = str(conn.execute(text("SHOW server_encoding")).scalar()).lower()
-    # SQL_ASCII stores whatever bytes it is given; the client sends UTF-8.
-    codec = "utf-8" if encoding in ("utf8", "sql_ascii") else python_codec(encoding, POSTGRESQL_CODECS)
-    return TextFit(max_chars=_declared(column), codec=codec)
-
-
-def column_fit(conn: Connection, column: Column[Any]) -> TextFit:
-    """Return what the text column ``column`` holds, asked of the database where the type does not say."""
-    dialect = conn.dialect.name
-    if dialect in ("mysql", "mariadb"):
-        return _mysql_fit(conn, column)
-    if dialect == "postgresql":
-        return _postgresql_fit(conn, column)
-    return TextFit(max_chars=_declared(column))  # SQLite: any text in any column; the declared length is kept

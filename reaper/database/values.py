@@ -14,6 +14,8 @@ numbers. So an archive reads each column through its *exact type*:
 - a type SQLAlchemy does not know is read as hex on MySQL (geometry has no text form there);
 - on SQLite every column is read as stored (SQLite keeps no other types than these).
 
+The types that read so are in ``exact_types``; each database's own rules, in its dialect's ``exact_type``.
+
 ``to_json`` and ``from_json`` turn a value read so into JSON and back, given its exact type.
 """
 
@@ -29,27 +31,13 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import (
-    Boolean,
-    Column,
-    Date,
-    DateTime,
-    Float,
-    Integer,
-    MetaData,
-    Numeric,
-    String,
-    Table,
-    Text,
-    cast,
-    func,
-    type_coerce,
-)
-from sqlalchemy.dialects import mysql
+from sqlalchemy import Boolean, Column, Date, DateTime, Float, Integer, MetaData, Numeric, String, Table, type_coerce
 from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.types import BINARY, JSON, VARBINARY, LargeBinary, NullType, TypeDecorator, TypeEngine, Uuid
+from sqlalchemy.types import JSON, TypeEngine, Uuid
 
-BINARY_TYPES: tuple[type[TypeEngine[Any]], ...] = (LargeBinary, BINARY, VARBINARY)
+from reaper.database.dialects import dialect_of
+from reaper.database.exact_types import BINARY_TYPES, AsText, Stored
+
 # Types whose values the drivers give back unchanged and whose JSON form (below) is exact.
 NATIVE_TYPES = (Integer, Boolean, Numeric, String, Date, DateTime, Uuid, *BINARY_TYPES)
 # A raw SQLite value that is bytes, where the column's type does not say so.
@@ -57,65 +45,15 @@ BYTES_KEY = "base64"
 NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
-class AsText(TypeDecorator[str]):
-    """A column read as the database's text for its value, and written back as that text (untyped)."""
-
-    impl = NullType  # no bind processing, no cast: the database parses the text into the column's type
-    cache_ok = True
-
-    @property
-    def python_type(self) -> type[Any]:
-        """What a value read through this type is."""
-        return str
-
-    def column_expression(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
-        """Read the value as text."""
-        return cast(column, Text())
-
-
-class AsHex(TypeDecorator[str]):
-    """A MySQL column of a type SQLAlchemy does not know (geometry): read as hex, written from it."""
-
-    impl = NullType
-    cache_ok = True
-
-    @property
-    def python_type(self) -> type[Any]:
-        """What a value read through this type is."""
-        return str
-
-    def column_expression(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
-        """Read the value's bytes as hex."""
-        return func.hex(column)
-
-    def bind_expression(self, value: Any) -> Any:
-        """Write the bytes the hex spells."""
-        return func.unhex(value)
-
-
-class Stored(TypeDecorator[Any]):
-    """A SQLite column read and written as stored: text, integer, real, blob or null."""
-
-    impl = NullType
-    cache_ok = True
-
-
-def _family(dialect: str) -> str:
-    return "mysql" if dialect in ("mysql", "mariadb") else dialect
-
-
 def exact_type(column_type: TypeEngine[Any], dialect: str) -> TypeEngine[Any]:
-    """The type that reads and writes a column of ``column_type`` on ``dialect`` without changing its values."""
-    family = _family(dialect)
-    if family == "sqlite":
-        return column_type if isinstance(column_type, BINARY_TYPES) else Stored()
+    """The type that reads and writes a column of ``column_type`` on ``dialect`` (SQLAlchemy's name for the
+    backend) without changing its values: the database's own answer (see its dialect), else the plain rule."""
+    own = dialect_of(dialect).exact_type(column_type)
+    if own is not None:
+        return own
     if isinstance(column_type, Float):  # before Numeric, its base: MySQL's DOUBLE is reflected as a decimal
         return Float(asdecimal=False)
-    if family == "mysql" and isinstance(column_type, mysql.BIT):
-        return column_type  # an integer; its text form is raw bytes
-    if isinstance(column_type, NullType) and family == "mysql":
-        return AsHex()
-    if isinstance(column_type, NATIVE_TYPES) and not isinstance(column_type, mysql.SET | JSON):
+    if isinstance(column_type, NATIVE_TYPES) and not isinstance(column_type, JSON):
         return column_type
     return AsText()
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from loguru import logger
 
-from reaper.database.connection import redact
+from reaper.database.connection import database_errors, redact
 from reaper.database.lock import exclusive_run
 from reaper.database.table import TaskTable
 from reaper.engine.reap import RunOptions, RunResult, run_policies
@@ -56,7 +56,7 @@ def exclusive_cleanup(
     archive: Archive | None = None
     started = options.timer()
     try:
-        with exclusive_run(table.engine, table.qualified_name) as lock:
+        with database_errors(), exclusive_run(table.engine, table.qualified_name) as lock:
             date_undated(table, [policy.status for policy in policies], now, options.batch_size)
             safety = settings.safety
             archive = open_archive(safety.archive, safety.archive_dir, safety.archive_table, table.table,
@@ -78,11 +78,10 @@ def exclusive_cleanup(
 
 
 def why_it_failed(exc: BaseException) -> str:
-    """One line on why a pass ended on ``exc``: a signal, or the error (the driver's own message)."""
+    """One line on why a pass ended on ``exc``: a signal, or the error (a database's: the driver's own message)."""
     if isinstance(exc, KeyboardInterrupt):
         return f"{exc or 'interrupted by SIGINT'}, during a batch (rolled back)"
-    original = getattr(exc, "orig", None) or exc
-    text = str(original).strip() or type(original).__name__
+    text = str(exc).strip() or type(exc).__name__
     return f"failed: {text.splitlines()[0]}"
 
 

@@ -13,25 +13,14 @@ application's own as much as the ones ``reaper --check-indexes`` recommends.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import inspect
-from sqlalchemy.exc import SAWarning
-
+from reaper.database.schema import ExistingIndex
 from reaper.database.table import TaskTable
 from reaper.policy.matching import dating_columns
 from reaper.policy.policies import Policy, Rule
-
-
-@dataclass(frozen=True)
-class ExistingIndex:
-    """An index (or unique constraint, or the primary key) the table has, by its column names."""
-
-    name: str
-    columns: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -63,34 +52,12 @@ class Plan:
 
 def existing_indexes(table: TaskTable) -> list[ExistingIndex]:
     """Return the table's indexes, unique constraints and primary key, as the database reports them now."""
-    with warnings.catch_warnings():  # a column type SQLAlchemy does not know (point, INET6): only names are read
-        warnings.filterwarnings("ignore", "Did not recognize type", SAWarning)
-        return _reflected_indexes(table)
-
-
-def _reflected_indexes(table: TaskTable) -> list[ExistingIndex]:
-    inspector, schema = inspect(table.engine), table.table.schema
-    # An expression in an index has no column name (None): "" never equals a column's name.
-    found = [
-        ExistingIndex(str(index["name"]), tuple(name or "" for name in index["column_names"]))
-        for index in inspector.get_indexes(table.name, schema=schema)
-    ]
-    found += [
-        ExistingIndex(str(unique["name"]), tuple(unique["column_names"]))
-        for unique in inspector.get_unique_constraints(table.name, schema=schema)
-    ]
-    key = inspector.get_pk_constraint(table.name, schema=schema)
-    found.append(ExistingIndex(str(key.get("name") or "PRIMARY"), tuple(key["constrained_columns"])))
-    return found
+    return table.dialect.indexes(table.engine, table.table)
 
 
 def appends_primary_key(table: TaskTable) -> bool:
     """Whether every secondary index of the table ends with its primary key without naming it."""
-    if table.engine.dialect.name in ("mysql", "mariadb"):
-        return True  # InnoDB's secondary indexes hold the primary key
-    # SQLite's indexes end with the rowid, which a column declared exactly INTEGER PRIMARY KEY is.
-    keys = [column for column in table.table.columns if column.primary_key]
-    return table.engine.dialect.name == "sqlite" and keys == [table.id] and str(table.id.type).upper() == "INTEGER"
+    return table.dialect.appends_primary_key(table.table, table.id)
 
 
 def serving_index(table: TaskTable, columns: tuple[str, ...], indexes: list[ExistingIndex]) -> ExistingIndex | None:

@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Select, String, and_, or_, select, type_coerce
+from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from reaper.database.connection import backend_of
 from reaper.database.table import TaskTable
 from reaper.engine.sizing import BatchSizer
 from reaper.policy.matching import counted_attempts, dated_before, dating_columns, datings, type_scope
@@ -65,17 +64,6 @@ class Batch:
         return [row[0] for row in self.rows] if self.id_span is None else list(self.id_span)
 
 
-def _as_stored(table: TaskTable, column: Column[Any]) -> ColumnElement[Any]:
-    """The column as the database compares it: on SQLite a timestamp is text, so page on the text.
-
-    Re-rendering a value read back as a datetime would change its spelling ('2026-11-29 10:00:00'
-    from CURRENT_TIMESTAMP becomes '... 10:00:00.000000'), and the page would skip or repeat rows.
-    """
-    if backend_of(table.engine.url) == "sqlite" and isinstance(column.type, DateTime):
-        return type_coerce(column, String)
-    return column
-
-
 def segments(table: TaskTable, policy: Policy, now: datetime, spellings: Sequence[str]) -> list[Segment]:
     """Return the disjoint segments that together hold every row ``policy`` matches at ``now``."""
     found = []
@@ -85,8 +73,9 @@ def segments(table: TaskTable, policy: Policy, now: datetime, spellings: Sequenc
         for value in spellings:
             status = and_(table.status == value, scope)
             dated = and_(status, table.before(first.column, first.cutoff))
-            # ordered down to the whole key, so that a batch never resumes past a row it did not read
-            found.append(Segment(rule, dated, (_as_stored(table, first.column), *table.key)))
+            # paged on the column as the database compares it (its text on SQLite), and down to the whole
+            # key, so that a batch never resumes past a row it did not read
+            found.append(Segment(rule, dated, (table.dialect.as_stored(first.column), *table.key)))
             if rest:
                 undated_first = and_(status, first.column.is_(None), dated_before(table, rest))
                 found.append(Segment(rule, undated_first, table.key))

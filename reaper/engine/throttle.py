@@ -10,7 +10,8 @@
 
 The run asks its ``Throttle`` before the first batch and between batches. A clear reading is trusted
 for ``REREAD_SECONDS``, so the server is read at most a few times a second however quick the
-batches. What is read on each database is in ``load``; the settings are parsed in ``settings.throttling``.
+batches. What is read on each database is its dialect's (``reaper.database.dialects``); the settings
+are parsed in ``settings.throttling``.
 """
 
 from __future__ import annotations
@@ -21,19 +22,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from loguru import logger
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 
-from reaper.database.connection import SessionLimits, backend_of, create_db_engine, database_errors, is_access_denied
-from reaper.database.load import (
-    Lag,
-    lag_reader,
-    mysql_replica_lag,
-    postgres_replica_lag,
-    postgres_sees_all_sessions,
-    postgres_standby_lag,
-    read_load,
-)
-from reaper.errors import ConfigError, DatabaseError
+from reaper.database.connection import SessionLimits, create_db_engine, database_errors
+from reaper.database.dialects import Lag, dialect_of
+from reaper.errors import AccessDenied, ConfigError, DatabaseError
 from reaper.settings.throttling import DEFAULT_MAX_PAUSE_SECONDS, ThrottleSettings
 
 # What a load SPEC is, and its parsing, are the settings'; named here too for the callers of throttle.
@@ -144,7 +137,7 @@ class _Watch:
         over: list[Over] = []
         if self.names:
             with self.engine.connect() as conn:
-                values = read_load(conn, self.names)
+                values = dialect_of(conn).read_load(conn, self.names)
             for flag, limits, critical in (("--critical-load", self.limits.critical_load, True),
                                            ("--max-load", self.limits.max_load, False)):
                 for limit in limits:
@@ -169,25 +162,21 @@ def _where(url: str) -> str:
 
 
 def _check_load(engine: Engine, limits: ThrottleSettings, secrets: Iterable[str]) -> None:
-    """Refuse, before anything runs, a NAME the server does not know or cannot give as a number."""
+    """Refuse, before anything runs, a NAME the server does not know or cannot give as a number, and a
+    login that cannot see what it would watch."""
     names = [limit.name for limit in limits.critical_load + limits.max_load]
     reads_standbys = limits.max_replica_lag_seconds is not None and not limits.replica_urls
-    needs_stats_role = backend_of(engine.url) == "postgresql" and bool(names or reads_standbys)
-    if not names and not needs_stats_role:
+    if not names and not reads_standbys:
         return
+    dialect = dialect_of(engine)
     try:
         with database_errors("cannot read the server's load", secrets), engine.connect() as conn:
-            values = read_load(conn, names) if names else {}
-            sees_all = not needs_stats_role or postgres_sees_all_sessions(conn)
-    except DatabaseError as exc:
-        if is_access_denied(exc.__cause__ or exc):  # a privilege to grant, not a database that failed
-            raise ConfigError(f"--max-load, --critical-load: {exc}") from None
-        raise
-    if not sees_all:
-        raise ConfigError(
-            "--max-load, --critical-load and --max-replica-lag on PostgreSQL need the pg_read_all_stats role "
-            "(GRANT pg_monitor TO <reaper's user>): without it other sessions and standbys show no state"
-        )
+            values = dialect.read_load(conn, names) if names else {}
+            unseen = dialect.load_unseen(conn)
+    except AccessDenied as exc:  # a privilege to grant, not a database that failed
+        raise ConfigError(f"--max-load, --critical-load: {exc}") from None
+    if unseen is not None:
+        raise ConfigError(unseen)
     for flag, setting, given in (("--critical-load", "REAPER_CRITICAL_LOAD", limits.critical_load),
                                  ("--max-load", "REAPER_MAX_LOAD", limits.max_load)):
         for limit in given:
@@ -198,15 +187,27 @@ def _check_load(engine: Engine, limits: ThrottleSettings, secrets: Iterable[str]
                 raise ConfigError(f"{flag} ({setting}): {limit.name} is not a number on this server")
 
 
+def lag_reader(engine: Engine, read: Callable[[Connection], Lag], secrets: Iterable[str]) -> Callable[[], Lag]:
+    """Return a callable that reads a lag on ``engine``; an error becomes a ``Lag`` that says what went wrong."""
+
+    def read_lag() -> Lag:
+        try:
+            with database_errors("cannot be read", secrets), engine.connect() as conn:
+                return read(conn)
+        except DatabaseError as exc:
+            return Lag(None, str(exc), lasting=exc.fatal)
+
+    return read_lag
+
+
 def _replicas(limits: ThrottleSettings, engine: Engine, engines: Sequence[Engine],
               secrets: Iterable[str]) -> list[_Replica]:
     if limits.max_replica_lag_seconds is None:
         return []
-    mysql = backend_of(engine.url) == "mysql"
-    if not engines:  # PostgreSQL: the standbys the primary lists
-        return [_Replica("pg_stat_replication", lag_reader(engine, postgres_standby_lag, secrets))]
-    read = mysql_replica_lag if mysql else postgres_replica_lag
-    return [_Replica(_where(url), lag_reader(replica, read, secrets))
+    dialect = dialect_of(engine)
+    if not engines and dialect.standbys is not None:  # the standbys the primary lists
+        return [_Replica(dialect.standbys, lag_reader(engine, dialect.standby_lag, secrets))]
+    return [_Replica(_where(url), lag_reader(replica, dialect_of(replica).replica_lag, secrets))
             for url, replica in zip(limits.replica_urls, engines, strict=True)]
 
 

@@ -17,11 +17,11 @@ from typing import Any
 
 from loguru import logger
 from sqlalchemy import and_, select, update
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
-from reaper.database.connection import is_lock_conflict
+from reaper.database.connection import database_errors
 from reaper.database.table import ACTIVE_STATUSES, TaskTable
+from reaper.errors import LockConflict
 
 
 def _undated(table: TaskTable, role: str) -> ColumnElement[bool]:
@@ -48,10 +48,9 @@ def date_role(table: TaskTable, role: str, now: datetime, batch_size: int) -> in
         if not ids:
             return dated
         try:
-            dated += _date_batch(table, role, ids, now)
-        except DBAPIError as exc:
-            if not is_lock_conflict(exc):
-                raise
+            with database_errors():
+                dated += _date_batch(table, role, ids, now)
+        except LockConflict:
             logger.warning(f"dating {role} rows that have no time: lock conflict, the rest waits for the next run")
             return dated
         last = ids[-1]

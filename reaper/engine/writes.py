@@ -18,12 +18,12 @@ from typing import Any
 from loguru import logger
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
-from reaper.database.connection import constraint_name, is_lock_conflict, refused_by_constraint
+from reaper.database.connection import database_errors
 from reaper.database.table import TaskTable
 from reaper.database.values import exact_columns
+from reaper.errors import ConstraintRefused, LockConflict
 from reaper.policy.matching import Dating, dated_by, datings, rule_condition
 from reaper.policy.policies import Action, Policy, Rule
 from reaper.safety.archive import Archive
@@ -187,7 +187,7 @@ def _delete_returning(conn: Connection, ctx: WriteContext, keys: list[tuple[Any,
     table = ctx.table.table
     condition = and_(ctx.table.key_in(keys), ctx.selection)
     whole = exact_columns(table, conn.dialect.name)  # each value as the database holds it
-    if conn.dialect.delete_returning:
+    if ctx.table.dialect.deletes_returning(conn.engine):
         return [dict(row) for row in conn.execute(delete(table).where(condition).returning(*whole)).mappings()]
     # No RETURNING (MySQL): lock the rows, so that the ones read are the ones deleted; the condition
     # again, so that only they are deleted.
@@ -212,12 +212,11 @@ def _write_retrying(ctx: WriteContext, rows: Sequence[Sequence[Any]], outcome: B
     """Write, retrying lock conflicts; return rows affected by action, or ``None`` when the retries ran out."""
     for attempt in range(ctx.max_retries + 1):
         try:
-            return _write_once(ctx, rows)
-        except DBAPIError as exc:
-            if not is_lock_conflict(exc):
-                raise
+            with database_errors():
+                return _write_once(ctx, rows)
+        except LockConflict as exc:
             if attempt == ctx.max_retries:
-                logger.warning(f"{ctx.policy.name}: lock conflict on {len(rows)} rows, skipped: {exc.orig}")
+                logger.warning(f"{ctx.policy.name}: lock conflict on {len(rows)} rows, skipped: {exc}")
                 return None
             outcome.retries += 1
             ctx.sleep(RETRY_BASE_SECONDS * 2**attempt)
@@ -229,11 +228,9 @@ def write_batch(ctx: WriteContext, rows: Sequence[Sequence[Any]]) -> BatchOutcom
     outcome = BatchOutcome()
     try:
         affected = _write_retrying(ctx, rows, outcome)
-    except DBAPIError as exc:
-        if not refused_by_constraint(exc):
-            raise
+    except ConstraintRefused as exc:
         if len(rows) == 1:
-            reason = f"refused by {constraint_name(exc)}"
+            reason = f"refused by {exc.refused_by}"
             logger.warning(f"{ctx.policy.name}: id {rows[0][0]} {reason}, skipped")
             outcome.add(BatchOutcome(skipped=1, reasons={reason: 1}))
             return outcome

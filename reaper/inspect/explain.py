@@ -14,17 +14,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, SmallInteger, Uuid, select
-from sqlalchemy.dialects import mysql
+from sqlalchemy import Integer, Uuid, select
 from sqlalchemy.engine import Connection
 
 from reaper.database.table import TaskTable
 from reaper.errors import ReaperError
 from reaper.policy.matching import Dating, dated_by, datings, rule_condition, type_scope
 from reaper.policy.policies import Action, Policy, Rule
-
-# Integer types by their size where it is not 32 bits (MySQL's INT, PostgreSQL's integer).
-INTEGER_BITS = ((BigInteger, 64), (mysql.MEDIUMINT, 24), (SmallInteger, 16), (mysql.TINYINT, 8))
 
 
 class TaskNotFound(ReaperError):
@@ -84,11 +80,9 @@ class Explanation:
 
 
 def _integer_bounds(table: TaskTable) -> tuple[int, int]:
-    """The smallest and largest value the integer id column holds (SQLite's integers all have 64 bits)."""
+    """The smallest and largest value the integer id column holds."""
     column_type = table.id.type
-    bits = 64
-    if table.engine.dialect.name != "sqlite":
-        bits = next((size for kind, size in INTEGER_BITS if isinstance(column_type, kind)), 32)
+    bits = table.dialect.integer_bits(column_type)
     if getattr(column_type, "unsigned", False):
         return 0, 2**bits - 1
     return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1

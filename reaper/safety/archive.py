@@ -20,18 +20,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import Column, DateTime, Integer, MetaData, Table, insert, inspect, text
+from sqlalchemy import Column, DateTime, Integer, MetaData, Table, insert, inspect
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import SAWarning
 from sqlalchemy.types import NullType, TypeEngine, UserDefinedType
 
-from reaper.database.connection import backend_of
+from reaper.database.dialects import dialect_of
+from reaper.database.schema import column_names
 from reaper.database.values import exact_type, to_json
 from reaper.errors import ArchiveError, ConfigError
 from reaper.safety.filenames import file_safe
@@ -114,9 +113,7 @@ class TableArchive:
         if not inspect(engine).has_table(name, schema=source.schema):
             self.table.create(engine)
         else:
-            with warnings.catch_warnings():  # a type SQLAlchemy does not know: only its name is read here
-                warnings.filterwarnings("ignore", "Did not recognize type", SAWarning)
-                existing = {column["name"] for column in inspect(engine).get_columns(name, schema=source.schema)}
+            existing = column_names(engine, name, source.schema)
             missing = [column.name for column in self.table.columns if column.name not in existing]
             if missing:
                 raise ConfigError(f"archive table {name!r} lacks columns {', '.join(missing)} (REAPER_ARCHIVE_TABLE)")
@@ -140,23 +137,12 @@ class _Declared(UserDefinedType[Any]):
         return self.declared
 
 
-# The declared type of each column, as the database spells it.
-DECLARED_TYPES = {
-    "postgresql": "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
-    "WHERE a.attrelid = CAST(quote_ident(:name) AS regclass) AND a.attnum > 0 AND NOT a.attisdropped",
-    "mysql": "SELECT COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS "
-    "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :name",
-    "sqlite": "SELECT name, type FROM pragma_table_info(:name)",
-}
-
-
 def _declared_types(engine: Engine, source: Table) -> dict[str, str]:
     """The declared types of the columns SQLAlchemy did not recognise, which it cannot create as they are."""
     if not any(isinstance(column.type, NullType) for column in source.columns):
         return {}
     with engine.connect() as conn:
-        found = conn.execute(text(DECLARED_TYPES[backend_of(engine.url)]), {"name": source.name}).all()
-    return {str(name): str(declared) for name, declared in found}
+        return dialect_of(engine).declared_types(conn, source.name)
 
 
 def _archive_table(source: Table, name: str, declared: Mapping[str, str]) -> Table:

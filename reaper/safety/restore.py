@@ -24,13 +24,12 @@ from typing import Any
 
 from loguru import logger
 from sqlalchemy import insert, select
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import TypeEngine
 
-from reaper.database.connection import constraint_name, refuses_row
+from reaper.database.connection import database_errors
 from reaper.database.table import TaskTable
 from reaper.database.values import exact_table, exact_type, from_json
-from reaper.errors import ConfigError, SchemaError
+from reaper.errors import ConfigError, RowRefused, SchemaError
 from reaper.safety.jsonl import DamagedArchive, Member, archive_members
 
 
@@ -163,11 +162,9 @@ def _chunks(table: TaskTable, path: Path, size: int) -> Iterator[list[dict[str, 
 def _insert(table: TaskTable, writer: Any, rows: list[dict[str, Any]], result: RestoreResult) -> None:
     """Insert ``rows`` in one transaction; when the database refuses, halve until the refused rows are found."""
     try:
-        with table.engine.begin() as conn:
+        with database_errors(), table.engine.begin() as conn:
             conn.execute(insert(writer), rows)
-    except DBAPIError as exc:
-        if not refuses_row(exc):
-            raise
+    except RowRefused as exc:
         if len(rows) > 1:
             middle = len(rows) // 2
             _insert(table, writer, rows[:middle], result)
@@ -177,7 +174,7 @@ def _insert(table: TaskTable, writer: Any, rows: list[dict[str, Any]], result: R
         if _present(table, [task_id]):  # inserted meanwhile, by someone else
             result.already_present += 1
             return
-        reason = constraint_name(exc)
+        reason = exc.refused_by
         logger.warning(f"id {task_id!r} refused by the database: {reason}")
         result.refused += 1
         result.refused_by[reason] = result.refused_by.get(reason, 0) + 1
@@ -193,6 +190,12 @@ def restore_archive(
     if not path.is_file():
         raise ConfigError(f"archive file {str(path)!r} not found")
     result = result or RestoreResult(file=str(path), dry_run=dry_run)
+    with database_errors():
+        _restore(table, path, dry_run, batch_size, result)
+    return result
+
+
+def _restore(table: TaskTable, path: Path, dry_run: bool, batch_size: int, result: RestoreResult) -> None:
     _check(table, path, result)
     writer = exact_table(table.table, table.engine.dialect.name)  # values decoded for their exact types
     for chunk in _chunks(table, path, batch_size):
@@ -203,4 +206,3 @@ def restore_archive(
             result.restored += len(missing)
         elif missing:
             _insert(table, writer, missing, result)
-    return result

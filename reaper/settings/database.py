@@ -6,9 +6,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
 
-from reaper.database.connection import safe_url
+from reaper.database.connection import parse_url, safe_url
 
 DEFAULT_DATABASE_URL = "sqlite:///reaper.db"
 
@@ -16,8 +15,8 @@ DEFAULT_DATABASE_URL = "sqlite:///reaper.db"
 def parsable_url(value: str) -> str:
     """Return ``value`` if it is a database URL; else raise ``ValueError`` without showing it (a password)."""
     try:
-        url = make_url(value)
-    except (ArgumentError, ValueError):
+        url = parse_url(value)
+    except ValueError:
         raise ValueError("not a database URL (expected dialect+driver://user:password@host/db)") from None
     if url.host and "@" in url.host:  # the password's own "@" ends it early: its tail would show as the host
         raise ValueError("the URL has more than one '@': write an '@' in the password or user name as %40")

@@ -24,7 +24,8 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import SettingsError
 from sqlalchemy.engine import URL, make_url
 
-from reaper.database.connection import backend_of, url_secrets
+from reaper.database.connection import url_secrets
+from reaper.database.dialects import dialect_of
 from reaper.errors import ConfigError
 from reaper.settings.batching import BatchSettings
 from reaper.settings.daemon import DaemonSettings, LogSettings, MetricsSettings
@@ -104,7 +105,7 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _throttle_fits_the_database(self) -> Settings:
-        backend, throttling = backend_of(self.url), self.throttling
+        backend, throttling = dialect_of(self.url).name, self.throttling
         for flag, setting, spec in (("--max-load", "REAPER_MAX_LOAD", throttling.max_load),
                                     ("--critical-load", "REAPER_CRITICAL_LOAD", throttling.critical_load)):
             if spec:
@@ -123,7 +124,7 @@ class Settings(BaseModel):
             raise ValueError(f"{lag} needs at least one --replica URL (REAPER_REPLICA_URLS) on MySQL and "
                              "MariaDB: a primary does not know its replicas' lag")
         for url in throttling.replicas:
-            if backend_of(make_url(url)) != backend:
+            if dialect_of(make_url(url)).name != backend:
                 safe = make_url(url).render_as_string(hide_password=True)
                 raise ValueError(f"--replica {safe}: not a replica of a {backend} database")
         return self

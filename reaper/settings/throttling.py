@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from reaper.database.connection import safe_url
-from reaper.database.load import POSTGRES_LOAD_NAMES
+from reaper.database.dialects import dialect_of
 from reaper.settings.database import parsable_url
 
 DEFAULT_MAX_PAUSE_SECONDS = 600.0
@@ -51,16 +51,8 @@ def parse_spec(spec: str) -> tuple[LoadLimit, ...]:
 
 
 def check_names(limits: Sequence[LoadLimit], backend: str) -> None:
-    """Refuse names the database cannot have (MySQL's status variables are checked on the server)."""
-    if backend == "sqlite":
-        raise ValueError("SQLite has no server load to read")
-    if backend == "postgresql":
-        for limit in limits:
-            if limit.name not in POSTGRES_LOAD_NAMES:
-                known = ", ".join(POSTGRES_LOAD_NAMES)
-                raise ValueError(f"unknown NAME {limit.name!r} on PostgreSQL (known: {known})")
-    elif backend != "mysql":
-        raise ValueError(f"load limits are read on MySQL, MariaDB and PostgreSQL, not {backend}")
+    """Refuse names the database ``backend`` (SQLAlchemy's name) cannot have; a server checks its own."""
+    dialect_of(backend).check_load_names([limit.name for limit in limits])
 
 
 @dataclass(frozen=True)

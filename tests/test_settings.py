@@ -26,7 +26,7 @@ def test_defaults_are_the_seed_thresholds() -> None:
         settings.table,
     ) == (24, 2, 7, 30, 1000, "processing_tasks")
     assert settings.columns.finished_at == "completed_at" and settings.columns.error == "error_message"
-    assert settings.database_url == "sqlite:///reaper.database.connection"
+    assert settings.database_url == "sqlite:///reaper.db"
 
 
 def test_flags_override_environment_which_overrides_dotenv_which_overrides_toml(

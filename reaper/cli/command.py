@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     busy.add_argument("--max-pause", metavar="S", type=_day_of_seconds,
                       help="stop a run that has paused S seconds in a row (default 600)")
     where = parser.add_argument_group("database, configuration and logs")
-    where.add_argument("--database-url", metavar="URL", help="SQLAlchemy URL (default sqlite:///reaper.database.connection)")
+    where.add_argument("--database-url", metavar="URL", help="SQLAlchemy URL (default sqlite:///reaper.db)")
     where.add_argument("--table", metavar="NAME", help="table name (default processing_tasks)")
     where.add_argument(
         "--preset", metavar="NAME", choices=tuple(PRESETS),

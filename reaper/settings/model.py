@@ -43,7 +43,7 @@ DOTENV_FILE = ".env"
 DEFAULT_METRICS_PORT = 7327
 # No threshold beyond a century: now minus it must stay a valid date.
 MAX_DAYS = 36500
-DEFAULT_DATABASE_URL = "sqlite:///reaper.database.connection"
+DEFAULT_DATABASE_URL = "sqlite:///reaper.db"
 MIN_RESCUE_INTERVAL_SECONDS = 10
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 # Settings whose value may hold a password: an error about them never shows the value.

@@ -32,12 +32,12 @@ from sqlalchemy.engine import Engine
 
 from reaper.clock import utcnow
 from reaper.daemon.metrics import ReaperMetrics, run_mode
-from reaper.database.connection import SessionLimits, create_db_engine, database_errors
+from reaper.database.connection import SessionLimits, create_db_engine, database_errors, refused_for_good
 from reaper.database.table import TaskTable, check_fit, open_table
 from reaper.engine.cleanup import exclusive_cleanup, run_options
 from reaper.engine.reap import RunResult, run_policies
 from reaper.engine.throttle import open_throttle
-from reaper.errors import DatabaseError, LockHeld, ReaperError
+from reaper.errors import ConfigError, DatabaseError, LockHeld, ReaperError
 from reaper.inspect.stats import Totals, poll_stats
 from reaper.policy.policies import standard_policies
 from reaper.settings.model import Settings
@@ -134,11 +134,14 @@ class Daemon:
         return self._table
 
     def open_database(self) -> None:
-        """At start: refuse settings the table cannot fit (no such table or column), as a one-shot run
-        does; a database that does not answer yet is only logged, and the polls keep trying."""
+        """At start: refuse what no wait mends (no such file, table or column, a bad URL, no driver, a
+        refused login, privilege or database: ``ConfigError``), as a one-shot run does; a server that
+        does not answer yet is only logged, and the polls keep trying."""
         try:
             self.task_table()
         except DatabaseError as exc:
+            if refused_for_good(exc.__cause__ or exc):
+                raise ConfigError(f"{exc} (the daemon does not retry a refusal: fix the setting)") from None
             logger.warning(f"the database does not answer yet; polls will retry: {exc}")
 
     def _table_for(self, new: Settings, changed: set[str]) -> tuple[Engine, TaskTable] | None:

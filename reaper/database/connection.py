@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import math
 import os
@@ -37,6 +38,15 @@ POSTGRES_LOCK_STATES = {"40P01", "55P03", "40001"}
 # PostgreSQL SQLSTATEs).
 MYSQL_ACCESS_ERRORS = {1044, 1045, 1142, 1227}
 POSTGRES_ACCESS_STATES = {"28000", "28P01", "42501"}
+# A database that does not exist: MySQL/MariaDB's error number, PostgreSQL's SQLSTATE.
+MYSQL_UNKNOWN_DATABASE = 1049
+POSTGRES_UNKNOWN_DATABASE = "3D000"
+# What the server or the driver says of a connection refused for good, where psycopg gives no SQLSTATE
+# (an error while connecting), and SQLite of a file it cannot open (a folder, no permission).
+REFUSED_CONNECTION = re.compile(
+    r'password authentication failed|no pg_hba\.conf entry|(role|database) ".*" does not exist'
+    r"|unable to open database file"
+)
 CONNECT_TIMEOUT_SECONDS = 10
 MICROSECONDS = 1_000_000
 MYSQL_CONSTRAINT = re.compile(r"CONSTRAINT `([^`]+)`")
@@ -47,6 +57,13 @@ MYSQL_ROW_ERRORS = {1364, 1366, 1292, 3819, 4025}
 SECRET_QUERY_KEY = re.compile("pass", re.IGNORECASE)
 MASK = "***"
 UNPARSABLE_URL = "(a database URL that cannot be parsed; not shown)"
+# What SQLAlchemy defaults to for mysql:// and postgresql:// (mysqlclient, psycopg2) is not among
+# reaper's dependencies: the driver to name in the URL instead, the module it imports, how to install
+# it (PyMySQL comes with reaper; psycopg with the postgresql extra of the task-reaper distribution).
+WORKING_DRIVERS = {
+    "mysql": ("pymysql", "PyMySQL", "pip install PyMySQL"),
+    "postgresql": ("psycopg", "psycopg", "pip install 'task-reaper[postgresql]'"),
+}
 
 
 @dataclass(frozen=True)
@@ -178,13 +195,30 @@ def _check_driver_arguments(engine: Engine, url: URL) -> None:
             raise ValueError(str(exc)) from None
 
 
+def _missing_driver(url: URL, exc: ImportError) -> str:
+    """Say which driver is missing and the URL that works with the drivers reaper installs."""
+    missing = f"the {url.get_driver_name()} driver of {url.drivername}:// URLs is not installed ({exc.name or exc})"
+    backend = backend_of(url)
+    if backend not in WORKING_DRIVERS:
+        return f"{missing}; install it where reaper runs"
+    driver, distribution, install = WORKING_DRIVERS[backend]
+    working = safe_url(url.set(drivername=f"{url.get_backend_name()}+{driver}"))
+    if importlib.util.find_spec(driver) is None:
+        return f"{missing}: {install}, and use {working}"
+    return f"{missing}; {distribution} is: use {working}"
+
+
 def create_db_engine(url: URL, limits: SessionLimits | None = None, *, must_exist: bool = True) -> Engine:
     """Create an engine for ``url`` whose sessions carry ``limits``; a missing SQLite file is an error."""
     limits = limits or SessionLimits()
     safe = safe_url(url)
     path = sqlite_file(url)
     if must_exist and path is not None and not path.is_file():
-        raise ConfigError(f"SQLite database file {str(path)!r} does not exist (REAPER_DATABASE_URL={safe})")
+        raise ConfigError(
+            f"SQLite database file {str(path)!r} does not exist (REAPER_DATABASE_URL={safe}): set --database-url "
+            "or REAPER_DATABASE_URL to your application's database (reaper cleans a table, it creates none), "
+            "or try reaper --demo, which makes a database of its own"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", SAWarning)  # SQLite's dialect only warns that it ignores an argument
@@ -193,10 +227,7 @@ def create_db_engine(url: URL, limits: SessionLimits | None = None, *, must_exis
     except NoSuchModuleError:
         raise ConfigError(f"unknown database dialect or driver in REAPER_DATABASE_URL={safe}") from None
     except ImportError as exc:
-        raise ConfigError(
-            f"the driver for {url.drivername!r} is not installed ({exc.name or exc}); "
-            "install it, for example pip install 'reaper[postgresql]'"
-        ) from None
+        raise ConfigError(_missing_driver(url, exc)) from None
     except ArgumentError as exc:
         raise ConfigError(redact(f"invalid REAPER_DATABASE_URL={safe}: {exc}", url_secrets(url))) from None
     except (SAWarning, TypeError, ValueError) as exc:  # a query argument the driver does not take, or a bad value
@@ -241,6 +272,20 @@ def is_access_denied(exc: BaseException) -> bool:
     if args and isinstance(args[0], int) and args[0] in MYSQL_ACCESS_ERRORS:
         return True
     return getattr(original, "sqlstate", None) in POSTGRES_ACCESS_STATES
+
+
+def refused_for_good(exc: BaseException) -> bool:
+    """Whether a driver error says the login, a privilege or the database itself is refused: a setting
+    to fix, which no wait mends (a server that is down or unreachable is not refused)."""
+    if is_access_denied(exc):
+        return True
+    original = getattr(exc, "orig", None)
+    if original is None:
+        return False
+    args = getattr(original, "args", ())
+    if args and args[0] == MYSQL_UNKNOWN_DATABASE or getattr(original, "sqlstate", None) == POSTGRES_UNKNOWN_DATABASE:
+        return True
+    return REFUSED_CONNECTION.search(str(original)) is not None
 
 
 def refused_by_constraint(exc: BaseException) -> bool:

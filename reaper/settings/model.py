@@ -35,6 +35,7 @@ from reaper.engine.sizing import MAX_BATCH_SIZE, MAX_ID_LIST
 from reaper.engine.throttle import DEFAULT_MAX_PAUSE_SECONDS, ThrottleSettings, check_names, parse_spec
 from reaper.errors import ConfigError
 from reaper.settings.presets import PRESETS, preset_named, with_preset_defaults
+from reaper.settings.suggest import suggestion
 
 ENV_PREFIX = "REAPER_"
 DOTENV_FILE = ".env"
@@ -549,7 +550,8 @@ def _check_environment(environ: Mapping[str, str], where: str = "the environment
                 f"{key} in {where}: set task types in the TOML config file ([task_types.NAME]) "
                 "or as JSON in REAPER_TASK_TYPES"
             )
-        raise ConfigError(f"unknown setting {key} in {where}")
+        hint = suggestion(Settings, (key.removeprefix(ENV_PREFIX).lower(),), ENV_PREFIX, key=False)
+        raise ConfigError(f"unknown setting {key} in {where}{hint}")
 
 
 def _task_types_source(dotenv: Mapping[str, str], config_file: Path | None) -> str:
@@ -567,15 +569,17 @@ def _describe(error: ValidationError, config_file: Path | None, dotenv: Mapping[
     location = tuple(first["loc"])
     message = NUMBER_ERRORS.get(first["type"], first["msg"].removeprefix("Value error, "))
     where = f" in config file {str(config_file)!r}" if config_file else ""
+    variable = None if location[:1] == ("task_types",) else ENV_PREFIX  # task types have no variables of their own
+    hint = suggestion(Settings, tuple(map(str, location)), variable) if first["type"] == "extra_forbidden" else ""
     if location[:1] == ("task_types",):  # usually a TOML table of its own, not a variable
         where = _task_types_source(dotenv, config_file)
         dotted = ".".join(map(str, location))
         if first["type"] == "extra_forbidden":
             known = ", ".join(TaskTypeSettings.model_fields)
-            return f"unknown setting {dotted}{where} (a task type takes: {known})"
+            return f"unknown setting {dotted}{where}{hint} (a task type takes: {known})"
         return f"invalid setting {dotted}{where}: {message} (got {first.get('input')!r})"
     if first["type"] == "extra_forbidden":
-        return f"unknown setting {'.'.join(map(str, location))} ({env_name(location)}){where}"
+        return f"unknown setting {'.'.join(map(str, location))} ({env_name(location)}){where}{hint}"
     if not location:  # a rule across several settings names them in its message
         return f"invalid settings: {message}"
     shown = "" if location[:1] and location[0] in SECRET_SETTINGS else f" (got {first.get('input')!r})"

@@ -15,8 +15,10 @@ import sqlalchemy
 from freezegun import freeze_time
 
 import reaper
-from helpers import NOW, Shape, Tasks, ago
+from helpers import NOW, Shape, Tasks, ago, settings_for
 from reaper.cli.command import main
+from reaper.database.table import open_table
+from reaper.inspect.indexes import check_indexes
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -146,6 +148,7 @@ def test_force_status_accepts_the_stored_spelling(
         (["--once", "--dry-rn"], "unrecognized arguments: --dry-rn; did you mean --dry-run?"),
         (["--once", "--runing-timeout", "3"], "did you mean --running-timeout?"),
         (["--once", "--batch-sise=10"], "did you mean --batch-size?"),
+        (["--once", "-v", "--log-level", "DEBUG"], "not allowed with"),
     ],
 )
 def test_bad_usage_exits_2_with_one_line_naming_the_culprit(
@@ -316,6 +319,65 @@ def test_an_unwritable_log_file_exits_2(tasks: Tasks, database_url: str, capsys:
     assert_one_line_error(err, "log file")
 
 
+def log_lines(err: str) -> list[str]:
+    """The log lines on stderr, without their time stamp: ``WARNING message``."""
+    return [" ".join(line.split()[2:]) for line in err.splitlines() if line[:2] == "20"]
+
+
+@freeze_time(NOW)
+def test_a_dry_run_on_a_terminal_shows_the_report_and_one_line_for_the_missing_indexes(
+    filled: Tasks, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_cli(capsys, "--once", "--dry-run", "--database-url", database_url)
+    assert code == 0 and "DRY RUN" in out and "4 rows would be changed" in out
+    assert log_lines(err) == ["WARNING 4 recommended indexes missing: reaper --check-indexes"]
+
+
+@freeze_time(NOW)
+def test_one_missing_index_is_one_line_in_the_singular(
+    make_tasks: Callable[..., Tasks], database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tasks = make_tasks()
+    with tasks.engine.begin() as conn:  # every recommended index but the statistics' one, on (created_at)
+        for item in check_indexes(open_table(tasks.engine, settings_for(database_url))):
+            if "statistics" not in item.purpose:
+                conn.exec_driver_sql(item.create_statement.rstrip(";"))
+    code, _, err = run_cli(capsys, "--once", "--dry-run", "--database-url", database_url)
+    assert code == 0 and log_lines(err) == ["WARNING 1 recommended index missing: reaper --check-indexes"]
+
+
+@freeze_time(NOW)
+@pytest.mark.parametrize(
+    "flags, shown, hidden",
+    [
+        (["-v"], ["INFO running_timeout: 1 running rows older than 24 h, 1 would be failed"], ["DEBUG plan:"]),
+        (["--log-level", "INFO"], ["INFO dry run finished: 4 rows would be changed, none was"], ["DEBUG"]),
+        (["-vv"], ["DEBUG plan: running_timeout: primary-key walk", "DEBUG no index on (status, started_at, id)"], []),
+    ],
+)
+def test_verbose_flags_show_what_the_run_does_on_the_terminal(
+    filled: Tasks, database_url: str, capsys: pytest.CaptureFixture[str], flags: list[str], shown: list[str],
+    hidden: list[str],
+) -> None:
+    code, _, err = run_cli(capsys, "--once", "--dry-run", "--database-url", database_url, *flags)
+    lines = log_lines(err)
+    assert code == 0
+    assert all(any(line.startswith(prefix) for line in lines) for prefix in shown), lines
+    assert not [line for line in lines for prefix in hidden if line.startswith(prefix)]
+
+
+@freeze_time(NOW)
+def test_a_manual_run_logs_its_count_as_matched_and_never_as_what_would_be_done(
+    filled: Tasks, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_cli(capsys, "--once", "-v", "--database-url", database_url)
+    lines = log_lines(err)
+    assert code == 0 and "4 rows changed" in out
+    assert "INFO matched before the run: running_timeout 1, pending_timeout 1, failure_retention 1, " \
+        "success_retention 1" in lines
+    assert not [line for line in lines if "would be" in line], lines
+
+
 @freeze_time(NOW)
 def test_log_file_receives_the_audit_lines(
     filled: Tasks,
@@ -362,7 +424,7 @@ def test_help_groups_the_flags_by_what_a_person_wants_and_ends_with_examples_and
     assert groups["modes"] == ["--once", "--stats-only", "--explain", "--check-indexes", "--restore"]
     assert {"--dry-run", "--yes", "--archive"} <= set(groups["safety"])
     assert {"--batch-size", "--sleep", "--max-runtime", "--max-load"} <= set(groups["batching and load"])
-    assert {"--json", "--log-level"} <= set(groups["output"])
+    assert {"--json", "-v", "--log-level"} <= set(groups["output"])
     examples = out[out.index("\nexamples:\n"):]
     assert "reaper --demo --once --dry-run" in examples and "docs/command-line.md" in examples
     assert "5 a recommended" in examples and max(map(len, out.splitlines())) <= 80

@@ -577,6 +577,21 @@ def test_the_daemon_refuses_at_start_a_login_or_database_the_server_refuses_inst
     assert "does not retry" in str(caught.value) and server.password not in str(caught.value)
 
 
+def test_the_daemon_says_once_at_start_how_many_recommended_indexes_are_missing(
+    tasks: Tasks, database_url: str
+) -> None:
+    from loguru import logger
+
+    daemon, _ = make_daemon(settings_for(database_url))
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(message.record["message"]), level="INFO")
+    try:
+        daemon.open_database()
+    finally:
+        logger.remove(sink)
+    assert lines == ["4 recommended indexes missing: reaper --check-indexes"]
+
+
 def test_polls_back_off_while_the_database_fails() -> None:
     assert [backoff_seconds(n, 30) for n in range(9)] == [30, 1, 2, 4, 8, 16, 32, 60, 60]
 

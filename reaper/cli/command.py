@@ -27,7 +27,7 @@ from reaper.engine.reap import RunOptions, RunResult, run_policies
 from reaper.engine.throttle import open_throttle
 from reaper.errors import ConfigError, LockHeld, ReaperError
 from reaper.inspect.explain import explain, parse_task_id, render_explanation
-from reaper.inspect.indexes import check_indexes, plan_reports, render_index_report
+from reaper.inspect.indexes import check_indexes, missing_indexes_line, plan_reports, render_index_report
 from reaper.inspect.stats import collect_stats, render_report
 from reaper.policy.policies import Policy, force_policy, standard_policies
 from reaper.safety.audit import append_audit, restore_record
@@ -42,6 +42,8 @@ EXIT_USAGE = 2
 EXIT_LOCKED = 3
 EXIT_INDEXES_MISSING = 5
 EXIT_INTERRUPTED = 130
+# -v and -vv: the log level they stand for
+VERBOSITY = {1: "INFO", 2: "DEBUG"}
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "max_replica_lag_seconds": args.max_replica_lag,
         "replica_urls": tuple(args.replica) if args.replica else None,
         "max_pause_seconds": args.max_pause,
-        "log_level": args.log_level,
+        "log_level": args.log_level or VERBOSITY.get(min(args.verbose, 2)),
         "log_file": args.log_file,
         "log_json": args.log_json,
     }
@@ -128,11 +130,14 @@ def _open_table(settings: Settings) -> TaskTable:
 
 
 def _warn_missing_indexes(table: TaskTable) -> None:
-    for advice in check_indexes(table):
-        if not advice.present:
-            logger.warning(
-                f"no index on ({', '.join(advice.columns)}) for {advice.purpose}: see reaper --check-indexes"
-            )
+    """One line for the indexes the table lacks (each is named at DEBUG, and by ``--check-indexes``)."""
+    advice = check_indexes(table)
+    for item in advice:
+        if not item.present:
+            logger.debug(f"no index on ({', '.join(item.columns)}) for {item.purpose}")
+    line = missing_indexes_line(advice)
+    if line is not None:
+        logger.warning(line)
 
 
 def _emit(mode: Mode, document: dict[str, Any], text: str) -> None:
@@ -184,6 +189,8 @@ def _real_run(job: Job, policies: list[Policy], options: RunOptions) -> RunResul
     mode, settings, table, assume_yes = job.mode, job.settings, job.table, job.args.yes
     show_progress = sys.stderr.isatty() and not mode.as_json
     counts = count_matches(table, policies, job.now) if show_progress or not assume_yes else {}
+    if counts:  # a count before the run, for the confirmation and the bars: not a dry run's "would be"
+        logger.info(f"matched before the run: {', '.join(f'{name} {count}' for name, count in counts.items())}")
     confirm_deletions(counts, policies, settings.confirm_above, assume_yes, input if sys.stdin.isatty() else None)
     with ProgressBars(counts, show_progress, sys.stderr) as bars, job.signals.graceful():
         options = replace(options, progress=bars.advance)
@@ -286,7 +293,9 @@ def main(argv: list[str] | None = None) -> int:
             refuse_what_the_demo_cannot_honour(args, overrides, args.config)
             overrides.update(demo_overrides())
         settings = load_settings(overrides, args.config)
-        setup_logging(settings.log_level, settings.log_file, settings.log_json, settings.secrets)
+        # A person at a terminal gets the report and real problems; the daemon's log, and a log file, what it did.
+        console = settings.log_level or ("INFO" if mode.name == "daemon" else "WARNING")
+        setup_logging(console, settings.log_file, settings.log_json, settings.secrets, settings.log_level or "INFO")
         with SignalStop() as signals:  # the daemon sets its own handlers for its run
             return _run(mode, args, settings, lambda: load_settings(overrides, args.config), signals)
     except SystemExit as exc:  # --help and --version

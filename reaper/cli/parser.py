@@ -186,7 +186,11 @@ def _safety(parser: argparse.ArgumentParser) -> None:
 def _output(parser: argparse.ArgumentParser) -> None:
     output = parser.add_argument_group("output")
     output.add_argument("--json", action="store_true", help="print one JSON document instead of text (one-shot modes)")
-    output.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO (default), WARNING, ERROR")
+    levels = output.add_mutually_exclusive_group()
+    levels.add_argument("--log-level", metavar="LEVEL",
+                        help="DEBUG, INFO, WARNING, ERROR (default: INFO; WARNING on the terminal of a one-shot mode)")
+    levels.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log INFO to the terminal (-vv: DEBUG), as --log-level does")
     output.add_argument("--log-file", metavar="FILE", type=Path, help="also log to FILE, rotated")
     output.add_argument("--log-json", action="store_true", default=None, help="log JSON lines")
     output.add_argument("--version", action="version", version=version_text(),

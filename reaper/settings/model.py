@@ -215,7 +215,7 @@ class Settings(BaseSettings):
     metrics_keyfile: Path | None = None
     metrics_client_cafile: Path | None = None
     metrics_max_task_types: int = Field(50, ge=1, le=1000, strict=True)
-    log_level: str = "INFO"
+    log_level: str | None = None  # none: INFO, but WARNING on the terminal of a one-shot command
     log_file: Path | None = None
     log_json: bool = False
 
@@ -399,7 +399,9 @@ class Settings(BaseSettings):
 
     @field_validator("log_level", mode="after")
     @classmethod
-    def _known_level(cls, value: str) -> str:
+    def _known_level(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if value.upper() not in LOG_LEVELS:
             raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
         return value.upper()

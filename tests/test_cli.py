@@ -379,6 +379,23 @@ def test_a_manual_run_logs_its_count_as_matched_and_never_as_what_would_be_done(
 
 
 @freeze_time(NOW)
+def test_json_thresholds_are_also_in_seconds(
+    filled: Tasks, database_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    config = tmp_path / "reaper.toml"
+    config.write_text("[task_types.download]\nrunning_timeout_hours = 0.5\n")
+    argv = ["--once", "--dry-run", "--json", "--database-url", database_url, "--config", str(config)]
+    code, out, _ = run_cli(capsys, *argv)
+    running = json.loads(out)["policies"]["running_timeout"]
+    assert code == 0 and (running["threshold"], running["threshold_seconds"]) == ("24 h", 86400)
+    assert running["rules"]["download"]["threshold_seconds"] == 1800
+    assert running["rules"]["*"]["heartbeat_threshold_seconds"] is None
+    code, out, _ = run_cli(capsys, "--force-status", "success", "--older-than", "1.5", "--json", "--dry-run",
+                           "--database-url", database_url)
+    assert json.loads(out)["policies"]["force_success"]["threshold_seconds"] == 1.5 * 86400
+
+
+@freeze_time(NOW)
 def test_log_file_receives_the_audit_lines(
     filled: Tasks,
     database_url: str,

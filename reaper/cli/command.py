@@ -17,7 +17,7 @@ from reaper.cli.demo import demo_overrides, refuse_what_the_demo_cannot_honour
 from reaper.cli.logs import setup_logging
 from reaper.cli.manual import ProgressBars, SignalStop, confirm_deletions, count_matches
 from reaper.cli.parser import UsageError, build_parser
-from reaper.cli.report import render_run
+from reaper.cli.report import render_run, run_document
 from reaper.clock import utcnow
 from reaper.database.connection import SessionLimits, create_db_engine, database_errors, redact
 from reaper.database.demo import DEMO_FILE, ensure_demo_database
@@ -176,7 +176,7 @@ def _clean(job: Job) -> int:
     else:
         paused = f", paused {run.throttled_seconds:.1f} s for load or lag" if run.throttled_seconds else ""
         logger.info(f"cleanup finished: {run.affected} rows changed, {run.skipped} skipped{paused}")
-    _emit(mode, run.to_json(), render_run(run, settings.safe_database_url))
+    _emit(mode, run_document(run, policies), render_run(run, settings.safe_database_url))
     if job.signals.received is not None:
         changed = f"{run.affected} rows changed, as the audit log says" if run.affected else "nothing changed"
         return _fail(f"{job.signals.reason()}: stopped after the batch in hand ({changed})", job.signals.exit_code)

@@ -273,7 +273,8 @@ def plain(db: Database, statements: Sequence[str], cwd: Path) -> float:
 
 
 def reaper(db: Database, flags: Sequence[str], cwd: Path) -> tuple[float, dict[str, Any], str]:
-    argv = [sys.executable, "-m", "reaper", "--once", "--json", "--database-url", db.url, *flags, "--log-level", "INFO"]
+    argv = [sys.executable, "-m", "reaper", "--once", "--json", "--database-url", db.url, *flags]
+    argv += ["--log-level", "DEBUG"]  # the plan line is logged at DEBUG
     seconds, done = timed_process(argv, cwd)
     plan = re.search(r"plan: (.*)", done.stderr)
     return seconds, json.loads(done.stdout), short_plan(plan.group(1)) if plan else "?"

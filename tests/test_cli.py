@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -14,8 +15,10 @@ import sqlalchemy
 from freezegun import freeze_time
 
 import reaper
-from helpers import NOW, Shape, Tasks, ago
+from helpers import NOW, Shape, Tasks, ago, settings_for
 from reaper.cli.command import main
+from reaper.database.table import open_table
+from reaper.inspect.indexes import check_indexes
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -142,6 +145,10 @@ def test_force_status_accepts_the_stored_spelling(
         (["--json"], "--json goes with a one-shot mode"),
         (["--force-status", "exploded", "--older-than", "1"], "unknown status 'exploded'"),
         (["--once", "--demo", "--database-url", "sqlite:///x.db"], "--demo uses its own database"),
+        (["--once", "--dry-rn"], "unrecognized arguments: --dry-rn; did you mean --dry-run?"),
+        (["--once", "--runing-timeout", "3"], "did you mean --running-timeout?"),
+        (["--once", "--batch-sise=10"], "did you mean --batch-size?"),
+        (["--once", "-v", "--log-level", "DEBUG"], "not allowed with"),
     ],
 )
 def test_bad_usage_exits_2_with_one_line_naming_the_culprit(
@@ -201,11 +208,36 @@ def test_a_custom_failure_value_is_written_in_the_tables_casing(
     assert "Traceback" not in err
 
 
-def test_a_missing_sqlite_file_exits_2_and_creates_nothing(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run_cli(capsys, "--once", "--database-url", "sqlite:///missing.db")
-    assert code == 2
-    assert_one_line_error(err, "'missing.db' does not exist")
-    assert not Path("missing.db").exists()
+@pytest.mark.parametrize(
+    "mode",
+    [
+        ["--once"], ["--once", "--dry-run"], ["--stats-only"], ["--check-indexes"], ["--explain", "1"],
+        ["--force-status", "success", "--older-than", "1"], ["--restore", "archive.jsonl"],
+    ],
+    ids=lambda mode: " ".join(mode),
+)
+def test_every_mode_on_a_missing_sqlite_file_exits_2_with_one_line_naming_it_and_the_demo(
+    capsys: pytest.CaptureFixture[str], mode: list[str]
+) -> None:
+    code, out, err = run_cli(capsys, *mode, "--database-url", "sqlite:///missing.db")
+    assert code == 2 and out == ""
+    assert_one_line_error(err, "'missing.db' does not exist", "--database-url", "reaper --demo")
+    assert len(err.splitlines()) == 1 and not Path("missing.db").exists()
+
+
+@pytest.mark.slow
+def test_bare_reaper_in_an_empty_folder_exits_2_at_once_naming_the_file_and_creating_nothing(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("REAPER_")}
+    with socket.socket() as taken:  # were the daemon to start, it would say it cannot listen here
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env["REAPER_METRICS_PORT"] = str(taken.getsockname()[1])
+        console_script = str(Path(sys.executable).parent / "reaper")  # installed beside this interpreter
+        done = subprocess.run([console_script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [done.stderr.strip()] and "Traceback" not in done.stderr
+    assert "SQLite database file 'reaper.db' does not exist" in done.stderr and "reaper --demo" in done.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def closed_port() -> int:
@@ -287,6 +319,82 @@ def test_an_unwritable_log_file_exits_2(tasks: Tasks, database_url: str, capsys:
     assert_one_line_error(err, "log file")
 
 
+def log_lines(err: str) -> list[str]:
+    """The log lines on stderr, without their time stamp: ``WARNING message``."""
+    return [" ".join(line.split()[2:]) for line in err.splitlines() if line[:2] == "20"]
+
+
+@freeze_time(NOW)
+def test_a_dry_run_on_a_terminal_shows_the_report_and_one_line_for_the_missing_indexes(
+    filled: Tasks, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_cli(capsys, "--once", "--dry-run", "--database-url", database_url)
+    assert code == 0 and "DRY RUN" in out and "4 rows would be changed" in out
+    assert log_lines(err) == ["WARNING 4 recommended indexes missing: reaper --check-indexes"]
+
+
+@freeze_time(NOW)
+def test_one_missing_index_is_one_line_in_the_singular(
+    make_tasks: Callable[..., Tasks], database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tasks = make_tasks()
+    with tasks.engine.begin() as conn:  # every recommended index but the statistics' one, on (created_at)
+        for item in check_indexes(open_table(tasks.engine, settings_for(database_url))):
+            if "statistics" not in item.purpose:
+                conn.exec_driver_sql(item.create_statement.rstrip(";"))
+    code, _, err = run_cli(capsys, "--once", "--dry-run", "--database-url", database_url)
+    assert code == 0 and log_lines(err) == ["WARNING 1 recommended index missing: reaper --check-indexes"]
+
+
+@freeze_time(NOW)
+@pytest.mark.parametrize(
+    "flags, shown, hidden",
+    [
+        (["-v"], ["INFO running_timeout: 1 running rows older than 24 h, 1 would be failed"], ["DEBUG plan:"]),
+        (["--log-level", "INFO"], ["INFO dry run finished: 4 rows would be changed, none was"], ["DEBUG"]),
+        (["-vv"], ["DEBUG plan: running_timeout: primary-key walk", "DEBUG no index on (status, started_at, id)"], []),
+    ],
+)
+def test_verbose_flags_show_what_the_run_does_on_the_terminal(
+    filled: Tasks, database_url: str, capsys: pytest.CaptureFixture[str], flags: list[str], shown: list[str],
+    hidden: list[str],
+) -> None:
+    code, _, err = run_cli(capsys, "--once", "--dry-run", "--database-url", database_url, *flags)
+    lines = log_lines(err)
+    assert code == 0
+    assert all(any(line.startswith(prefix) for line in lines) for prefix in shown), lines
+    assert not [line for line in lines for prefix in hidden if line.startswith(prefix)]
+
+
+@freeze_time(NOW)
+def test_a_manual_run_logs_its_count_as_matched_and_never_as_what_would_be_done(
+    filled: Tasks, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_cli(capsys, "--once", "-v", "--database-url", database_url)
+    lines = log_lines(err)
+    assert code == 0 and "4 rows changed" in out
+    assert "INFO matched before the run: running_timeout 1, pending_timeout 1, failure_retention 1, " \
+        "success_retention 1" in lines
+    assert not [line for line in lines if "would be" in line], lines
+
+
+@freeze_time(NOW)
+def test_json_thresholds_are_also_in_seconds(
+    filled: Tasks, database_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    config = tmp_path / "reaper.toml"
+    config.write_text("[task_types.download]\nrunning_timeout_hours = 0.5\n")
+    argv = ["--once", "--dry-run", "--json", "--database-url", database_url, "--config", str(config)]
+    code, out, _ = run_cli(capsys, *argv)
+    running = json.loads(out)["policies"]["running_timeout"]
+    assert code == 0 and (running["threshold"], running["threshold_seconds"]) == ("24 h", 86400)
+    assert running["rules"]["download"]["threshold_seconds"] == 1800
+    assert running["rules"]["*"]["heartbeat_threshold_seconds"] is None
+    code, out, _ = run_cli(capsys, "--force-status", "success", "--older-than", "1.5", "--json", "--dry-run",
+                           "--database-url", database_url)
+    assert json.loads(out)["policies"]["force_success"]["threshold_seconds"] == 1.5 * 86400
+
+
 @freeze_time(NOW)
 def test_log_file_receives_the_audit_lines(
     filled: Tasks,
@@ -308,6 +416,37 @@ def test_version_and_help_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and "--force-status" in out and "--stats-only" in out
 
 
+def help_groups(text: str) -> dict[str, list[str]]:
+    """The flags ``--help`` lists under each group's title."""
+    groups: dict[str, list[str]] = {}
+    title = ""
+    for line in text.splitlines():
+        if line and not line.startswith(" ") and line.endswith(":"):
+            title = line[:-1]
+            groups[title] = []
+        elif title and line.startswith("  -"):
+            groups[title].append(line.split()[0].rstrip(","))
+    return groups
+
+
+def test_help_groups_the_flags_by_what_a_person_wants_and_ends_with_examples_and_the_docs(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")  # argparse wraps to the terminal's width
+    code, out, _ = run_cli(capsys, "--help")
+    groups = help_groups(out)
+    assert code == 0 and list(groups)[1:8] == [
+        "modes", "what to clean", "thresholds", "batching and load", "safety", "output", "database and settings"
+    ]
+    assert groups["modes"] == ["--once", "--stats-only", "--explain", "--check-indexes", "--restore"]
+    assert {"--dry-run", "--yes", "--archive"} <= set(groups["safety"])
+    assert {"--batch-size", "--sleep", "--max-runtime", "--max-load"} <= set(groups["batching and load"])
+    assert {"--json", "-v", "--log-level"} <= set(groups["output"])
+    examples = out[out.index("\nexamples:\n"):]
+    assert "reaper --demo --once --dry-run" in examples and "docs/command-line.md" in examples
+    assert "5 a recommended" in examples and max(map(len, out.splitlines())) <= 80
+
+
 def test_demo_fills_a_database_in_the_working_directory_and_dry_runs_it(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(capsys, "--demo", "--once", "--dry-run", "--json")
     document = json.loads(out)
@@ -318,12 +457,49 @@ def test_demo_fills_a_database_in_the_working_directory_and_dry_runs_it(capsys: 
     assert document["policies"]["success_retention"]["matched"] > 0
 
 
-@pytest.mark.parametrize("variable, value", [("REAPER_COLUMNS__ID", "job_id"), ("REAPER_STATUSES__FAILURE", "pending")])
-def test_the_demo_keeps_its_own_columns_and_statuses_whatever_the_environment_names(
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("REAPER_TABLE", "jobs"), ("REAPER_TABLE_SCHEMA", "app"), ("REAPER_COLUMNS__ID", "job_id"),
+        ("REAPER_COLUMNS__HEARTBEAT_AT", "beat_at"), ("REAPER_STATUSES__FAILURE", "failed"),
+    ],
+)
+def test_the_demo_refuses_a_table_setting_of_the_environment_that_it_cannot_honour(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, variable: str, value: str
 ) -> None:
     monkeypatch.setenv(variable, value)
-    code, out, err = run_cli(capsys, "--demo", "--once", "--dry-run", "--json")
+    code, out, err = run_cli(capsys, "--demo", "--once", "--dry-run")
+    assert code == 2 and out == ""
+    assert_one_line_error(err, f"{variable}={value!r}", "--demo")
+    assert not Path("reaper-demo.sqlite3").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--table", "jobs"], "drop --table jobs"),
+        (["--preset", "celery"], "drop --preset celery"),
+        (["--config", "columns.toml"], "REAPER_COLUMNS__FINISHED_AT='done_at'"),
+        (["--config", "preset.toml"], "REAPER_PRESET='celery'"),
+    ],
+)
+def test_the_demo_refuses_a_flag_or_config_key_that_names_another_table(
+    capsys: pytest.CaptureFixture[str], argv: list[str], needle: str
+) -> None:
+    Path("columns.toml").write_text('[columns]\nfinished_at = "done_at"\n')
+    Path("preset.toml").write_text('preset = "celery"\n')
+    code, out, err = run_cli(capsys, "--demo", "--stats-only", *argv)
+    assert code == 2 and out == ""
+    assert_one_line_error(err, needle)
+
+
+def test_the_demo_honours_table_settings_that_agree_with_its_own(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REAPER_TABLE", "processing_tasks")
+    monkeypatch.setenv("REAPER_COLUMNS__FINISHED_AT", "completed_at")
+    monkeypatch.setenv("REAPER_DATABASE_URL", "mysql+pymysql://app:Sup3rSecret@db-host/app")  # yours, unused here
+    code, out, err = run_cli(capsys, "--demo", "--once", "--dry-run", "--json", "--table", "processing_tasks")
     assert code == 0, err
     assert json.loads(out)["policies"]["running_timeout"]["matched"] == 2
 

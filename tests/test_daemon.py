@@ -556,11 +556,41 @@ def closed_port() -> int:
 def test_a_database_down_at_start_is_reported_not_fatal() -> None:
     url = f"mysql+pymysql://reaper:pw@127.0.0.1:{closed_port()}/tasks"
     daemon, registry = make_daemon(load_settings({"database_url": url}))
+    daemon.open_database()  # logged: the polls keep trying
     assert not daemon.poll() and not daemon.poll()
     scraped = samples(registry)
     assert value(scraped, "reaper_database_up") == 0
     assert value(scraped, "reaper_database_errors_total", kind="operational") == 2
     assert daemon.ready()[0] is False and daemon.poll_failures == 2
+
+
+@pytest.mark.parametrize("backend", SERVER_BACKENDS, indirect=True)
+@pytest.mark.parametrize("refused", ["password", "database"])
+def test_the_daemon_refuses_at_start_a_login_or_database_the_server_refuses_instead_of_retrying(
+    tasks: Tasks, database_url: str, server: Server, refused: str
+) -> None:
+    url = database_url.replace(server.password, "not-the-password")
+    if refused == "database":
+        url = database_url.rsplit("/", 1)[0] + "/no_such_database"
+    daemon, _ = make_daemon(settings_for(url))
+    with pytest.raises(ConfigError) as caught:
+        daemon.open_database()
+    assert "does not retry" in str(caught.value) and server.password not in str(caught.value)
+
+
+def test_the_daemon_says_once_at_start_how_many_recommended_indexes_are_missing(
+    tasks: Tasks, database_url: str
+) -> None:
+    from loguru import logger
+
+    daemon, _ = make_daemon(settings_for(database_url))
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(message.record["message"]), level="INFO")
+    try:
+        daemon.open_database()
+    finally:
+        logger.remove(sink)
+    assert lines == ["4 recommended indexes missing: reaper --check-indexes"]
 
 
 def test_polls_back_off_while_the_database_fails() -> None:

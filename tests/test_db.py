@@ -3,6 +3,8 @@ a URL is shown in messages."""
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ from sqlalchemy.engine import make_url
 from helpers import SERVER_BACKENDS, only
 from reaper.database.connection import SessionLimits, create_db_engine, safe_url, url_secrets
 from reaper.database.dialects.base import whole_units
+from reaper.errors import ConfigError
 
 
 def session_limits(database_url: str, limits: SessionLimits) -> dict[str, Any]:
@@ -85,3 +88,41 @@ def test_a_url_is_shown_with_every_password_masked(url: str, expected: str) -> N
 def test_a_url_that_cannot_be_parsed_is_not_shown_at_all() -> None:
     shown = safe_url("not a url, s3cret")
     assert "s3cret" not in shown and "not shown" in shown
+
+
+# mysqlclient and psycopg2 (SQLAlchemy 2.0's default for postgresql://) made absent, whatever this machine has.
+@pytest.mark.parametrize(
+    "url, absent, working",
+    [
+        ("mysql://app:Sup3rSecret@db-host/app", "MySQLdb", "mysql+pymysql://app:***@db-host/app"),
+        ("mariadb://app:Sup3rSecret@db-host:3307/app", "MySQLdb", "mariadb+pymysql://app:***@db-host:3307/app"),
+        ("postgresql+psycopg2://app:Sup3rSecret@db-host/app", "psycopg2", "postgresql+psycopg://app:***@db-host/app"),
+    ],
+)
+def test_a_url_whose_driver_is_absent_names_the_url_that_works_with_the_password_masked(
+    monkeypatch: pytest.MonkeyPatch, url: str, absent: str, working: str
+) -> None:
+    monkeypatch.setitem(sys.modules, absent, None)  # an import of it fails, as when it is not installed
+    with pytest.raises(ConfigError) as refused:
+        create_db_engine(make_url(url))
+    message = str(refused.value)
+    assert f"use {working}" in message and "Sup3rSecret" not in message and "\n" not in message
+
+
+def test_a_postgresql_url_without_any_driver_says_how_to_install_one() -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        for module in ("psycopg", "psycopg2"):
+            patch.setitem(sys.modules, module, None)
+        with pytest.raises(ConfigError) as refused:
+            create_db_engine(make_url("postgresql://app:Sup3rSecret@db-host/app"))
+    message = str(refused.value)
+    assert "pip install 'task-reaper[postgresql]'" in message and "'reaper[" not in message
+    assert "use postgresql+psycopg://app:***@db-host/app" in message and "Sup3rSecret" not in message
+
+
+def test_a_missing_sqlite_file_is_named_with_what_to_do_instead() -> None:
+    with pytest.raises(ConfigError) as refused:
+        create_db_engine(make_url("sqlite:///nowhere.db"))
+    message = str(refused.value)
+    assert "'nowhere.db' does not exist" in message and "--database-url" in message and "--demo" in message
+    assert not os.path.exists("nowhere.db")

@@ -89,7 +89,8 @@ def test_check_indexes_reads_the_preset_table_and_its_django_indexes(
 ) -> None:
     client(database_url, "store", "json", datetime.now(UTC).isoformat())
     capsys.readouterr()
-    assert main(["--preset", "django-celery-results", "--database-url", database_url, "--check-indexes", "--json"]) == 0
+    code = main(["--preset", "django-celery-results", "--database-url", database_url, "--check-indexes", "--json"])
+    assert code == 5  # the migrations create (date_created) alone
     advice = {tuple(item["columns"]): item for item in json.loads(capsys.readouterr().out)["indexes"]}
     assert list(advice) == [
         ("status", "date_started", "id"),

@@ -125,6 +125,30 @@ def test_the_command_prints_the_explanation_as_json(
     assert document["ages"]["started_at"]["age_seconds"] == 30 * 3600
 
 
+def test_the_json_gives_every_limit_also_in_seconds(counted: Tasks, database_url: str) -> None:
+    zombie = counted.add("running", task_type="download", started_at=ago(hours=30), heartbeat_at=ago(minutes=20))
+    document = why(counted, database_url, zombie, task_types={"download": {"running_timeout_hours": 0.5}}).to_json()
+    assert (document["threshold"], document["threshold_seconds"]) == ("0.5 h", 1800)
+    assert (document["heartbeat_threshold"], document["heartbeat_threshold_seconds"]) == ("10 min", 600)
+    limits = {role: (age["limit"], age["limit_seconds"]) for role, age in document["ages"].items()}
+    assert limits["heartbeat_at"] == ("10 min heartbeat", 600) and limits["started_at"] == ("0.5 h", 1800)
+
+
+@pytest.mark.parametrize(
+    "status, age, verdict",
+    [
+        ("running", {"started_at": ago(hours=30)}, "verdict: would be marked failed: running_timeout"),
+        ("success", {"finished_at": ago(days=40)}, "verdict: would be deleted: success_retention"),
+        ("running", {"started_at": ago(hours=1)}, "verdict: left alone: running_timeout"),
+    ],
+)
+def test_the_verdict_says_what_the_next_run_would_do_in_words_that_cannot_read_as_an_error(
+    tasks: Tasks, database_url: str, status: str, age: dict[str, Any], verdict: str
+) -> None:
+    text = render_explanation(why(tasks, database_url, tasks.add(status, **age)))
+    assert verdict in text.splitlines()[-1] and "verdict: failed" not in text
+
+
 @pytest.mark.parametrize("given, code, message", [("999999", 1, "no row with id = 999999"), ("abc", 2, "not an id")])
 def test_an_unknown_or_malformed_id_is_one_line_and_a_non_zero_exit(
     tasks: Tasks, database_url: str, capsys: pytest.CaptureFixture[str], given: str, code: int, message: str

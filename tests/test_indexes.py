@@ -130,16 +130,26 @@ def test_an_index_without_the_key_counts_where_the_database_appends_the_key_itse
         assert "ix_short" in str(plan) and "TEMP B-TREE" not in str(plan)
 
 
-def test_check_indexes_cli_prints_the_create_statements(
+def test_check_indexes_cli_prints_the_create_statements_and_exits_5_while_one_is_missing(
     tasks: Tasks, database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     before = tasks.dump()
-    assert main(["--check-indexes", "--database-url", database_url]) == 0
+    assert main(["--check-indexes", "--database-url", database_url]) == 5
     out = capsys.readouterr().out
     assert "MISSING" in out and "CREATE INDEX ix_processing_tasks_status_completed_at_id" in out
-    assert main(["--check-indexes", "--json", "--database-url", database_url]) == 0
+    assert main(["--check-indexes", "--json", "--database-url", database_url]) == 5
     document = json.loads(capsys.readouterr().out)
     assert len(document["indexes"]) == 4 and tasks.dump() == before
+
+
+def test_check_indexes_exits_0_once_every_recommended_index_is_there(
+    tasks: Tasks, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    create_recommended_indexes(tasks, database_url)
+    assert main(["--check-indexes", "--database-url", database_url]) == 0
+    assert "MISSING" not in capsys.readouterr().out
+    assert main(["--check-indexes", "--json", "--database-url", database_url]) == 0
+    assert all(item["present"] for item in json.loads(capsys.readouterr().out)["indexes"])
 
 
 def create_recommended_indexes(tasks: Tasks, database_url: str) -> None:

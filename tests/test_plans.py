@@ -64,12 +64,12 @@ def test_check_indexes_says_each_plan_and_what_the_missing_index_would_save(
     for _ in range(3):
         tasks.add("success", finished_at=ago(days=40))
     tasks.add("success", finished_at=ago(days=1))
-    assert main(["--check-indexes", "--database-url", database_url]) == 0
+    assert main(["--check-indexes", "--database-url", database_url]) == 5  # indexes missing
     out = capsys.readouterr().out
     assert "How each policy reads its matches now:" in out
     assert "success_retention      primary-key walk (no index on (status, completed_at" in out
     assert "reads all 4 rows to find 3; the index would read about 3" in out
-    assert main(["--check-indexes", "--json", "--database-url", database_url]) == 0
+    assert main(["--check-indexes", "--json", "--database-url", database_url]) == 5
     plans = {item["policy"]: item for item in json.loads(capsys.readouterr().out)["plans"]}
     assert plans["success_retention"]["plan"] == "primary-key walk" and plans["success_retention"]["index"] is None
     assert (plans["success_retention"]["matched"], plans["success_retention"]["rows_read"]) == (3, 4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -11,7 +12,7 @@ import pytest
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, text
 from sqlalchemy.dialects import mysql
 
-from helpers import NOW, Tasks, ago, settings_for
+from helpers import NOW, Shape, Tasks, ago, settings_for
 from reaper.database.table import open_table
 from reaper.inspect.stats import Stats, Totals, collect_stats, poll_stats, render_report
 from reaper.policy.policies import standard_policies
@@ -115,6 +116,21 @@ def test_zombies_are_counted_by_the_threshold_of_their_task_type(tasks: Tasks, d
     document = json.loads(json.dumps(stats.to_json()))
     assert document["thresholds_by_type"]["running"] == {"download": "0.5 h", "video_slice": "36 h"}
     assert "download >0.5 h; video_slice >36 h" in render_report(stats)
+
+
+def test_the_json_gives_the_thresholds_also_in_seconds(tasks: Tasks, database_url: str) -> None:
+    document = stats_of(tasks, database_url, task_types={"download": {"running_timeout_hours": 0.5}}).to_json()
+    assert document["thresholds"] == {"running": "24 h", "pending": "2 h"}
+    assert document["threshold_seconds"] == {"running": 86400, "pending": 7200}
+    assert document["threshold_seconds_by_type"] == {"running": {"download": 1800}, "pending": {"download": 7200}}
+    assert document["heartbeat_threshold_seconds"] == {"running": None, "pending": None}
+
+
+def test_the_report_is_headed_with_the_tables_own_name(make_tasks: Callable[..., Tasks], database_url: str) -> None:
+    jobs = make_tasks(Shape(name="jobs"))
+    jobs.add("success", finished_at=ago(days=1))
+    report = render_report(stats_of(jobs, database_url))
+    assert report.splitlines()[1] == "Statistics of table jobs" and "Processing Tasks" not in report
 
 
 def test_the_smallest_zombie_ids_of_each_status_are_kept_for_explain(tasks: Tasks, database_url: str) -> None:

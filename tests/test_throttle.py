@@ -369,7 +369,7 @@ def test_a_run_paused_by_load_reports_it_in_json_and_in_the_audit_line(
     busy = BusySessions(server, seconds=3).start()  # the sleeps end on their own
     try:
         with freeze_time(NOW):
-            code, out, err = run_cli(capsys, "--once", "--json", "--database-url", database_url,
+            code, out, err = run_cli(capsys, "--once", "--json", "-v", "--database-url", database_url,
                                      "--max-load", BUSY_SPEC[backend])
     finally:
         busy.join()

@@ -4,172 +4,46 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import platform
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn
 
-import sqlalchemy
 from loguru import logger
 
-from reaper import __version__
+from reaper.cli.demo import demo_overrides, refuse_what_the_demo_cannot_honour
 from reaper.cli.logs import setup_logging
 from reaper.cli.manual import ProgressBars, SignalStop, confirm_deletions, count_matches
-from reaper.cli.report import render_run
+from reaper.cli.parser import UsageError, build_parser
+from reaper.cli.report import render_run, run_document
 from reaper.clock import utcnow
 from reaper.database.connection import SessionLimits, create_db_engine, database_errors, redact
 from reaper.database.demo import DEMO_FILE, ensure_demo_database
 from reaper.database.table import ACTIVE_STATUSES, TERMINAL_STATUSES, TaskTable, open_table
 from reaper.engine.cleanup import exclusive_cleanup, run_options, why_it_failed
 from reaper.engine.reap import RunOptions, RunResult, run_policies
-from reaper.engine.sizing import MAX_ID_LIST
-from reaper.engine.throttle import open_throttle, parse_spec
+from reaper.engine.throttle import open_throttle
 from reaper.errors import ConfigError, LockHeld, ReaperError
 from reaper.inspect.explain import explain, parse_task_id, render_explanation
-from reaper.inspect.indexes import check_indexes, plan_reports, render_index_report
+from reaper.inspect.indexes import check_indexes, missing_indexes_line, plan_reports, render_index_report
 from reaper.inspect.stats import collect_stats, render_report
 from reaper.policy.policies import Policy, force_policy, standard_policies
 from reaper.safety.audit import append_audit, restore_record
 from reaper.safety.restore import RestoreResult, restore_archive
-from reaper.settings.model import MAX_DAYS, Columns, Settings, Statuses, load_settings
-from reaper.settings.presets import PRESETS
+from reaper.settings.model import Settings, load_settings
+
+__all__ = ["UsageError", "build_parser", "main", "main_entry"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_LOCKED = 3
+EXIT_INDEXES_MISSING = 5
 EXIT_INTERRUPTED = 130
-
-
-class UsageError(Exception):
-    """The command line itself is wrong."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
-def _number(low: float, at_least: bool = False, high: float = math.inf, unit: str = "", whole: bool = False) -> Any:
-    """Return an argparse type: a number above ``low`` (or at least it) and at most ``high``."""
-
-    def parse(text: str) -> float:
-        try:
-            value = int(text) if whole else float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {'whole ' if whole else ''}number, got {text!r}") from None
-        if math.isnan(value) or (value < low if at_least else value <= low):
-            raise argparse.ArgumentTypeError(
-                f"must be {'at least' if at_least else 'greater than'} {low:g}, got {text!r}"
-            )
-        if value > high or math.isinf(value):
-            raise argparse.ArgumentTypeError(f"must be at most {high:g}{unit}, got {text!r}")
-        return value
-
-    return parse
-
-
-_hours = _number(0, high=MAX_DAYS * 24, unit=" hours")
-_days = _number(0, high=MAX_DAYS, unit=" days")
-_seconds = _number(0)
-_pause = _number(0, at_least=True, high=3600, unit=" seconds")
-_batch_size = _number(1, at_least=True, whole=True, high=MAX_ID_LIST, unit=" rows")
-_batch_time = _number(0, at_least=True, high=60, unit=" seconds")
-_day_of_seconds = _number(0, high=86400, unit=" seconds")
-
-
-def _load_spec(text: str) -> str:
-    """An argparse type: a load SPEC, NAME=VALUE[,NAME=VALUE...] (names are checked against the database later)."""
-    try:
-        parse_spec(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
-
-
-def version_text() -> str:
-    """What ``--version`` prints: reaper's version and those of Python, SQLAlchemy and the drivers."""
-    drivers = []
-    for distribution in ("PyMySQL", "psycopg"):
-        try:
-            drivers.append(f"{distribution} {metadata.version(distribution)}")
-        except metadata.PackageNotFoundError:
-            drivers.append(f"{distribution} not installed")
-    return (
-        f"reaper {__version__} (Python {platform.python_version()}, SQLAlchemy {sqlalchemy.__version__}, "
-        f"{', '.join(drivers)})"
-    )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Return the argument parser of the ``reaper`` command."""
-    parser = _Parser(
-        prog="reaper",
-        description="Find and clean zombie and expired rows in a background-job table.",
-        epilog="Settings also come from REAPER_* environment variables, .env and a TOML file; flags win.",
-    )
-    modes = parser.add_argument_group(
-        "modes (without one of --once, --stats-only, --check-indexes, --force-status, --restore, --explain: the daemon)"
-    )
-    modes.add_argument("--once", action="store_true", help="run the four policies once and exit")
-    modes.add_argument("--stats-only", action="store_true", help="print the table's statistics; write nothing")
-    modes.add_argument("--force-status", metavar="S", help="clean only status S (needs --older-than)")
-    modes.add_argument("--older-than", metavar="D", type=_days, help="age in days for --force-status")
-    modes.add_argument("--dry-run", action="store_true", help="select and count, write nothing (daemon: shadow mode)")
-    modes.add_argument("--json", action="store_true", help="print one JSON document instead of text")
-    modes.add_argument("--check-indexes", action="store_true", help="report the recommended indexes; change nothing")
-    modes.add_argument("--restore", metavar="FILE", type=Path, help="put the rows of an archive file back")
-    modes.add_argument(
-        "--explain", metavar="ID", help="say which policy and threshold apply to row ID, and what a run would do"
-    )
-    modes.add_argument(
-        "--yes", action="store_true", help="confirm a run that deletes more than REAPER_CONFIRM_ABOVE rows"
-    )
-    modes.add_argument("--demo", action="store_true", help=f"use (and fill) the demo database ./{DEMO_FILE}")
-    limits = parser.add_argument_group("thresholds")
-    limits.add_argument("--running-timeout", metavar="H", type=_hours, help="hours (default 24)")
-    limits.add_argument("--pending-timeout", metavar="H", type=_hours, help="hours (default 2)")
-    limits.add_argument("--failure-retention", metavar="D", type=_days, help="days (default 7)")
-    limits.add_argument("--success-retention", metavar="D", type=_days, help="days (default 30)")
-    limits.add_argument("--batch-size", metavar="N", type=_batch_size,
-                        help="the most rows per transaction (default: 1000 at first, then adapted to --batch-time)")
-    limits.add_argument("--batch-time", metavar="S", type=_batch_time,
-                        help="target seconds per write transaction: slower batches shrink (default 0.25; 0 fixed)")
-    limits.add_argument("--sleep", metavar="S", type=_pause, help="seconds to pause between batches")
-    limits.add_argument("--max-runtime", metavar="S", type=_seconds, help="stop a run after S seconds")
-    busy = parser.add_argument_group("a busy server: pause or stop a run on the server's own load and on replica lag")
-    busy.add_argument("--max-load", metavar="SPEC", type=_load_spec,
-                      help="NAME=VALUE[,...]: pause while any is above (e.g. Threads_running=25)")
-    busy.add_argument("--critical-load", metavar="SPEC", type=_load_spec,
-                      help="NAME=VALUE[,...]: stop the run, writing nothing more, while any is above")
-    busy.add_argument("--max-replica-lag", metavar="S", type=_day_of_seconds,
-                      help="pause while a replica lags more than S seconds, or shows no lag")
-    busy.add_argument("--replica", metavar="URL", action="append",
-                      help="a replica to watch (repeatable; PostgreSQL without one: the primary's standbys)")
-    busy.add_argument("--max-pause", metavar="S", type=_day_of_seconds,
-                      help="stop a run that has paused S seconds in a row (default 600)")
-    where = parser.add_argument_group("database, configuration and logs")
-    where.add_argument("--database-url", metavar="URL", help="SQLAlchemy URL (default sqlite:///reaper.db)")
-    where.add_argument("--table", metavar="NAME", help="table name (default processing_tasks)")
-    where.add_argument(
-        "--preset", metavar="NAME", choices=tuple(PRESETS),
-        help=f"defaults for a known job table: {', '.join(PRESETS)} (explicit settings win)",
-    )
-    where.add_argument("--config", metavar="FILE", type=Path, help="TOML settings file")
-    where.add_argument("--archive", choices=("jsonl", "table", "none"), help="keep deleted rows (default none)")
-    where.add_argument(
-        "--archive-dir", metavar="DIR", type=Path, help="where jsonl archives go (default reaper-archive)"
-    )
-    where.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO (default), WARNING, ERROR")
-    where.add_argument("--log-file", metavar="FILE", type=Path, help="also log to FILE, rotated")
-    where.add_argument("--log-json", action="store_true", default=None, help="log JSON lines")
-    parser.add_argument("--version", action="version", version=version_text())
-    return parser
+# -v and -vv: the log level they stand for
+VERBOSITY = {1: "INFO", 2: "DEBUG"}
 
 
 @dataclass(frozen=True)
@@ -190,8 +64,6 @@ def _mode(args: argparse.Namespace) -> Mode:
         raise UsageError(
             "--stats-only, --check-indexes, --restore, --explain and --once/--force-status are separate modes"
         )
-    if args.demo and args.database_url:
-        raise UsageError("--demo uses its own database; drop --database-url")
     if args.force_status:
         name = "force"
     elif args.stats_only:
@@ -234,17 +106,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "max_replica_lag_seconds": args.max_replica_lag,
         "replica_urls": tuple(args.replica) if args.replica else None,
         "max_pause_seconds": args.max_pause,
-        "log_level": args.log_level,
+        "log_level": args.log_level or VERBOSITY.get(min(args.verbose, 2)),
         "log_file": args.log_file,
         "log_json": args.log_json,
     }
-    if args.demo:
-        # The demo's own table, whatever the environment says about the user's table.
-        demo = Path.cwd() / DEMO_FILE
-        values.update(
-            database_url=f"sqlite:///{demo}", table="processing_tasks", columns=Columns(), statuses=Statuses(),
-            preset="",  # none
-        )
     return values
 
 
@@ -265,11 +130,14 @@ def _open_table(settings: Settings) -> TaskTable:
 
 
 def _warn_missing_indexes(table: TaskTable) -> None:
-    for advice in check_indexes(table):
-        if not advice.present:
-            logger.warning(
-                f"no index on ({', '.join(advice.columns)}) for {advice.purpose}: see reaper --check-indexes"
-            )
+    """One line for the indexes the table lacks (each is named at DEBUG, and by ``--check-indexes``)."""
+    advice = check_indexes(table)
+    for item in advice:
+        if not item.present:
+            logger.debug(f"no index on ({', '.join(item.columns)}) for {item.purpose}")
+    line = missing_indexes_line(advice)
+    if line is not None:
+        logger.warning(line)
 
 
 def _emit(mode: Mode, document: dict[str, Any], text: str) -> None:
@@ -308,7 +176,7 @@ def _clean(job: Job) -> int:
     else:
         paused = f", paused {run.throttled_seconds:.1f} s for load or lag" if run.throttled_seconds else ""
         logger.info(f"cleanup finished: {run.affected} rows changed, {run.skipped} skipped{paused}")
-    _emit(mode, run.to_json(), render_run(run, settings.safe_database_url))
+    _emit(mode, run_document(run, policies), render_run(run, settings.safe_database_url))
     if job.signals.received is not None:
         changed = f"{run.affected} rows changed, as the audit log says" if run.affected else "nothing changed"
         return _fail(f"{job.signals.reason()}: stopped after the batch in hand ({changed})", job.signals.exit_code)
@@ -321,6 +189,8 @@ def _real_run(job: Job, policies: list[Policy], options: RunOptions) -> RunResul
     mode, settings, table, assume_yes = job.mode, job.settings, job.table, job.args.yes
     show_progress = sys.stderr.isatty() and not mode.as_json
     counts = count_matches(table, policies, job.now) if show_progress or not assume_yes else {}
+    if counts:  # a count before the run, for the confirmation and the bars: not a dry run's "would be"
+        logger.info(f"matched before the run: {', '.join(f'{name} {count}' for name, count in counts.items())}")
     confirm_deletions(counts, policies, settings.confirm_above, assume_yes, input if sys.stdin.isatty() else None)
     with ProgressBars(counts, show_progress, sys.stderr) as bars, job.signals.graceful():
         options = replace(options, progress=bars.advance)
@@ -379,23 +249,31 @@ def _run(
     table = _open_table(settings)
     job = Job(mode, args, settings, table, now, signals)
     with database_errors(f"database error on table {settings.table!r}", settings.secrets):
-        if mode.name == "stats":
-            stats = collect_stats(table, standard_policies(settings), now)
-            _emit(mode, stats.to_json(), render_report(stats))
-            return EXIT_OK
         if mode.name == "restore":
             return _restore(job)
-        if mode.name == "explain":
-            found = explain(table, standard_policies(settings), parse_task_id(table, args.explain), now)
-            _emit(mode, found.to_json(), render_explanation(found))
-            return EXIT_OK
-        if mode.name == "indexes":
-            advice = check_indexes(table)
-            plans = plan_reports(table, standard_policies(settings), now)
-            document = {"indexes": [asdict(item) for item in advice], "plans": [plan.to_json() for plan in plans]}
-            _emit(mode, document, render_index_report(advice, table.qualified_name, plans))
-            return EXIT_OK
+        if mode.name in ("stats", "explain", "indexes"):
+            return _inspect(job)
         return _clean(job)
+
+
+def _inspect(job: Job) -> int:
+    """The modes that read and report: statistics, one row explained, the indexes."""
+    mode, table, now = job.mode, job.table, job.now
+    policies = standard_policies(job.settings)
+    if mode.name == "stats":
+        stats = collect_stats(table, policies, now)
+        _emit(mode, stats.to_json(), render_report(stats))
+        return EXIT_OK
+    if mode.name == "explain":
+        found = explain(table, policies, parse_task_id(table, job.args.explain), now)
+        _emit(mode, found.to_json(), render_explanation(found))
+        return EXIT_OK
+    advice = check_indexes(table)
+    plans = plan_reports(table, policies, now)
+    document = {"indexes": [asdict(item) for item in advice], "plans": [plan.to_json() for plan in plans]}
+    _emit(mode, document, render_index_report(advice, table.qualified_name, plans))
+    # A deployment can be gated on it: a missing index is not an error, but it is not "all good" either.
+    return EXIT_INDEXES_MISSING if any(not item.present for item in advice) else EXIT_OK
 
 
 def _fail(message: str, code: int) -> int:
@@ -411,8 +289,13 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         mode = _mode(args)
         overrides = _overrides(args)
+        if args.demo:
+            refuse_what_the_demo_cannot_honour(args, overrides, args.config)
+            overrides.update(demo_overrides())
         settings = load_settings(overrides, args.config)
-        setup_logging(settings.log_level, settings.log_file, settings.log_json, settings.secrets)
+        # A person at a terminal gets the report and real problems; the daemon's log, and a log file, what it did.
+        console = settings.log_level or ("INFO" if mode.name == "daemon" else "WARNING")
+        setup_logging(console, settings.log_file, settings.log_json, settings.secrets, settings.log_level or "INFO")
         with SignalStop() as signals:  # the daemon sets its own handlers for its run
             return _run(mode, args, settings, lambda: load_settings(overrides, args.config), signals)
     except SystemExit as exc:  # --help and --version

@@ -37,9 +37,14 @@ def _drivers_log_through_ours() -> None:
 
 
 def setup_logging(
-    level: str, log_file: Path | None = None, json_lines: bool = False, secrets: Iterable[str] = ()
+    level: str,
+    log_file: Path | None = None,
+    json_lines: bool = False,
+    secrets: Iterable[str] = (),
+    file_level: str | None = None,
 ) -> None:
-    """Send logs to stderr and, when asked, to a rotated file; never let a secret through."""
+    """Send logs from ``level`` up to stderr and, when asked, from ``file_level`` (default: the same) up
+    to a rotated file; never let a secret through."""
     hidden = tuple(secret for secret in secrets if secret)
 
     def mask(record: Any) -> None:
@@ -54,7 +59,7 @@ def setup_logging(
     try:
         logger.add(
             log_file,
-            level=level,
+            level=file_level or level,
             format=LOG_FORMAT,
             serialize=json_lines,
             rotation=LOG_ROTATION,

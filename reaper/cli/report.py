@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
 from reaper.engine.reap import PolicyResult, RunResult, done_text
-from reaper.policy.policies import DEFAULT_RULE
+from reaper.policy.policies import DEFAULT_RULE, Policy, Rule
 
 
 def _rule_lines(result: PolicyResult, dry_run: bool) -> list[str]:
@@ -59,3 +63,38 @@ def render_run(run: RunResult, target: str) -> str:
         skipped = f", {run.skipped} skipped" if run.skipped else ""
         lines.append(f"{run.affected} rows changed{skipped} ({run.duration_seconds:.2f} s{_paused(run)}).")
     return "\n".join(lines)
+
+
+def _beside(entry: dict[str, Any], key: str, added: str, value: Any) -> dict[str, Any]:
+    """``entry`` with ``added`` right after ``key``, so that a person reading the JSON finds them together."""
+    result: dict[str, Any] = {}
+    for name, item in entry.items():
+        result[name] = item
+        if name == key:
+            result[added] = value
+    return result
+
+
+def _seconds(age: timedelta | None) -> float | None:
+    return None if age is None else age.total_seconds()
+
+
+def _rule_json(entry: dict[str, Any], rule: Rule | None) -> dict[str, Any]:
+    if rule is None:
+        return entry
+    entry = _beside(entry, "threshold", "threshold_seconds", _seconds(rule.max_age))
+    return _beside(entry, "heartbeat_threshold", "heartbeat_threshold_seconds", _seconds(rule.heartbeat_max_age))
+
+
+def run_document(run: RunResult, policies: Sequence[Policy]) -> dict[str, Any]:
+    """The ``--json`` document of a pass: the run's own, with each threshold also in seconds."""
+    document = run.to_json()
+    for policy in policies:
+        entry = document["policies"].get(policy.name)
+        if entry is None:  # not reached: the pass stopped before it
+            continue
+        rules = {rule.key: rule for rule in policy.rules}
+        entry = _beside(entry, "threshold", "threshold_seconds", policy.max_age.total_seconds())
+        entry["rules"] = {key: _rule_json(value, rules.get(key)) for key, value in entry["rules"].items()}
+        document["policies"][policy.name] = entry
+    return document

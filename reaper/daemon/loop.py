@@ -37,7 +37,8 @@ from reaper.database.table import TaskTable, check_fit, open_table
 from reaper.engine.cleanup import exclusive_cleanup, run_options
 from reaper.engine.reap import RunResult, run_policies
 from reaper.engine.throttle import open_throttle
-from reaper.errors import DatabaseError, LockHeld, ReaperError
+from reaper.errors import ConfigError, DatabaseError, LockHeld, ReaperError
+from reaper.inspect.indexes import check_indexes, missing_indexes_line
 from reaper.inspect.stats import Totals, poll_stats
 from reaper.policy.catalog import action_keys, zombie_specs
 from reaper.policy.policies import standard_policies
@@ -137,12 +138,20 @@ class Daemon:
         return self._table
 
     def open_database(self) -> None:
-        """At start: refuse settings the table cannot fit (no such table or column), as a one-shot run
-        does; a database that does not answer yet is only logged, and the polls keep trying."""
+        """At start: refuse what no wait mends (no such file, table or column, a bad URL, no driver, a
+        refused login, privilege or database: ``ConfigError``), as a one-shot run does; a server that
+        does not answer yet is only logged, and the polls keep trying. Say once which indexes are missing."""
         try:
-            self.task_table()
+            table = self.task_table()
+            with database_errors(f"cannot read the indexes of {self.settings.table!r}", self.settings.secrets):
+                missing = missing_indexes_line(check_indexes(table))
         except DatabaseError as exc:
+            if exc.fatal:  # a refused login, privilege or database: no wait mends it
+                raise ConfigError(f"{exc} (the daemon does not retry a refusal: fix the setting)") from None
             logger.warning(f"the database does not answer yet; polls will retry: {exc}")
+            return
+        if missing is not None:
+            logger.warning(missing)
 
     def _table_for(self, new: Settings, changed: set[str]) -> tuple[Engine, TaskTable] | None:
         """Check that ``new`` fits its table, as at start (raise ``ReaperError`` if not); return a new

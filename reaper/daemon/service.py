@@ -31,7 +31,7 @@ def run_daemon(settings: Settings, reload_settings: Callable[[], Settings], shad
     # The page's recent runs survive a restart: those that changed rows are in the audit log.
     metrics.restore_runs(audit_runs(settings.safety.audit_log, settings.task_table.table, settings.safe_database_url))
     daemon = Daemon(settings, reload_settings, metrics, schedule.Scheduler(), shadow=shadow)
-    daemon.open_database()  # no such table or column: exit 2 now, as a one-shot run would
+    daemon.open_database()  # a mistake no wait mends (no such file, table, login): exit 2 now, as a one-shot run would
 
     def status_page() -> str:
         due = daemon.next_cleanup()

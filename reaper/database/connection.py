@@ -9,6 +9,7 @@ driver reads it; callers catch those. What each database does its own way is in 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import inspect
 import re
 import warnings
@@ -46,6 +47,13 @@ SECRET_QUERY_KEY = re.compile("pass", re.IGNORECASE)
 MASK = "***"
 CONNECT_TIMEOUT_SECONDS = 10
 UNPARSABLE_URL = "(a database URL that cannot be parsed; not shown)"
+# What SQLAlchemy defaults to for mysql:// and postgresql:// (mysqlclient, psycopg2) is not among
+# reaper's dependencies: the driver to name in the URL instead, the module it imports, how to install
+# it (PyMySQL comes with reaper; psycopg with the postgresql extra of the task-reaper distribution).
+WORKING_DRIVERS = {
+    "mysql": ("pymysql", "PyMySQL", "pip install PyMySQL"),
+    "postgresql": ("psycopg", "psycopg", "pip install 'task-reaper[postgresql]'"),
+}
 
 
 @dataclass(frozen=True)
@@ -105,6 +113,19 @@ def _check_driver_arguments(engine: Engine, url: URL) -> None:
     dialect_of(engine).check_driver_arguments(engine, kwargs, tuple(signature.parameters))
 
 
+def _missing_driver(url: URL, exc: ImportError) -> str:
+    """Say which driver is missing and the URL that works with the drivers reaper installs."""
+    missing = f"the {url.get_driver_name()} driver of {url.drivername}:// URLs is not installed ({exc.name or exc})"
+    backend = dialect_of(url).name
+    if backend not in WORKING_DRIVERS:
+        return f"{missing}; install it where reaper runs"
+    driver, distribution, install = WORKING_DRIVERS[backend]
+    working = safe_url(url.set(drivername=f"{url.get_backend_name()}+{driver}"))
+    if importlib.util.find_spec(driver) is None:
+        return f"{missing}: {install}, and use {working}"
+    return f"{missing}; {distribution} is: use {working}"
+
+
 def create_db_engine(url: URL, limits: SessionLimits | None = None, *, must_exist: bool = True) -> Engine:
     """Create an engine for ``url`` whose sessions carry ``limits``; a missing SQLite file is an error."""
     limits = limits or SessionLimits()
@@ -112,7 +133,11 @@ def create_db_engine(url: URL, limits: SessionLimits | None = None, *, must_exis
     dialect = dialect_of(url)
     path = dialect.database_file(url)
     if must_exist and path is not None and not path.is_file():
-        raise ConfigError(f"SQLite database file {str(path)!r} does not exist (REAPER_DATABASE_URL={safe})")
+        raise ConfigError(
+            f"SQLite database file {str(path)!r} does not exist (REAPER_DATABASE_URL={safe}): set --database-url "
+            "or REAPER_DATABASE_URL to your application's database (reaper cleans a table, it creates none), "
+            "or try reaper --demo, which makes a database of its own"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", SAWarning)  # SQLite's dialect only warns that it ignores an argument
@@ -121,10 +146,7 @@ def create_db_engine(url: URL, limits: SessionLimits | None = None, *, must_exis
     except NoSuchModuleError:
         raise ConfigError(f"unknown database dialect or driver in REAPER_DATABASE_URL={safe}") from None
     except ImportError as exc:
-        raise ConfigError(
-            f"the driver for {url.drivername!r} is not installed ({exc.name or exc}); "
-            "install it, for example pip install 'reaper[postgresql]'"
-        ) from None
+        raise ConfigError(_missing_driver(url, exc)) from None
     except ArgumentError as exc:
         raise ConfigError(redact(f"invalid REAPER_DATABASE_URL={safe}: {exc}", url_secrets(url))) from None
     except (SAWarning, TypeError, ValueError) as exc:  # a query argument the driver does not take, or a bad value

@@ -398,7 +398,8 @@ def run_policies(
         if Action.REQUEUE in writes:
             table.write_value(conn, "pending")
     plans = plan_policies(table, policies)  # the indexes as they are now, once per run
-    logger.info(f"plan: {describe_plans(plans)}")
+    # How each rule reads, for whoever diagnoses a slow run; --check-indexes shows it to a person.
+    logger.debug(f"plan: {describe_plans(plans)}")
     for policy in policies:
         run.stop_reason = clock.stop_reason() or _throttled(options, clock)  # before each policy's first batch
         if run.stop_reason is not None:

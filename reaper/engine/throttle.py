@@ -101,7 +101,8 @@ class Throttle:
             if started is None:
                 started = self.timer()
                 seen = "; ".join(item.said for item in over)
-                logger.info(f"pausing: {seen} (reading again every {POLL_SECONDS:g} s)")
+                # a warning: a person at a terminal sees why the run stands still
+                logger.warning(f"pausing: {seen} (reading again every {POLL_SECONDS:g} s)")
             self._pause(over[0].reason)
 
     def _stop_reason(self, over: list[Over], paused: float) -> str | None:

@@ -22,6 +22,13 @@ from reaper.errors import ReaperError
 from reaper.policy.matching import Dating, dated_by, datings, rule_condition, type_scope
 from reaper.policy.policies import Action, Policy, Rule
 
+# The verdict as a person reads it: what the next run would do, never a word that reads as this command's failure.
+VERDICT_TEXT = {
+    "failed": "would be marked failed",
+    "requeued": "would be requeued",
+    "deleted": "would be deleted",
+    "none": "left alone",
+}
 
 class TaskNotFound(ReaperError):
     """No row has the id given to ``--explain``."""
@@ -49,6 +56,8 @@ class Explanation:
     rule: str | None = None
     threshold: str | None = None
     heartbeat_threshold: str | None = None
+    threshold_seconds: float | None = None
+    heartbeat_threshold_seconds: float | None = None
     ages: dict[str, dict[str, Any]] = field(default_factory=dict)
     dated_by: str | None = None
     eligible_at: datetime | None = None
@@ -68,7 +77,9 @@ class Explanation:
             "policy": self.policy,
             "rule": self.rule,
             "threshold": self.threshold,
+            "threshold_seconds": self.threshold_seconds,
             "heartbeat_threshold": self.heartbeat_threshold,
+            "heartbeat_threshold_seconds": self.heartbeat_threshold_seconds,
             "ages": self.ages,
             "dated_by": self.dated_by,
             "eligible_at": self.eligible_at.isoformat() if self.eligible_at else None,
@@ -142,6 +153,7 @@ def _ages(table: TaskTable, found: Sequence[Dating], row: dict[str, Any], now: d
             "value": moment.isoformat() if moment else None,
             "age_seconds": round((now - moment).total_seconds(), 3) if moment else None,
             "limit": item.threshold,
+            "limit_seconds": (now - item.cutoff).total_seconds(),
         }
     return ages
 
@@ -179,6 +191,9 @@ def _judge(
     now = found.now
     found.policy, found.rule, found.threshold = policy.name, rule.key, rule.threshold
     found.heartbeat_threshold = rule.heartbeat_threshold
+    found.threshold_seconds = rule.max_age.total_seconds()
+    if rule.heartbeat_max_age is not None:
+        found.heartbeat_threshold_seconds = rule.heartbeat_max_age.total_seconds()
     dates = datings(table, policy, rule, now)
     found.ages = _ages(table, dates, row, now)
     dated = dated_by(table, dates, [row[item.role] for item in dates])
@@ -245,5 +260,5 @@ def render_explanation(found: Explanation) -> str:
             shown = f"{age['value']} ({_readable(age['age_seconds'])} ago)" if age["value"] else "empty"
             marker = "  <- dates the row" if role == found.dated_by else ""
             lines.append(f"  {role:<13} {age['column']:<16} {shown}{marker}")
-    lines.append(f"verdict: {found.verdict}: {found.why}")
+    lines.append(f"verdict: {VERDICT_TEXT.get(found.verdict, found.verdict)}: {found.why}")
     return "\n".join(lines)

@@ -74,6 +74,14 @@ def check_indexes(table: TaskTable) -> list[IndexAdvice]:
     return advice
 
 
+def missing_indexes_line(advice: Sequence[IndexAdvice]) -> str | None:
+    """One line for the recommended indexes the table lacks (``2 recommended indexes missing: ...``), or ``None``."""
+    missing = sum(not item.present for item in advice)
+    if not missing:
+        return None
+    return f"{missing} recommended index{'' if missing == 1 else 'es'} missing: reaper --check-indexes"
+
+
 @dataclass(frozen=True)
 class PlanReport:
     """A rule's plan, what it matches now, and how many rows a run reads to find them that way."""

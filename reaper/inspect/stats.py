@@ -49,6 +49,9 @@ class StaleSummary:
     oldest_age_seconds: float | None = None
     oldest_by_type: dict[str, float] = field(default_factory=dict)
     sample_ids: list[Any] = field(default_factory=list)
+    threshold_seconds: float | None = None  # of the default rule
+    thresholds_seconds_by_type: dict[str, float] = field(default_factory=dict)
+    heartbeat_threshold_seconds: float | None = None  # of the default rule, when it judges by heartbeat
 
 
 @dataclass
@@ -96,7 +99,14 @@ class Stats:
             "stale_by_type": {status: summary.by_type for status, summary in self.stale.items()},
             "oldest_age_seconds": {status: summary.oldest_age_seconds for status, summary in self.stale.items()},
             "thresholds": {status: summary.threshold for status, summary in self.stale.items()},
+            "threshold_seconds": {status: summary.threshold_seconds for status, summary in self.stale.items()},
+            "heartbeat_threshold_seconds": {
+                status: summary.heartbeat_threshold_seconds for status, summary in self.stale.items()
+            },
             "thresholds_by_type": {status: summary.thresholds_by_type for status, summary in self.stale.items()},
+            "threshold_seconds_by_type": {
+                status: summary.thresholds_seconds_by_type for status, summary in self.stale.items()
+            },
         }
 
 
@@ -179,8 +189,15 @@ def _stale(conn: Connection, table: TaskTable, policy: Policy, now: datetime) ->
 
     The oldest age is measured the way the policy judges: from the last heartbeat when there is one.
     """
-    summary = StaleSummary(threshold=_rule_threshold(policy.default))
-    summary.thresholds_by_type = {rule.key: _rule_threshold(rule) for rule in policy.rules if rule.task_types}
+    default, own = policy.default, [rule for rule in policy.rules if rule.task_types]
+    beat = default.heartbeat_max_age
+    summary = StaleSummary(
+        threshold=_rule_threshold(default),
+        thresholds_by_type={rule.key: _rule_threshold(rule) for rule in own},
+        threshold_seconds=default.max_age.total_seconds(),
+        thresholds_seconds_by_type={rule.key: rule.max_age.total_seconds() for rule in own},
+        heartbeat_threshold_seconds=beat.total_seconds() if beat is not None else None,
+    )
     oldest: datetime | None = None
     for rule in policy.rules:
         for kind, stale, moment in _stale_rule(conn, table, policy, rule, now):
@@ -250,7 +267,7 @@ def render_report(stats: Stats) -> str:
     """Return the human statistics report."""
     rule = "=" * 50
     total = stats.total
-    lines = [rule, f"Processing Tasks statistics: {stats.table}", f"at {stats.now:%Y-%m-%d %H:%M:%S} UTC", rule]
+    lines = [rule, f"Statistics of table {stats.table}", f"at {stats.now:%Y-%m-%d %H:%M:%S} UTC", rule]
     lines += [f"Total tasks: {total}", "", "By status:"]
     for status, count in stats.by_status.items():
         if count or status not in STATUS_ORDER:

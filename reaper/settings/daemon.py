@@ -78,13 +78,15 @@ class LogSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    log_level: str = "INFO"
+    log_level: str | None = None  # none: INFO, but WARNING on the terminal of a one-shot command
     log_file: Path | None = None
     log_json: bool = False
 
     @field_validator("log_level", mode="after")
     @classmethod
-    def _known_level(cls, value: str) -> str:
+    def _known_level(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if value.upper() not in LOG_LEVELS:
             raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
         return value.upper()

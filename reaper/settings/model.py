@@ -47,6 +47,7 @@ from reaper.settings.sources import (
     read_toml,
     source_shape,
 )
+from reaper.settings.suggest import suggestion
 from reaper.settings.table import Columns, Statuses, TableSettings
 from reaper.settings.throttling import ThrottleSettings, ThrottlingSettings, check_names, parse_spec
 
@@ -236,7 +237,7 @@ class Settings(BaseModel):
         return self.safety.audit_log
 
     @property
-    def log_level(self) -> str:
+    def log_level(self) -> str | None:
         """``logs.log_level``."""
         return self.logs.log_level
 
@@ -289,7 +290,8 @@ def _unknown_keys(values: Mapping[str, Any], config_file: Path) -> None:
     known = setting_fields()
     for key in values:
         if key not in known:
-            raise ConfigError(f"unknown setting {key} ({env_name((key,))}) in config file {str(config_file)!r}")
+            hint = suggestion(known, (key,), ENV_PREFIX)
+            raise ConfigError(f"unknown setting {key} ({env_name((key,))}) in config file {str(config_file)!r}{hint}")
 
 
 def load_settings(overrides: Mapping[str, Any] | None = None, config_file: Path | None = None) -> Settings:
@@ -310,7 +312,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None, config_file: Path 
         from_dotenv = DotEnvSource(_SOURCE_SHAPE, dotenv)()
         return Settings.model_validate(merged(given, environment, from_dotenv, from_file))
     except ValidationError as exc:
-        raise ConfigError(describe(_flat(exc), config_file, dotenv)) from None
+        raise ConfigError(describe(_flat(exc), config_file, dotenv, setting_fields())) from None
     except SettingsError as exc:  # a nested value (REAPER_COLUMNS=...) that is not JSON, for one
         first_line = str(exc).splitlines()[0]
         for source, said in (("DotEnvSource", DOTENV_FILE), ("EnvSource", "the environment")):

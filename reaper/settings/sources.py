@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDic
 
 from reaper.errors import ConfigError
 from reaper.settings.policies import TaskTypeSettings
+from reaper.settings.suggest import suggestion
 
 ENV_PREFIX = "REAPER_"
 DOTENV_FILE = ".env"
@@ -136,7 +137,8 @@ def check_environment(environ: Mapping[str, str], fields: Mapping[str, FieldInfo
                 f"{key} in {where}: set task types in the TOML config file ([task_types.NAME]) "
                 "or as JSON in REAPER_TASK_TYPES"
             )
-        raise ConfigError(f"unknown setting {key} in {where}")
+        location = tuple(key.removeprefix(ENV_PREFIX).lower().split("__"))
+        raise ConfigError(f"unknown setting {key} in {where}{suggestion(fields, location, ENV_PREFIX, key=False)}")
 
 
 def _is_model(annotation: Any) -> bool:
@@ -163,20 +165,25 @@ def _task_types_source(dotenv: Mapping[str, str], config_file: Path | None) -> s
     return f" in config file {str(config_file)!r}" if config_file else ""
 
 
-def describe(first: ErrorDetails, config_file: Path | None, dotenv: Mapping[str, str]) -> str:
-    """Say what is wrong with a setting, in one line, from the first error (its location in flat names)."""
+def describe(
+    first: ErrorDetails, config_file: Path | None, dotenv: Mapping[str, str], fields: Mapping[str, FieldInfo]
+) -> str:
+    """Say what is wrong with a setting, in one line, from the first error (its location in flat names);
+    ``fields``, every setting by its flat name, give an unknown one's "did you mean"."""
     location = tuple(first["loc"])
     message = NUMBER_ERRORS.get(first["type"], first["msg"].removeprefix("Value error, "))
     where = f" in config file {str(config_file)!r}" if config_file else ""
+    variable = None if location[:1] == ("task_types",) else ENV_PREFIX  # task types have no variables of their own
+    hint = suggestion(fields, tuple(map(str, location)), variable) if first["type"] == "extra_forbidden" else ""
     if location[:1] == ("task_types",):  # usually a TOML table of its own, not a variable
         where = _task_types_source(dotenv, config_file)
         dotted = ".".join(map(str, location))
         if first["type"] == "extra_forbidden":
             known = ", ".join(TaskTypeSettings.model_fields)
-            return f"unknown setting {dotted}{where} (a task type takes: {known})"
+            return f"unknown setting {dotted}{where}{hint} (a task type takes: {known})"
         return f"invalid setting {dotted}{where}: {message} (got {first.get('input')!r})"
     if first["type"] == "extra_forbidden":
-        return f"unknown setting {'.'.join(map(str, location))} ({env_name(location)}){where}"
+        return f"unknown setting {'.'.join(map(str, location))} ({env_name(location)}){where}{hint}"
     if not location:  # a rule across several settings names them in its message
         return f"invalid settings: {message}"
     shown = "" if location[:1] and location[0] in SECRET_SETTINGS else f" (got {first.get('input')!r})"

@@ -41,8 +41,8 @@ MICROSECONDS = 1_000_000
 LOCK_SESSION_IDLE_SECONDS = 7 * 86400
 # Lock wait time-out and deadlock: worth retrying.
 LOCK_ERRORS = {1205, 1213}
-# Refusals that no retry mends: a wrong password, a missing privilege.
-ACCESS_ERRORS = {1044, 1045, 1142, 1227}
+# Refusals that no retry mends: a wrong password, a missing privilege, a database that does not exist (1049).
+ACCESS_ERRORS = {1044, 1045, 1049, 1142, 1227}
 # What the server says of a row it will not take, that PyMySQL does not class as an integrity or data
 # error: a column without a default (1364), a value it cannot hold (1366, 1292), a check (3819, 4025).
 ROW_ERRORS = {1364, 1366, 1292, 3819, 4025}

@@ -34,11 +34,12 @@ APPLICATION_NAME_LIMIT = 63
 LOAD_NAMES = ("active_sessions", "oldest_xact_seconds")
 # Lock conflicts worth retrying: deadlock, lock_timeout, serialization failure.
 LOCK_STATES = {"40P01", "55P03", "40001"}
-# Refusals that no retry mends: a wrong password or login, a missing privilege.
-ACCESS_STATES = {"28000", "28P01", "42501"}
+# Refusals that no retry mends: a wrong password or login, a missing privilege, no such database (3D000).
+ACCESS_STATES = {"28000", "28P01", "42501", "3D000"}
 # A login refused while connecting: libpq gives no SQLSTATE then, only the server's message (in English
 # unless the server's lc_messages says otherwise).
-LOGIN_REFUSALS = ("password authentication failed", "no pg_hba.conf entry", "pg_hba.conf rejects connection")
+LOGIN_REFUSALS = ("password authentication failed", "no pg_hba.conf entry", "pg_hba.conf rejects connection",
+                  "does not exist")  # role "x" / database "x" does not exist
 # The server is shutting down or starting (57P01-57P03); class 08 is every connection exception.
 UNREACHABLE_STATES = {"57P01", "57P02", "57P03"}
 CODECS = {"koi8r": "koi8-r", "koi8u": "koi8-u"}

@@ -13,6 +13,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from helpers import NOW, Tasks, open_tasks, settings_for
+from reaper.cli.command import _overrides
+from reaper.cli.parser import build_parser
 from reaper.daemon.metrics import ReaperMetrics
 from reaper.database.table import AGE_COLUMNS
 from reaper.engine.cleanup import exclusive_cleanup, run_options
@@ -81,6 +83,15 @@ def test_every_policy_setting_is_described_in_the_configuration_page_and_every_p
     assert not [o.key for o in policy_options() if f"`REAPER_{o.key.upper()}`" not in configuration]
     policies = (ROOT / "docs" / "policies.md").read_text()
     assert not [name for name in STANDARD_POLICY_NAMES if f"| `{name}` |" not in policies]
+
+
+@pytest.mark.parametrize("spec", [spec for spec in STANDARD_SPECS if spec.age.flag], ids=lambda spec: spec.name)
+def test_every_age_limit_flag_sets_its_policy_setting_and_is_listed_under_thresholds(spec: PolicySpec) -> None:
+    assert spec.age.flag is not None
+    settings = load_settings(overrides=_overrides(build_parser().parse_args([spec.age.flag, "3"])))
+    assert settings.value_of(spec.age.key) == 3
+    thresholds = build_parser().format_help().split("\nthresholds:")[1].split("\n\n", 2)[1]
+    assert f"{spec.age.flag} " in thresholds and f"(default {spec.age.default:g})" in thresholds
 
 
 def test_every_policy_and_action_has_its_reaped_series_from_the_start() -> None:

@@ -16,7 +16,7 @@ from loguru import logger
 from reaper.cli.demo import demo_overrides, refuse_what_the_demo_cannot_honour
 from reaper.cli.logs import setup_logging
 from reaper.cli.manual import ProgressBars, SignalStop, confirm_deletions, count_matches
-from reaper.cli.parser import UsageError, build_parser
+from reaper.cli.parser import UsageError, build_parser, threshold_flags
 from reaper.cli.report import render_run, run_document
 from reaper.clock import utcnow
 from reaper.database.connection import SessionLimits, create_db_engine, database_errors, redact
@@ -91,10 +91,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "database_url": args.database_url,
         "table": args.table,
         "preset": args.preset,
-        "running_timeout_hours": args.running_timeout,
-        "pending_timeout_hours": args.pending_timeout,
-        "failure_retention_days": args.failure_retention,
-        "success_retention_days": args.success_retention,
+        **{limit.key: getattr(args, limit.key) for limit in threshold_flags().values()},
         "batch_size": args.batch_size,
         "batch_time_seconds": args.batch_time,
         "sleep_seconds": args.sleep,

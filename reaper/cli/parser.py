@@ -15,9 +15,12 @@ import sqlalchemy
 
 from reaper import __version__
 from reaper.database.demo import DEMO_FILE
+from reaper.policy.catalog import STANDARD_SPECS
+from reaper.policy.spec import Limit
 from reaper.settings.batching import MAX_ID_LIST
 from reaper.settings.database import DEFAULT_DATABASE_URL
 from reaper.settings.model import MAX_DAYS
+from reaper.settings.policies import UNIT_MOST
 from reaper.settings.presets import PRESETS
 from reaper.settings.throttling import parse_spec
 
@@ -88,7 +91,6 @@ def _number(low: float, at_least: bool = False, high: float = math.inf, unit: st
     return parse
 
 
-_hours = _number(0, high=MAX_DAYS * 24, unit=" hours")
 _days = _number(0, high=MAX_DAYS, unit=" days")
 _seconds = _number(0)
 _pause = _number(0, at_least=True, high=3600, unit=" seconds")
@@ -122,7 +124,7 @@ def version_text() -> str:
 
 def _modes(parser: argparse.ArgumentParser) -> None:
     modes = parser.add_argument_group("modes", "One at a time (--force-status too); none of them: the daemon.")
-    modes.add_argument("--once", action="store_true", help="run the four policies once and exit")
+    modes.add_argument("--once", action="store_true", help="run the policies once and exit")
     modes.add_argument("--stats-only", action="store_true", help="print the table's statistics; write nothing")
     modes.add_argument(
         "--explain", metavar="ID", help="say which policy and threshold apply to row ID, and what a run would do"
@@ -141,12 +143,17 @@ def _modes(parser: argparse.ArgumentParser) -> None:
     clean.add_argument("--older-than", metavar="D", type=_days, help="age in days for --force-status")
 
 
+def threshold_flags() -> dict[str, Limit]:
+    """The age limit each policy's flag sets (``--running-timeout``: ``running_timeout_hours``), from the specs."""
+    return {spec.age.flag: spec.age for spec in STANDARD_SPECS if spec.age.flag}
+
+
 def _thresholds(parser: argparse.ArgumentParser) -> None:
     limits = parser.add_argument_group("thresholds", "How old a row must be for its policy.")
-    limits.add_argument("--running-timeout", metavar="H", type=_hours, help="hours (default 24)")
-    limits.add_argument("--pending-timeout", metavar="H", type=_hours, help="hours (default 2)")
-    limits.add_argument("--failure-retention", metavar="D", type=_days, help="days (default 7)")
-    limits.add_argument("--success-retention", metavar="D", type=_days, help="days (default 30)")
+    for flag, limit in threshold_flags().items():
+        unit = limit.unit.value
+        limits.add_argument(flag, dest=limit.key, metavar=unit[0].upper(), help=f"{unit} (default {limit.default:g})",
+                            type=_number(0, high=UNIT_MOST[limit.unit], unit=f" {unit}"))
 
 
 def _batching(parser: argparse.ArgumentParser) -> None:

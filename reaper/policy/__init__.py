@@ -27,6 +27,6 @@ Adding a policy:
    know it.
 
 Its settings (``REAPER_<KEY>``, the TOML key, the ``[task_types.NAME]`` key), metric series, index
-advice and audit keys then follow. Until the command line reads the specs too, a flag is added by
-hand in ``cli/command.py``.
+advice and audit keys then follow, and so does its command-line flag (``Limit.flag``, in the
+"thresholds" group of ``--help``).
 """

@@ -126,7 +126,7 @@ class PolicyResult:
         for reason, count in outcome.reasons.items():
             self.skip_reasons[reason] = self.skip_reasons.get(reason, 0) + count
         # The smallest ids changed: the ones a dry run's sample shows too (see ``counting``).
-        self.sample_ids = heapq.nsmallest(sample_size, [*self.sample_ids, *(row[0] for row in batch.rows)])
+        self.sample_ids = heapq.nsmallest(sample_size, [*self.sample_ids, *(row.id for row in batch.rows)])
         ids = batch.ids
         if not ids:
             return
@@ -258,7 +258,7 @@ def _throttled(options: RunOptions, clock: _Clock) -> str | None:
 
 def _log_batch(policy: Policy, batch: Batch, outcome: BatchOutcome, number: int) -> None:
     rows = batch.rows
-    ids = ", ".join(str(row[0]) for row in rows[:LOGGED_IDS_PER_BATCH])
+    ids = ", ".join(str(row.id) for row in rows[:LOGGED_IDS_PER_BATCH])
     more = " ..." if len(rows) > LOGGED_IDS_PER_BATCH else ""
     if batch.id_span is not None:  # deleted along the primary key, ids not read back
         ids, more = f"{batch.id_span[0]} to {batch.id_span[1]}", ""

@@ -24,6 +24,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from reaper.database.connection import constraint_name, is_lock_conflict, refused_by_constraint
 from reaper.database.table import TaskTable
 from reaper.database.values import exact_columns
+from reaper.engine.rows import TaskRow
 from reaper.policy.matching import Dating, dated_by, datings, rule_condition
 from reaper.policy.policies import Action, Policy, Rule
 from reaper.safety.archive import Archive
@@ -92,18 +93,18 @@ def failure_reason(policy: Policy, rule: Rule, dating: Dating, dated_from: datet
     )
 
 
-def _reason_texts(ctx: WriteContext, rows: Sequence[Sequence[Any]], ending: str) -> dict[tuple[Any, ...], str]:
-    """Return each row's reason, by key (the age columns are the last ones selected)."""
+def _reason_texts(ctx: WriteContext, rows: Sequence[TaskRow], ending: str) -> dict[tuple[Any, ...], str]:
+    """Return each row's reason, by key."""
     found = datings(ctx.table, ctx.policy, ctx.rule, ctx.now)
     reasons = {}
     for row in rows:
-        dated = dated_by(ctx.table, found, row[-len(found) :])
+        dated = dated_by(ctx.table, found, row.ages)
         assert dated is not None  # the selection only matches rows with an age
-        reasons[_key(ctx.table, row)] = failure_reason(ctx.policy, ctx.rule, *dated, ctx.now, ending)
+        reasons[row.key] = failure_reason(ctx.policy, ctx.rule, *dated, ctx.now, ending)
     return reasons
 
 
-def _reasons(ctx: WriteContext, rows: Sequence[Sequence[Any]], ending: str) -> ColumnElement[Any] | None:
+def _reasons(ctx: WriteContext, rows: Sequence[TaskRow], ending: str) -> ColumnElement[Any] | None:
     """Return a CASE on id giving each row its reason, or ``None`` when the table has no error column."""
     table, error = ctx.table, ctx.table.column("error")
     if error is None:
@@ -112,7 +113,7 @@ def _reasons(ctx: WriteContext, rows: Sequence[Sequence[Any]], ending: str) -> C
     return table.by_key({key: table.fit_error(text) for key, text in texts.items()})
 
 
-def _exceptions(ctx: WriteContext, rows: Sequence[Sequence[Any]], ending: str) -> dict[Any, Any]:
+def _exceptions(ctx: WriteContext, rows: Sequence[TaskRow], ending: str) -> dict[Any, Any]:
     """Return the values that store each failed row's exception where Celery reads it (none without a
     result column): a CASE on the key for the result, and the content type and encoding."""
     table, failure = ctx.table, ctx.table.celery_failure
@@ -123,16 +124,11 @@ def _exceptions(ctx: WriteContext, rows: Sequence[Sequence[Any]], ending: str) -
     return {failure.result: table.by_key(stored), **failure.constants()}
 
 
-def _key(table: TaskTable, row: Sequence[Any]) -> tuple[Any, ...]:
-    """The key a selected row starts with."""
-    return tuple(row[: len(table.key)])
+def _keys(rows: Sequence[TaskRow]) -> list[tuple[Any, ...]]:
+    return [row.key for row in rows]
 
 
-def _keys(table: TaskTable, rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
-    return [_key(table, row) for row in rows]
-
-
-def _set_failed(conn: Connection, ctx: WriteContext, rows: Sequence[Sequence[Any]], ending: str, *extra: Any) -> int:
+def _set_failed(conn: Connection, ctx: WriteContext, rows: Sequence[TaskRow], ending: str, *extra: Any) -> int:
     table = ctx.table
     values: dict[Any, Any] = {table.status: table.write_value(conn, "failure")}
     reasons = _reasons(ctx, rows, ending)
@@ -143,11 +139,11 @@ def _set_failed(conn: Connection, ctx: WriteContext, rows: Sequence[Sequence[Any
         column = table.column(role)
         if column is not None:
             values[column] = table.to_db(ctx.now, column)
-    query = update(table.table).where(table.key_in(_keys(table, rows)), ctx.selection, *extra).values(values)
+    query = update(table.table).where(table.key_in(_keys(rows)), ctx.selection, *extra).values(values)
     return int(conn.execute(query).rowcount)
 
 
-def _requeue(conn: Connection, ctx: WriteContext, rows: Sequence[Sequence[Any]]) -> dict[str, int]:
+def _requeue(conn: Connection, ctx: WriteContext, rows: Sequence[TaskRow]) -> dict[str, int]:
     """Set rows back to pending (past the attempts bound: to failure), in one transaction."""
     table, stamp = ctx.table, f"{ctx.now:%Y-%m-%d %H:%M:%S} UTC"
     attempts = table.column("attempts")
@@ -163,7 +159,7 @@ def _requeue(conn: Connection, ctx: WriteContext, rows: Sequence[Sequence[Any]])
     if attempts is not None and ctx.rule.max_attempts is not None:
         values[attempts] = func.coalesce(attempts, 0) + 1
         under_bound = [or_(attempts.is_(None), attempts < ctx.rule.max_attempts)]
-    query = update(table.table).where(table.key_in(_keys(table, rows)), ctx.selection, *under_bound).values(values)
+    query = update(table.table).where(table.key_in(_keys(rows)), ctx.selection, *under_bound).values(values)
     requeued = int(conn.execute(query).rowcount)
     if not under_bound:
         return {"requeued": requeued}
@@ -173,8 +169,8 @@ def _requeue(conn: Connection, ctx: WriteContext, rows: Sequence[Sequence[Any]])
     return {"requeued": requeued, "failed": failed}
 
 
-def _delete(conn: Connection, ctx: WriteContext, rows: Sequence[Sequence[Any]]) -> int:
-    keys = _keys(ctx.table, rows)
+def _delete(conn: Connection, ctx: WriteContext, rows: Sequence[TaskRow]) -> int:
+    keys = _keys(rows)
     if ctx.archive is None:
         return int(conn.execute(delete(ctx.table.table).where(ctx.table.key_in(keys), ctx.selection)).rowcount)
     deleted = _delete_returning(conn, ctx, keys)
@@ -198,7 +194,7 @@ def _delete_returning(conn: Connection, ctx: WriteContext, keys: list[tuple[Any,
     return locked
 
 
-def _write_once(ctx: WriteContext, rows: Sequence[Sequence[Any]]) -> dict[str, int]:
+def _write_once(ctx: WriteContext, rows: Sequence[TaskRow]) -> dict[str, int]:
     """Write one batch in one transaction; return the rows affected by action done."""
     with ctx.table.engine.begin() as conn:
         if ctx.rule.action is Action.DELETE:
@@ -208,7 +204,7 @@ def _write_once(ctx: WriteContext, rows: Sequence[Sequence[Any]]) -> dict[str, i
         return {"failed": _set_failed(conn, ctx, rows, f"set to failure at {ctx.now:%Y-%m-%d %H:%M:%S} UTC")}
 
 
-def _write_retrying(ctx: WriteContext, rows: Sequence[Sequence[Any]], outcome: BatchOutcome) -> dict[str, int] | None:
+def _write_retrying(ctx: WriteContext, rows: Sequence[TaskRow], outcome: BatchOutcome) -> dict[str, int] | None:
     """Write, retrying lock conflicts; return rows affected by action, or ``None`` when the retries ran out."""
     for attempt in range(ctx.max_retries + 1):
         try:
@@ -224,7 +220,7 @@ def _write_retrying(ctx: WriteContext, rows: Sequence[Sequence[Any]], outcome: B
     return None
 
 
-def write_batch(ctx: WriteContext, rows: Sequence[Sequence[Any]]) -> BatchOutcome:
+def write_batch(ctx: WriteContext, rows: Sequence[TaskRow]) -> BatchOutcome:
     """Fail or delete ``rows`` under the policy's condition; skip what the database will not take."""
     outcome = BatchOutcome()
     try:
@@ -234,7 +230,7 @@ def write_batch(ctx: WriteContext, rows: Sequence[Sequence[Any]]) -> BatchOutcom
             raise
         if len(rows) == 1:
             reason = f"refused by {constraint_name(exc)}"
-            logger.warning(f"{ctx.policy.name}: id {rows[0][0]} {reason}, skipped")
+            logger.warning(f"{ctx.policy.name}: id {rows[0].id} {reason}, skipped")
             outcome.add(BatchOutcome(skipped=1, reasons={reason: 1}))
             return outcome
         middle = len(rows) // 2

@@ -26,7 +26,7 @@ from reaper.database.connection import SessionLimits, create_db_engine, database
 from reaper.database.demo import DEMO_FILE, ensure_demo_database
 from reaper.database.table import ACTIVE_STATUSES, TERMINAL_STATUSES, TaskTable, open_table
 from reaper.engine.cleanup import exclusive_cleanup, run_options, why_it_failed
-from reaper.engine.reap import RunOptions, RunResult, run_policies
+from reaper.engine.reap import RunOptions, run_policies
 from reaper.engine.sizing import MAX_ID_LIST
 from reaper.engine.throttle import open_throttle, parse_spec
 from reaper.errors import ConfigError, LockHeld, ReaperError
@@ -34,6 +34,7 @@ from reaper.inspect.explain import explain, parse_task_id, render_explanation
 from reaper.inspect.indexes import check_indexes, plan_reports, render_index_report
 from reaper.inspect.stats import collect_stats, render_report
 from reaper.policy.policies import Policy, force_policy, standard_policies
+from reaper.results import RunResult
 from reaper.safety.audit import append_audit, restore_record
 from reaper.safety.restore import RestoreResult, restore_archive
 from reaper.settings.model import MAX_DAYS, Columns, Settings, Statuses, load_settings

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from reaper.engine.reap import PolicyResult, RunResult, done_text
 from reaper.policy.policies import DEFAULT_RULE
+from reaper.results import PolicyResult, RunResult, done_text
 
 
 def _rule_lines(result: PolicyResult, dry_run: bool) -> list[str]:

@@ -35,11 +35,12 @@ from reaper.daemon.metrics import ReaperMetrics, run_mode
 from reaper.database.connection import SessionLimits, create_db_engine, database_errors
 from reaper.database.table import TaskTable, check_fit, open_table
 from reaper.engine.cleanup import exclusive_cleanup, run_options
-from reaper.engine.reap import RunResult, run_policies
+from reaper.engine.reap import run_policies
 from reaper.engine.throttle import open_throttle
 from reaper.errors import DatabaseError, LockHeld, ReaperError
 from reaper.inspect.stats import Totals, poll_stats
 from reaper.policy.policies import standard_policies
+from reaper.results import RunResult
 from reaper.settings.model import Settings
 
 TICK_SECONDS = 1.0

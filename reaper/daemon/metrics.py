@@ -19,9 +19,9 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from reaper.engine.reap import RunResult
 from reaper.inspect.stats import STATUS_ORDER, Stats
 from reaper.policy.policies import STANDARD_POLICY_NAMES, Policy
+from reaper.results import RunResult
 
 OTHER_TYPE = "other"
 OTHER_STATUS = "other"

@@ -17,8 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from reaper.engine.reap import RunResult
 from reaper.errors import ConfigError
+from reaper.results import RunResult
 from reaper.safety.restore import RestoreResult
 from reaper.settings.model import Settings
 

@@ -7,41 +7,41 @@ class ReaperError(Exception):
     """Base of every error reaper reports to its user as one line."""
 
     exit_code = 1
-    kind = "error"
+    category = "error"
 
 
 class ConfigError(ReaperError):
     """A setting, flag or config file is invalid."""
 
     exit_code = 2
-    kind = "config"
+    category = "config"
 
 
 class SchemaError(ConfigError):
     """The configured table, column or status vocabulary does not fit the real table."""
 
-    kind = "schema"
+    category = "schema"
 
 
 class DatabaseError(ReaperError):
     """The database could not be reached or refused a statement."""
 
-    def __init__(self, message: str, kind: str = "database") -> None:
+    def __init__(self, message: str, category: str = "database") -> None:
         super().__init__(message)
-        self.kind = kind
+        self.category = category
 
 
 class LockHeld(ReaperError):
     """Another reaper is running on the same table; this one skips."""
 
     exit_code = 3
-    kind = "locked"
+    category = "locked"
 
 
 class ArchiveError(ReaperError):
     """The archive could not be written (a full disk): the batch in hand was not deleted."""
 
-    kind = "archive"
+    category = "archive"
 
 
 class Interrupted(KeyboardInterrupt):

@@ -105,7 +105,7 @@ def test_schedule_times_follow_the_configured_time_zone(tasks: Tasks, database_u
 def test_shadow_mode_runs_the_cleanup_as_a_dry_run(tasks: Tasks, database_url: str) -> None:
     old = tasks.add("success", finished_at=ago(days=60))
     daemon, registry = make_daemon(settings_for(database_url), shadow=True, clock=lambda: NOW)
-    daemon.run_policies(dry_run=False)
+    daemon.run_pass(dry_run=False)
     scraped = samples(registry)
     assert tasks.status_of(old) == "success"
     assert value(scraped, "reaper_runs_total", mode="dry_run", outcome="success") == 1
@@ -158,7 +158,7 @@ def test_a_stop_request_ends_the_cleanup_after_the_batch_in_hand(tasks: Tasks, d
         return tasks.count() < 5 or original()
 
     daemon.stop_event.is_set = stop_once_a_batch_is_done  # type: ignore[method-assign]  # a stop after one batch
-    run = daemon.run_policies(dry_run=False)
+    run = daemon.run_pass(dry_run=False)
     assert run is not None and run.stop_reason == "stop requested" and tasks.count() == 3
     assert value(samples(registry), "reaper_runs_total", mode="cleanup", outcome="stopped") == 1
     assert value(samples(registry), "reaper_last_success_timestamp_seconds") == 0
@@ -228,7 +228,7 @@ def test_a_rescue_interval_of_zero_leaves_the_zombies_to_the_nightly_cleanup(tas
 def test_in_shadow_mode_a_rescue_is_a_dry_run_that_keeps_the_other_candidates(tasks: Tasks, database_url: str) -> None:
     rows = zombies_and_old_rows(tasks)
     daemon, registry = make_daemon(settings_for(database_url), shadow=True, clock=lambda: NOW)
-    daemon.run_policies(dry_run=True)
+    daemon.run_pass(dry_run=True)
     tasks.add("running", started_at=ago(hours=40))
     daemon.rescue()
     assert tasks.status_of(rows["running"]) == "running" and tasks.status_of(rows["pending"]) == "pending"
@@ -283,7 +283,7 @@ def test_the_nightly_cleanup_waits_for_a_rescue_in_progress_instead_of_being_loc
     rescue = threading.Thread(target=daemon.rescue)
     rescue.start()
     assert wait_until(writing.is_set, 30)
-    cleanup = threading.Thread(target=daemon.run_policies, args=(False,))
+    cleanup = threading.Thread(target=daemon.run_pass, args=(False,))
     cleanup.start()
     time.sleep(0.5)
     assert cleanup.is_alive()  # waiting for the rescue, rather than finding the lock taken and giving up
@@ -393,13 +393,13 @@ def test_a_cleanup_that_changed_rows_makes_the_next_poll_recount_everything(task
     daemon, registry = make_daemon(settings_for(database_url), clock=lambda: NOW)
     assert daemon.poll()
     assert value(samples(registry), "reaper_tasks", status="success", task_type="download") == 4
-    daemon.run_policies(dry_run=True)
+    daemon.run_pass(dry_run=True)
     assert daemon.poll()
     assert value(samples(registry), "reaper_tasks", status="success", task_type="download") == 4
     tasks.add("failure")  # not counted yet: a dry run changes nothing, so the last full count stands
     assert daemon.poll()
     assert value(samples(registry), "reaper_tasks", status="failure", task_type="download") == 0
-    daemon.run_policies(dry_run=False)
+    daemon.run_pass(dry_run=False)
     assert daemon.poll()
     scraped = samples(registry)
     assert value(scraped, "reaper_tasks", status="success", task_type="download") == 1
@@ -462,7 +462,7 @@ def test_a_reload_that_asks_for_a_column_the_table_lacks_is_refused(
     assert not daemon.reload()  # requeue needs an updated-at column
     assert daemon.settings.running_timeout_action == "fail"
     assert value(samples(registry), "reaper_config_reloads_total", outcome="failure") == 1
-    daemon.run_policies(dry_run=False)
+    daemon.run_pass(dry_run=False)
     assert tasks.status_of(zombie) == "failure"
 
 
@@ -483,7 +483,7 @@ def test_a_reload_naming_a_table_or_column_that_does_not_exist_is_refused_as_at_
     assert daemon.settings.running_timeout_hours == 24 and daemon.settings.table == "processing_tasks"
     assert value(samples(registry), "reaper_config_reloads_total", outcome="failure") == 1
     assert daemon.poll()
-    daemon.run_policies(dry_run=False)
+    daemon.run_pass(dry_run=False)
     assert tasks.status_of(zombie) == "failure"
 
 
@@ -580,7 +580,7 @@ def test_a_database_that_goes_away_and_comes_back_is_recovered(
         assert value(scraped, "reaper_database_up") == 0
         assert value(scraped, "reaper_stale_tasks", status="running", task_type="download") == 1  # last numbers kept
         with pytest.raises(DatabaseError):
-            daemon.run_policies(dry_run=False)  # the guard around the job logs and counts this
+            daemon.run_pass(dry_run=False)  # the guard around the job logs and counts this
     finally:
         server.start()
     assert daemon.poll()
@@ -786,7 +786,7 @@ def test_a_scheduled_cleanup_that_fails_half_way_leaves_its_audit_line(
     JsonlArchive(tmp_path / "kept", table, NOW, id_column="id").path.symlink_to("/dev/full")  # a full disk
     daemon, registry = make_daemon(settings, clock=lambda: NOW)
     with pytest.raises(ArchiveError, match="No space left on device"):
-        daemon.run_policies(dry_run=False)  # the guard around the job logs and counts this
+        daemon.run_pass(dry_run=False)  # the guard around the job logs and counts this
     assert tasks.status_of(zombie) == "failure" and tasks.get(old) is not None
     (line,) = [json.loads(text) for text in Path("reaper-audit.jsonl").read_text().splitlines()]
     assert (line["mode"], line["affected"], line["outcome"]) == ("scheduled", 1, "failed")

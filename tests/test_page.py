@@ -201,7 +201,7 @@ def demo_page(tmp_path: Path) -> Iterator[str]:
     ensure_demo_database(database, NOW)
     daemon, metrics = page_daemon(f"sqlite:///{database}")
     daemon.poll()
-    daemon.run_policies(dry_run=True)
+    daemon.run_pass(dry_run=True)
 
     def page() -> str:
         return render_status_page(metrics.snapshot, CONTEXT)

@@ -29,7 +29,7 @@ class ConfirmationRefused(ReaperError):
     """A large deletion was not confirmed."""
 
     exit_code = 4
-    kind = "refused"
+    category = "refused"
 
 
 def count_matches(table: TaskTable, policies: Sequence[Policy], now: datetime) -> dict[str, int]:

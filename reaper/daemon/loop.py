@@ -181,7 +181,7 @@ class Daemon:
         except ReaperError as exc:
             self._recount_totals = self._recount_totals or previous is None
             self.poll_failures += 1
-            self.metrics.poll_failed(exc.kind, time.monotonic() - started)
+            self.metrics.poll_failed(exc.category, time.monotonic() - started)
             logger.warning(f"database poll failed ({self.poll_failures} in a row): {exc}")
             return False
         if self.poll_failures:
@@ -190,7 +190,7 @@ class Daemon:
         self.metrics.poll_succeeded(stats, now.timestamp(), time.monotonic() - started)
         return True
 
-    def run_policies(self, dry_run: bool, rescue: bool = False) -> RunResult | None:
+    def run_pass(self, dry_run: bool, rescue: bool = False) -> RunResult | None:
         """Run the four policies once, or the two timeouts for a rescue (dry in shadow mode); record the outcome."""
         # One run at a time in this process: the cleanup waits for a rescue in progress, and a rescue gives way
         # to any other run. Left to the database lock, our own rescue would lock the nightly cleanup out.
@@ -212,7 +212,7 @@ class Daemon:
             return None
         except ReaperError as exc:
             self.metrics.run_failed(dry_run, "failure", self.clock().timestamp(), rescue)
-            self.metrics.database_errors.labels(exc.kind).inc()
+            self.metrics.database_errors.labels(exc.category).inc()
             raise
         if not dry_run and run.affected and not rescue:
             # The next poll counts what the cleanup left, not what it found. A rescue's failed rows wait for the
@@ -243,13 +243,13 @@ class Daemon:
 
     def rescue(self) -> RunResult | None:
         """Fail (or requeue) the zombies now, as the nightly cleanup would; a dry run in shadow mode."""
-        return self.run_policies(dry_run=False, rescue=True)
+        return self.run_pass(dry_run=False, rescue=True)
 
     def cleanup(self, retry: CleanupRetry | None = None) -> RunResult | None:
         """Run the nightly cleanup (or retry ``retry``); when it fails, plan the next try."""
         self.retry = None  # this run stands for any try still waiting
         try:
-            return self.run_policies(dry_run=False)
+            return self.run_pass(dry_run=False)
         except ReaperError:
             self.retry = self._next_retry(retry)
             raise
@@ -317,8 +317,8 @@ class Daemon:
             try:
                 job()
             except Exception as exc:  # one failing job must never stop the loop
-                kind = exc.kind if isinstance(exc, ReaperError) else type(exc).__name__
-                self.metrics.job_failures.labels(name, kind).inc()
+                category = exc.category if isinstance(exc, ReaperError) else type(exc).__name__
+                self.metrics.job_failures.labels(name, category).inc()
                 logger.opt(exception=not isinstance(exc, ReaperError)).error(f"job {name} failed: {exc}")
             finally:
                 busy.release()
@@ -341,7 +341,7 @@ class Daemon:
         settings = self.settings
         self.scheduler.clear()
         self.scheduler.every().day.at(settings.dry_run_at, settings.timezone).do(
-            self.in_background("dry_run", lambda: self.run_policies(dry_run=True))
+            self.in_background("dry_run", lambda: self.run_pass(dry_run=True))
         )
         self.scheduler.every().day.at(settings.cleanup_at, settings.timezone).tag("cleanup").do(
             self.in_background("cleanup", self.cleanup)

@@ -237,9 +237,9 @@ class ReaperMetrics:
         shown = bounded(stats, self.max_task_types)
         self._update(stats=shown, database_up=True, last_poll_success=at, poll_duration_seconds=duration)
 
-    def poll_failed(self, kind: str, duration: float) -> None:
+    def poll_failed(self, category: str, duration: float) -> None:
         """Record a failed poll: the database is down (or refused us); the last numbers stay."""
-        self.database_errors.labels(kind).inc()
+        self.database_errors.labels(category).inc()
         self._update(database_up=False, poll_duration_seconds=duration)
 
     def run_finished(self, run: RunResult, at: float, rescue: bool = False) -> None:

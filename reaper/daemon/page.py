@@ -78,8 +78,8 @@ def _zombie_types(stale: Mapping[str, StaleSummary]) -> dict[str, int]:
     """Zombies per task type, running and pending together, most first."""
     totals: dict[str, int] = {}
     for summary in stale.values():
-        for kind, count in summary.by_type.items():
-            totals[kind] = totals.get(kind, 0) + count
+        for task_type, count in summary.by_type.items():
+            totals[task_type] = totals.get(task_type, 0) + count
     return dict(sorted(totals.items(), key=lambda item: (-item[1], item[0])))
 
 
@@ -91,7 +91,7 @@ def _zombie_tile(stats: Stats | None) -> str:
     if not total:
         return _tile("Zombies", "0", split, "zombies ok")
     types = list(_zombie_types(stats.stale).items())
-    named = " · ".join(f"{escape(kind)} {_n(count)}" for kind, count in types[:TYPES_IN_STRIP])
+    named = " · ".join(f"{escape(task_type)} {_n(count)}" for task_type, count in types[:TYPES_IN_STRIP])
     more = f" · {len(types) - TYPES_IN_STRIP} more types" if len(types) > TYPES_IN_STRIP else ""
     return _tile("Zombies", _n(total), f"{split}<br>{named}{more}", "zombies present")
 
@@ -170,9 +170,9 @@ def _explain_hint(stale: Mapping[str, StaleSummary]) -> str:
 def _zombie_section(stats: Stats) -> str:
     running, pending = stats.stale.get("running"), stats.stale.get("pending")
     rows = "".join(
-        f"<tr><td>{escape(kind)}</td>{_count_cell(running.by_type.get(kind, 0) if running else 0)}"
-        f"{_count_cell(pending.by_type.get(kind, 0) if pending else 0)}</tr>"
-        for kind in _zombie_types(stats.stale)
+        f"<tr><td>{escape(task_type)}</td>{_count_cell(running.by_type.get(task_type, 0) if running else 0)}"
+        f"{_count_cell(pending.by_type.get(task_type, 0) if pending else 0)}</tr>"
+        for task_type in _zombie_types(stats.stale)
     ) or '<tr><td colspan="3">No zombies.</td></tr>'
     return (
         '<section><h2>Zombies by task type</h2><table id="zombies"><tr><th>task type</th>'
@@ -234,10 +234,13 @@ def _runs_section(runs: tuple[RunRecord, ...]) -> str:
 
 def _thresholds_section(snapshot: Snapshot) -> str:
     defaults = [(escape(name), "*", seconds) for name, seconds in snapshot.thresholds_seconds.items()]
-    own = [(escape(name), escape(kind), seconds) for (kind, name), seconds in snapshot.type_thresholds_seconds.items()]
+    own = [
+        (escape(name), escape(task_type), seconds)
+        for (task_type, name), seconds in snapshot.type_thresholds_seconds.items()
+    ]
     rows = "".join(
-        f'<tr><td>{name}</td><td>{kind}</td><td class="n">{_duration(seconds)}</td></tr>'
-        for name, kind, seconds in defaults + sorted(own)
+        f'<tr><td>{name}</td><td>{task_type}</td><td class="n">{_duration(seconds)}</td></tr>'
+        for name, task_type, seconds in defaults + sorted(own)
     )
     return (
         '<section><h2>Thresholds in force</h2><table id="thresholds"><tr><th>policy</th><th>task type</th>'

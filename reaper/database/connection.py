@@ -289,4 +289,4 @@ def database_errors(what: str, secrets: Iterable[str] = ()) -> Iterator[None]:
         yield
     except SQLAlchemyError as exc:
         message = redact(f"{what}: {_first_line(exc)}", tuple(secrets))
-        raise DatabaseError(message, kind=error_kind(exc)) from exc
+        raise DatabaseError(message, category=error_kind(exc)) from exc

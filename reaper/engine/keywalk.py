@@ -59,8 +59,8 @@ def key_span(conn: Connection, table: TaskTable) -> tuple[Any, Any] | None:
 
 def next_key(conn: Connection, table: TaskTable, start: int) -> int | None:
     """The smallest id at or after ``start``: where the next range of integer ids begins."""
-    found = conn.execute(select(func.min(table.id)).where(table.id >= start)).scalar()
-    return None if found is None else int(found)
+    following = conn.execute(select(func.min(table.id)).where(table.id >= start)).scalar()
+    return None if following is None else int(following)
 
 
 def _key_after(conn: Connection, table: TaskTable, after: Any, width: int) -> Any:
@@ -119,10 +119,10 @@ class _Ranges:
         return and_(self.table.id >= low, self.table.id < self.start)
 
 
-def _next_rows(walk: KeyWalk, ranges: _Ranges, reads: BatchSizer, found: int | None) -> list[TaskRow] | None:
+def _next_rows(walk: KeyWalk, ranges: _Ranges, reads: BatchSizer, previous_rows: int | None) -> list[TaskRow] | None:
     """Read the next range's matches (``None``: the walk is over), and size the range after it."""
     with walk.table.engine.connect() as conn:
-        bounds = ranges.next(conn, reads.size, found)
+        bounds = ranges.next(conn, reads.size, previous_rows)
         if bounds is None:
             return None
         started = reads.timer()
@@ -139,10 +139,10 @@ def key_batches(
     ``pause`` is called before every batch but the first, as in ``selection.batches``; when it
     returns false, the walk stops.
     """
-    first, found = True, None
+    first, previous_rows = True, None
     ranges = _Ranges(walk.table)
-    while (rows := _next_rows(walk, ranges, reads, found)) is not None:
-        found, done = len(rows), 0
+    while (rows := _next_rows(walk, ranges, reads, previous_rows)) is not None:
+        previous_rows, done = len(rows), 0
         while done < len(rows):
             if not first and not pause():
                 return

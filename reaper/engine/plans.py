@@ -71,17 +71,17 @@ def existing_indexes(table: TaskTable) -> list[ExistingIndex]:
 def _reflected_indexes(table: TaskTable) -> list[ExistingIndex]:
     inspector, schema = inspect(table.engine), table.table.schema
     # An expression in an index has no column name (None): "" never equals a column's name.
-    found = [
+    indexes = [
         ExistingIndex(str(index["name"]), tuple(name or "" for name in index["column_names"]))
         for index in inspector.get_indexes(table.name, schema=schema)
     ]
-    found += [
+    indexes += [
         ExistingIndex(str(unique["name"]), tuple(unique["column_names"]))
         for unique in inspector.get_unique_constraints(table.name, schema=schema)
     ]
     key = inspector.get_pk_constraint(table.name, schema=schema)
-    found.append(ExistingIndex(str(key.get("name") or "PRIMARY"), tuple(key["constrained_columns"])))
-    return found
+    indexes.append(ExistingIndex(str(key.get("name") or "PRIMARY"), tuple(key["constrained_columns"])))
+    return indexes
 
 
 def appends_primary_key(table: TaskTable) -> bool:

@@ -81,8 +81,8 @@ def _end_of_batch(
 ) -> tuple[Any, ...] | None:
     """The position of the ``size``-th row after ``after``, or ``None`` when fewer rows are left."""
     query = select(*segment.order).where(_range(segment, after, None)).order_by(*segment.order)
-    found = conn.execute(query.offset(size - 1).limit(1)).first()
-    return None if found is None else tuple(found)
+    end = conn.execute(query.offset(size - 1).limit(1)).first()
+    return None if end is None else tuple(end)
 
 
 def _deleted(count: int) -> BatchOutcome:
@@ -166,11 +166,11 @@ def _dense_span(conn: Connection, ctx: WriteContext, walks: Sequence[Segment]) -
         for segment in walks
     ]
     conn.rollback()  # end the reads' transaction before the deletes begin theirs
-    found = [(int(low), int(high), int(count)) for low, high, count in spans if count]
-    if not found:
+    matching = [(int(low), int(high), int(count)) for low, high, count in spans if count]
+    if not matching:
         return None
-    low, high = min(span[0] for span in found), max(span[1] for span in found)
-    return (low, high) if sum(span[2] for span in found) >= DENSE_SHARE * (high - low + 1) else None
+    low, high = min(span[0] for span in matching), max(span[1] for span in matching)
+    return (low, high) if sum(span[2] for span in matching) >= DENSE_SHARE * (high - low + 1) else None
 
 
 def _by_ids(

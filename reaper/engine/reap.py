@@ -95,20 +95,21 @@ def _record_count(result: PolicyResult, rule: Rule, count: RuleCount) -> None:
     result.last_id = max(highs) if highs else None
 
 
-class _Clock:
-    """Tells a pass when to stop: a stop request, or the end of its run-time budget."""
+class Deadline:
+    """When a pass must stop: at a stop request, at the end of its run-time budget, or once its lock is lost."""
 
     def __init__(self, options: RunOptions) -> None:
         self.options = options
         started = options.timer()
-        self.deadline = None if options.max_runtime_seconds is None else started + options.max_runtime_seconds
+        self.ends_at = None if options.max_runtime_seconds is None else started + options.max_runtime_seconds
         self.lock_checked_at: float | None = None
 
     def stop_reason(self) -> str | None:
+        """Why the pass must stop now, or ``None`` while it may go on."""
         requested = self.options.stop_requested()
         if requested:
             return requested
-        if self.deadline is not None and self.options.timer() >= self.deadline:
+        if self.ends_at is not None and self.options.timer() >= self.ends_at:
             return f"max runtime of {self.options.max_runtime_seconds:g} s reached"
         if self._lock_check_due() and not self.options.still_exclusive():
             return "the run lock was lost (the database dropped its session)"
@@ -124,9 +125,9 @@ class _Clock:
         return True
 
 
-def _throttled(options: RunOptions, clock: _Clock) -> str | None:
+def _throttled(options: RunOptions, deadline: Deadline) -> str | None:
     """Wait while the server is busy or a replica lags (see ``throttle``); say why the pass must stop instead."""
-    return options.throttle.wait(clock.stop_reason) if options.throttle is not None else None
+    return options.throttle.wait(deadline.stop_reason) if options.throttle is not None else None
 
 
 def _log_batch(policy: Policy, batch: Batch, outcome: BatchOutcome, number: int) -> None:
@@ -193,28 +194,28 @@ def apply_policy(
     policy: Policy,
     now: datetime,
     options: RunOptions,
-    clock: _Clock | None = None,
+    deadline: Deadline | None = None,
     result: PolicyResult | None = None,
     plans: dict[Rule, Plan] | None = None,
 ) -> PolicyResult:
     """Run ``policy`` over the whole table in batches (a dry run: count it) and return its counts,
     counted into ``result`` as each batch commits, when given: a caller keeps them if the pass fails."""
-    clock = clock or _Clock(options)
+    deadline = deadline or Deadline(options)
     result = result or PolicyResult.starting(policy, now)
     plans = plans if plans is not None else plan_policies(table, [policy])[policy.name]
     if options.dry_run:
         return _count_dry(table, policy, now, plans, options, result)
 
     def pause_then_check() -> bool:
-        """Pause between batches, then say whether the next batch may start (the clock may have run out)."""
+        """Pause between batches, then say whether the next batch may start (the deadline may have come)."""
         if options.sleep_seconds:
             options.sleep(options.sleep_seconds)
-        result.stop_reason = clock.stop_reason() or _throttled(options, clock)
+        result.stop_reason = deadline.stop_reason() or _throttled(options, deadline)
         return result.stop_reason is None
 
     for number, rule in enumerate(policy.rules):
         if number:  # each rule starts a walk of its own: the load is read before its first batch too
-            result.stop_reason = clock.stop_reason() or _throttled(options, clock)
+            result.stop_reason = deadline.stop_reason() or _throttled(options, deadline)
             if result.stop_reason is not None:
                 break
         ctx = WriteContext(table, policy, rule, now, options.max_retries, options.sleep, options.archive)
@@ -224,7 +225,7 @@ def apply_policy(
             _record_batch(result, batch, outcome, options.sample_size)
             options.progress(policy.name, batch.size)
             _log_batch(policy, batch, outcome, result.batches)
-            result.stop_reason = clock.stop_reason()
+            result.stop_reason = deadline.stop_reason()
             if result.stop_reason is not None:
                 return result
         if result.stop_reason is not None:
@@ -249,7 +250,7 @@ def run_policies(
     Counts go into ``run`` (a new result when not given) as each batch commits, so a caller that
     keeps it knows what a pass that failed half-way had changed.
     """
-    clock = _Clock(options)
+    deadline = Deadline(options)
     started = options.timer()
     run = run or RunResult(dry_run=options.dry_run, now=now, policies={})
     writes = set().union(*(policy.actions for policy in policies)) if policies else set()
@@ -261,11 +262,11 @@ def run_policies(
     plans = plan_policies(table, policies)  # the indexes as they are now, once per run
     logger.info(f"plan: {describe_plans(plans)}")
     for policy in policies:
-        run.stop_reason = clock.stop_reason() or _throttled(options, clock)  # before each policy's first batch
+        run.stop_reason = deadline.stop_reason() or _throttled(options, deadline)  # before each policy's first batch
         if run.stop_reason is not None:
             break
         result = run.policies[policy.name] = PolicyResult.starting(policy, now)
-        apply_policy(table, policy, now, options, clock, result, plans[policy.name])
+        apply_policy(table, policy, now, options, deadline, result, plans[policy.name])
         _log_policy(result, options.dry_run)
         run.stop_reason = result.stop_reason
         if run.stop_reason is not None:

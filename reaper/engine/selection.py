@@ -79,7 +79,7 @@ def _as_stored(table: TaskTable, column: Column[Any]) -> ColumnElement[Any]:
 
 def segments(table: TaskTable, policy: Policy, now: datetime, spellings: Sequence[str]) -> list[Segment]:
     """Return the disjoint segments that together hold every row ``policy`` matches at ``now``."""
-    found = []
+    parts = []
     for rule in policy.rules:
         first, *rest = datings(table, policy, rule, now)
         scope = type_scope(table, policy, rule)
@@ -87,11 +87,11 @@ def segments(table: TaskTable, policy: Policy, now: datetime, spellings: Sequenc
             status = and_(table.status == value, scope)
             dated = and_(status, table.before(first.column, first.cutoff))
             # ordered down to the whole key, so that a batch never resumes past a row it did not read
-            found.append(Segment(rule, dated, (_as_stored(table, first.column), *table.key)))
+            parts.append(Segment(rule, dated, (_as_stored(table, first.column), *table.key)))
             if rest:
                 undated_first = and_(status, first.column.is_(None), dated_before(table, rest))
-                found.append(Segment(rule, undated_first, table.key))
-    return found
+                parts.append(Segment(rule, undated_first, table.key))
+    return parts
 
 
 def resume_after(order: Sequence[ColumnElement[Any]], values: Sequence[Any]) -> ColumnElement[bool]:

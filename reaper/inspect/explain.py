@@ -30,14 +30,14 @@ INTEGER_BITS = ((BigInteger, 64), (mysql.MEDIUMINT, 24), (SmallInteger, 16), (my
 class TaskNotFound(ReaperError):
     """No row has the id given to ``--explain``."""
 
-    kind = "not_found"
+    category = "not_found"
 
 
 class BadTaskId(ReaperError):
     """The id given to ``--explain`` cannot be an id of the table (a usage error)."""
 
     exit_code = 2
-    kind = "usage"
+    category = "usage"
 
 
 @dataclass

@@ -71,11 +71,11 @@ def backend_of(url: URL) -> str:
 
 def url_secrets(url: URL) -> tuple[str, ...]:
     """The passwords a URL holds (its user part, its query), which no output may show."""
-    found = [str(url.password)] if url.password else []
+    secrets = [str(url.password)] if url.password else []
     for key, value in url.query.items():
         if SECRET_QUERY_KEY.search(key):
-            found += [value] if isinstance(value, str) else list(value)
-    return tuple(secret for secret in found if secret)
+            secrets += [value] if isinstance(value, str) else list(value)
+    return tuple(secret for secret in secrets if secret)
 
 
 def safe_url(url: URL | str) -> str:
@@ -263,9 +263,9 @@ def constraint_name(exc: BaseException) -> str:
     diag = getattr(original, "diag", None)
     if diag is not None and getattr(diag, "constraint_name", None):
         return str(diag.constraint_name)
-    found = MYSQL_CONSTRAINT.search(str(original))
-    if found:
-        return found.group(1)
+    match = MYSQL_CONSTRAINT.search(str(original))
+    if match:
+        return match.group(1)
     return "a FOREIGN KEY constraint" if "FOREIGN KEY" in str(original).upper() else _first_line(exc)
 
 

@@ -99,7 +99,7 @@ def _declared(column: Column[Any]) -> int | None:
 
 
 def _mysql_fit(conn: Connection, column: Column[Any]) -> TextFit:
-    found = conn.execute(
+    described = conn.execute(
         text(
             "SELECT DATA_TYPE, CHARACTER_MAXIMUM_LENGTH, CHARACTER_OCTET_LENGTH, CHARACTER_SET_NAME "
             "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :table "
@@ -107,12 +107,13 @@ def _mysql_fit(conn: Connection, column: Column[Any]) -> TextFit:
         ),
         {"table": column.table.name, "column": column.name},
     ).first()
-    if found is None or found[3] is None:  # not a text column (or hidden from us): the reflected length
+    if described is None or described[3] is None:  # not a text column (or hidden from us): the reflected length
         return TextFit(max_chars=_declared(column))
-    kind, characters, octets, charset = str(found[0]).lower(), found[1], found[2], str(found[3]).lower()
+    data_type, characters, octets, charset = described
+    data_type, charset = str(data_type).lower(), str(charset).lower()
     codec = python_codec(charset, MYSQL_CODECS)
     bmp_only = charset in BMP_ONLY
-    if kind in TEXT_TYPES:  # their sizes count bytes
+    if data_type in TEXT_TYPES:  # their sizes count bytes
         return TextFit(max_bytes=int(octets), codec=codec, bmp_only=bmp_only)
     return TextFit(max_chars=int(characters) if characters else None, codec=codec, bmp_only=bmp_only)
 

@@ -95,10 +95,10 @@ def failure_reason(policy: Policy, rule: Rule, dating: Dating, dated_from: datet
 
 def _reason_texts(ctx: WriteContext, rows: Sequence[TaskRow], ending: str) -> dict[tuple[Any, ...], str]:
     """Return each row's reason, by key."""
-    rule_datings = datings(ctx.table, ctx.policy, ctx.rule, ctx.now)
+    dates = datings(ctx.table, ctx.policy, ctx.rule, ctx.now)
     reasons = {}
     for row in rows:
-        dated = dated_by(ctx.table, rule_datings, row.ages)
+        dated = dated_by(ctx.table, dates, row.ages)
         assert dated is not None  # the selection only matches rows with an age
         reasons[row.key] = failure_reason(ctx.policy, ctx.rule, *dated, ctx.now, ending)
     return reasons

@@ -113,20 +113,20 @@ def _minutes(value: float) -> str:
     return f"{value:g} min"
 
 
-def _rule(name: str, types: tuple[str, ...], kind: TaskTypeSettings, heartbeat: bool) -> Rule:
+def _rule(name: str, types: tuple[str, ...], settings: TaskTypeSettings, heartbeat: bool) -> Rule:
     """Build the rule of policy ``name`` from one task type's (or the global) settings."""
-    assert kind.running_timeout_hours and kind.pending_timeout_hours  # filled by Settings.for_task_type
-    assert kind.failure_retention_days and kind.success_retention_days and kind.heartbeat_timeout_minutes
+    assert settings.running_timeout_hours and settings.pending_timeout_hours  # filled by Settings.for_task_type
+    assert settings.failure_retention_days and settings.success_retention_days and settings.heartbeat_timeout_minutes
     if name == "running_timeout":
-        beat = timedelta(minutes=kind.heartbeat_timeout_minutes) if heartbeat else None
-        hours = kind.running_timeout_hours
-        action = Action(kind.running_timeout_action or "fail")
-        return Rule(types, timedelta(hours=hours), action, _hours(hours), beat, kind.max_attempts)
+        beat = timedelta(minutes=settings.heartbeat_timeout_minutes) if heartbeat else None
+        hours = settings.running_timeout_hours
+        action = Action(settings.running_timeout_action or "fail")
+        return Rule(types, timedelta(hours=hours), action, _hours(hours), beat, settings.max_attempts)
     if name == "pending_timeout":
-        hours = kind.pending_timeout_hours
-        action = Action(kind.pending_timeout_action or "fail")
-        return Rule(types, timedelta(hours=hours), action, _hours(hours), None, kind.max_attempts)
-    days = kind.failure_retention_days if name == "failure_retention" else kind.success_retention_days
+        hours = settings.pending_timeout_hours
+        action = Action(settings.pending_timeout_action or "fail")
+        return Rule(types, timedelta(hours=hours), action, _hours(hours), None, settings.max_attempts)
+    days = settings.failure_retention_days if name == "failure_retention" else settings.success_retention_days
     return Rule(types, timedelta(days=days), Action.DELETE, _days(days))
 
 
@@ -144,7 +144,10 @@ def standard_policies(settings: Settings) -> list[Policy]:
     policies = []
     for name in STANDARD_POLICY_NAMES:
         rules = [_rule(name, (), settings.for_task_type(None), heartbeat)]
-        rules += [_rule(name, (kind,), settings.for_task_type(kind), heartbeat) for kind in sorted(settings.task_types)]
+        rules += [
+            _rule(name, (task_type,), settings.for_task_type(task_type), heartbeat)
+            for task_type in sorted(settings.task_types)
+        ]
         policies.append(Policy(name, POLICY_STATUS[name], tuple(rules)))
     return policies
 

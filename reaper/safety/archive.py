@@ -155,8 +155,8 @@ def _declared_types(engine: Engine, source: Table) -> dict[str, str]:
     if not any(isinstance(column.type, NullType) for column in source.columns):
         return {}
     with engine.connect() as conn:
-        found = conn.execute(text(DECLARED_TYPES[backend_of(engine.url)]), {"name": source.name}).all()
-    return {str(name): str(declared) for name, declared in found}
+        rows = conn.execute(text(DECLARED_TYPES[backend_of(engine.url)]), {"name": source.name}).all()
+    return {str(name): str(declared) for name, declared in rows}
 
 
 def _archive_table(source: Table, name: str, declared: Mapping[str, str]) -> Table:
@@ -165,8 +165,8 @@ def _archive_table(source: Table, name: str, declared: Mapping[str, str]) -> Tab
     columns: list[Column[Any]] = [Column("reaper_archive_id", Integer, primary_key=True, autoincrement=True)]
     for column in source.columns:
         unknown = isinstance(column.type, NullType)
-        kind: TypeEngine[Any] = _Declared(declared[column.name]) if unknown else column.type
-        columns.append(Column(column.name, kind, nullable=True))
+        column_type: TypeEngine[Any] = _Declared(declared[column.name]) if unknown else column.type
+        columns.append(Column(column.name, column_type, nullable=True))
     columns.append(Column("reaper_archived_at", DateTime(), nullable=True))
     return Table(name, MetaData(), *columns, schema=source.schema)  # beside the task table, in its schema
 

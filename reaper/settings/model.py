@@ -386,8 +386,8 @@ class Settings(BaseSettings):
 
     def rescues(self) -> bool:
         """Whether any policy, for any task type, requeues instead of failing."""
-        kinds = [self.for_task_type(None), *(self.for_task_type(name) for name in self.task_types)]
-        return any("requeue" in (kind.running_timeout_action, kind.pending_timeout_action) for kind in kinds)
+        every_type = [self.for_task_type(None), *(self.for_task_type(name) for name in self.task_types)]
+        return any("requeue" in (own.running_timeout_action, own.pending_timeout_action) for own in every_type)
 
     @field_validator("table", mode="after")
     @classmethod
@@ -437,10 +437,10 @@ class Settings(BaseSettings):
     @property
     def secrets(self) -> tuple[str, ...]:
         """Strings that must never appear in any output: the passwords of the database and the replicas."""
-        found: list[str] = []
+        secrets: list[str] = []
         for url in (self.url, *(make_url(replica) for replica in self.replicas)):
-            found += url_secrets(url)
-        return tuple(secret for secret in found if secret)
+            secrets += url_secrets(url)
+        return tuple(secret for secret in secrets if secret)
 
     @classmethod
     def settings_customise_sources(

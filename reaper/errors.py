@@ -1,19 +1,28 @@
-"""Our own error types: the CLI maps each to an exit code, the daemon to a metric label."""
+"""Our own error types and the command's exit codes: the CLI maps each error to its code, the daemon
+to a metric label (its category)."""
 
 import signal
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2  # a flag, setting, config file or table that does not fit
+EXIT_LOCKED = 3  # another reaper holds the table's lock: this one skipped
+EXIT_REFUSED = 4  # a large deletion was not confirmed
+EXIT_SIGNALLED = 128  # plus the signal's number, as a shell reports a command a signal ended
+EXIT_INTERRUPTED = EXIT_SIGNALLED + signal.SIGINT
 
 
 class ReaperError(Exception):
     """Base of every error reaper reports to its user as one line."""
 
-    exit_code = 1
+    exit_code = EXIT_FAILED
     category = "error"
 
 
 class ConfigError(ReaperError):
     """A setting, flag or config file is invalid."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
     category = "config"
 
 
@@ -34,7 +43,7 @@ class DatabaseError(ReaperError):
 class LockHeld(ReaperError):
     """Another reaper is running on the same table; this one skips."""
 
-    exit_code = 3
+    exit_code = EXIT_LOCKED
     category = "locked"
 
 
@@ -54,4 +63,4 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signum: int) -> None:
         self.name = signal.Signals(signum).name
         super().__init__(f"interrupted by {self.name}")
-        self.exit_code = 128 + signum
+        self.exit_code = EXIT_SIGNALLED + signum

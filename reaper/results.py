@@ -7,10 +7,12 @@ below all of those, so that none of them reaches back into the engine to read a 
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from reaper.formats import json_value
 from reaper.policy.policies import Action, Policy
 
 
@@ -23,7 +25,7 @@ class RuleResult:
     heartbeat_threshold: str | None = None
     matched: int = 0
     affected: int = 0
-    done: dict[str, int] = field(default_factory=dict)
+    done: Counter[str] = field(default_factory=Counter)  # rows by action done
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON form used by ``--json``."""
@@ -49,14 +51,14 @@ class PolicyResult:
     matched: int = 0
     affected: int = 0
     skipped: int = 0
-    skip_reasons: dict[str, int] = field(default_factory=dict)
+    skip_reasons: Counter[str] = field(default_factory=Counter)
     retries: int = 0
     batches: int = 0
     sample_ids: list[Any] = field(default_factory=list)
     stop_reason: str | None = None
     first_id: Any = None
     last_id: Any = None
-    done: dict[str, int] = field(default_factory=dict)
+    done: Counter[str] = field(default_factory=Counter)  # rows by action done
     rules: dict[str, RuleResult] = field(default_factory=dict)
 
     @classmethod
@@ -73,15 +75,15 @@ class PolicyResult:
             "matched": self.matched,
             "affected": self.affected,
             "skipped": self.skipped,
-            "skip_reasons": self.skip_reasons,
+            "skip_reasons": dict(self.skip_reasons),
             "retries": self.retries,
             "action": self.action,
             "status": self.status,
             "threshold": self.threshold,
             "cutoff": self.cutoff.isoformat(),
             "batches": self.batches,
-            "sample_ids": [_jsonable(value) for value in self.sample_ids],
-            "id_range": [_jsonable(self.first_id), _jsonable(self.last_id)],
+            "sample_ids": [json_value(value) for value in self.sample_ids],
+            "id_range": [json_value(self.first_id), json_value(self.last_id)],
             "stopped": self.stop_reason,
             "by_action": dict(self.done),
             "rules": {key: rule.to_json() for key, rule in self.rules.items()},
@@ -137,10 +139,6 @@ class RunResult:
             "throttled_seconds": round(self.throttled_seconds, 3),
             "throttle": {reason: round(seconds, 3) for reason, seconds in self.throttle.items()},
         }
-
-
-def _jsonable(value: Any) -> Any:
-    return value if isinstance(value, int | float | str) or value is None else str(value)
 
 
 def done_text(done: dict[str, int], action: str, affected: int, dry_run: bool) -> str:

@@ -29,7 +29,16 @@ from reaper.engine.cleanup import exclusive_cleanup, run_options, why_it_failed
 from reaper.engine.reap import RunOptions, run_policies
 from reaper.engine.sizing import MAX_ID_LIST
 from reaper.engine.throttle import open_throttle, parse_spec
-from reaper.errors import ConfigError, LockHeld, ReaperError
+from reaper.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_USAGE,
+    ConfigError,
+    LockHeld,
+    ReaperError,
+)
 from reaper.inspect.explain import explain, parse_task_id, render_explanation
 from reaper.inspect.indexes import check_indexes, plan_reports, render_index_report
 from reaper.inspect.stats import collect_stats, render_report
@@ -39,12 +48,6 @@ from reaper.safety.audit import append_audit, restore_record
 from reaper.safety.restore import RestoreResult, restore_archive
 from reaper.settings.model import MAX_DAYS, Columns, Settings, Statuses, load_settings
 from reaper.settings.presets import PRESETS
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_LOCKED = 3
-EXIT_INTERRUPTED = 130
 
 
 class UsageError(Exception):

@@ -9,6 +9,7 @@ the table the daemon watches, so that reapers of several tables on one Prometheu
 
 from __future__ import annotations
 
+import collections
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
@@ -83,7 +84,7 @@ class Snapshot:
 
 def kept_task_types(counts: Mapping[tuple[str, str], int], limit: int) -> set[str]:
     """Return the ``limit`` task types with most rows; the others are shown as ``other``."""
-    per_type: dict[str, int] = defaultdict(int)
+    per_type: collections.Counter[str] = collections.Counter()
     for (_, task_type), count in counts.items():
         per_type[task_type] += count
     return set(sorted(per_type, key=lambda name: (-per_type[name], name))[:limit])
@@ -91,7 +92,7 @@ def kept_task_types(counts: Mapping[tuple[str, str], int], limit: int) -> set[st
 
 def kept_statuses(counts: Mapping[tuple[str, str], int], limit: int = MAX_UNKNOWN_STATUSES) -> set[str]:
     """Return the six status names and the ``limit`` unknown statuses with most rows; the others are ``other``."""
-    per_status: dict[str, int] = defaultdict(int)
+    per_status: collections.Counter[str] = collections.Counter()
     for (status, _), count in counts.items():
         if status not in STATUS_ORDER:
             per_status[status] += count
@@ -102,7 +103,7 @@ def fold_task_types(
     counts: Mapping[tuple[str, str], int], kept: set[str], statuses: set[str] | None = None
 ) -> dict[tuple[str, str], int]:
     """Add up the counts of task types not in ``kept`` (and statuses not in ``statuses``) under ``other``."""
-    folded: dict[tuple[str, str], int] = defaultdict(int)
+    folded: collections.Counter[tuple[str, str]] = collections.Counter()
     for (status, task_type), count in counts.items():
         shown = status if statuses is None or status in statuses else OTHER_STATUS
         folded[(shown, task_type if task_type in kept else OTHER_TYPE)] += count
@@ -118,7 +119,7 @@ def bounded(stats: Stats, max_task_types: int) -> Stats:
     kept = kept_task_types(counts, max_task_types)
     stale = {}
     for status, summary in stats.stale.items():
-        by_type: dict[str, int] = defaultdict(int)
+        by_type: collections.Counter[str] = collections.Counter()
         for task_type, count in summary.by_type.items():
             by_type[task_type if task_type in kept else OTHER_TYPE] += count
         stale[status] = replace(summary, by_type=dict(by_type))

@@ -14,6 +14,7 @@ is escaped.
 from __future__ import annotations
 
 import shlex
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from html import escape
 
 from reaper.daemon.metrics import STALE_STATUSES, RunRecord, Snapshot
 from reaper.daemon.page_style import STYLE
+from reaper.formats import AT_A_GLANCE, duration_text
 from reaper.inspect.stats import StaleSummary, Stats
 
 TYPES_IN_STRIP = 4  # task types named in the zombie tile; the zombie table lists them all
@@ -47,19 +49,11 @@ def _when(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    hours = seconds / 3600
-    return f"{hours:.1f} h" if hours < 72 else f"{hours / 24:.1f} d"
-
-
 def _relative(timestamp: float, now: float) -> str:
     """``in 3.5 h`` or ``12 min ago``."""
     delta = timestamp - now
-    return f"in {_duration(delta)}" if delta > 0 else f"{_duration(-delta)} ago"
+    span = duration_text(abs(delta), AT_A_GLANCE)
+    return f"in {span}" if delta > 0 else f"{span} ago"
 
 
 def _tile(title: str, value: str, detail: str, state: str = "") -> str:
@@ -76,10 +70,9 @@ def _database_tile(snapshot: Snapshot, now: float) -> str:
 
 def _zombie_types(stale: Mapping[str, StaleSummary]) -> dict[str, int]:
     """Zombies per task type, running and pending together, most first."""
-    totals: dict[str, int] = {}
+    totals: Counter[str] = Counter()
     for summary in stale.values():
-        for task_type, count in summary.by_type.items():
-            totals[task_type] = totals.get(task_type, 0) + count
+        totals.update(summary.by_type)
     return dict(sorted(totals.items(), key=lambda item: (-item[1], item[0])))
 
 
@@ -108,8 +101,8 @@ def _oldest_tile(status: str, summary: StaleSummary | None, limit_seconds: float
     if age is None:
         return _tile(title, "none", f"no {escape(status)} task; {threshold}", "ok")
     if limit_seconds is not None and age > limit_seconds:
-        return _tile(title, _duration(age), f"over its {threshold}", "alarm")
-    return _tile(title, _duration(age), f"within its {threshold}", "ok")
+        return _tile(title, duration_text(age, AT_A_GLANCE), f"over its {threshold}", "alarm")
+    return _tile(title, duration_text(age, AT_A_GLANCE), f"within its {threshold}", "ok")
 
 
 def _last_run_tile(runs: tuple[RunRecord, ...], shadow: bool, now: float) -> str:
@@ -239,7 +232,7 @@ def _thresholds_section(snapshot: Snapshot) -> str:
         for (task_type, name), seconds in snapshot.type_thresholds_seconds.items()
     ]
     rows = "".join(
-        f'<tr><td>{name}</td><td>{task_type}</td><td class="n">{_duration(seconds)}</td></tr>'
+        f'<tr><td>{name}</td><td>{task_type}</td><td class="n">{duration_text(seconds, AT_A_GLANCE)}</td></tr>'
         for name, task_type, seconds in defaults + sorted(own)
     )
     return (

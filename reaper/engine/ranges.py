@@ -21,6 +21,7 @@ bisection, skips).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -86,7 +87,7 @@ def _end_of_batch(
 
 
 def _deleted(count: int) -> BatchOutcome:
-    return BatchOutcome(affected=count, done={"deleted": count} if count else {})
+    return BatchOutcome(affected=count, done=Counter({"deleted": count} if count else {}))
 
 
 def _refused(exc: DBAPIError) -> bool:

@@ -65,13 +65,11 @@ def _record_batch(result: PolicyResult, batch: Batch, outcome: BatchOutcome, sam
     rule = result.rules[batch.rule.key]
     rule.matched += batch.size
     rule.affected += outcome.affected
-    for action, count in outcome.done.items():
-        result.done[action] = result.done.get(action, 0) + count
-        rule.done[action] = rule.done.get(action, 0) + count
+    result.done.update(outcome.done)
+    rule.done.update(outcome.done)
     result.skipped += outcome.skipped
     result.retries += outcome.retries
-    for reason, count in outcome.reasons.items():
-        result.skip_reasons[reason] = result.skip_reasons.get(reason, 0) + count
+    result.skip_reasons.update(outcome.reasons)
     # The smallest ids changed: the ones a dry run's sample shows too (see ``counting``).
     result.sample_ids = heapq.nsmallest(sample_size, [*result.sample_ids, *(row.id for row in batch.rows)])
     ids = batch.ids
@@ -86,9 +84,8 @@ def _record_count(result: PolicyResult, rule: Rule, count: RuleCount) -> None:
     done = count.done(rule)
     result.matched += count.matched
     result.rules[rule.key].matched += count.matched
-    for action, rows in done.items():
-        result.done[action] = result.done.get(action, 0) + rows
-        result.rules[rule.key].done[action] = rows
+    result.done.update(done)
+    result.rules[rule.key].done.update(done)  # one count per rule: its line holds exactly these
     lows = [value for value in (result.first_id, count.low) if value is not None]
     highs = [value for value in (result.last_id, count.high) if value is not None]
     result.first_id = min(lows) if lows else None
@@ -236,7 +233,7 @@ def apply_policy(
 def _log_policy(result: PolicyResult, dry_run: bool) -> None:
     done = done_text(result.done, result.action, result.affected, dry_run)
     verb = f"{result.matched} {done}" if dry_run else done
-    skipped = f", {result.skipped} skipped ({result.skip_reasons})" if result.skipped else ""
+    skipped = f", {result.skipped} skipped ({dict(result.skip_reasons)})" if result.skipped else ""
     logger.info(
         f"{result.policy}: {result.matched} {result.status} rows older than {result.threshold}, {verb}{skipped}"
     )

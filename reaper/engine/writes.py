@@ -9,6 +9,7 @@ the rest is written.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,6 +26,7 @@ from reaper.database.connection import constraint_name, is_lock_conflict, refuse
 from reaper.database.table import TaskTable
 from reaper.database.values import exact_columns
 from reaper.engine.rows import TaskRow
+from reaper.formats import duration_text
 from reaper.policy.matching import Dating, dated_by, datings, rule_condition
 from reaper.policy.policies import Action, Policy, Rule
 from reaper.safety.archive import Archive
@@ -38,19 +40,17 @@ class BatchOutcome:
 
     affected: int = 0
     skipped: int = 0
-    reasons: dict[str, int] = field(default_factory=dict)
+    reasons: Counter[str] = field(default_factory=Counter)  # rows skipped, by why
     retries: int = 0
-    done: dict[str, int] = field(default_factory=dict)
+    done: Counter[str] = field(default_factory=Counter)  # rows affected, by action done
 
     def add(self, other: BatchOutcome) -> None:
         """Fold another outcome into this one."""
         self.affected += other.affected
         self.skipped += other.skipped
         self.retries += other.retries
-        for reason, count in other.reasons.items():
-            self.reasons[reason] = self.reasons.get(reason, 0) + count
-        for action, count in other.done.items():
-            self.done[action] = self.done.get(action, 0) + count
+        self.reasons.update(other.reasons)
+        self.done.update(other.done)
 
 
 @dataclass(frozen=True)
@@ -71,16 +71,9 @@ class WriteContext:
         return rule_condition(self.table, self.policy, self.rule, self.now)
 
 
-def _age_text(seconds: float) -> str:
-    hours = seconds / 3600
-    if hours < 1:
-        return f"{seconds / 60:.0f} min"
-    return f"{hours:.1f} h" if hours < 72 else f"{hours / 24:.1f} d"
-
-
 def failure_reason(policy: Policy, rule: Rule, dating: Dating, dated_from: datetime, now: datetime, ending: str) -> str:
     """Return the text written into the error column of a row that ``rule`` fails or requeues."""
-    age = _age_text((now - dated_from).total_seconds())
+    age = duration_text((now - dated_from).total_seconds())
     scope = f" for {rule.key}" if rule.task_types else ""
     if dating.is_heartbeat:
         return (
@@ -231,14 +224,14 @@ def write_batch(ctx: WriteContext, rows: Sequence[TaskRow]) -> BatchOutcome:
         if len(rows) == 1:
             reason = f"refused by {constraint_name(exc)}"
             logger.warning(f"{ctx.policy.name}: id {rows[0].id} {reason}, skipped")
-            outcome.add(BatchOutcome(skipped=1, reasons={reason: 1}))
+            outcome.add(BatchOutcome(skipped=1, reasons=Counter({reason: 1})))
             return outcome
         middle = len(rows) // 2
         outcome.add(write_batch(ctx, rows[:middle]))
         outcome.add(write_batch(ctx, rows[middle:]))
         return outcome
     if affected is None:
-        outcome.add(BatchOutcome(skipped=len(rows), reasons={"lock conflict": len(rows)}))
+        outcome.add(BatchOutcome(skipped=len(rows), reasons=Counter({"lock conflict": len(rows)})))
     else:
-        outcome.add(BatchOutcome(affected=sum(affected.values()), done=affected))
+        outcome.add(BatchOutcome(affected=sum(affected.values()), done=Counter(affected)))
     return outcome

@@ -19,7 +19,8 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection
 
 from reaper.database.table import TaskTable
-from reaper.errors import ReaperError
+from reaper.errors import EXIT_USAGE, ReaperError
+from reaper.formats import EXACT_AGE, duration_text, json_value
 from reaper.policy.matching import Dating, dated_by, datings, rule_condition, type_scope
 from reaper.policy.policies import Action, Policy, Rule
 
@@ -36,7 +37,7 @@ class TaskNotFound(ReaperError):
 class BadTaskId(ReaperError):
     """The id given to ``--explain`` cannot be an id of the table (a usage error)."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
     category = "usage"
 
 
@@ -64,7 +65,7 @@ class Explanation:
     def to_json(self) -> dict[str, Any]:
         """Return the JSON form used by ``--explain ID --json``."""
         return {
-            "id": self.task_id if isinstance(self.task_id, int | str) else str(self.task_id),
+            "id": json_value(self.task_id),
             "now": self.now.isoformat(),
             "status": self.status,
             "status_role": self.status_role,
@@ -197,8 +198,8 @@ def _judge(
     dating, moment = dated
     explanation.dated_by = dating.role
     explanation.eligible_at = moment + (now - dating.cutoff)
-    age = (now - moment).total_seconds()
-    measured = f"{dating.role} {moment:%Y-%m-%d %H:%M:%S} UTC, {_readable(age)} ago, limit {dating.threshold}"
+    age = duration_text((now - moment).total_seconds(), EXACT_AGE)
+    measured = f"{dating.role} {moment:%Y-%m-%d %H:%M:%S} UTC, {age} ago, limit {dating.threshold}"
     if not matches and explanation.eligible_at <= now:  # Python and the database disagree: say so, never guess
         explanation.why = (
             f"{policy.name} ({scope}): {measured}: over the limit as reaper reads it, yet the database does "
@@ -233,12 +234,6 @@ def _action(explanation: Explanation, table: TaskTable, rule: Rule, row: dict[st
     return "requeued", f"attempts {spent} of {rule.max_attempts}: the next run requeues it to pending"
 
 
-def _readable(seconds: float) -> str:
-    if seconds < 3600:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h" if seconds < 72 * 3600 else f"{seconds / 86400:.1f} d"
-
-
 def render_explanation(explanation: Explanation) -> str:
     """Return the human text of ``--explain``."""
     task_type = explanation.task_type if explanation.task_type is not None else "(none)"
@@ -250,7 +245,7 @@ def render_explanation(explanation: Explanation) -> str:
         beat = f", heartbeat limit {explanation.heartbeat_threshold}" if explanation.heartbeat_threshold else ""
         lines.append(f"policy {explanation.policy}, rule {explanation.rule}: limit {explanation.threshold}{beat}")
         for role, age in explanation.ages.items():
-            shown = f"{age['value']} ({_readable(age['age_seconds'])} ago)" if age["value"] else "empty"
+            shown = f"{age['value']} ({duration_text(age['age_seconds'], EXACT_AGE)} ago)" if age["value"] else "empty"
             marker = "  <- dates the row" if role == explanation.dated_by else ""
             lines.append(f"  {role:<13} {age['column']:<16} {shown}{marker}")
     lines.append(f"verdict: {explanation.verdict}: {explanation.why}")

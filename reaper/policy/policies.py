@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from reaper.database.table import ACTIVE_STATUSES, TERMINAL_STATUSES
+from reaper.formats import IN_DAYS, IN_HOURS, IN_MINUTES, duration_text
 from reaper.settings.model import Settings, TaskTypeSettings
 
 STANDARD_POLICY_NAMES = ("running_timeout", "pending_timeout", "failure_retention", "success_retention")
@@ -55,7 +56,9 @@ class Rule:
     @property
     def heartbeat_threshold(self) -> str | None:
         """The heartbeat limit as people read it (``10 min``), when the rule has one."""
-        return None if self.heartbeat_max_age is None else _minutes(self.heartbeat_max_age.total_seconds() / 60)
+        if self.heartbeat_max_age is None:
+            return None
+        return duration_text(self.heartbeat_max_age.total_seconds(), IN_MINUTES)
 
 
 @dataclass(frozen=True)
@@ -101,18 +104,6 @@ class Policy:
         return now - self.max_age
 
 
-def _hours(value: float) -> str:
-    return f"{value:g} h"
-
-
-def _days(value: float) -> str:
-    return f"{value:g} d"
-
-
-def _minutes(value: float) -> str:
-    return f"{value:g} min"
-
-
 def _rule(name: str, types: tuple[str, ...], settings: TaskTypeSettings, heartbeat: bool) -> Rule:
     """Build the rule of policy ``name`` from one task type's (or the global) settings."""
     assert settings.running_timeout_hours and settings.pending_timeout_hours  # filled by Settings.for_task_type
@@ -121,13 +112,15 @@ def _rule(name: str, types: tuple[str, ...], settings: TaskTypeSettings, heartbe
         beat = timedelta(minutes=settings.heartbeat_timeout_minutes) if heartbeat else None
         hours = settings.running_timeout_hours
         action = Action(settings.running_timeout_action or "fail")
-        return Rule(types, timedelta(hours=hours), action, _hours(hours), beat, settings.max_attempts)
+        threshold = duration_text(hours * 3600, IN_HOURS)
+        return Rule(types, timedelta(hours=hours), action, threshold, beat, settings.max_attempts)
     if name == "pending_timeout":
         hours = settings.pending_timeout_hours
         action = Action(settings.pending_timeout_action or "fail")
-        return Rule(types, timedelta(hours=hours), action, _hours(hours), None, settings.max_attempts)
+        threshold = duration_text(hours * 3600, IN_HOURS)
+        return Rule(types, timedelta(hours=hours), action, threshold, None, settings.max_attempts)
     days = settings.failure_retention_days if name == "failure_retention" else settings.success_retention_days
-    return Rule(types, timedelta(days=days), Action.DELETE, _days(days))
+    return Rule(types, timedelta(days=days), Action.DELETE, duration_text(days * 86400, IN_DAYS))
 
 
 POLICY_STATUS = {
@@ -160,5 +153,5 @@ def force_policy(status: str, older_than_days: float) -> Policy:
     if status not in ACTIVE_STATUSES + TERMINAL_STATUSES:
         raise ValueError(f"unknown status role {status!r}")
     action = Action.DELETE if status in TERMINAL_STATUSES else Action.FAIL
-    rule = Rule((), timedelta(days=older_than_days), action, _days(older_than_days))
+    rule = Rule((), timedelta(days=older_than_days), action, duration_text(older_than_days * 86400, IN_DAYS))
     return Policy(f"force_{status}", status, (rule,))

@@ -28,7 +28,7 @@ from test_metrics import samples, value
 
 from helpers import NOW, SERVER_BACKENDS, Shape, Tasks, ago, create_table, settings_for, wait_until
 from reaper.daemon.http import HttpLimits, MetricsServer, TlsFiles, build_app
-from reaper.daemon.loop import Daemon, backoff_seconds, retry_delay_seconds
+from reaper.daemon.loop import Daemon, backoff_seconds
 from reaper.daemon.metrics import ReaperMetrics
 from reaper.database.lock import exclusive_run
 from reaper.database.table import open_table
@@ -125,25 +125,12 @@ def test_a_failing_job_is_counted_and_the_loop_goes_on(tasks: Tasks, database_ur
 
     with freeze_time("2026-11-29 00:00:00") as frozen:
         daemon.scheduler.clear()
-        daemon.scheduler.every(1).seconds.do(daemon.guarded("broken", broken))
+        daemon.scheduler.every(1).seconds.do(daemon.jobs.guarded("broken", broken))
         for _ in range(3):
             frozen.tick(2)
             daemon.tick()
     assert len(calls) == 3
     assert value(samples(registry), "reaper_job_failures_total", scheduled_job="broken", kind="RuntimeError") == 3
-
-
-def test_a_job_still_running_is_skipped_not_started_twice(tasks: Tasks, database_url: str) -> None:
-    daemon, registry = make_daemon(settings_for(database_url))
-    inner: list[str] = []
-
-    def reentrant() -> None:
-        inner.append("outer")
-        daemon.guarded("slow", lambda: inner.append("inner"))()
-
-    daemon.guarded("slow", reentrant)()
-    assert inner == ["outer"]
-    assert value(samples(registry), "reaper_jobs_skipped_total", scheduled_job="slow") == 1
 
 
 def test_a_stop_request_ends_the_cleanup_after_the_batch_in_hand(tasks: Tasks, database_url: str) -> None:
@@ -296,21 +283,12 @@ def test_the_nightly_cleanup_waits_for_a_rescue_in_progress_instead_of_being_loc
     assert tasks.get(old) is None and tasks.status_of(zombie) == "failure"
 
 
-def test_retries_of_a_failed_cleanup_wait_one_two_four_minutes_and_end_after_the_retry_window() -> None:
-    elapsed, delays = 0.0, []
-    while (delay := retry_delay_seconds(len(delays) + 1, elapsed, 6 * 3600)) is not None:
-        delays.append(delay / 60)
-        elapsed += delay
-    assert delays == [1, 2, 4, 8, 16, 32, 64, 128, 105]  # the last one lands six hours after the failure
-    assert retry_delay_seconds(1, 0, 0) is None  # REAPER_CLEANUP_RETRY_HOURS=0: no retry
-
-
 def test_a_failed_cleanup_is_tried_again_until_it_succeeds(tmp_path: Path) -> None:
     folder = tmp_path / "not-yet"  # SQLite cannot open a database in a folder that does not exist
     url = f"sqlite:///{folder / 'tasks.sqlite3'}"
     clock = Clock()
     daemon, registry = make_daemon(settings_for(url), clock=clock)
-    daemon.guarded("cleanup", daemon.cleanup)()
+    daemon.jobs.guarded("cleanup", daemon.cleanup)()
     assert daemon.retry is not None and (daemon.retry.attempt, daemon.retry.due) == (1, NOW + timedelta(minutes=1))
     clock.advance(59)
     daemon.tick()
@@ -338,7 +316,7 @@ def test_a_cleanup_that_keeps_failing_is_not_retried_past_the_retry_window(tmp_p
     clock = Clock()
     url = f"sqlite:///{tmp_path / 'not-yet' / 'tasks.sqlite3'}"
     daemon, registry = make_daemon(settings_for(url, cleanup_retry_hours=0.05), clock=clock)  # three minutes
-    daemon.guarded("cleanup", daemon.cleanup)()
+    daemon.jobs.guarded("cleanup", daemon.cleanup)()
     while daemon.retry is not None:
         clock.now = daemon.retry.due
         daemon.tick()

@@ -188,7 +188,7 @@ def test_every_series_names_the_table_the_daemon_watches(make_tasks: Any, databa
 
 def test_scheduled_job_counters_name_their_job_in_a_label_prometheus_keeps(tasks: Tasks, database_url: str) -> None:
     daemon, registry = make_daemon(settings_for(database_url))
-    daemon.guarded("cleanup", lambda: 1 / 0)()
+    daemon.jobs.guarded("cleanup", lambda: 1 / 0)()
     scraped = samples(registry)
     # A label named job would arrive as exported_job: Prometheus sets job to the scrape job's name.
     assert value(scraped, "reaper_job_failures_total", scheduled_job="cleanup", kind="ZeroDivisionError") == 1

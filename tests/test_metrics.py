@@ -11,8 +11,9 @@ from sqlalchemy import event, insert
 
 from helpers import NOW, Shape, Tasks, ago, settings_for
 from reaper.daemon.loop import Daemon
-from reaper.daemon.metrics import MAX_UNKNOWN_STATUSES, ReaperMetrics
+from reaper.daemon.metrics import ReaperMetrics
 from reaper.daemon.page import PageContext, render_status_page
+from reaper.daemon.snapshot import MAX_UNKNOWN_STATUSES
 from reaper.inspect.stats import STATUS_ORDER
 from reaper.settings.model import Settings
 

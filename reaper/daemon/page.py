@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
 
-from reaper.daemon.metrics import STALE_STATUSES, RunRecord, Snapshot
 from reaper.daemon.page_style import STYLE
+from reaper.daemon.snapshot import STALE_STATUSES, RunRecord, Snapshot
 from reaper.formats import AT_A_GLANCE, duration_text
 from reaper.inspect.stats import StaleSummary, Stats
 

@@ -671,7 +671,7 @@ STATS_FULL: dict[str, float] = {}
 
 def stats_parts(table: Any, policies: list[Any], now: datetime) -> dict[str, float]:
     """Time each query of a refresh on its own (reaper.inspect.stats' private helpers), to see which one costs."""
-    from reaper import stats
+    from reaper.inspect import stats
     from reaper.policy.policies import Action
 
     parts: dict[str, float] = {}

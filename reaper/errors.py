@@ -1,41 +1,52 @@
-"""Our own error types: the CLI maps each to an exit code, the daemon to a metric label."""
+"""Our own error types and the command's exit codes: the CLI maps each error to its code, the daemon
+to a metric label (its category)."""
 
 import signal
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2  # a flag, setting, config file or table that does not fit
+EXIT_LOCKED = 3  # another reaper holds the table's lock: this one skipped
+EXIT_REFUSED = 4  # a large deletion was not confirmed
+EXIT_INDEXES_MISSING = 5  # --check-indexes found a recommended index missing
+EXIT_SIGNALLED = 128  # plus the signal's number, as a shell reports a command a signal ended
+EXIT_INTERRUPTED = EXIT_SIGNALLED + signal.SIGINT
 
 
 class ReaperError(Exception):
     """Base of every error reaper reports to its user as one line."""
 
-    exit_code = 1
-    kind = "error"
+    exit_code = EXIT_FAILED
+    category = "error"
 
 
 class ConfigError(ReaperError):
     """A setting, flag or config file is invalid."""
 
-    exit_code = 2
-    kind = "config"
+    exit_code = EXIT_USAGE
+    category = "config"
 
 
 class SchemaError(ConfigError):
     """The configured table, column or status vocabulary does not fit the real table."""
 
-    kind = "schema"
+    category = "schema"
 
 
 class DatabaseError(ReaperError):
     """The database could not be reached or refused a statement (converted from the driver's error in
     ``reaper.database.connection``, the one place that sees those).
 
-    ``kind`` is the bounded label logs and metrics give it; ``fatal``: no wait or retry mends it;
+    ``category`` is the bounded label logs and metrics give it (the metric label ``kind``); ``fatal``: no
+    wait or retry mends it;
     ``where``: what reaper was doing, once a caller has said it (the message then starts with it).
     """
 
     fatal = False
 
-    def __init__(self, message: str, kind: str = "database", where: str = "") -> None:
+    def __init__(self, message: str, category: str = "database", where: str = "") -> None:
         super().__init__(message)
-        self.kind = kind
+        self.category = category
         self.where = where
 
 
@@ -46,8 +57,8 @@ class LockConflict(DatabaseError):
 class RowRefused(DatabaseError):
     """The database refused the values of a row: a constraint, a column without a default, a value it cannot hold."""
 
-    def __init__(self, message: str, kind: str = "database", where: str = "", refused_by: str = "") -> None:
-        super().__init__(message, kind, where)
+    def __init__(self, message: str, category: str = "database", where: str = "", refused_by: str = "") -> None:
+        super().__init__(message, category, where)
         self.refused_by = refused_by or message  # what refused it: the constraint's name, as well as the driver says
 
 
@@ -68,14 +79,14 @@ class Unreachable(DatabaseError):
 class LockHeld(ReaperError):
     """Another reaper is running on the same table; this one skips."""
 
-    exit_code = 3
-    kind = "locked"
+    exit_code = EXIT_LOCKED
+    category = "locked"
 
 
 class ArchiveError(ReaperError):
     """The archive could not be written (a full disk): the batch in hand was not deleted."""
 
-    kind = "archive"
+    category = "archive"
 
 
 class Interrupted(KeyboardInterrupt):
@@ -88,4 +99,4 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signum: int) -> None:
         self.name = signal.Signals(signum).name
         super().__init__(f"interrupted by {self.name}")
-        self.exit_code = 128 + signum
+        self.exit_code = EXIT_SIGNALLED + signum

@@ -45,9 +45,9 @@ def demo_daemon(folder: Path, cleanup: bool) -> Daemon:
     ensure_demo_database(database, daemon.clock())
     daemon.schedule_jobs()  # the jobs only, for the next cleanup's time: no loop runs them
     daemon.poll()
-    daemon.run_policies(dry_run=True)
+    daemon.run_pass(dry_run=True)
     if cleanup:
-        daemon.run_policies(dry_run=False)
+        daemon.run_pass(dry_run=False)
         daemon.poll()
     return daemon
 

@@ -12,8 +12,9 @@ from sqlalchemy import create_engine, insert, select, update
 from helpers import NOW, SERVER_BACKENDS, Tasks, ago, settings_for
 from reaper.database.connection import SessionLimits, create_db_engine
 from reaper.database.table import open_table
-from reaper.engine.reap import RunOptions, RunResult, run_policies
+from reaper.engine.reap import RunOptions, run_policies
 from reaper.policy.policies import standard_policies
+from reaper.results import RunResult
 
 ZOMBIES = 600
 WORKERS = 4

@@ -28,7 +28,7 @@ from test_metrics import samples, value
 
 from helpers import NOW, SERVER_BACKENDS, Shape, Tasks, ago, create_table, settings_for, wait_until
 from reaper.daemon.http import HttpLimits, MetricsServer, TlsFiles, build_app
-from reaper.daemon.loop import Daemon, backoff_seconds, retry_delay_seconds
+from reaper.daemon.loop import Daemon, backoff_seconds
 from reaper.daemon.metrics import ReaperMetrics
 from reaper.database.lock import exclusive_run
 from reaper.database.table import open_table
@@ -105,7 +105,7 @@ def test_schedule_times_follow_the_configured_time_zone(tasks: Tasks, database_u
 def test_shadow_mode_runs_the_cleanup_as_a_dry_run(tasks: Tasks, database_url: str) -> None:
     old = tasks.add("success", finished_at=ago(days=60))
     daemon, registry = make_daemon(settings_for(database_url), shadow=True, clock=lambda: NOW)
-    daemon.run_policies(dry_run=False)
+    daemon.run_pass(dry_run=False)
     scraped = samples(registry)
     assert tasks.status_of(old) == "success"
     assert value(scraped, "reaper_runs_total", mode="dry_run", outcome="success") == 1
@@ -125,25 +125,12 @@ def test_a_failing_job_is_counted_and_the_loop_goes_on(tasks: Tasks, database_ur
 
     with freeze_time("2026-11-29 00:00:00") as frozen:
         daemon.scheduler.clear()
-        daemon.scheduler.every(1).seconds.do(daemon.guarded("broken", broken))
+        daemon.scheduler.every(1).seconds.do(daemon.jobs.guarded("broken", broken))
         for _ in range(3):
             frozen.tick(2)
             daemon.tick()
     assert len(calls) == 3
     assert value(samples(registry), "reaper_job_failures_total", scheduled_job="broken", kind="RuntimeError") == 3
-
-
-def test_a_job_still_running_is_skipped_not_started_twice(tasks: Tasks, database_url: str) -> None:
-    daemon, registry = make_daemon(settings_for(database_url))
-    inner: list[str] = []
-
-    def reentrant() -> None:
-        inner.append("outer")
-        daemon.guarded("slow", lambda: inner.append("inner"))()
-
-    daemon.guarded("slow", reentrant)()
-    assert inner == ["outer"]
-    assert value(samples(registry), "reaper_jobs_skipped_total", scheduled_job="slow") == 1
 
 
 def test_a_stop_request_ends_the_cleanup_after_the_batch_in_hand(tasks: Tasks, database_url: str) -> None:
@@ -158,7 +145,7 @@ def test_a_stop_request_ends_the_cleanup_after_the_batch_in_hand(tasks: Tasks, d
         return tasks.count() < 5 or original()
 
     daemon.stop_event.is_set = stop_once_a_batch_is_done  # type: ignore[method-assign]  # a stop after one batch
-    run = daemon.run_policies(dry_run=False)
+    run = daemon.run_pass(dry_run=False)
     assert run is not None and run.stop_reason == "stop requested" and tasks.count() == 3
     assert value(samples(registry), "reaper_runs_total", mode="cleanup", outcome="stopped") == 1
     assert value(samples(registry), "reaper_last_success_timestamp_seconds") == 0
@@ -228,7 +215,7 @@ def test_a_rescue_interval_of_zero_leaves_the_zombies_to_the_nightly_cleanup(tas
 def test_in_shadow_mode_a_rescue_is_a_dry_run_that_keeps_the_other_candidates(tasks: Tasks, database_url: str) -> None:
     rows = zombies_and_old_rows(tasks)
     daemon, registry = make_daemon(settings_for(database_url), shadow=True, clock=lambda: NOW)
-    daemon.run_policies(dry_run=True)
+    daemon.run_pass(dry_run=True)
     tasks.add("running", started_at=ago(hours=40))
     daemon.rescue()
     assert tasks.status_of(rows["running"]) == "running" and tasks.status_of(rows["pending"]) == "pending"
@@ -283,7 +270,7 @@ def test_the_nightly_cleanup_waits_for_a_rescue_in_progress_instead_of_being_loc
     rescue = threading.Thread(target=daemon.rescue)
     rescue.start()
     assert wait_until(writing.is_set, 30)
-    cleanup = threading.Thread(target=daemon.run_policies, args=(False,))
+    cleanup = threading.Thread(target=daemon.run_pass, args=(False,))
     cleanup.start()
     time.sleep(0.5)
     assert cleanup.is_alive()  # waiting for the rescue, rather than finding the lock taken and giving up
@@ -296,21 +283,12 @@ def test_the_nightly_cleanup_waits_for_a_rescue_in_progress_instead_of_being_loc
     assert tasks.get(old) is None and tasks.status_of(zombie) == "failure"
 
 
-def test_retries_of_a_failed_cleanup_wait_one_two_four_minutes_and_end_after_the_retry_window() -> None:
-    elapsed, delays = 0.0, []
-    while (delay := retry_delay_seconds(len(delays) + 1, elapsed, 6 * 3600)) is not None:
-        delays.append(delay / 60)
-        elapsed += delay
-    assert delays == [1, 2, 4, 8, 16, 32, 64, 128, 105]  # the last one lands six hours after the failure
-    assert retry_delay_seconds(1, 0, 0) is None  # REAPER_CLEANUP_RETRY_HOURS=0: no retry
-
-
 def test_a_failed_cleanup_is_tried_again_until_it_succeeds(tmp_path: Path) -> None:
     folder = tmp_path / "not-yet"  # SQLite cannot open a database in a folder that does not exist
     url = f"sqlite:///{folder / 'tasks.sqlite3'}"
     clock = Clock()
     daemon, registry = make_daemon(settings_for(url), clock=clock)
-    daemon.guarded("cleanup", daemon.cleanup)()
+    daemon.jobs.guarded("cleanup", daemon.cleanup)()
     assert daemon.retry is not None and (daemon.retry.attempt, daemon.retry.due) == (1, NOW + timedelta(minutes=1))
     clock.advance(59)
     daemon.tick()
@@ -338,7 +316,7 @@ def test_a_cleanup_that_keeps_failing_is_not_retried_past_the_retry_window(tmp_p
     clock = Clock()
     url = f"sqlite:///{tmp_path / 'not-yet' / 'tasks.sqlite3'}"
     daemon, registry = make_daemon(settings_for(url, cleanup_retry_hours=0.05), clock=clock)  # three minutes
-    daemon.guarded("cleanup", daemon.cleanup)()
+    daemon.jobs.guarded("cleanup", daemon.cleanup)()
     while daemon.retry is not None:
         clock.now = daemon.retry.due
         daemon.tick()
@@ -393,13 +371,13 @@ def test_a_cleanup_that_changed_rows_makes_the_next_poll_recount_everything(task
     daemon, registry = make_daemon(settings_for(database_url), clock=lambda: NOW)
     assert daemon.poll()
     assert value(samples(registry), "reaper_tasks", status="success", task_type="download") == 4
-    daemon.run_policies(dry_run=True)
+    daemon.run_pass(dry_run=True)
     assert daemon.poll()
     assert value(samples(registry), "reaper_tasks", status="success", task_type="download") == 4
     tasks.add("failure")  # not counted yet: a dry run changes nothing, so the last full count stands
     assert daemon.poll()
     assert value(samples(registry), "reaper_tasks", status="failure", task_type="download") == 0
-    daemon.run_policies(dry_run=False)
+    daemon.run_pass(dry_run=False)
     assert daemon.poll()
     scraped = samples(registry)
     assert value(scraped, "reaper_tasks", status="success", task_type="download") == 1
@@ -462,7 +440,7 @@ def test_a_reload_that_asks_for_a_column_the_table_lacks_is_refused(
     assert not daemon.reload()  # requeue needs an updated-at column
     assert daemon.settings.policies.running_timeout_action == "fail"
     assert value(samples(registry), "reaper_config_reloads_total", outcome="failure") == 1
-    daemon.run_policies(dry_run=False)
+    daemon.run_pass(dry_run=False)
     assert tasks.status_of(zombie) == "failure"
 
 
@@ -484,7 +462,7 @@ def test_a_reload_naming_a_table_or_column_that_does_not_exist_is_refused_as_at_
     assert daemon.settings.task_table.table == "processing_tasks"
     assert value(samples(registry), "reaper_config_reloads_total", outcome="failure") == 1
     assert daemon.poll()
-    daemon.run_policies(dry_run=False)
+    daemon.run_pass(dry_run=False)
     assert tasks.status_of(zombie) == "failure"
 
 
@@ -611,7 +589,7 @@ def test_a_database_that_goes_away_and_comes_back_is_recovered(
         assert value(scraped, "reaper_database_up") == 0
         assert value(scraped, "reaper_stale_tasks", status="running", task_type="download") == 1  # last numbers kept
         with pytest.raises(DatabaseError):
-            daemon.run_policies(dry_run=False)  # the guard around the job logs and counts this
+            daemon.run_pass(dry_run=False)  # the guard around the job logs and counts this
     finally:
         server.start()
     assert daemon.poll()
@@ -817,7 +795,7 @@ def test_a_scheduled_cleanup_that_fails_half_way_leaves_its_audit_line(
     JsonlArchive(tmp_path / "kept", table, NOW, id_column="id").path.symlink_to("/dev/full")  # a full disk
     daemon, registry = make_daemon(settings, clock=lambda: NOW)
     with pytest.raises(ArchiveError, match="No space left on device"):
-        daemon.run_policies(dry_run=False)  # the guard around the job logs and counts this
+        daemon.run_pass(dry_run=False)  # the guard around the job logs and counts this
     assert tasks.status_of(zombie) == "failure" and tasks.get(old) is not None
     (line,) = [json.loads(text) for text in Path("reaper-audit.jsonl").read_text().splitlines()]
     assert (line["mode"], line["affected"], line["outcome"]) == ("scheduled", 1, "failed")

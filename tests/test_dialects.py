@@ -44,7 +44,7 @@ def test_a_row_another_session_holds_is_a_lock_conflict(
         reaper_engine.begin() as conn,
     ):
         conn.execute(update(tasks.table).where(tasks.table.c.id == task).values(status="failure"))
-    assert caught.value.kind == "lock" and not caught.value.fatal
+    assert caught.value.category == "lock" and not caught.value.fatal
     assert tasks.status_of(task) == "running"
 
 
@@ -56,7 +56,7 @@ def test_a_delete_a_foreign_key_refuses_is_a_constraint_refusal_that_names_the_c
     with pytest.raises(ConstraintRefused) as caught, database_errors(), reaper_engine.begin() as conn:
         conn.execute(delete(tasks.table).where(tasks.table.c.id == task))
     expected = "a FOREIGN KEY constraint" if database_url.startswith("sqlite") else "fk_outputs_task"
-    assert caught.value.refused_by == expected and caught.value.kind == "integrity"
+    assert caught.value.refused_by == expected and caught.value.category == "integrity"
     assert isinstance(caught.value, RowRefused) and tasks.get(task)
 
 
@@ -104,7 +104,7 @@ def test_another_database_error_is_ours_and_says_what_reaper_was_doing(reaper_en
     with pytest.raises(DatabaseError) as caught, database_errors("reading"), reaper_engine.connect() as conn:
         conn.execute(text("SELECT no_such_column FROM no_such_table"))
     assert type(caught.value) is DatabaseError and str(caught.value).startswith("reading: ")
-    assert caught.value.kind in ("operational", "database") and "\n" not in str(caught.value)
+    assert caught.value.category in ("operational", "database") and "\n" not in str(caught.value)
 
 
 def test_an_error_converted_further_in_gets_what_reaper_was_doing_once(

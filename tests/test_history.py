@@ -44,7 +44,7 @@ def test_a_cleanup_of_the_daemon_is_read_back_from_the_audit_log_after_a_restart
     tasks.add("success", finished_at=ago(days=40))
     settings = settings_for(database_url, audit_log=str(tmp_path / "audit.jsonl"))
     metrics = ReaperMetrics(CollectorRegistry(), "test")
-    Daemon(settings, lambda: settings, metrics, schedule.Scheduler(), clock=lambda: NOW).run_policies(dry_run=False)
+    Daemon(settings, lambda: settings, metrics, schedule.Scheduler(), clock=lambda: NOW).run_pass(dry_run=False)
     (run,) = audit_runs(settings.audit_log, settings.table, settings.safe_database_url)
     (before,) = metrics.snapshot.recent_runs
     assert (run.mode, run.outcome, run.matched, run.affected, run.skipped) == ("cleanup", "success", 2, 2, 0)

@@ -13,6 +13,7 @@ from helpers import NOW, SERVER_BACKENDS, Tasks, settings_for
 from reaper.cli.command import main
 from reaper.database.demo import demo_rows
 from reaper.database.table import TaskTable, open_table
+from reaper.engine.rows import rule_shape
 from reaper.engine.selection import Segment, segment_query, segments
 from reaper.inspect.indexes import check_indexes
 from reaper.policy.matching import rule_condition
@@ -66,8 +67,9 @@ def batch_reads(conn: Connection, table: TaskTable, policy: Policy) -> list[tupl
     """For each segment of ``policy``, first batch and a later one: (where, rows read, returned, range size)."""
     measured = []
     for number, segment in enumerate(segments(table, policy, NOW, table.stored_spellings(conn, policy.status))):
-        first = conn.execute(segment_query(table, policy, segment, None, BATCH)).all()
-        positions: list[Any] = [None] + ([tuple(first[len(first) // 2][1 : 1 + len(segment.order)])] if first else [])
+        shape = rule_shape(table, policy, segment.rule, segment.order)
+        first = shape.rows(conn.execute(segment_query(table, policy, segment, None, BATCH)))
+        positions: list[Any] = [None] + ([first[len(first) // 2].position] if first else [])
         for after in positions:
             with_age = policy.action.value == "fail"  # as apply_policy reads them
             read, returned = rows_read(conn, segment_query(table, policy, segment, after, BATCH, with_age))

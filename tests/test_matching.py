@@ -19,8 +19,9 @@ from helpers import (
     settings_for,
 )
 from reaper.database.table import open_table
-from reaper.engine.reap import RunOptions, RunResult, run_policies
+from reaper.engine.reap import RunOptions, run_policies
 from reaper.policy.policies import standard_policies
+from reaper.results import RunResult
 
 # Every behaviour holds on both plans: along the primary key, and along the indexes (see reaper.engine.plans).
 pytestmark = pytest.mark.both_plans

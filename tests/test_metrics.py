@@ -11,8 +11,9 @@ from sqlalchemy import event, insert
 
 from helpers import NOW, Shape, Tasks, ago, settings_for
 from reaper.daemon.loop import Daemon
-from reaper.daemon.metrics import MAX_UNKNOWN_STATUSES, ReaperMetrics
+from reaper.daemon.metrics import ReaperMetrics
 from reaper.daemon.page import PageContext, render_status_page
+from reaper.daemon.snapshot import MAX_UNKNOWN_STATUSES
 from reaper.inspect.stats import STATUS_ORDER
 from reaper.settings.model import Settings
 
@@ -84,7 +85,7 @@ def test_a_cleanup_counts_reaped_rows_and_sets_the_last_success(tasks: Tasks, da
     fill(tasks)
     daemon, registry = make_daemon(settings_for(database_url))
     assert value(samples(registry), "reaper_reaped_tasks_total", policy="running_timeout", action="failed") == 0
-    daemon.run_policies(dry_run=False)
+    daemon.run_pass(dry_run=False)
     scraped = samples(registry)
     assert value(scraped, "reaper_reaped_tasks_total", policy="running_timeout", action="failed") == 2
     assert value(scraped, "reaper_reaped_tasks_total", policy="pending_timeout", action="failed") == 1
@@ -99,7 +100,7 @@ def test_a_dry_run_exports_its_candidates_and_changes_nothing(tasks: Tasks, data
     fill(tasks)
     before = tasks.dump()
     daemon, registry = make_daemon(settings_for(database_url))
-    daemon.run_policies(dry_run=True)
+    daemon.run_pass(dry_run=True)
     scraped = samples(registry)
     assert value(scraped, "reaper_dry_run_candidates", policy="running_timeout") == 2
     assert value(scraped, "reaper_dry_run_candidates", policy="failure_retention") == 1
@@ -157,7 +158,7 @@ def test_task_type_thresholds_and_requeues_are_exported(tasks: Tasks, database_u
         value(scraped, "reaper_task_type_threshold_seconds", task_type="download", threshold="running_timeout")
         == 24 * 3600
     )
-    daemon.run_policies(dry_run=False)
+    daemon.run_pass(dry_run=False)
     scraped = samples(registry)
     assert value(scraped, "reaper_reaped_tasks_total", policy="running_timeout", action="requeued") == 1
     assert value(scraped, "reaper_reaped_tasks_total", policy="running_timeout", action="failed") == 0
@@ -178,7 +179,7 @@ def test_every_series_names_the_table_the_daemon_watches(make_tasks: Any, databa
     fill(make_tasks(shape))
     daemon, registry = make_daemon(settings_for(database_url, shape))
     daemon.poll()
-    daemon.run_policies(dry_run=False)
+    daemon.run_pass(dry_run=False)
     reaper_series = [(name, dict(labels)) for name, labels in samples(registry) if name.startswith("reaper_")]
     assert {name for name, _ in reaper_series} >= {"reaper_tasks", "reaper_runs_total", "reaper_build_info"}
     assert all(labels.get("table") == "video_jobs" for _, labels in reaper_series), [
@@ -188,7 +189,7 @@ def test_every_series_names_the_table_the_daemon_watches(make_tasks: Any, databa
 
 def test_scheduled_job_counters_name_their_job_in_a_label_prometheus_keeps(tasks: Tasks, database_url: str) -> None:
     daemon, registry = make_daemon(settings_for(database_url))
-    daemon.guarded("cleanup", lambda: 1 / 0)()
+    daemon.jobs.guarded("cleanup", lambda: 1 / 0)()
     scraped = samples(registry)
     # A label named job would arrive as exported_job: Prometheus sets job to the scrape job's name.
     assert value(scraped, "reaper_job_failures_total", scheduled_job="cleanup", kind="ZeroDivisionError") == 1
@@ -216,7 +217,7 @@ def test_another_table_after_a_reload_starts_its_series_afresh(make_tasks: Any, 
         settings_for(database_url), lambda: settings_for(database_url, Shape(name="other_tasks")),
         ReaperMetrics(registry, "9.9.9"), schedule.Scheduler(), clock=lambda: NOW,
     )
-    daemon.run_policies(dry_run=False)
+    daemon.run_pass(dry_run=False)
     assert value(samples(registry), "reaper_runs_total", mode="cleanup", outcome="success") == 1
     assert daemon.reload()
     daemon.poll()

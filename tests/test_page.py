@@ -21,9 +21,10 @@ from prometheus_client import CollectorRegistry
 from helpers import NOW, Tasks, ago
 from reaper.daemon.http import MetricsServer, build_app
 from reaper.daemon.loop import Daemon
-from reaper.daemon.metrics import ReaperMetrics, RunRecord, Snapshot
+from reaper.daemon.metrics import ReaperMetrics
 from reaper.daemon.page import PageContext, render_status_page
 from reaper.daemon.page_style import STRIP_EDGE, ZOMBIE_RED
+from reaper.daemon.snapshot import RunRecord, Snapshot
 from reaper.database.demo import ensure_demo_database
 from reaper.inspect.stats import StaleSummary, Stats
 from reaper.settings.model import load_settings
@@ -201,7 +202,7 @@ def demo_page(tmp_path: Path) -> Iterator[str]:
     ensure_demo_database(database, NOW)
     daemon, metrics = page_daemon(f"sqlite:///{database}")
     daemon.poll()
-    daemon.run_policies(dry_run=True)
+    daemon.run_pass(dry_run=True)
 
     def page() -> str:
         return render_status_page(metrics.snapshot, CONTEXT)

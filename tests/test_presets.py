@@ -199,12 +199,12 @@ def test_the_daemons_metrics_label_celery_rows_with_the_task_name(database_url: 
     registry = CollectorRegistry()
     daemon = Daemon(settings, lambda: settings, ReaperMetrics(registry, "9.9.9", 50), schedule.Scheduler(),
                     clock=lambda: moments[0])
-    daemon.run_policies(dry_run=False)  # dates the STARTED row
+    daemon.run_pass(dry_run=False)  # dates the STARTED row
     moments[0] = NOW
     assert daemon.poll()
     found = scraped(registry)
     assert value(found, "reaper_stale_tasks", status="running", task_type=TASK_NAME, table="celery_taskmeta") == 1
-    daemon.run_policies(dry_run=False)
+    daemon.run_pass(dry_run=False)
     found = scraped(registry)
     labels = {"action": "failed", "policy": "running_timeout", "table": "celery_taskmeta"}
     reaped = value(found, "reaper_reaped_tasks_total", **labels)

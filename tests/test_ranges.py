@@ -18,8 +18,9 @@ from helpers import (
     settings_for,
 )
 from reaper.database.table import open_table
-from reaper.engine.reap import RunOptions, RunResult, run_policies
+from reaper.engine.reap import RunOptions, run_policies
 from reaper.policy.policies import standard_policies
+from reaper.results import RunResult
 
 
 @pytest.fixture

@@ -13,9 +13,10 @@ from sqlalchemy.engine import Engine
 
 from helpers import NOW, Shape, Tasks, ago, change_just_before_the_write, create_table, settings_for
 from reaper.database.table import TaskTable, open_table
-from reaper.engine.reap import RunOptions, RunResult, run_policies
+from reaper.engine.reap import RunOptions, run_policies
 from reaper.engine.selection import segments
 from reaper.policy.policies import Policy, force_policy, standard_policies
+from reaper.results import RunResult
 from reaper.settings.model import Settings
 
 # Every behaviour holds on both plans: along the primary key, and along the indexes (see reaper.engine.plans).

@@ -13,9 +13,10 @@ from helpers import NOW, Tasks, add_age_indexes, ago, settings_for
 from reaper.cli.command import main
 from reaper.database.table import open_table
 from reaper.engine.cleanup import run_options
-from reaper.engine.reap import RunOptions, RunResult, run_policies
+from reaper.engine.reap import RunOptions, run_policies
 from reaper.engine.sizing import MAX_BATCH_SIZE, BatchSizer
 from reaper.policy.policies import standard_policies
+from reaper.results import RunResult
 from reaper.safety.archive import JsonlArchive
 from reaper.safety.jsonl import read_jsonl_archive
 from reaper.settings.model import load_settings

@@ -28,10 +28,11 @@ from test_metrics import make_daemon, samples, value
 from helpers import NOW, SERVER_BACKENDS, Tasks, ago, open_tasks, settings_for
 from reaper.cli.report import render_run
 from reaper.engine.cleanup import run_options
-from reaper.engine.reap import RunResult, run_policies
+from reaper.engine.reap import run_policies
 from reaper.engine.throttle import POLL_SECONDS, REREAD_SECONDS, LoadLimit, Over, Throttle, open_throttle, parse_spec
 from reaper.errors import ConfigError
 from reaper.policy.policies import standard_policies
+from reaper.results import RunResult
 from reaper.settings.model import load_settings
 from servers import Server, free_port
 
@@ -407,13 +408,13 @@ def test_the_daemon_counts_a_run_stopped_by_critical_load_and_the_seconds_a_run_
     purgeable(tasks)
     daemon, registry = make_daemon(settings_for(database_url, critical_load=BUSY_SPEC[backend]))
     with BusySessions(server):
-        daemon.run_policies(dry_run=False)
+        daemon.run_pass(dry_run=False)
     assert value(samples(registry), "reaper_runs_total", mode="cleanup", outcome="stopped") == 1
     assert tasks.count() == 3
     daemon, registry = make_daemon(settings_for(database_url, max_load=BUSY_SPEC[backend]))
     busy = BusySessions(server, seconds=2.5).start()
     try:
-        run = daemon.run_policies(dry_run=False)
+        run = daemon.run_pass(dry_run=False)
     finally:
         busy.join()
     assert run is not None and tasks.count() == 0

@@ -16,8 +16,9 @@ from sqlalchemy.engine import Engine
 from helpers import NOW, Tasks, ago, settings_for
 from reaper.database.table import TaskTable, open_table
 from reaper.database.values import exact_type, from_json, to_json
-from reaper.engine.reap import RunOptions, RunResult, run_policies
+from reaper.engine.reap import RunOptions, run_policies
 from reaper.policy.policies import standard_policies
+from reaper.results import RunResult
 from reaper.safety.archive import JsonlArchive, TableArchive
 from reaper.safety.jsonl import read_jsonl_archive
 from reaper.safety.restore import restore_archive

@@ -23,25 +23,30 @@ from reaper.database.connection import SessionLimits, create_db_engine, database
 from reaper.database.demo import DEMO_FILE, ensure_demo_database
 from reaper.database.table import ACTIVE_STATUSES, TERMINAL_STATUSES, TaskTable, open_table
 from reaper.engine.cleanup import exclusive_cleanup, run_options, why_it_failed
-from reaper.engine.reap import RunOptions, RunResult, run_policies
+from reaper.engine.reap import RunOptions, run_policies
 from reaper.engine.throttle import open_throttle
-from reaper.errors import ConfigError, LockHeld, ReaperError
+from reaper.errors import (
+    EXIT_FAILED,
+    EXIT_INDEXES_MISSING,
+    EXIT_INTERRUPTED,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_USAGE,
+    ConfigError,
+    LockHeld,
+    ReaperError,
+)
 from reaper.inspect.explain import explain, parse_task_id, render_explanation
 from reaper.inspect.indexes import check_indexes, missing_indexes_line, plan_reports, render_index_report
 from reaper.inspect.stats import collect_stats, render_report
 from reaper.policy.policies import Policy, force_policy, standard_policies
+from reaper.results import RunResult
 from reaper.safety.audit import append_audit, restore_record
 from reaper.safety.restore import RestoreResult, restore_archive
 from reaper.settings.model import Settings, load_settings
 
 __all__ = ["UsageError", "build_parser", "main", "main_entry"]
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_LOCKED = 3
-EXIT_INDEXES_MISSING = 5
-EXIT_INTERRUPTED = 130
 # -v and -vv: the log level they stand for
 VERBOSITY = {1: "INFO", 2: "DEBUG"}
 

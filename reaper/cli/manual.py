@@ -21,15 +21,15 @@ from typing import Any
 from reaper.database.table import TaskTable
 from reaper.engine.counting import count_policy
 from reaper.engine.plans import plan_policies
-from reaper.errors import Interrupted, ReaperError
+from reaper.errors import EXIT_REFUSED, EXIT_SIGNALLED, Interrupted, ReaperError
 from reaper.policy.policies import Action, Policy
 
 
 class ConfirmationRefused(ReaperError):
     """A large deletion was not confirmed."""
 
-    exit_code = 4
-    kind = "refused"
+    exit_code = EXIT_REFUSED
+    category = "refused"
 
 
 def count_matches(table: TaskTable, policies: Sequence[Policy], now: datetime) -> dict[str, int]:
@@ -95,7 +95,7 @@ class ProgressBars:
 
     def __exit__(
         self,
-        kind: type[BaseException] | None,
+        error_type: type[BaseException] | None,
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
@@ -128,7 +128,7 @@ class SignalStop:
 
     def __exit__(
         self,
-        kind: type[BaseException] | None,
+        error_type: type[BaseException] | None,
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
@@ -159,4 +159,4 @@ class SignalStop:
     @property
     def exit_code(self) -> int:
         """The exit code of a command a signal stopped: 128 plus its number, as a shell reports it."""
-        return 128 + (self.received or signal.SIGINT)
+        return EXIT_SIGNALLED + (self.received or signal.SIGINT)

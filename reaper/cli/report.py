@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from reaper.engine.reap import PolicyResult, RunResult, done_text
 from reaper.policy.policies import DEFAULT_RULE, Policy, Rule
+from reaper.results import PolicyResult, RunResult, done_text
 
 
 def _rule_lines(result: PolicyResult, dry_run: bool) -> list[str]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from loguru import logger
 
-from reaper.daemon.metrics import RECENT_RUNS_KEPT, RunRecord
+from reaper.daemon.snapshot import RECENT_RUNS_KEPT, RunRecord
 
 TAIL_BYTES = 256 * 1024  # some hundred lines of a few settings each: more than the page keeps
 

@@ -23,7 +23,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import schedule
@@ -31,24 +31,26 @@ from loguru import logger
 from sqlalchemy.engine import Engine
 
 from reaper.clock import utcnow
+from reaper.daemon.jobs import Jobs
 from reaper.daemon.metrics import ReaperMetrics, run_mode
+from reaper.daemon.retry import CleanupRetry, next_retry
 from reaper.database.connection import SessionLimits, create_db_engine, database_errors
 from reaper.database.table import TaskTable, check_fit, open_table
 from reaper.engine.cleanup import exclusive_cleanup, run_options
-from reaper.engine.reap import RunResult, run_policies
+from reaper.engine.reap import run_policies
 from reaper.engine.throttle import open_throttle
 from reaper.errors import ConfigError, DatabaseError, LockHeld, ReaperError
 from reaper.inspect.indexes import check_indexes, missing_indexes_line
 from reaper.inspect.stats import Totals, poll_stats
 from reaper.policy.catalog import action_keys, zombie_specs
 from reaper.policy.policies import standard_policies
+from reaper.results import RunResult
 from reaper.settings.database import DatabaseSettings
 from reaper.settings.model import Settings
 from reaper.settings.table import TableSettings
 
 TICK_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 60.0
-FIRST_RETRY_SECONDS = 60.0
 # A rescue runs the policies that find zombies; the retention purges wait for the nightly cleanup.
 RESCUE_POLICIES = frozenset(spec.name for spec in zombie_specs())
 SHUTDOWN_GRACE_SECONDS = 10.0
@@ -75,23 +77,6 @@ def backoff_seconds(failures: int, interval: float) -> float:
     return float(min(2 ** (failures - 1), MAX_BACKOFF_SECONDS))
 
 
-def retry_delay_seconds(attempt: int, since_failure: float, window: float) -> float | None:
-    """Return the wait before retry ``attempt`` of a failed cleanup: 1, 2, 4 ... min, ending ``window`` s after it."""
-    left = window - since_failure
-    if left <= 0:
-        return None
-    return min(FIRST_RETRY_SECONDS * 2.0 ** (attempt - 1), left)
-
-
-@dataclass(frozen=True)
-class CleanupRetry:
-    """A failed cleanup's next try: the how-many-th, when it is due, and when the first try failed."""
-
-    attempt: int
-    due: datetime
-    first_failure: datetime
-
-
 class Daemon:
     """The scheduled jobs, their guards, and the state they share."""
 
@@ -112,9 +97,8 @@ class Daemon:
         self.clock = clock
         self.stop_event = threading.Event()
         self.reload_requested = threading.Event()
-        self._busy: dict[str, threading.Lock] = {}
+        self.jobs = Jobs(metrics)
         self._one_run = threading.Lock()
-        self._threads: list[threading.Thread] = []
         self._engine: Engine | None = None
         self._table: TaskTable | None = None
         self._totals: Totals | None = None
@@ -192,7 +176,7 @@ class Daemon:
         except ReaperError as exc:
             self._recount_totals = self._recount_totals or previous is None
             self.poll_failures += 1
-            self.metrics.poll_failed(exc.kind, time.monotonic() - started)
+            self.metrics.poll_failed(exc.category, time.monotonic() - started)
             logger.warning(f"database poll failed ({self.poll_failures} in a row): {exc}")
             return False
         if self.poll_failures:
@@ -201,7 +185,7 @@ class Daemon:
         self.metrics.poll_succeeded(stats, now.timestamp(), time.monotonic() - started)
         return True
 
-    def run_policies(self, dry_run: bool, rescue: bool = False) -> RunResult | None:
+    def run_pass(self, dry_run: bool, rescue: bool = False) -> RunResult | None:
         """Run the policies once, or those that find zombies for a rescue (dry in shadow mode); record the outcome."""
         # One run at a time in this process: the cleanup waits for a rescue in progress, and a rescue gives way
         # to any other run. Left to the database lock, our own rescue would lock the nightly cleanup out.
@@ -223,7 +207,7 @@ class Daemon:
             return None
         except ReaperError as exc:
             self.metrics.run_failed(dry_run, "failure", self.clock().timestamp(), rescue)
-            self.metrics.database_errors.labels(exc.kind).inc()
+            self.metrics.database_errors.labels(exc.category).inc()
             raise
         if not dry_run and run.affected and not rescue:
             # The next poll counts what the cleanup left, not what it found. A rescue's failed rows wait for the
@@ -254,29 +238,16 @@ class Daemon:
 
     def rescue(self) -> RunResult | None:
         """Fail (or requeue) the zombies now, as the nightly cleanup would; a dry run in shadow mode."""
-        return self.run_policies(dry_run=False, rescue=True)
+        return self.run_pass(dry_run=False, rescue=True)
 
     def cleanup(self, retry: CleanupRetry | None = None) -> RunResult | None:
         """Run the nightly cleanup (or retry ``retry``); when it fails, plan the next try."""
         self.retry = None  # this run stands for any try still waiting
         try:
-            return self.run_policies(dry_run=False)
+            return self.run_pass(dry_run=False)
         except ReaperError:
-            self.retry = self._next_retry(retry)
+            self.retry = next_retry(retry, self.clock(), self.settings.daemon.cleanup_retry_hours * 3600)
             raise
-
-    def _next_retry(self, failed: CleanupRetry | None) -> CleanupRetry | None:
-        now = self.clock()
-        first = failed.first_failure if failed else now
-        attempt = failed.attempt + 1 if failed else 1
-        window = self.settings.daemon.cleanup_retry_hours * 3600
-        delay = retry_delay_seconds(attempt, (now - first).total_seconds(), window)
-        if delay is None:
-            if window:
-                logger.error(f"cleanup failed {attempt} times in {window / 3600:g} h; the next is the scheduled one")
-            return None
-        logger.warning(f"cleanup failed; try {attempt} in {delay / 60:.1f} min")
-        return CleanupRetry(attempt, now + timedelta(seconds=delay), first)
 
     def _stop_requested(self) -> str | None:
         return "stop requested" if self.stop_event.is_set() else None
@@ -316,53 +287,22 @@ class Daemon:
 
     # --- guards and scheduling -------------------------------------------------------------------
 
-    def guarded(self, name: str, job: Callable[[], object]) -> Callable[[], None]:
-        """Wrap ``job`` so that a failure is logged and counted, and two runs never overlap."""
-        busy = self._busy.setdefault(name, threading.Lock())
-
-        def run_guarded() -> None:
-            if not busy.acquire(blocking=False):
-                self.metrics.jobs_skipped.labels(name).inc()
-                logger.warning(f"job {name} is still running; this turn is skipped")
-                return
-            try:
-                job()
-            except Exception as exc:  # one failing job must never stop the loop
-                kind = exc.kind if isinstance(exc, ReaperError) else type(exc).__name__
-                self.metrics.job_failures.labels(name, kind).inc()
-                logger.opt(exception=not isinstance(exc, ReaperError)).error(f"job {name} failed: {exc}")
-            finally:
-                busy.release()
-
-        return run_guarded
-
-    def in_background(self, name: str, job: Callable[[], object]) -> Callable[[], None]:
-        """Return a callable that runs the guarded ``job`` in a thread, so the loop keeps ticking."""
-        guarded = self.guarded(name, job)
-
-        def start() -> None:
-            thread = threading.Thread(target=guarded, name=f"reaper-{name}", daemon=True)
-            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
-            thread.start()
-
-        return start
-
     def schedule_jobs(self) -> None:
         """(Re)create the scheduled jobs from the current settings."""
         settings = self.settings.daemon
         self.scheduler.clear()
         self.scheduler.every().day.at(settings.dry_run_at, settings.timezone).do(
-            self.in_background("dry_run", lambda: self.run_policies(dry_run=True))
+            self.jobs.in_background("dry_run", lambda: self.run_pass(dry_run=True))
         )
         self.scheduler.every().day.at(settings.cleanup_at, settings.timezone).tag("cleanup").do(
-            self.in_background("cleanup", self.cleanup)
+            self.jobs.in_background("cleanup", self.cleanup)
         )
         # schedule builds a timedelta from the interval, so a float works; its annotation says int.
         every = self.scheduler.every(settings.reload_interval_minutes)  # type: ignore[arg-type]  # see above
-        every.minutes.do(self.guarded("reload", self.reload))
+        every.minutes.do(self.jobs.guarded("reload", self.reload))
         if settings.rescue_interval_seconds:
             rescue = self.scheduler.every(settings.rescue_interval_seconds)  # type: ignore[arg-type]  # see above
-            rescue.seconds.do(self.in_background("rescue", self.rescue))
+            rescue.seconds.do(self.jobs.in_background("rescue", self.rescue))
 
     def next_cleanup(self) -> datetime | None:
         """When the scheduled cleanup (a dry run in shadow mode) is due next, in UTC; ``None`` before scheduling."""
@@ -372,9 +312,7 @@ class Daemon:
 
     def wait_for_jobs(self, timeout: float) -> None:
         """Wait for the jobs running in background threads (tests, and shutdown)."""
-        deadline = time.monotonic() + timeout
-        for thread in list(self._threads):
-            thread.join(max(deadline - time.monotonic(), 0))
+        self.jobs.wait(timeout)
 
     # --- the loop --------------------------------------------------------------------------------
 
@@ -383,12 +321,12 @@ class Daemon:
         self._last_tick = time.monotonic()
         if self.reload_requested.is_set():
             self.reload_requested.clear()
-            self.guarded("reload", self.reload)()
+            self.jobs.guarded("reload", self.reload)()
         retry = self.retry
         if retry is not None and self.clock() >= retry.due:
             self.retry = None
-            self.in_background("cleanup", lambda: self.cleanup(retry))()
-        self.guarded("scheduler", self.scheduler.run_pending)()
+            self.jobs.in_background("cleanup", lambda: self.cleanup(retry))()
+        self.jobs.guarded("scheduler", self.scheduler.run_pending)()
 
     def healthy(self) -> tuple[bool, str]:
         """Whether the loop has ticked lately (for /healthz)."""
@@ -401,7 +339,7 @@ class Daemon:
         return up, "database answered the last poll" if up else "database did not answer the last poll"
 
     def _poll_forever(self) -> None:
-        poll = self.guarded("stats", self.poll)
+        poll = self.jobs.guarded("stats", self.poll)
         while True:
             interval = self.settings.daemon.stats_interval_seconds  # read at each turn: a reload may change it
             if self.stop_event.wait(backoff_seconds(self.poll_failures, interval)):
@@ -417,7 +355,7 @@ class Daemon:
     def run(self, on_ready: Callable[[], None] = lambda: None) -> int:
         """Poll once, call ``on_ready`` (which starts the HTTP server), then loop until stopped."""
         self.schedule_jobs()
-        self.guarded("stats", self.poll)()
+        self.jobs.guarded("stats", self.poll)()
         on_ready()
         poller = threading.Thread(target=self._poll_forever, name="reaper-stats", daemon=True)
         poller.start()

@@ -14,13 +14,15 @@ is escaped.
 from __future__ import annotations
 
 import shlex
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
 
-from reaper.daemon.metrics import ZOMBIE_POLICIES, RunRecord, Snapshot
 from reaper.daemon.page_style import STYLE
+from reaper.daemon.snapshot import ZOMBIE_POLICIES, RunRecord, Snapshot
+from reaper.formats import AT_A_GLANCE, duration_text
 from reaper.inspect.stats import StaleSummary, Stats
 
 TYPES_IN_STRIP = 4  # task types named in the zombie tile; the zombie table lists them all
@@ -47,19 +49,11 @@ def _when(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    hours = seconds / 3600
-    return f"{hours:.1f} h" if hours < 72 else f"{hours / 24:.1f} d"
-
-
 def _relative(timestamp: float, now: float) -> str:
     """``in 3.5 h`` or ``12 min ago``."""
     delta = timestamp - now
-    return f"in {_duration(delta)}" if delta > 0 else f"{_duration(-delta)} ago"
+    span = duration_text(abs(delta), AT_A_GLANCE)
+    return f"in {span}" if delta > 0 else f"{span} ago"
 
 
 def _tile(title: str, value: str, detail: str, state: str = "") -> str:
@@ -76,10 +70,9 @@ def _database_tile(snapshot: Snapshot, now: float) -> str:
 
 def _zombie_types(stale: Mapping[str, StaleSummary]) -> dict[str, int]:
     """Zombies per task type, running and pending together, most first."""
-    totals: dict[str, int] = {}
+    totals: Counter[str] = Counter()
     for summary in stale.values():
-        for kind, count in summary.by_type.items():
-            totals[kind] = totals.get(kind, 0) + count
+        totals.update(summary.by_type)
     return dict(sorted(totals.items(), key=lambda item: (-item[1], item[0])))
 
 
@@ -91,7 +84,7 @@ def _zombie_tile(stats: Stats | None) -> str:
     if not total:
         return _tile("Zombies", "0", split, "zombies ok")
     types = list(_zombie_types(stats.stale).items())
-    named = " · ".join(f"{escape(kind)} {_n(count)}" for kind, count in types[:TYPES_IN_STRIP])
+    named = " · ".join(f"{escape(task_type)} {_n(count)}" for task_type, count in types[:TYPES_IN_STRIP])
     more = f" · {len(types) - TYPES_IN_STRIP} more types" if len(types) > TYPES_IN_STRIP else ""
     return _tile("Zombies", _n(total), f"{split}<br>{named}{more}", "zombies present")
 
@@ -108,8 +101,8 @@ def _oldest_tile(status: str, summary: StaleSummary | None, limit_seconds: float
     if age is None:
         return _tile(title, "none", f"no {escape(status)} task; {threshold}", "ok")
     if limit_seconds is not None and age > limit_seconds:
-        return _tile(title, _duration(age), f"over its {threshold}", "alarm")
-    return _tile(title, _duration(age), f"within its {threshold}", "ok")
+        return _tile(title, duration_text(age, AT_A_GLANCE), f"over its {threshold}", "alarm")
+    return _tile(title, duration_text(age, AT_A_GLANCE), f"within its {threshold}", "ok")
 
 
 def _last_run_tile(runs: tuple[RunRecord, ...], shadow: bool, now: float) -> str:
@@ -170,10 +163,10 @@ def _explain_hint(stale: Mapping[str, StaleSummary]) -> str:
 def _zombie_section(stats: Stats) -> str:
     summaries = [stats.stale.get(status) for status in ZOMBIE_POLICIES]  # a column per status that has zombies
     rows = "".join(
-        f"<tr><td>{escape(kind)}</td>"
-        + "".join(_count_cell(summary.by_type.get(kind, 0) if summary else 0) for summary in summaries)
+        f"<tr><td>{escape(task_type)}</td>"
+        + "".join(_count_cell(summary.by_type.get(task_type, 0) if summary else 0) for summary in summaries)
         + "</tr>"
-        for kind in _zombie_types(stats.stale)
+        for task_type in _zombie_types(stats.stale)
     ) or f'<tr><td colspan="{len(summaries) + 1}">No zombies.</td></tr>'
     heads = "".join(f'<th class="n">stale {escape(status)}</th>' for status in ZOMBIE_POLICIES)
     return (
@@ -235,10 +228,13 @@ def _runs_section(runs: tuple[RunRecord, ...]) -> str:
 
 def _thresholds_section(snapshot: Snapshot) -> str:
     defaults = [(escape(name), "*", seconds) for name, seconds in snapshot.thresholds_seconds.items()]
-    own = [(escape(name), escape(kind), seconds) for (kind, name), seconds in snapshot.type_thresholds_seconds.items()]
+    own = [
+        (escape(name), escape(task_type), seconds)
+        for (task_type, name), seconds in snapshot.type_thresholds_seconds.items()
+    ]
     rows = "".join(
-        f'<tr><td>{name}</td><td>{kind}</td><td class="n">{_duration(seconds)}</td></tr>'
-        for name, kind, seconds in defaults + sorted(own)
+        f'<tr><td>{name}</td><td>{task_type}</td><td class="n">{duration_text(seconds, AT_A_GLANCE)}</td></tr>'
+        for name, task_type, seconds in defaults + sorted(own)
     )
     return (
         '<section><h2>Thresholds in force</h2><table id="thresholds"><tr><th>policy</th><th>task type</th>'

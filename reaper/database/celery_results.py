@@ -83,12 +83,12 @@ class CeleryFailure:
     def constants(self) -> dict[Column[Any], str]:
         """Return the columns every failed row gets the same value in: its content type and encoding."""
         content_type, encoding = CONTENT[self.serializer]
-        found: dict[Column[Any], str] = {}
+        values: dict[Column[Any], str] = {}
         if self.content_type is not None:
-            found[self.content_type] = content_type
+            values[self.content_type] = content_type
         if self.content_encoding is not None:
-            found[self.content_encoding] = encoding
-        return found
+            values[self.content_encoding] = encoding
+        return values
 
 
 def result_column_fits(column: Column[Any]) -> bool:

@@ -67,11 +67,11 @@ class SessionLimits:
 
 def url_secrets(url: URL) -> tuple[str, ...]:
     """The passwords a URL holds (its user part, its query), which no output may show."""
-    found = [str(url.password)] if url.password else []
+    secrets = [str(url.password)] if url.password else []
     for key, value in url.query.items():
         if SECRET_QUERY_KEY.search(key):
-            found += [value] if isinstance(value, str) else list(value)
-    return tuple(secret for secret in found if secret)
+            secrets += [value] if isinstance(value, str) else list(value)
+    return tuple(secret for secret in secrets if secret)
 
 
 def safe_url(url: URL | str) -> str:
@@ -177,7 +177,7 @@ def _category(exc: SQLAlchemyError) -> type[DatabaseError]:
     return DatabaseError
 
 
-def _kind(exc: SQLAlchemyError, category: type[DatabaseError]) -> str:
+def _label(exc: SQLAlchemyError, category: type[DatabaseError]) -> str:
     """A short, bounded label for a database error (used in logs and metric labels)."""
     if category is LockConflict:
         return "lock"
@@ -202,8 +202,8 @@ def converted(exc: SQLAlchemyError, what: str = "", secrets: Iterable[str] = ())
     message = redact(f"{what}: {first_line(exc)}" if what else first_line(exc), secrets)
     category = _category(exc)
     if issubclass(category, RowRefused) and isinstance(exc, DBAPIError):
-        return category(message, _kind(exc, category), what, refused_by=redact(_refused_by(exc), secrets))
-    return category(message, _kind(exc, category), what)
+        return category(message, _label(exc, category), what, refused_by=redact(_refused_by(exc), secrets))
+    return category(message, _label(exc, category), what)
 
 
 def _said_where(error: DatabaseError, what: str, secrets: Iterable[str]) -> DatabaseError:

@@ -153,15 +153,15 @@ class TaskTable:
         column that compares case-insensitively (MySQL's default collations) answers a probe with a
         row spelt differently; there one spelling finds every row, so one is returned.
         """
-        found: list[str] = []
+        spellings: list[str] = []
         for value in self.status_values(role):
             stored = conn.execute(select(self.status).where(self.status == value).limit(1)).scalar()
             if stored is None:
                 continue
             if stored != value:
                 return [value]
-            found.append(value)
-        return found
+            spellings.append(value)
+        return spellings
 
     def status_is(self, role: str) -> ColumnElement[bool]:
         """Return the condition that a row has status ``role``, in any casing."""
@@ -182,11 +182,11 @@ class TaskTable:
         roles = AGE_COLUMNS[status_role]
         if status_role == "pending" and self.pending_since_update:
             roles = REQUEUED_PENDING_AGE_COLUMNS
-        found: dict[str, str] = {}  # column name -> its first role: one column playing two roles counts once
+        role_by_column: dict[str, str] = {}  # column name -> its first role: one column playing two roles counts once
         for role in roles:
             if role in self.columns:
-                found.setdefault(self.columns[role].name, role)
-        return list(found.values())
+                role_by_column.setdefault(self.columns[role].name, role)
+        return list(role_by_column.values())
 
     def age_columns(self, status_role: str) -> list[Column[Any]]:
         """Return the columns whose first non-null value dates a row of ``status_role``."""
@@ -288,7 +288,7 @@ def _optional_preset_roles(settings: Settings) -> set[str]:
 
 
 def _check_columns(table: Table, settings: Settings) -> dict[str, Column[Any]]:
-    found: dict[str, Column[Any]] = {}
+    columns: dict[str, Column[Any]] = {}
     if_present = _optional_preset_roles(settings)
     for role, name in settings.columns.present().items():
         if name not in table.columns and role in if_present:
@@ -299,27 +299,27 @@ def _check_columns(table: Table, settings: Settings) -> dict[str, Column[Any]]:
                 f"column {name!r} not found in table {table.name!r}: "
                 f"set {env_name(('columns', role))} to the right name{optional}"
             )
-        found[role] = table.columns[name]
+        columns[role] = table.columns[name]
     for role in ("created_at", "started_at", "finished_at", "updated_at", "heartbeat_at"):
-        column = found.get(role)
+        column = columns.get(role)
         if column is not None and not isinstance(column.type, DateTime):
             raise SchemaError(
                 f"column {column.name!r} of table {table.name!r} ({env_name(('columns', role))}) "
                 f"is {column.type}, not a date-time column"
             )
-    attempts = found.get("attempts")
+    attempts = columns.get("attempts")
     if attempts is not None and not isinstance(attempts.type, Integer):
         raise SchemaError(
             f"column {attempts.name!r} of table {table.name!r} ({env_name(('columns', 'attempts'))}) "
             f"is {attempts.type}, not an integer column"
         )
-    result = found.get("result")
+    result = columns.get("result")
     if result is not None and not result_column_fits(result):
         raise SchemaError(
             f"column {result.name!r} of table {table.name!r} ({env_name(('columns', 'result'))}) "
             f"is {result.type}, not a binary or text column"
         )
-    return found
+    return columns
 
 
 def _celery_failure(table: Table, columns: dict[str, Column[Any]], settings: Settings) -> CeleryFailure | None:
@@ -352,9 +352,9 @@ def _check_task_type_settings(table: Table, columns: dict[str, Column[Any]], set
             f"[task_types] thresholds are set but table {table.name!r} has no task-type column "
             f"({env_name(('columns', 'task_type'))} is empty)"
         )
-    for name, kind in settings.task_types.items():  # a limit with no column to read would be ignored in silence
+    for name, limits in settings.task_types.items():  # a limit with no column to read would be ignored in silence
         for key, role in TYPE_LIMIT_COLUMNS.items():
-            if getattr(kind, key) is not None and role not in columns:
+            if getattr(limits, key) is not None and role not in columns:
                 raise SchemaError(
                     f"task_types.{name}.{key} is set but table {table.name!r} has no {role.replace('_', '-')} "
                     f"column to apply it to ({env_name(('columns', role))} is empty)"

@@ -91,15 +91,15 @@ def from_json(value: Any, exact: TypeEngine[Any]) -> Any:
         return None
     if isinstance(exact, AsText | Stored):
         return _text(value, exact)
-    kind = _python_type(exact)
-    decode = next((decode for base, decode in DECODERS if kind is not None and issubclass(kind, base)), None)
+    expected = _python_type(exact)
+    decode = next((decode for base, decode in DECODERS if expected is not None and issubclass(expected, base)), None)
     if decode is not None:
         return decode(value)
-    if kind is None:  # a type that says nothing of its values (MySQL's BIT): the driver takes the JSON value
+    if expected is None:  # a type that says nothing of its values (MySQL's BIT): the driver takes the JSON value
         return value
-    if isinstance(value, bool) and kind is not bool:
-        raise ValueError(f"expected {kind.__name__}, got {value!r}")
-    return _plain(value, (kind,))
+    if isinstance(value, bool) and expected is not bool:
+        raise ValueError(f"expected {expected.__name__}, got {value!r}")
+    return _plain(value, (expected,))
 
 
 def _text(value: Any, exact: TypeEngine[Any]) -> Any:
@@ -118,10 +118,10 @@ def _python_type(exact: TypeEngine[Any]) -> type[Any] | None:
         return None
 
 
-def _plain(value: Any, kinds: tuple[type[Any], ...]) -> Any:
-    if isinstance(value, kinds):
+def _plain(value: Any, accepted: tuple[type[Any], ...]) -> Any:
+    if isinstance(value, accepted):
         return value
-    raise ValueError(f"expected {' or '.join(kind.__name__ for kind in kinds)}, got {value!r}")
+    raise ValueError(f"expected {' or '.join(option.__name__ for option in accepted)}, got {value!r}")
 
 
 def _float(value: Any) -> float:

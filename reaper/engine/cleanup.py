@@ -19,10 +19,11 @@ from loguru import logger
 from reaper.database.connection import database_errors, redact
 from reaper.database.lock import exclusive_run
 from reaper.database.table import TaskTable
-from reaper.engine.reap import RunOptions, RunResult, run_policies
+from reaper.engine.reap import RunOptions, run_policies
 from reaper.engine.undated import date_undated
 from reaper.errors import ReaperError
 from reaper.policy.policies import Policy
+from reaper.results import RunResult
 from reaper.safety.archive import Archive, open_archive
 from reaper.safety.audit import append_audit, audit_record
 from reaper.settings.model import Settings

@@ -14,7 +14,7 @@ time its read takes, up to ``sizing.MAX_BATCH_SIZE`` ids, so that the reads stay
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,9 +24,10 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from reaper.database.table import TaskTable
+from reaper.engine.rows import RowShape, TaskRow, rule_shape
 from reaper.engine.selection import Batch
 from reaper.engine.sizing import BatchSizer
-from reaper.policy.matching import counted_attempts, dating_columns, rule_condition
+from reaper.policy.matching import rule_condition
 from reaper.policy.policies import Policy, Rule
 
 
@@ -40,14 +41,9 @@ class KeyWalk:
     now: datetime
     with_age: bool = True  # read the age columns (and attempts) a fail or requeue writes from
 
-    def columns(self) -> list[Any]:
-        """The columns of a row read: ``(*key, [attempts], *age columns)``, as ``writes`` expects them."""
-        columns: list[Any] = [*self.table.key]
-        if self.with_age:
-            attempts = counted_attempts(self.table, self.rule)
-            columns += [attempts] if attempts is not None else []
-            columns += [column for _, column in dating_columns(self.table, self.policy, self.rule)]
-        return columns
+    def shape(self) -> RowShape:
+        """The rows read: keys, and what ``writes`` needs of them (no position: a range is read whole)."""
+        return rule_shape(self.table, self.policy, self.rule, (), self.with_age)
 
 
 def integer_keys(table: TaskTable) -> bool:
@@ -63,8 +59,8 @@ def key_span(conn: Connection, table: TaskTable) -> tuple[Any, Any] | None:
 
 def next_key(conn: Connection, table: TaskTable, start: int) -> int | None:
     """The smallest id at or after ``start``: where the next range of integer ids begins."""
-    found = conn.execute(select(func.min(table.id)).where(table.id >= start)).scalar()
-    return None if found is None else int(found)
+    following = conn.execute(select(func.min(table.id)).where(table.id >= start)).scalar()
+    return None if following is None else int(following)
 
 
 def _key_after(conn: Connection, table: TaskTable, after: Any, width: int) -> Any:
@@ -75,10 +71,11 @@ def _key_after(conn: Connection, table: TaskTable, after: Any, width: int) -> An
     return conn.execute(query).scalar()
 
 
-def _read(conn: Connection, walk: KeyWalk, bounds: ColumnElement[bool]) -> list[Sequence[Any]]:
+def _read(conn: Connection, walk: KeyWalk, bounds: ColumnElement[bool]) -> list[TaskRow]:
     condition = rule_condition(walk.table, walk.policy, walk.rule, walk.now)
-    rows = conn.execute(select(*walk.columns()).where(bounds, condition)).all()
-    return sorted(rows, key=lambda row: row[0])  # a range comes back in any order: logs and samples read better
+    shape = walk.shape()
+    rows = shape.rows(conn.execute(select(*shape.columns).where(bounds, condition)))
+    return sorted(rows, key=lambda row: row.id)  # a range comes back in any order: logs and samples read better
 
 
 class _Ranges:
@@ -122,10 +119,10 @@ class _Ranges:
         return and_(self.table.id >= low, self.table.id < self.start)
 
 
-def _next_rows(walk: KeyWalk, ranges: _Ranges, reads: BatchSizer, found: int | None) -> list[Sequence[Any]] | None:
+def _next_rows(walk: KeyWalk, ranges: _Ranges, reads: BatchSizer, previous_rows: int | None) -> list[TaskRow] | None:
     """Read the next range's matches (``None``: the walk is over), and size the range after it."""
     with walk.table.engine.connect() as conn:
-        bounds = ranges.next(conn, reads.size, found)
+        bounds = ranges.next(conn, reads.size, previous_rows)
         if bounds is None:
             return None
         started = reads.timer()
@@ -142,10 +139,10 @@ def key_batches(
     ``pause`` is called before every batch but the first, as in ``selection.batches``; when it
     returns false, the walk stops.
     """
-    first, found = True, None
+    first, previous_rows = True, None
     ranges = _Ranges(walk.table)
-    while (rows := _next_rows(walk, ranges, reads, found)) is not None:
-        found, done = len(rows), 0
+    while (rows := _next_rows(walk, ranges, reads, previous_rows)) is not None:
+        previous_rows, done = len(rows), 0
         while done < len(rows):
             if not first and not pause():
                 return

@@ -13,9 +13,8 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from loguru import logger
 
@@ -29,6 +28,7 @@ from reaper.engine.sizing import MAX_BATCH_SIZE, MAX_ID_LIST, BatchSizer
 from reaper.engine.throttle import Throttle
 from reaper.engine.writes import BatchOutcome, WriteContext, write_batch
 from reaper.policy.policies import Action, Policy, Rule
+from reaper.results import PolicyResult, RunResult, done_text
 from reaper.safety.archive import Archive
 
 SAMPLE_SIZE = 5
@@ -57,185 +57,56 @@ class RunOptions:
     timer: Callable[[], float] = time.monotonic
 
 
-@dataclass
-class RuleResult:
-    """What one rule of a policy (one task type, or the default ``*``) found and did."""
-
-    threshold: str
-    action: str
-    heartbeat_threshold: str | None = None
-    matched: int = 0
-    affected: int = 0
-    done: dict[str, int] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        """Return the JSON form used by ``--json``."""
-        return {
-            "threshold": self.threshold,
-            "heartbeat_threshold": self.heartbeat_threshold,
-            "action": self.action,
-            "matched": self.matched,
-            "affected": self.affected,
-            "by_action": dict(self.done),
-        }
-
-
-@dataclass
-class PolicyResult:
-    """What one policy found and did in one pass."""
-
-    policy: str
-    status: str
-    action: str
-    threshold: str
-    cutoff: datetime
-    matched: int = 0
-    affected: int = 0
-    skipped: int = 0
-    skip_reasons: dict[str, int] = field(default_factory=dict)
-    retries: int = 0
-    batches: int = 0
-    sample_ids: list[Any] = field(default_factory=list)
-    stop_reason: str | None = None
-    first_id: Any = None
-    last_id: Any = None
-    done: dict[str, int] = field(default_factory=dict)
-    rules: dict[str, RuleResult] = field(default_factory=dict)
-
-    @classmethod
-    def starting(cls, policy: Policy, now: datetime) -> PolicyResult:
-        """Return the empty result of ``policy``, with a line per rule."""
-        result = cls(policy.name, policy.status, policy.action.value, policy.threshold, policy.cutoff(now))
-        for rule in policy.rules:
-            result.rules[rule.key] = RuleResult(rule.threshold, rule.action.value, rule.heartbeat_threshold)
-        return result
-
-    def record(self, batch: Batch, outcome: BatchOutcome, sample_size: int) -> None:
-        """Count one batch."""
-        self.batches += 1
-        self.matched += batch.size
-        self.affected += outcome.affected
-        rule = self.rules[batch.rule.key]
-        rule.matched += batch.size
-        rule.affected += outcome.affected
-        for action, count in outcome.done.items():
-            self.done[action] = self.done.get(action, 0) + count
-            rule.done[action] = rule.done.get(action, 0) + count
-        self.skipped += outcome.skipped
-        self.retries += outcome.retries
-        for reason, count in outcome.reasons.items():
-            self.skip_reasons[reason] = self.skip_reasons.get(reason, 0) + count
-        # The smallest ids changed: the ones a dry run's sample shows too (see ``counting``).
-        self.sample_ids = heapq.nsmallest(sample_size, [*self.sample_ids, *(row[0] for row in batch.rows)])
-        ids = batch.ids
-        if not ids:
-            return
-        self.first_id = min(ids) if self.first_id is None else min(self.first_id, *ids)
-        self.last_id = max(ids) if self.last_id is None else max(self.last_id, *ids)
-
-    def record_count(self, rule: Rule, count: RuleCount) -> None:
-        """Count what a dry run found for one rule (nothing is read, so no batch)."""
-        done = count.done(rule)
-        self.matched += count.matched
-        self.rules[rule.key].matched += count.matched
-        for action, rows in done.items():
-            self.done[action] = self.done.get(action, 0) + rows
-            self.rules[rule.key].done[action] = rows
-        lows = [value for value in (self.first_id, count.low) if value is not None]
-        highs = [value for value in (self.last_id, count.high) if value is not None]
-        self.first_id = min(lows) if lows else None
-        self.last_id = max(highs) if highs else None
-
-    def to_json(self) -> dict[str, Any]:
-        """Return the JSON form used by ``--json``."""
-        return {
-            "matched": self.matched,
-            "affected": self.affected,
-            "skipped": self.skipped,
-            "skip_reasons": self.skip_reasons,
-            "retries": self.retries,
-            "action": self.action,
-            "status": self.status,
-            "threshold": self.threshold,
-            "cutoff": self.cutoff.isoformat(),
-            "batches": self.batches,
-            "sample_ids": [_jsonable(value) for value in self.sample_ids],
-            "id_range": [_jsonable(self.first_id), _jsonable(self.last_id)],
-            "stopped": self.stop_reason,
-            "by_action": dict(self.done),
-            "rules": {key: rule.to_json() for key, rule in self.rules.items()},
-        }
+def _record_batch(result: PolicyResult, batch: Batch, outcome: BatchOutcome, sample_size: int) -> None:
+    """Count one batch into ``result`` and the line of its rule."""
+    result.batches += 1
+    result.matched += batch.size
+    result.affected += outcome.affected
+    rule = result.rules[batch.rule.key]
+    rule.matched += batch.size
+    rule.affected += outcome.affected
+    result.done.update(outcome.done)
+    rule.done.update(outcome.done)
+    result.skipped += outcome.skipped
+    result.retries += outcome.retries
+    result.skip_reasons.update(outcome.reasons)
+    # The smallest ids changed: the ones a dry run's sample shows too (see ``counting``).
+    result.sample_ids = heapq.nsmallest(sample_size, [*result.sample_ids, *(row.id for row in batch.rows)])
+    ids = batch.ids
+    if not ids:
+        return
+    result.first_id = min(ids) if result.first_id is None else min(result.first_id, *ids)
+    result.last_id = max(ids) if result.last_id is None else max(result.last_id, *ids)
 
 
-@dataclass
-class RunResult:
-    """The outcome of one pass over a list of policies."""
-
-    dry_run: bool
-    now: datetime
-    policies: dict[str, PolicyResult]
-    duration_seconds: float = 0.0
-    stop_reason: str | None = None
-    throttle: dict[str, float] = field(default_factory=dict)  # seconds paused, per reason
-
-    @property
-    def throttled_seconds(self) -> float:
-        """Seconds the pass paused for the server's load or a replica's lag."""
-        return sum(self.throttle.values())
-    failed: bool = False  # ended by an error or a second signal, in the middle of a batch
-
-    @property
-    def stopped_early(self) -> bool:
-        """Whether the pass ended before every policy had finished."""
-        return self.stop_reason is not None
-
-    @property
-    def affected(self) -> int:
-        """Rows changed or deleted by the whole pass."""
-        return sum(result.affected for result in self.policies.values())
-
-    @property
-    def matched(self) -> int:
-        """Rows the whole pass selected."""
-        return sum(result.matched for result in self.policies.values())
-
-    @property
-    def skipped(self) -> int:
-        """Rows the whole pass could not write (locked, or refused by a constraint)."""
-        return sum(result.skipped for result in self.policies.values())
-
-    def to_json(self) -> dict[str, Any]:
-        """Return the JSON form used by ``--json``."""
-        return {
-            "dry_run": self.dry_run,
-            "now": self.now.isoformat(),
-            "policies": {name: result.to_json() for name, result in self.policies.items()},
-            "duration_seconds": round(self.duration_seconds, 6),
-            "stopped_early": self.stopped_early,
-            "stop_reason": self.stop_reason,
-            "throttled_seconds": round(self.throttled_seconds, 3),
-            "throttle": {reason: round(seconds, 3) for reason, seconds in self.throttle.items()},
-        }
+def _record_count(result: PolicyResult, rule: Rule, count: RuleCount) -> None:
+    """Count into ``result`` what a dry run found for one rule (nothing is read, so no batch)."""
+    done = count.done(rule)
+    result.matched += count.matched
+    result.rules[rule.key].matched += count.matched
+    result.done.update(done)
+    result.rules[rule.key].done.update(done)  # one count per rule: its line holds exactly these
+    lows = [value for value in (result.first_id, count.low) if value is not None]
+    highs = [value for value in (result.last_id, count.high) if value is not None]
+    result.first_id = min(lows) if lows else None
+    result.last_id = max(highs) if highs else None
 
 
-def _jsonable(value: Any) -> Any:
-    return value if isinstance(value, int | float | str) or value is None else str(value)
-
-
-class _Clock:
-    """Tells a pass when to stop: a stop request, or the end of its run-time budget."""
+class Deadline:
+    """When a pass must stop: at a stop request, at the end of its run-time budget, or once its lock is lost."""
 
     def __init__(self, options: RunOptions) -> None:
         self.options = options
         started = options.timer()
-        self.deadline = None if options.max_runtime_seconds is None else started + options.max_runtime_seconds
+        self.ends_at = None if options.max_runtime_seconds is None else started + options.max_runtime_seconds
         self.lock_checked_at: float | None = None
 
     def stop_reason(self) -> str | None:
+        """Why the pass must stop now, or ``None`` while it may go on."""
         requested = self.options.stop_requested()
         if requested:
             return requested
-        if self.deadline is not None and self.options.timer() >= self.deadline:
+        if self.ends_at is not None and self.options.timer() >= self.ends_at:
             return f"max runtime of {self.options.max_runtime_seconds:g} s reached"
         if self._lock_check_due() and not self.options.still_exclusive():
             return "the run lock was lost (the database dropped its session)"
@@ -251,14 +122,14 @@ class _Clock:
         return True
 
 
-def _throttled(options: RunOptions, clock: _Clock) -> str | None:
+def _throttled(options: RunOptions, deadline: Deadline) -> str | None:
     """Wait while the server is busy or a replica lags (see ``throttle``); say why the pass must stop instead."""
-    return options.throttle.wait(clock.stop_reason) if options.throttle is not None else None
+    return options.throttle.wait(deadline.stop_reason) if options.throttle is not None else None
 
 
 def _log_batch(policy: Policy, batch: Batch, outcome: BatchOutcome, number: int) -> None:
     rows = batch.rows
-    ids = ", ".join(str(row[0]) for row in rows[:LOGGED_IDS_PER_BATCH])
+    ids = ", ".join(str(row.id) for row in rows[:LOGGED_IDS_PER_BATCH])
     more = " ..." if len(rows) > LOGGED_IDS_PER_BATCH else ""
     if batch.id_span is not None:  # deleted along the primary key, ids not read back
         ids, more = f"{batch.id_span[0]} to {batch.id_span[1]}", ""
@@ -306,7 +177,7 @@ def _count_dry(
 ) -> PolicyResult:
     """A dry run of ``policy``: what it matches and a real run would do, counted by the database."""
     for rule, count in count_policy(table, policy, now, plans).items():
-        result.record_count(rule, count)
+        _record_count(result, rule, count)
         if count.matched:
             options.progress(policy.name, count.matched)
     if result.matched and options.sample_size:
@@ -320,38 +191,38 @@ def apply_policy(
     policy: Policy,
     now: datetime,
     options: RunOptions,
-    clock: _Clock | None = None,
+    deadline: Deadline | None = None,
     result: PolicyResult | None = None,
     plans: dict[Rule, Plan] | None = None,
 ) -> PolicyResult:
     """Run ``policy`` over the whole table in batches (a dry run: count it) and return its counts,
     counted into ``result`` as each batch commits, when given: a caller keeps them if the pass fails."""
-    clock = clock or _Clock(options)
+    deadline = deadline or Deadline(options)
     result = result or PolicyResult.starting(policy, now)
     plans = plans if plans is not None else plan_policies(table, [policy])[policy.name]
     if options.dry_run:
         return _count_dry(table, policy, now, plans, options, result)
 
     def pause_then_check() -> bool:
-        """Pause between batches, then say whether the next batch may start (the clock may have run out)."""
+        """Pause between batches, then say whether the next batch may start (the deadline may have come)."""
         if options.sleep_seconds:
             options.sleep(options.sleep_seconds)
-        result.stop_reason = clock.stop_reason() or _throttled(options, clock)
+        result.stop_reason = deadline.stop_reason() or _throttled(options, deadline)
         return result.stop_reason is None
 
     for number, rule in enumerate(policy.rules):
         if number:  # each rule starts a walk of its own: the load is read before its first batch too
-            result.stop_reason = clock.stop_reason() or _throttled(options, clock)
+            result.stop_reason = deadline.stop_reason() or _throttled(options, deadline)
             if result.stop_reason is not None:
                 break
         ctx = WriteContext(table, policy, rule, now, options.max_retries, options.sleep, options.archive)
         for batch, outcome in _rule_batches_written(table, ctx, plans[rule], options, pause_then_check):
             if not batch.size:  # a range whose rows all changed under us, or the empty end of a segment
                 continue
-            result.record(batch, outcome, options.sample_size)
+            _record_batch(result, batch, outcome, options.sample_size)
             options.progress(policy.name, batch.size)
             _log_batch(policy, batch, outcome, result.batches)
-            result.stop_reason = clock.stop_reason()
+            result.stop_reason = deadline.stop_reason()
             if result.stop_reason is not None:
                 return result
         if result.stop_reason is not None:
@@ -359,22 +230,10 @@ def apply_policy(
     return result
 
 
-def done_text(done: dict[str, int], action: str, affected: int, dry_run: bool) -> str:
-    """Say what was (or, in a dry run, would be) done: ``3 failed, 2 requeued`` or ``would be deleted``."""
-    listed = ", ".join(f"{count} {verb}" for verb, count in done.items())
-    if dry_run:
-        return (
-            f"would be: {listed}"
-            if listed and list(done) != [Action(action).done]
-            else f"would be {Action(action).done}"
-        )
-    return listed or f"{affected} {Action(action).done}"
-
-
 def _log_policy(result: PolicyResult, dry_run: bool) -> None:
     done = done_text(result.done, result.action, result.affected, dry_run)
     verb = f"{result.matched} {done}" if dry_run else done
-    skipped = f", {result.skipped} skipped ({result.skip_reasons})" if result.skipped else ""
+    skipped = f", {result.skipped} skipped ({dict(result.skip_reasons)})" if result.skipped else ""
     logger.info(
         f"{result.policy}: {result.matched} {result.status} rows older than {result.threshold}, {verb}{skipped}"
     )
@@ -388,7 +247,7 @@ def run_policies(
     Counts go into ``run`` (a new result when not given) as each batch commits, so a caller that
     keeps it knows what a pass that failed half-way had changed.
     """
-    clock = _Clock(options)
+    deadline = Deadline(options)
     started = options.timer()
     run = run or RunResult(dry_run=options.dry_run, now=now, policies={})
     writes = set().union(*(policy.actions for policy in policies)) if policies else set()
@@ -401,11 +260,11 @@ def run_policies(
     # How each rule reads, for whoever diagnoses a slow run; --check-indexes shows it to a person.
     logger.debug(f"plan: {describe_plans(plans)}")
     for policy in policies:
-        run.stop_reason = clock.stop_reason() or _throttled(options, clock)  # before each policy's first batch
+        run.stop_reason = deadline.stop_reason() or _throttled(options, deadline)  # before each policy's first batch
         if run.stop_reason is not None:
             break
         result = run.policies[policy.name] = PolicyResult.starting(policy, now)
-        apply_policy(table, policy, now, options, clock, result, plans[policy.name])
+        apply_policy(table, policy, now, options, deadline, result, plans[policy.name])
         _log_policy(result, options.dry_run)
         run.stop_reason = result.stop_reason
         if run.stop_reason is not None:

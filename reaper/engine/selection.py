@@ -26,8 +26,9 @@ from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from reaper.database.table import TaskTable
+from reaper.engine.rows import TaskRow, rule_shape
 from reaper.engine.sizing import BatchSizer
-from reaper.policy.matching import counted_attempts, dated_before, dating_columns, datings, type_scope
+from reaper.policy.matching import dated_before, datings, type_scope
 from reaper.policy.policies import Policy, Rule
 
 
@@ -49,7 +50,7 @@ class Batch:
     """
 
     rule: Rule
-    rows: Sequence[Sequence[Any]]  # rows as read (each starts with its key), or bare keys
+    rows: Sequence[TaskRow]  # rows as read, or bare keys
     count: int | None = None
     id_span: tuple[Any, Any] | None = None
 
@@ -61,12 +62,12 @@ class Batch:
     @property
     def ids(self) -> list[Any]:
         """The ids known of the batch: its rows', or the ends of its stretch of ids."""
-        return [row[0] for row in self.rows] if self.id_span is None else list(self.id_span)
+        return [row.id for row in self.rows] if self.id_span is None else list(self.id_span)
 
 
 def segments(table: TaskTable, policy: Policy, now: datetime, spellings: Sequence[str]) -> list[Segment]:
     """Return the disjoint segments that together hold every row ``policy`` matches at ``now``."""
-    found = []
+    parts = []
     for rule in policy.rules:
         first, *rest = datings(table, policy, rule, now)
         scope = type_scope(table, policy, rule)
@@ -75,11 +76,11 @@ def segments(table: TaskTable, policy: Policy, now: datetime, spellings: Sequenc
             dated = and_(status, table.before(first.column, first.cutoff))
             # paged on the column as the database compares it (its text on SQLite), and down to the whole
             # key, so that a batch never resumes past a row it did not read
-            found.append(Segment(rule, dated, (table.dialect.as_stored(first.column), *table.key)))
+            parts.append(Segment(rule, dated, (table.dialect.as_stored(first.column), *table.key)))
             if rest:
                 undated_first = and_(status, first.column.is_(None), dated_before(table, rest))
-                found.append(Segment(rule, undated_first, table.key))
-    return found
+                parts.append(Segment(rule, undated_first, table.key))
+    return parts
 
 
 def resume_after(order: Sequence[ColumnElement[Any]], values: Sequence[Any]) -> ColumnElement[bool]:
@@ -101,18 +102,12 @@ def segment_query(
 ) -> Select[Any]:
     """Return the SELECT of the next batch of ``segment``: keys, the position reached, and the ages.
 
-    A row is ``(*key, *position, [attempts], *age columns)`` (the key: the id, and the rest of a
-    primary key the id is a part of; see ``TaskTable.key``), the age columns in the order of
-    ``matching.datings``, the attempts only for a rule that requeues with a bound;
+    Its rows have the shape ``rows.rule_shape`` gives, the position being the segment's order;
     without ``with_age`` (a delete needs no age) the SELECT reads only the index, as the age of a row
     may come from columns the index does not hold.
     """
-    columns = [*table.key, *segment.order]
-    if with_age:
-        attempts = counted_attempts(table, segment.rule)
-        columns += [attempts] if attempts is not None else []  # before the ages, which come last
-        columns += [column for _, column in dating_columns(table, policy, segment.rule)]
-    query = select(*columns).where(segment.where)
+    shape = rule_shape(table, policy, segment.rule, segment.order, with_age)
+    query = select(*shape.columns).where(segment.where)
     if after is not None:
         query = query.where(resume_after(segment.order, after))
     return query.order_by(*segment.order).limit(size)
@@ -139,15 +134,16 @@ def batches(
     for segment in segments(table, policy, now, spellings):
         if rule is not None and segment.rule is not rule:
             continue
+        shape = rule_shape(table, policy, segment.rule, segment.order, with_age)
         after: Sequence[Any] | None = None
         while True:
             if after is not None and not pause():
                 return
             size = sizer.size
             with table.engine.connect() as conn:
-                rows = conn.execute(segment_query(table, policy, segment, after, size, with_age)).all()
+                rows = shape.rows(conn.execute(segment_query(table, policy, segment, after, size, with_age)))
             if rows:
                 yield Batch(segment.rule, rows)
             if len(rows) < size:
                 break
-            after = tuple(rows[-1][len(table.key) : len(table.key) + len(segment.order)])
+            after = rows[-1].position

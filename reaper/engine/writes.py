@@ -9,6 +9,7 @@ the rest is written.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,7 +24,9 @@ from sqlalchemy.sql.elements import ColumnElement
 from reaper.database.connection import database_errors
 from reaper.database.table import TaskTable
 from reaper.database.values import exact_columns
+from reaper.engine.rows import TaskRow
 from reaper.errors import ConstraintRefused, LockConflict
+from reaper.formats import duration_text
 from reaper.policy.matching import Dating, dated_by, datings, rule_condition
 from reaper.policy.policies import Action, Policy, Rule
 from reaper.safety.archive import Archive
@@ -37,19 +40,17 @@ class BatchOutcome:
 
     affected: int = 0
     skipped: int = 0
-    reasons: dict[str, int] = field(default_factory=dict)
+    reasons: Counter[str] = field(default_factory=Counter)  # rows skipped, by why
     retries: int = 0
-    done: dict[str, int] = field(default_factory=dict)
+    done: Counter[str] = field(default_factory=Counter)  # rows affected, by action done
 
     def add(self, other: BatchOutcome) -> None:
         """Fold another outcome into this one."""
         self.affected += other.affected
         self.skipped += other.skipped
         self.retries += other.retries
-        for reason, count in other.reasons.items():
-            self.reasons[reason] = self.reasons.get(reason, 0) + count
-        for action, count in other.done.items():
-            self.done[action] = self.done.get(action, 0) + count
+        self.reasons.update(other.reasons)
+        self.done.update(other.done)
 
 
 @dataclass(frozen=True)
@@ -70,16 +71,9 @@ class WriteContext:
         return rule_condition(self.table, self.policy, self.rule, self.now)
 
 
-def _age_text(seconds: float) -> str:
-    hours = seconds / 3600
-    if hours < 1:
-        return f"{seconds / 60:.0f} min"
-    return f"{hours:.1f} h" if hours < 72 else f"{hours / 24:.1f} d"
-
-
 def failure_reason(policy: Policy, rule: Rule, dating: Dating, dated_from: datetime, now: datetime, ending: str) -> str:
     """Return the text written into the error column of a row that ``rule`` fails or requeues."""
-    age = _age_text((now - dated_from).total_seconds())
+    age = duration_text((now - dated_from).total_seconds())
     scope = f" for {rule.key}" if rule.task_types else ""
     if dating.is_heartbeat:
         return (
@@ -92,18 +86,18 @@ def failure_reason(policy: Policy, rule: Rule, dating: Dating, dated_from: datet
     )
 
 
-def _reason_texts(ctx: WriteContext, rows: Sequence[Sequence[Any]], ending: str) -> dict[tuple[Any, ...], str]:
-    """Return each row's reason, by key (the age columns are the last ones selected)."""
-    found = datings(ctx.table, ctx.policy, ctx.rule, ctx.now)
+def _reason_texts(ctx: WriteContext, rows: Sequence[TaskRow], ending: str) -> dict[tuple[Any, ...], str]:
+    """Return each row's reason, by key."""
+    dates = datings(ctx.table, ctx.policy, ctx.rule, ctx.now)
     reasons = {}
     for row in rows:
-        dated = dated_by(ctx.table, found, row[-len(found) :])
+        dated = dated_by(ctx.table, dates, row.ages)
         assert dated is not None  # the selection only matches rows with an age
-        reasons[_key(ctx.table, row)] = failure_reason(ctx.policy, ctx.rule, *dated, ctx.now, ending)
+        reasons[row.key] = failure_reason(ctx.policy, ctx.rule, *dated, ctx.now, ending)
     return reasons
 
 
-def _reasons(ctx: WriteContext, rows: Sequence[Sequence[Any]], ending: str) -> ColumnElement[Any] | None:
+def _reasons(ctx: WriteContext, rows: Sequence[TaskRow], ending: str) -> ColumnElement[Any] | None:
     """Return a CASE on id giving each row its reason, or ``None`` when the table has no error column."""
     table, error = ctx.table, ctx.table.column("error")
     if error is None:
@@ -112,7 +106,7 @@ def _reasons(ctx: WriteContext, rows: Sequence[Sequence[Any]], ending: str) -> C
     return table.by_key({key: table.fit_error(text) for key, text in texts.items()})
 
 
-def _exceptions(ctx: WriteContext, rows: Sequence[Sequence[Any]], ending: str) -> dict[Any, Any]:
+def _exceptions(ctx: WriteContext, rows: Sequence[TaskRow], ending: str) -> dict[Any, Any]:
     """Return the values that store each failed row's exception where Celery reads it (none without a
     result column): a CASE on the key for the result, and the content type and encoding."""
     table, failure = ctx.table, ctx.table.celery_failure
@@ -123,16 +117,11 @@ def _exceptions(ctx: WriteContext, rows: Sequence[Sequence[Any]], ending: str) -
     return {failure.result: table.by_key(stored), **failure.constants()}
 
 
-def _key(table: TaskTable, row: Sequence[Any]) -> tuple[Any, ...]:
-    """The key a selected row starts with."""
-    return tuple(row[: len(table.key)])
+def _keys(rows: Sequence[TaskRow]) -> list[tuple[Any, ...]]:
+    return [row.key for row in rows]
 
 
-def _keys(table: TaskTable, rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
-    return [_key(table, row) for row in rows]
-
-
-def _set_failed(conn: Connection, ctx: WriteContext, rows: Sequence[Sequence[Any]], ending: str, *extra: Any) -> int:
+def _set_failed(conn: Connection, ctx: WriteContext, rows: Sequence[TaskRow], ending: str, *extra: Any) -> int:
     table = ctx.table
     values: dict[Any, Any] = {table.status: table.write_value(conn, "failure")}
     reasons = _reasons(ctx, rows, ending)
@@ -143,11 +132,11 @@ def _set_failed(conn: Connection, ctx: WriteContext, rows: Sequence[Sequence[Any
         column = table.column(role)
         if column is not None:
             values[column] = table.to_db(ctx.now, column)
-    query = update(table.table).where(table.key_in(_keys(table, rows)), ctx.selection, *extra).values(values)
+    query = update(table.table).where(table.key_in(_keys(rows)), ctx.selection, *extra).values(values)
     return int(conn.execute(query).rowcount)
 
 
-def _requeue(conn: Connection, ctx: WriteContext, rows: Sequence[Sequence[Any]]) -> dict[str, int]:
+def _requeue(conn: Connection, ctx: WriteContext, rows: Sequence[TaskRow]) -> dict[str, int]:
     """Set rows back to pending (past the attempts bound: to failure), in one transaction."""
     table, stamp = ctx.table, f"{ctx.now:%Y-%m-%d %H:%M:%S} UTC"
     attempts = table.column("attempts")
@@ -163,7 +152,7 @@ def _requeue(conn: Connection, ctx: WriteContext, rows: Sequence[Sequence[Any]])
     if attempts is not None and ctx.rule.max_attempts is not None:
         values[attempts] = func.coalesce(attempts, 0) + 1
         under_bound = [or_(attempts.is_(None), attempts < ctx.rule.max_attempts)]
-    query = update(table.table).where(table.key_in(_keys(table, rows)), ctx.selection, *under_bound).values(values)
+    query = update(table.table).where(table.key_in(_keys(rows)), ctx.selection, *under_bound).values(values)
     requeued = int(conn.execute(query).rowcount)
     if not under_bound:
         return {"requeued": requeued}
@@ -173,8 +162,8 @@ def _requeue(conn: Connection, ctx: WriteContext, rows: Sequence[Sequence[Any]])
     return {"requeued": requeued, "failed": failed}
 
 
-def _delete(conn: Connection, ctx: WriteContext, rows: Sequence[Sequence[Any]]) -> int:
-    keys = _keys(ctx.table, rows)
+def _delete(conn: Connection, ctx: WriteContext, rows: Sequence[TaskRow]) -> int:
+    keys = _keys(rows)
     if ctx.archive is None:
         return int(conn.execute(delete(ctx.table.table).where(ctx.table.key_in(keys), ctx.selection)).rowcount)
     deleted = _delete_returning(conn, ctx, keys)
@@ -198,7 +187,7 @@ def _delete_returning(conn: Connection, ctx: WriteContext, keys: list[tuple[Any,
     return locked
 
 
-def _write_once(ctx: WriteContext, rows: Sequence[Sequence[Any]]) -> dict[str, int]:
+def _write_once(ctx: WriteContext, rows: Sequence[TaskRow]) -> dict[str, int]:
     """Write one batch in one transaction; return the rows affected by action done."""
     with ctx.table.engine.begin() as conn:
         if ctx.rule.action is Action.DELETE:
@@ -208,7 +197,7 @@ def _write_once(ctx: WriteContext, rows: Sequence[Sequence[Any]]) -> dict[str, i
         return {"failed": _set_failed(conn, ctx, rows, f"set to failure at {ctx.now:%Y-%m-%d %H:%M:%S} UTC")}
 
 
-def _write_retrying(ctx: WriteContext, rows: Sequence[Sequence[Any]], outcome: BatchOutcome) -> dict[str, int] | None:
+def _write_retrying(ctx: WriteContext, rows: Sequence[TaskRow], outcome: BatchOutcome) -> dict[str, int] | None:
     """Write, retrying lock conflicts; return rows affected by action, or ``None`` when the retries ran out."""
     for attempt in range(ctx.max_retries + 1):
         try:
@@ -223,7 +212,7 @@ def _write_retrying(ctx: WriteContext, rows: Sequence[Sequence[Any]], outcome: B
     return None
 
 
-def write_batch(ctx: WriteContext, rows: Sequence[Sequence[Any]]) -> BatchOutcome:
+def write_batch(ctx: WriteContext, rows: Sequence[TaskRow]) -> BatchOutcome:
     """Fail or delete ``rows`` under the policy's condition; skip what the database will not take."""
     outcome = BatchOutcome()
     try:
@@ -231,15 +220,15 @@ def write_batch(ctx: WriteContext, rows: Sequence[Sequence[Any]]) -> BatchOutcom
     except ConstraintRefused as exc:
         if len(rows) == 1:
             reason = f"refused by {exc.refused_by}"
-            logger.warning(f"{ctx.policy.name}: id {rows[0][0]} {reason}, skipped")
-            outcome.add(BatchOutcome(skipped=1, reasons={reason: 1}))
+            logger.warning(f"{ctx.policy.name}: id {rows[0].id} {reason}, skipped")
+            outcome.add(BatchOutcome(skipped=1, reasons=Counter({reason: 1})))
             return outcome
         middle = len(rows) // 2
         outcome.add(write_batch(ctx, rows[:middle]))
         outcome.add(write_batch(ctx, rows[middle:]))
         return outcome
     if affected is None:
-        outcome.add(BatchOutcome(skipped=len(rows), reasons={"lock conflict": len(rows)}))
+        outcome.add(BatchOutcome(skipped=len(rows), reasons=Counter({"lock conflict": len(rows)})))
     else:
-        outcome.add(BatchOutcome(affected=sum(affected.values()), done=affected))
+        outcome.add(BatchOutcome(affected=sum(affected.values()), done=Counter(affected)))
     return outcome

@@ -18,7 +18,8 @@ from sqlalchemy import Integer, Uuid, select
 from sqlalchemy.engine import Connection
 
 from reaper.database.table import TaskTable
-from reaper.errors import ReaperError
+from reaper.errors import EXIT_USAGE, ReaperError
+from reaper.formats import EXACT_AGE, duration_text, json_value
 from reaper.policy.matching import Dating, dated_by, datings, rule_condition, type_scope
 from reaper.policy.policies import Action, Policy, Rule
 
@@ -33,14 +34,14 @@ VERDICT_TEXT = {
 class TaskNotFound(ReaperError):
     """No row has the id given to ``--explain``."""
 
-    kind = "not_found"
+    category = "not_found"
 
 
 class BadTaskId(ReaperError):
     """The id given to ``--explain`` cannot be an id of the table (a usage error)."""
 
-    exit_code = 2
-    kind = "usage"
+    exit_code = EXIT_USAGE
+    category = "usage"
 
 
 @dataclass
@@ -69,7 +70,7 @@ class Explanation:
     def to_json(self) -> dict[str, Any]:
         """Return the JSON form used by ``--explain ID --json``."""
         return {
-            "id": self.task_id if isinstance(self.task_id, int | str) else str(self.task_id),
+            "id": json_value(self.task_id),
             "now": self.now.isoformat(),
             "status": self.status,
             "status_role": self.status_role,
@@ -118,10 +119,10 @@ def parse_task_id(table: TaskTable, text: str) -> Any:
         return _integer_id(table, text)
     if isinstance(column_type, Uuid):
         try:
-            found = uuid.UUID(text.strip())
+            parsed = uuid.UUID(text.strip())
         except ValueError:
             raise BadTaskId(f"--explain: {text!r} is not an id of {table.name} (its ids are UUIDs)") from None
-        return found if column_type.as_uuid else str(found)
+        return parsed if column_type.as_uuid else str(parsed)
     return text
 
 
@@ -144,9 +145,9 @@ def _rule_of(conn: Connection, table: TaskTable, policy: Policy, task_id: Any) -
     return policy.default
 
 
-def _ages(table: TaskTable, found: Sequence[Dating], row: dict[str, Any], now: datetime) -> dict[str, dict[str, Any]]:
+def _ages(table: TaskTable, dates: Sequence[Dating], row: dict[str, Any], now: datetime) -> dict[str, dict[str, Any]]:
     ages = {}
-    for item in found:
+    for item in dates:
         moment = table.from_db(row[item.role], item.column)
         ages[item.role] = {
             "column": item.column.name,
@@ -163,11 +164,11 @@ def explain(table: TaskTable, policies: Sequence[Policy], task_id: Any, now: dat
     with table.engine.connect() as conn:
         row = _row(conn, table, task_id)
         role = table.role_of(row["status"])
-        found = Explanation(task_id, now, row["status"], role, row.get("task_type"))
+        explanation = Explanation(task_id, now, row["status"], role, row.get("task_type"))
         policy = next((policy for policy in policies if policy.status == role), None)
         if policy is None:
-            found.why = f"no policy acts on {role} rows: reaper leaves this row alone"
-            return found
+            explanation.why = f"no policy acts on {role} rows: reaper leaves this row alone"
+            return explanation
         rule = _rule_of(conn, table, policy, task_id)
         matches = conn.execute(
             select(table.id).where(table.id == task_id, rule_condition(table, policy, rule, now))
@@ -176,56 +177,58 @@ def explain(table: TaskTable, policies: Sequence[Policy], task_id: Any, now: dat
             select(table.id).where(table.id == task_id, table.status_is(policy.status))
         ).first() is not None
     if not matched_status:  # e.g. 'rUNNING': the role by name, but no spelling the policies match
-        found.why = (
+        explanation.why = (
             f"{policy.name}: its stored status {row['status']!r} is not one of the spellings reaper matches "
             f"({', '.join(table.status_values(policy.status))}), so no run touches it"
         )
-        return found
-    _judge(found, table, policy, rule, row, matches)
-    return found
+        return explanation
+    _judge(explanation, table, policy, rule, row, matches)
+    return explanation
 
 
 def _judge(
-    found: Explanation, table: TaskTable, policy: Policy, rule: Rule, row: dict[str, Any], matches: bool
+    explanation: Explanation, table: TaskTable, policy: Policy, rule: Rule, row: dict[str, Any], matches: bool
 ) -> None:
-    now = found.now
-    found.policy, found.rule, found.threshold = policy.name, rule.key, rule.threshold
-    found.heartbeat_threshold = rule.heartbeat_threshold
-    found.threshold_seconds = rule.max_age.total_seconds()
+    now = explanation.now
+    explanation.policy, explanation.rule, explanation.threshold = policy.name, rule.key, rule.threshold
+    explanation.heartbeat_threshold = rule.heartbeat_threshold
+    explanation.threshold_seconds = rule.max_age.total_seconds()
     if rule.heartbeat_max_age is not None:
-        found.heartbeat_threshold_seconds = rule.heartbeat_max_age.total_seconds()
+        explanation.heartbeat_threshold_seconds = rule.heartbeat_max_age.total_seconds()
     dates = datings(table, policy, rule, now)
-    found.ages = _ages(table, dates, row, now)
+    explanation.ages = _ages(table, dates, row, now)
     dated = dated_by(table, dates, [row[item.role] for item in dates])
     scope = f"the {rule.key} rule" if rule.task_types else "the default rule"
     if dated is None:
-        found.why = f"{policy.name} ({scope}): the row has no value in any of its age columns, so it never matches"
+        explanation.why = (
+            f"{policy.name} ({scope}): the row has no value in any of its age columns, so it never matches"
+        )
         return
     dating, moment = dated
-    found.dated_by = dating.role
-    found.eligible_at = moment + (now - dating.cutoff)
-    age = (now - moment).total_seconds()
-    measured = f"{dating.role} {moment:%Y-%m-%d %H:%M:%S} UTC, {_readable(age)} ago, limit {dating.threshold}"
-    if not matches and found.eligible_at <= now:  # Python and the database disagree: say so, never guess
-        found.why = (
+    explanation.dated_by = dating.role
+    explanation.eligible_at = moment + (now - dating.cutoff)
+    age = duration_text((now - moment).total_seconds(), EXACT_AGE)
+    measured = f"{dating.role} {moment:%Y-%m-%d %H:%M:%S} UTC, {age} ago, limit {dating.threshold}"
+    if not matches and explanation.eligible_at <= now:  # Python and the database disagree: say so, never guess
+        explanation.why = (
             f"{policy.name} ({scope}): {measured}: over the limit as reaper reads it, yet the database does "
             "not match the row (check REAPER_DATABASE_TIMEZONE and how the column stores time)"
         )
         return
     if not matches:
-        found.verdict = "none"
-        found.why = (
+        explanation.verdict = "none"
+        explanation.why = (
             f"{policy.name} ({scope}): {measured}: under the limit, "
-            f"eligible from {found.eligible_at:%Y-%m-%d %H:%M:%S} UTC"
+            f"eligible from {explanation.eligible_at:%Y-%m-%d %H:%M:%S} UTC"
         )
         if dating.is_heartbeat:
-            found.why += " if no heartbeat comes before"
+            explanation.why += " if no heartbeat comes before"
         return
-    found.verdict, outcome = _action(found, table, rule, row)
-    found.why = f"{policy.name} ({scope}): {measured}: over the limit; {outcome}"
+    explanation.verdict, outcome = _action(explanation, table, rule, row)
+    explanation.why = f"{policy.name} ({scope}): {measured}: over the limit; {outcome}"
 
 
-def _action(found: Explanation, table: TaskTable, rule: Rule, row: dict[str, Any]) -> tuple[str, str]:
+def _action(explanation: Explanation, table: TaskTable, rule: Rule, row: dict[str, Any]) -> tuple[str, str]:
     """The verdict of a matching row, and why: the rule's action, bounded by the attempts for requeue."""
     if rule.action is Action.DELETE:
         return "deleted", "the next run deletes it"
@@ -233,32 +236,26 @@ def _action(found: Explanation, table: TaskTable, rule: Rule, row: dict[str, Any
         return "failed", "the next run sets it to failure"
     if table.column("attempts") is None:
         return "requeued", "the next run requeues it (no attempts column, so no bound)"
-    found.attempts, found.max_attempts = row["attempts"], rule.max_attempts
+    explanation.attempts, explanation.max_attempts = row["attempts"], rule.max_attempts
     spent = row["attempts"] or 0
     if rule.max_attempts is not None and spent >= rule.max_attempts:
         return "failed", f"attempts {spent} reached the bound of {rule.max_attempts}: the next run sets it to failure"
     return "requeued", f"attempts {spent} of {rule.max_attempts}: the next run requeues it to pending"
 
 
-def _readable(seconds: float) -> str:
-    if seconds < 3600:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h" if seconds < 72 * 3600 else f"{seconds / 86400:.1f} d"
-
-
-def render_explanation(found: Explanation) -> str:
+def render_explanation(explanation: Explanation) -> str:
     """Return the human text of ``--explain``."""
-    kind = found.task_type if found.task_type is not None else "(none)"
+    task_type = explanation.task_type if explanation.task_type is not None else "(none)"
     lines = [
-        f"task {found.task_id}: status {found.status!r} ({found.status_role}), task type {kind}",
-        f"at {found.now:%Y-%m-%d %H:%M:%S} UTC",
+        f"task {explanation.task_id}: status {explanation.status!r} ({explanation.status_role}), task type {task_type}",
+        f"at {explanation.now:%Y-%m-%d %H:%M:%S} UTC",
     ]
-    if found.policy:
-        beat = f", heartbeat limit {found.heartbeat_threshold}" if found.heartbeat_threshold else ""
-        lines.append(f"policy {found.policy}, rule {found.rule}: limit {found.threshold}{beat}")
-        for role, age in found.ages.items():
-            shown = f"{age['value']} ({_readable(age['age_seconds'])} ago)" if age["value"] else "empty"
-            marker = "  <- dates the row" if role == found.dated_by else ""
+    if explanation.policy:
+        beat = f", heartbeat limit {explanation.heartbeat_threshold}" if explanation.heartbeat_threshold else ""
+        lines.append(f"policy {explanation.policy}, rule {explanation.rule}: limit {explanation.threshold}{beat}")
+        for role, age in explanation.ages.items():
+            shown = f"{age['value']} ({duration_text(age['age_seconds'], EXACT_AGE)} ago)" if age["value"] else "empty"
+            marker = "  <- dates the row" if role == explanation.dated_by else ""
             lines.append(f"  {role:<13} {age['column']:<16} {shown}{marker}")
-    lines.append(f"verdict: {VERDICT_TEXT.get(found.verdict, found.verdict)}: {found.why}")
+    lines.append(f"verdict: {VERDICT_TEXT.get(explanation.verdict, explanation.verdict)}: {explanation.why}")
     return "\n".join(lines)

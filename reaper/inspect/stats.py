@@ -139,8 +139,8 @@ def _counts(
     if where is not None:
         query = query.where(where)
     counts: dict[tuple[str, str], int] = defaultdict(int)
-    for status, kind, count in conn.execute(query):
-        counts[(table.role_of(status), _type_key(kind))] += int(count)
+    for status, stored_type, count in conn.execute(query):
+        counts[(table.role_of(status), _type_key(stored_type))] += int(count)
     return dict(counts)
 
 
@@ -166,11 +166,11 @@ def _stale_rule(conn: Connection, table: TaskTable, policy: Policy, rule: Rule, 
     that column's own type: a heartbeat stored with its zone and start times stored naive in the
     database's zone cannot be compared inside one MIN().
     """
-    found = datings(table, policy, rule, now)
-    is_stale = case((dated_before(table, found), 1), else_=0)
+    dates = datings(table, policy, rule, now)
+    is_stale = case((dated_before(table, dates), 1), else_=0)
     oldest = [
-        func.min(case((and_(*(prior.column.is_(None) for prior in found[:i]), item.column.is_not(None)), item.column)))
-        for i, item in enumerate(found)
+        func.min(case((and_(*(prior.column.is_(None) for prior in dates[:i]), item.column.is_not(None)), item.column)))
+        for i, item in enumerate(dates)
     ]
     query = (
         select(_task_type(table), func.sum(is_stale, type_=Integer), *oldest)
@@ -178,9 +178,9 @@ def _stale_rule(conn: Connection, table: TaskTable, policy: Policy, rule: Rule, 
         .group_by(_task_type(table))
     )
     rows = []
-    for kind, stale, *firsts in conn.execute(query):
-        moments = [table.from_db(first, item.column) for first, item in zip(firsts, found, strict=True)]
-        rows.append((kind, stale, min((moment for moment in moments if moment is not None), default=None)))
+    for task_type, stale, *firsts in conn.execute(query):
+        moments = [table.from_db(first, item.column) for first, item in zip(firsts, dates, strict=True)]
+        rows.append((task_type, stale, min((moment for moment in moments if moment is not None), default=None)))
     return rows
 
 
@@ -200,14 +200,15 @@ def _stale(conn: Connection, table: TaskTable, policy: Policy, now: datetime) ->
     )
     oldest: datetime | None = None
     for rule in policy.rules:
-        for kind, stale, moment in _stale_rule(conn, table, policy, rule, now):
+        for task_type, stale, moment in _stale_rule(conn, table, policy, rule, now):
             if stale:
-                summary.by_type[_type_key(kind)] = summary.by_type.get(_type_key(kind), 0) + int(stale)
+                summary.by_type[_type_key(task_type)] = summary.by_type.get(_type_key(task_type), 0) + int(stale)
                 summary.count += int(stale)
             if moment is None:
                 continue
             age = (now - moment).total_seconds()
-            summary.oldest_by_type[_type_key(kind)] = max(summary.oldest_by_type.get(_type_key(kind), age), age)
+            shown = _type_key(task_type)
+            summary.oldest_by_type[shown] = max(summary.oldest_by_type.get(shown, age), age)
             if oldest is None or moment < oldest:
                 oldest = moment
     summary.oldest_age_seconds = (now - oldest).total_seconds() if oldest is not None else None
@@ -224,14 +225,14 @@ def _rule_threshold(rule: Rule) -> str:
 
 def _zombies(conn: Connection, table: TaskTable, policies: Sequence[Policy], now: datetime) -> dict[str, StaleSummary]:
     """Zombies of the policies that fail or requeue (not those that delete), with a few of their ids."""
-    found = {}
+    summaries = {}
     for policy in policies:
         if Action.DELETE in policy.actions:
             continue
-        summary = found[policy.status] = _stale(conn, table, policy, now)
+        summary = summaries[policy.status] = _stale(conn, table, policy, now)
         if summary.count:  # a top-N of the policy's own condition, asked only when there is something to find
             summary.sample_ids = sample_ids(conn, table, policy, now, ZOMBIE_SAMPLE_SIZE)
-    return found
+    return summaries
 
 
 def collect_stats(table: TaskTable, policies: Sequence[Policy], now: datetime) -> Stats:
@@ -277,7 +278,7 @@ def render_report(stats: Stats) -> str:
         lines.append(f"  {task_type:<18} : {count:>6} ({_share(count, total)})")
     lines += ["", f"Created in the last 24 hours: {stats.created_last_24h}", "", "Needing attention:"]
     for status, summary in stats.stale.items():
-        own = "".join(f"; {kind} >{threshold}" for kind, threshold in summary.thresholds_by_type.items())
+        own = "".join(f"; {task_type} >{threshold}" for task_type, threshold in summary.thresholds_by_type.items())
         lines.append(f"  {status} past timeout (>{summary.threshold}{own}): {summary.count}")
     lines.append(rule)
     return "\n".join(lines)

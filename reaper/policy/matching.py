@@ -39,24 +39,24 @@ class Dating:
 def dating_columns(table: TaskTable, policy: Policy, rule: Rule) -> list[tuple[str, Column[Any]]]:
     """Return the age columns of ``rule``'s rows, by role, in the order they count."""
     heartbeat = table.column("heartbeat_at")
-    found = [("heartbeat_at", heartbeat)] if rule.heartbeat_max_age is not None and heartbeat is not None else []
-    return found + [(role, table.columns[role]) for role in table.age_roles(policy.status)]
+    columns = [("heartbeat_at", heartbeat)] if rule.heartbeat_max_age is not None and heartbeat is not None else []
+    return columns + [(role, table.columns[role]) for role in table.age_roles(policy.status)]
 
 
 def datings(table: TaskTable, policy: Policy, rule: Rule, now: datetime) -> list[Dating]:
     """Return the age columns of ``rule``'s rows in the order they count, each with its cut-off."""
-    found = []
+    dates = []
     for role, column in dating_columns(table, policy, rule):
         if role == "heartbeat_at" and rule.heartbeat_max_age is not None:
-            found.append(Dating(role, column, now - rule.heartbeat_max_age, f"{rule.heartbeat_threshold} heartbeat"))
+            dates.append(Dating(role, column, now - rule.heartbeat_max_age, f"{rule.heartbeat_threshold} heartbeat"))
         else:
-            found.append(Dating(role, column, now - rule.max_age, rule.threshold))
-    return found
+            dates.append(Dating(role, column, now - rule.max_age, rule.threshold))
+    return dates
 
 
-def dated_before(table: TaskTable, found: Sequence[Dating]) -> ColumnElement[bool]:
+def dated_before(table: TaskTable, dates: Sequence[Dating]) -> ColumnElement[bool]:
     """Return ``c1 < x1 OR (c1 IS NULL AND (c2 < x2 OR ...))``: each column with its own cut-off."""
-    first, rest = found[0], found[1:]
+    first, rest = dates[0], dates[1:]
     condition = table.before(first.column, first.cutoff)
     if not rest:
         return condition
@@ -84,9 +84,9 @@ def rule_condition(table: TaskTable, policy: Policy, rule: Rule, now: datetime) 
     )
 
 
-def dated_by(table: TaskTable, found: Sequence[Dating], values: Sequence[Any]) -> tuple[Dating, datetime] | None:
-    """Return the age column that dates a row (given its values, in ``found``'s order) and the moment."""
-    for item, value in zip(found, values, strict=True):
+def dated_by(table: TaskTable, dates: Sequence[Dating], values: Sequence[Any]) -> tuple[Dating, datetime] | None:
+    """Return the age column that dates a row (given its values, in ``dates``'s order) and the moment."""
+    for item, value in zip(dates, values, strict=True):
         if value is None:
             continue
         moment = table.from_db(value, item.column)

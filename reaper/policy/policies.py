@@ -93,12 +93,12 @@ class Policy:
         return now - self.max_age
 
 
-def _rule(spec: PolicySpec, types: tuple[str, ...], kind: TaskTypeSettings, heartbeat: bool) -> Rule:
+def _rule(spec: PolicySpec, types: tuple[str, ...], limits: TaskTypeSettings, heartbeat: bool) -> Rule:
     """Build the rule of ``spec`` from one task type's (or the global) settings in force."""
-    age = kind.limit(spec.age)
-    beat = spec.heartbeat.unit.duration(kind.limit(spec.heartbeat)) if spec.heartbeat and heartbeat else None
-    action = kind.chosen(spec.action) if isinstance(spec.action, ActionChoice) else spec.action
-    attempts = kind.count(spec.attempts) if spec.attempts else None
+    age = limits.limit(spec.age)
+    beat = spec.heartbeat.unit.duration(limits.limit(spec.heartbeat)) if spec.heartbeat and heartbeat else None
+    action = limits.chosen(spec.action) if isinstance(spec.action, ActionChoice) else spec.action
+    attempts = limits.count(spec.attempts) if spec.attempts else None
     return Rule(types, spec.age.unit.duration(age), action, spec.age.unit.describe(age), beat, attempts)
 
 
@@ -106,9 +106,9 @@ def standard_policies(settings: Settings) -> list[Policy]:
     """Return the standard policies, with the thresholds in ``settings`` and its task types."""
     heartbeat = settings.task_table.columns.heartbeat_at is not None
     in_force = settings.policies
-    kinds: list[tuple[tuple[str, ...], TaskTypeSettings]] = [((), in_force.for_task_type(None))]
-    kinds += [((name,), in_force.for_task_type(name)) for name in sorted(in_force.task_types)]
-    rules = {spec: tuple(_rule(spec, types, kind, heartbeat) for types, kind in kinds) for spec in STANDARD_SPECS}
+    scopes: list[tuple[tuple[str, ...], TaskTypeSettings]] = [((), in_force.for_task_type(None))]
+    scopes += [((name,), in_force.for_task_type(name)) for name in sorted(in_force.task_types)]
+    rules = {spec: tuple(_rule(spec, types, limits, heartbeat) for types, limits in scopes) for spec in STANDARD_SPECS}
     return [Policy(spec.name, spec.status, rules[spec]) for spec in STANDARD_SPECS]
 
 

@@ -151,8 +151,8 @@ def _archive_table(source: Table, name: str, declared: Mapping[str, str]) -> Tab
     columns: list[Column[Any]] = [Column("reaper_archive_id", Integer, primary_key=True, autoincrement=True)]
     for column in source.columns:
         unknown = isinstance(column.type, NullType)
-        kind: TypeEngine[Any] = _Declared(declared[column.name]) if unknown else column.type
-        columns.append(Column(column.name, kind, nullable=True))
+        column_type: TypeEngine[Any] = _Declared(declared[column.name]) if unknown else column.type
+        columns.append(Column(column.name, column_type, nullable=True))
     columns.append(Column("reaper_archived_at", DateTime(), nullable=True))
     return Table(name, MetaData(), *columns, schema=source.schema)  # beside the task table, in its schema
 

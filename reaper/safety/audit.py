@@ -15,11 +15,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
-from reaper.engine.reap import RunResult
 from reaper.errors import ConfigError
+from reaper.formats import json_value
 from reaper.policy.catalog import policy_options
+from reaper.results import RunResult
 from reaper.safety.restore import RestoreResult
 from reaper.settings.model import Settings
 
@@ -57,7 +56,7 @@ def audit_record(run: RunResult, settings: Settings, mode: str, archive: str | N
     return {
         **_who(run.now, mode, settings),
         "settings": {
-            **{name: _plain(settings.value_of(name)) for name in AUDITED_SETTINGS},
+            **{name: json_value(settings.value_of(name)) for name in AUDITED_SETTINGS},
             "batch_ceiling": settings.batching.ceiling,
             "replica_urls": settings.throttling.safe_replica_urls,
         },
@@ -68,7 +67,7 @@ def audit_record(run: RunResult, settings: Settings, mode: str, archive: str | N
                 "affected": result.affected,
                 "by_action": dict(result.done),
                 "skipped": result.skipped,
-                "id_range": [_plain(result.first_id), _plain(result.last_id)],
+                "id_range": [json_value(result.first_id), json_value(result.last_id)],
             }
             for name, result in run.policies.items()
         },
@@ -94,14 +93,6 @@ def restore_record(result: RestoreResult, settings: Settings, now: datetime, sto
         "stop_reason": stop_reason,
         "outcome": "failed" if stop_reason else "completed",
     }
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):  # task types: name -> their own settings
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, BaseModel):
-        return value.model_dump(exclude_none=True)
-    return value if value is None or isinstance(value, bool | int | float | str) else str(value)
 
 
 def append_audit(path: Path, record: dict[str, Any]) -> None:

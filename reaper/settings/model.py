@@ -155,10 +155,10 @@ class Settings(BaseModel):
     @property
     def secrets(self) -> tuple[str, ...]:
         """Strings that must never appear in any output: the passwords of the database and the replicas."""
-        found: list[str] = []
+        secrets: list[str] = []
         for url in (self.url, *(make_url(replica) for replica in self.throttling.replicas)):
-            found += url_secrets(url)
-        return tuple(secret for secret in found if secret)
+            secrets += url_secrets(url)
+        return tuple(secret for secret in secrets if secret)
 
     @property
     def throttle(self) -> ThrottleSettings:

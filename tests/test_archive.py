@@ -25,12 +25,12 @@ import servers
 from helpers import NOW, Shape, Tasks, ago, real_ago, settings_for
 from reaper.cli.command import main
 from reaper.cli.manual import ConfirmationRefused, confirm_deletions
+from reaper.database.filenames import file_safe
 from reaper.database.table import open_table
 from reaper.engine.reap import RunOptions, run_policies
 from reaper.policy.policies import standard_policies
 from reaper.results import RunResult
 from reaper.safety.archive import JsonlArchive, TableArchive
-from reaper.safety.filenames import file_safe
 from reaper.safety.jsonl import read_jsonl_archive
 from reaper.safety.restore import restore_archive
 

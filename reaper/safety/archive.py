@@ -30,10 +30,10 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.types import NullType, TypeEngine, UserDefinedType
 
 from reaper.database.dialects import dialect_of
+from reaper.database.filenames import file_safe
 from reaper.database.schema import column_names
 from reaper.database.values import exact_type, to_json
 from reaper.errors import ArchiveError, ConfigError
-from reaper.safety.filenames import file_safe
 from reaper.safety.jsonl import gzip_member
 
 ARCHIVE_MODES = ("none", "jsonl", "table")

@@ -27,8 +27,8 @@ from sqlalchemy.types import TypeEngine
 
 from reaper.database.dialects.base import Dialect, RunLock, identity, whole_units
 from reaper.database.exact_types import BINARY_TYPES, Stored
+from reaper.database.filenames import file_safe
 from reaper.errors import LockHeld
-from reaper.safety.filenames import file_safe
 
 if TYPE_CHECKING:
     from reaper.database.connection import SessionLimits

@@ -267,8 +267,8 @@ def _inspect(job: Job) -> int:
         _emit(mode, stats.to_json(), render_report(stats))
         return EXIT_OK
     if mode.name == "explain":
-        found = explain(table, policies, parse_task_id(table, job.args.explain), now)
-        _emit(mode, found.to_json(), render_explanation(found))
+        explanation = explain(table, policies, parse_task_id(table, job.args.explain), now)
+        _emit(mode, explanation.to_json(), render_explanation(explanation))
         return EXIT_OK
     advice = check_indexes(table)
     plans = plan_reports(table, policies, now)

@@ -59,9 +59,9 @@ def refuse_what_the_demo_cannot_honour(
             raise UsageError(f"--demo uses its own database and table; drop {flag}{shown}")
     # Everything but the demo's table settings, on the demo's file: what the user's sources say of them.
     own = load_settings({**overrides, "database_url": demo_overrides()["database_url"]}, config_file)
-    found = _disagreement(own)
-    if found is not None:
-        location, value = found
+    disagreement = _disagreement(own)
+    if disagreement is not None:
+        location, value = disagreement
         raise UsageError(
             f"--demo uses its own table {DEMO_TABLE} and its columns: it cannot honour "
             f"{env_name(location)}={value!r} (from the environment, .env or the config file); "

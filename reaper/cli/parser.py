@@ -60,11 +60,11 @@ class _Parser(argparse.ArgumentParser):
 
     def _suggestion(self, message: str) -> str:
         """``; did you mean --dry-run?`` for the first unknown flag that is close to a known one."""
-        found = UNKNOWN_FLAGS.match(message)
-        if not found:
+        unknown = UNKNOWN_FLAGS.match(message)
+        if not unknown:
             return ""
         known = [flag for action in self._actions for flag in action.option_strings if flag.startswith("--")]
-        for word in found.group(1).split():
+        for word in unknown.group(1).split():
             flag = word.split("=", 1)[0]
             close = difflib.get_close_matches(flag, known, n=1) if flag.startswith("--") else []
             if close:

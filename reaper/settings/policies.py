@@ -4,7 +4,7 @@ No policy is named here. Each declares its settings (``reaper.policy.spec``: key
 default, bounds) and the models below are built from those declarations when the module loads: a
 new policy's ``REAPER_<KEY>``, TOML key and ``[task_types.NAME]`` key follow from its spec alone.
 To the type checker the built models are their declared bases, which read a setting through its
-declaration (``kind.limit(spec.age)``) rather than by attribute.
+declaration (``limits.limit(spec.age)``) rather than by attribute.
 """
 
 from __future__ import annotations

@@ -62,5 +62,5 @@ def dialect_of(source: Engine | Connection | URL | str) -> Dialect:
 
 def dialect_for_error(exc: DBAPIError) -> Dialect:
     """The dialect whose driver raised the error that SQLAlchemy wrapped in ``exc``."""
-    found = (dialect for dialect in dict.fromkeys(DIALECTS.values()) if dialect.reads_error(exc))
-    return next(found, UnknownDatabase(type(exc.orig).__module__))
+    readers = (dialect for dialect in dict.fromkeys(DIALECTS.values()) if dialect.reads_error(exc))
+    return next(readers, UnknownDatabase(type(exc.orig).__module__))

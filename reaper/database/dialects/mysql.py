@@ -143,13 +143,14 @@ class MySQL(SessionLockDialect):
 
     def text_fit(self, conn: Connection, column: Column[Any]) -> TextFit:
         """The column's character set and size, from information_schema (the ``TEXT`` types count bytes)."""
-        found = conn.execute(_TEXT_COLUMN, {"table": column.table.name, "column": column.name}).first()
-        if found is None or found[3] is None:  # not a text column (or hidden from us): the reflected length
+        described = conn.execute(_TEXT_COLUMN, {"table": column.table.name, "column": column.name}).first()
+        if described is None or described[3] is None:  # not a text column (or hidden from us): the reflected length
             return TextFit(max_chars=declared_chars(column))
-        kind, characters, octets, charset = str(found[0]).lower(), found[1], found[2], str(found[3]).lower()
+        data_type, characters, octets = str(described[0]).lower(), described[1], described[2]
+        charset = str(described[3]).lower()
         codec = python_codec(charset, CODECS)
         bmp_only = charset in BMP_ONLY
-        if kind in TEXT_TYPES:  # their sizes count bytes
+        if data_type in TEXT_TYPES:  # their sizes count bytes
             return TextFit(max_bytes=int(octets), codec=codec, bmp_only=bmp_only)
         return TextFit(max_chars=int(characters) if characters else None, codec=codec, bmp_only=bmp_only)
 
@@ -216,8 +217,8 @@ class MySQL(SessionLockDialect):
 
     def constraint_name(self, exc: DBAPIError) -> str | None:
         """The name the message gives (``CONSTRAINT `fk_outputs_task` FOREIGN KEY ...``)."""
-        found = CONSTRAINT.search(str(exc.orig))
-        return found.group(1) if found else None
+        named = CONSTRAINT.search(str(exc.orig))
+        return named.group(1) if named else None
 
 
 def _code(exc: DBAPIError) -> int:

@@ -110,8 +110,8 @@ class SQLite(Dialect):
 
     def declared_types(self, conn: Connection, table_name: str) -> dict[str, str]:
         """The declared types, from ``pragma_table_info``."""
-        found = conn.execute(text("SELECT name, type FROM pragma_table_info(:name)"), {"name": table_name})
-        return {str(name): str(declared) for name, declared in found}
+        columns = conn.execute(text("SELECT name, type FROM pragma_table_info(:name)"), {"name": table_name})
+        return {str(name): str(declared) for name, declared in columns}
 
     def check_load_names(self, names: Sequence[str]) -> None:
         """Refuse any: a file has no server whose load to read."""

@@ -173,17 +173,22 @@ def during(backend: purge.Backend, method: str, args: argparse.Namespace,
     return lines, Outcome(label, purge.percentile(ms, 0.99) if ms else float("inf"), rate_removed)
 
 
+def unthrottled(outcomes: list[Outcome]) -> Outcome | None:
+    """Reaper with its defaults, what every other purge is held against."""
+    return next((o for o in outcomes if o.label == "reaper (defaults)"), None)
+
+
 def goal_lines(idle_p99_ms: float, outcomes: list[Outcome]) -> list[str]:
     """For each throttled purge, whether it kept the application's p99 within 2x idle at half the
     unthrottled rate (until removed), beside reaper with its defaults."""
-    unthrottled = next((o for o in outcomes if o.label == "reaper (defaults)"), None)
+    defaults = unthrottled(outcomes)
     lines = []
     for outcome in outcomes:
-        if not outcome.label.startswith("throttle") or unthrottled is None:
+        if not outcome.label.startswith("throttle") or defaults is None:
             continue
         p99_ok = outcome.p99_ms <= GOAL_P99_OVER_IDLE * idle_p99_ms
-        share = (outcome.rate_removed / unthrottled.rate_removed
-                 if outcome.rate_removed and unthrottled.rate_removed else 0.0)
+        share = (outcome.rate_removed / defaults.rate_removed
+                 if outcome.rate_removed and defaults.rate_removed else 0.0)
         met = "met" if p99_ok and share >= GOAL_RATE_OF_UNTHROTTLED else "MISSED"
         lines.append(f"GOAL {outcome.label}: p99 {outcome.p99_ms:.2f} ms against {GOAL_P99_OVER_IDLE:g}x idle "
                      f"({GOAL_P99_OVER_IDLE * idle_p99_ms:.2f} ms), {share:.2f}x of the unthrottled rate until "
@@ -194,11 +199,12 @@ def goal_lines(idle_p99_ms: float, outcomes: list[Outcome]) -> list[str]:
 def curve_lines(idle_p99_ms: float, outcomes: list[Outcome]) -> list[str]:
     """The curve: for each purge, the application's p99 against idle and the purge's rate against
     reaper with its defaults (until removed), one line each, in the order given."""
-    unthrottled = next((o.rate_removed for o in outcomes if o.label == "reaper (defaults)"), None)
+    defaults = unthrottled(outcomes)
+    base = defaults.rate_removed if defaults else None
     lines = [f"{'CURVE setting':<36} {'p99 ms':>8} {'x idle':>7} {'rows/s':>9} {'x defaults':>10}"]
     for outcome in outcomes:
         rate = f"{outcome.rate_removed:9,.0f}" if outcome.rate_removed else f"{'-':>9}"
-        share = (f"{outcome.rate_removed / unthrottled:10.2f}" if outcome.rate_removed and unthrottled
+        share = (f"{outcome.rate_removed / base:10.2f}" if outcome.rate_removed and base
                  else f"{'-':>10}")
         lines.append(f"{outcome.label:<36} {outcome.p99_ms:8.2f} {outcome.p99_ms / idle_p99_ms:7.2f} {rate} {share}")
     return lines

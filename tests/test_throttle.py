@@ -29,11 +29,12 @@ from helpers import NOW, SERVER_BACKENDS, Tasks, ago, open_tasks, settings_for
 from reaper.cli.report import render_run
 from reaper.engine.cleanup import run_options
 from reaper.engine.reap import run_policies
-from reaper.engine.throttle import POLL_SECONDS, REREAD_SECONDS, LoadLimit, Over, Throttle, open_throttle, parse_spec
+from reaper.engine.throttle import POLL_SECONDS, REREAD_SECONDS, Over, Throttle, open_throttle
 from reaper.errors import ConfigError
 from reaper.policy.policies import standard_policies
 from reaper.results import RunResult
 from reaper.settings.model import load_settings
+from reaper.settings.throttling import LoadLimit, parse_spec
 from servers import Server, free_port
 
 # Three sessions asleep in a query put each server above these, and an idle server below.

@@ -19,8 +19,7 @@ from reaper.policy.catalog import STANDARD_SPECS
 from reaper.policy.spec import Limit
 from reaper.settings.batching import MAX_ID_LIST
 from reaper.settings.database import DEFAULT_DATABASE_URL
-from reaper.settings.model import MAX_DAYS
-from reaper.settings.policies import UNIT_MOST
+from reaper.settings.policies import MAX_DAYS, UNIT_MOST
 from reaper.settings.presets import PRESETS
 from reaper.settings.throttling import parse_spec
 

@@ -29,10 +29,6 @@ from reaper.database.dialects import Lag, dialect_of
 from reaper.errors import AccessDenied, ConfigError, DatabaseError
 from reaper.settings.throttling import DEFAULT_MAX_PAUSE_SECONDS, ThrottleSettings
 
-# What a load SPEC is, and its parsing, are the settings'; named here too for the callers of throttle.
-from reaper.settings.throttling import LoadLimit as LoadLimit
-from reaper.settings.throttling import parse_spec as parse_spec
-
 POLL_SECONDS = 0.5
 REREAD_SECONDS = 0.25
 REPLICA_LAG = "replica_lag"

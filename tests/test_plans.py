@@ -215,7 +215,7 @@ def test_a_walk_along_integer_ids_skips_a_gap_with_one_look_up(tasks: Tasks, dat
     assert len(on_the_table(seen)) < 30  # not a million ids / 5 per range
 
 
-def test_a_purge_without_an_index_reads_range_by_range_of_the_primary_key_and_deletes_by_batch(
+def test_a_purge_without_an_index_deletes_range_by_range_of_the_primary_key(
     tasks: Tasks, database_url: str
 ) -> None:
     old = [tasks.add("success", finished_at=ago(days=40)) for _ in range(12)]
@@ -226,8 +226,27 @@ def test_a_purge_without_an_index_reads_range_by_range_of_the_primary_key_and_de
     run = run_policies(table, standard_policies(settings)[3:], NOW, RunOptions(batch_size=5))
     statements = [" ".join(s.split()).upper() for s, _ in on_the_table(seen)]
     deletes = [s for s in statements if s.startswith("DELETE")]
-    reads = [s for s in statements if s.startswith("SELECT") and "PROCESSING_TASKS.ID >=" in s]
-    assert len(deletes) == 3 and all("ID IN (" in d for d in deletes)  # 5, 5 and 2 rows: the write's batches
-    assert reads and not any("ORDER BY" in s for s in reads)
-    assert (run.policies["success_retention"].affected, tasks.count()) == (12, 1) and tasks.get(young)
-    assert run.policies["success_retention"].sample_ids == old[:5]
+    # stretches of 5 ids: 5, 5 and the 2 old rows beside the young one, each with the rule's condition
+    assert len(deletes) == 3 and all("ID >=" in d and "ID IN (" not in d and "ORDER BY" not in d for d in deletes)
+    result = run.policies["success_retention"]
+    assert (result.affected, result.batches, tasks.count()) == (12, 3, 1) and tasks.get(young)
+    assert result.sample_ids == old[:5]
+    assert result.first_id == old[0] and old[-1] <= result.last_id < young + 5  # the last stretch's end
+
+
+def test_a_purge_without_an_index_skips_a_gap_in_the_ids_with_one_look_up(tasks: Tasks, database_url: str) -> None:
+    with tasks.engine.begin() as conn:
+        for task_id in [*range(1, 11), *range(5_000_000, 5_000_010)]:
+            conn.execute(
+                text(
+                    "INSERT INTO processing_tasks (id, status, created_at, completed_at) "
+                    "VALUES (:id, 'success', :t, :t)"
+                ),
+                {"id": task_id, "t": ago(days=40).replace(tzinfo=None)},
+            )
+    settings = settings_for(database_url, tasks.shape)
+    seen = recorded(tasks.engine)
+    table = open_table(tasks.engine, settings)
+    run = run_policies(table, standard_policies(settings)[3:], NOW, RunOptions(batch_size=5))
+    assert (run.policies["success_retention"].affected, tasks.count()) == (20, 0)
+    assert len(on_the_table(seen)) < 30  # not a million ids / 5 per range

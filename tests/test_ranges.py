@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 
 from helpers import (
@@ -146,3 +146,40 @@ def test_a_refused_range_is_written_in_id_lists_no_longer_than_one_statement_bin
     result = run(reaper_engine, database_url, tasks, 2, batch_size=10).policies["failure_retention"]
     assert (result.matched, result.affected, result.skipped) == (10, 8, 2)
     assert lists and max(lists) <= 3 and sum(lists) == 10  # the refused range of 10 ids, 3 at a time
+
+
+@pytest.mark.parametrize("indexed", [False, True], ids=["primary key walk", "dense index span"], indirect=True)
+def test_the_application_can_write_a_row_that_a_purge_stretch_scans_but_leaves(
+    tasks: Tasks, database_url: str, backend: str, indexed: bool, reaper_engine: Engine
+) -> None:
+    old = [tasks.add("success", finished_at=ago(days=40)) for _ in range(6)]
+    young = tasks.add("success", finished_at=ago(days=1))
+    old.append(tasks.add("success", finished_at=ago(days=40)))  # the young row lies inside the stretch
+    application = create_engine(database_url)
+    written: list[int] = []
+
+    def while_the_stretch_is_uncommitted(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        if written or not statement.lstrip().upper().startswith("DELETE"):
+            return
+        with application.begin() as app:  # as the application: a short lock wait, then it gives up
+            if backend == "mariadb":
+                app.exec_driver_sql("SET SESSION innodb_lock_wait_timeout = 1")
+            elif backend == "postgresql":
+                app.exec_driver_sql("SET LOCAL lock_timeout = '1s'")
+            if backend != "sqlite":  # SQLite locks the whole file: no row-level question to ask
+                written.append(app.execute(text_update(tasks), {"id": young}).rowcount)
+
+    event.listen(reaper_engine, "after_cursor_execute", while_the_stretch_is_uncommitted)
+    settings = settings_for(database_url, tasks.shape)
+    run = run_policies(open_table(reaper_engine, settings), standard_policies(settings)[3:], NOW, RunOptions())
+    application.dispose()
+    assert run.policies["success_retention"].affected == len(old)
+    assert tasks.count() == 1 and tasks.get(young) is not None
+    if backend != "sqlite":
+        assert written == [1]  # not a lock wait timeout: InnoDB at REPEATABLE READ would lock the row it scanned
+
+
+def text_update(tasks: Tasks) -> Any:
+    """The application's write to one task: its time of last update."""
+    names, table = tasks.shape.columns, tasks.table.name
+    return text(f"UPDATE {table} SET {names['updated_at']} = {names['updated_at']} WHERE {names['id']} = :id")

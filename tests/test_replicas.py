@@ -24,6 +24,9 @@ from test_throttle import purgeable, throttled_run
 
 from helpers import BACKENDS, NOW, Shape, Tasks, ago, create_table, require_server, settings_for
 from reaper.database.connection import create_db_engine
+from reaper.database.table import open_table
+from reaper.engine.reap import RunOptions, run_policies
+from reaper.policy.policies import standard_policies
 from servers import (
     Server,
     mariadb_replica_status,
@@ -276,3 +279,21 @@ def test_a_postgresql_primary_whose_standby_has_stopped_pauses_the_run_and_says_
     assert code == 0 and db.tasks.dump() == before and document["stopped_early"] is True
     assert "pg_stat_replication lists no standby" in document["stop_reason"]
     assert "pausing: pg_stat_replication lists no standby" in err
+
+
+def test_a_purge_along_the_primary_key_runs_on_a_primary_that_logs_statements(on_mariadb: Replicated) -> None:
+    db = on_mariadb
+    old = [db.tasks.add("success", finished_at=ago(days=40)) for _ in range(3)]
+    young = db.tasks.add("success", finished_at=ago(days=1))
+    db.primary.admin("SET GLOBAL binlog_format = 'STATEMENT'")  # sessions opened from now on log statements
+    engine = reaper_engine(db.url)
+    try:
+        # InnoDB refuses a write at READ COMMITTED that must be logged as a statement: the range walk keeps
+        # the server's isolation there
+        settings = settings_for(db.url)
+        run = run_policies(open_table(engine, settings), standard_policies(settings)[3:], NOW, RunOptions())
+    finally:
+        engine.dispose()
+        db.primary.admin("SET GLOBAL binlog_format = 'ROW'")
+    assert run.policies["success_retention"].affected == len(old)
+    assert db.tasks.count() == 1 and db.tasks.get(young) is not None

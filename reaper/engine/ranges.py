@@ -5,18 +5,25 @@ row on top of the delete, and the ids travel to reaper and back. Here each batch
 with the rule's whole condition re-checked by the database, so a row that changed meanwhile is
 still left alone:
 
-- a rule that no index serves (see ``plans``) is not deleted here: it walks the primary key in
-  ``keywalk``, reading each range's ids and deleting them in batches (see ``deletes_by_range``);
+- a rule that no index serves (see ``plans``) walks the whole primary key in stretches of ids,
+  ``DELETE ... WHERE id >= a AND id < b AND <condition>``: one pass over the table, as the bare
+  DELETE's scan;
 - of the rules an index serves, one whose matches fill at least ``DENSE_SHARE`` of their span of ids
   is walked along the primary key the same way, between its first and last match;
 - the others along their index segments: one query reads where the batch ends (the ``size``-th
-  row, from the index alone), and one ``DELETE ... WHERE <segment> AND <condition> AND <range>
+  row, from the index alone), and one ``DELETE ... WHERE <segment> AND <range> AND <condition>
   RETURNING id`` removes it; the ids feed the logs, samples and audit line.
 
-Used when the run writes and archives nothing, along an index, on a database with ``DELETE ...
-RETURNING`` (SQLite, PostgreSQL, MariaDB); otherwise, and for a range that a lock conflict or a
-foreign key refuses, the rows are read as ids and written by ``writes.write_batch`` (retries,
-bisection, skips).
+Used when the run writes and archives nothing, on integer ids for the walks along the primary key
+and on a database with ``DELETE ... RETURNING`` (SQLite, PostgreSQL, MariaDB) along an index;
+otherwise, and for a range that a lock conflict or a foreign key refuses, the rows are read as ids
+and written by ``writes.write_batch`` (retries, bisection, skips).
+
+The width of a stretch follows the time its delete takes (``sizing.BatchSizer``), whatever it
+matched: a stretch of few matches costs its scan, and a width held down by a sparse stretch made a
+walk of 3 % scattered matches commit every thirty rows. A dense stretch after a wide sparse one can
+take longer than ``--batch-time`` once, bounded by the ceiling of ``sizing.MAX_BATCH_SIZE`` ids (or
+``--batch-size`` set by hand); the next is halved.
 """
 
 from __future__ import annotations
@@ -25,12 +32,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Integer, and_, delete, func, or_, select
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from reaper.database.connection import database_errors
 from reaper.database.table import TaskTable
+from reaper.engine.keywalk import integer_keys, key_span, next_key
 from reaper.engine.plans import Plan
 from reaper.engine.rows import key_shape
 from reaper.engine.selection import Batch, Segment, resume_after, segments
@@ -48,17 +56,12 @@ DENSE_SHARE = 0.25
 
 
 def deletes_by_range(table: TaskTable, policy: Policy, plan: Plan, archiving: bool) -> bool:
-    """Whether a real pass deletes ``plan``'s rule by range: a pure delete, nothing archived, an index
-    that serves the rule, and ``DELETE ... RETURNING`` for its ranges.
-
-    Without an index the rule walks the primary key (``keywalk``): its ranges are read, which costs a
-    scan whatever their width, and their ids deleted in batches sized by the write's time. Deleting
-    the ranges themselves kept no transaction short where matches are sparse (a stretch of few
-    matches says nothing of the next), and ran at 0.13x of a bare DELETE on 3 % scattered matches
-    against 0.40x for the reads (bench/plans.py, SQLite, 1 M rows).
-    """
-    if archiving or policy.actions != {Action.DELETE} or plan.index is None:
+    """Whether a real pass deletes ``plan``'s rule by range: a pure delete, nothing archived, and either
+    integer ids for a walk along the primary key or ``DELETE ... RETURNING`` for an index's ranges."""
+    if archiving or policy.actions != {Action.DELETE}:
         return False
+    if plan.index is None:
+        return integer_keys(table)
     return table.dialect.deletes_returning(table.engine)
 
 
@@ -144,7 +147,8 @@ def _delete_stretch(
             deleted = int(conn.execute(delete(table.table).where(bounds, ctx.selection)).rowcount)
     except REFUSED:
         return _write_as_ids(conn, ctx, lambda: bounds)
-    return Batch(ctx.rule, sampled, count=deleted, id_span=(start, min(stop - 1, last))), _deleted(deleted)
+    first = sampled[0].id if sampled else start  # the sample's first id is the stretch's first match
+    return Batch(ctx.rule, sampled, count=deleted, id_span=(first, min(stop - 1, last))), _deleted(deleted)
 
 
 def _dense_span(conn: Connection, ctx: WriteContext, walks: Sequence[Segment]) -> tuple[int, int] | None:
@@ -154,7 +158,7 @@ def _dense_span(conn: Connection, ctx: WriteContext, walks: Sequence[Segment]) -
     condition, an OR across its age columns, would make MariaDB scan the table (0.9 s at 1 M rows).
     """
     table = ctx.table
-    if not isinstance(table.id.type, Integer) or not walks:
+    if not integer_keys(table) or not walks:
         return None
     spans = [
         conn.execute(select(func.min(table.id), func.max(table.id), func.count()).where(segment.where)).one()
@@ -177,9 +181,10 @@ def _by_ids(
     sample: int,
 ) -> Iterator[tuple[Batch, BatchOutcome] | None]:
     """Walk the primary key in steps of ``sizer.size`` ids; yield ``None`` when ``pause`` says stop."""
-    start, high = span
+    start: int | None = span[0]
+    high = span[1]
     sampled, wrote = 0, False
-    while start <= high:
+    while start is not None and start <= high:
         # The pause (--sleep, the stop checks, the throttle) follows a stretch that deleted rows: a walk
         # along the whole primary key meets many stretches with nothing to delete, and would sleep in each.
         if wrote and not pause():
@@ -188,11 +193,12 @@ def _by_ids(
         width, started = sizer.size, sizer.timer()
         batch, outcome = _delete_stretch(conn, ctx, start, start + width, high, max(sample - sampled, 0))
         sampled, wrote = sampled + len(batch.rows), batch.size > 0
-        # a stretch of few matches (a gap in the span) is quick whatever its width: growing on it would
-        # make the next dense stretch a far longer transaction
-        sizer.observe(width, sizer.timer() - started, full=batch.size >= DENSE_SHARE * width)
+        sizer.observe(width, sizer.timer() - started, full=True)  # a stretch's time follows its width
         yield batch, outcome
         start += width
+        if not wrote:  # nothing matched here: the next stretch starts at the next id there is (gaps in the ids)
+            start = next_key(conn, ctx.table, start)
+            conn.rollback()
 
 
 def _by_index(
@@ -228,23 +234,30 @@ def delete_by_ranges(
     ctx: WriteContext,
     sample: int = 0,
 ) -> Iterator[tuple[Batch, BatchOutcome]]:
-    """Delete what ``rule`` matches along the index that serves it (``plan``), at most ``sizer.size``
-    rows (or ids) per transaction.
+    """Delete what ``rule`` matches, at most ``sizer.size`` rows (or ids) per transaction: along the
+    primary key where no index serves the rule (``plan``), else along the index.
 
     A rule whose matches are dense in the primary key is walked along it between its first and last
     match (sequential reads, as a bare DELETE's table scan); the others along their index segments.
     ``pause`` is called before each range but the first of a walk, as in ``selection.batches``; when
     it says stop, so does this.
     """
-    assert plan.index is not None  # see deletes_by_range
     with table.engine.connect() as conn:  # one session per rule: no pool ping and reset per batch
-        spellings = table.stored_spellings(conn, ctx.policy.status)
-        conn.rollback()
-        own = [segment for segment in segments(table, ctx.policy, ctx.now, spellings) if segment.rule is rule]
-        dense = _dense_span(conn, ctx, own)
-        walks = [_by_ids(conn, ctx, dense, sizer, pause, sample)] if dense else [
-            _by_index(conn, ctx, segment, sizer, pause) for segment in own
-        ]
+        isolation = table.dialect.range_isolation(conn)
+        if isolation is not None:
+            conn.execution_options(isolation_level=isolation)
+        if plan.index is None:
+            span = key_span(conn, table)
+            conn.rollback()
+            walks = [] if span is None else [_by_ids(conn, ctx, (int(span[0]), int(span[1])), sizer, pause, sample)]
+        else:
+            spellings = table.stored_spellings(conn, ctx.policy.status)
+            conn.rollback()
+            own = [segment for segment in segments(table, ctx.policy, ctx.now, spellings) if segment.rule is rule]
+            dense = _dense_span(conn, ctx, own)
+            walks = [_by_ids(conn, ctx, dense, sizer, pause, sample)] if dense else [
+                _by_index(conn, ctx, segment, sizer, pause) for segment in own
+            ]
         for walk in walks:
             sizer.restart()  # a width in ids is no row count, and each segment's rows cost their own
             for step in walk:

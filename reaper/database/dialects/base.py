@@ -128,6 +128,13 @@ class Dialect:
         """Whether ``DELETE ... RETURNING`` works here; without it, rows are locked, read, then deleted."""
         return bool(engine.dialect.delete_returning)
 
+    def range_isolation(self, conn: Connection) -> str | None:
+        """The isolation for a session that deletes ranges of ids (``None``: the database's default).
+
+        A range's DELETE scans rows it does not delete: the isolation decides whether it locks them too.
+        """
+        return None
+
     def before(self, column: ColumnElement[Any], value: datetime) -> ColumnElement[bool]:
         """``column < value``, for a timestamp ``column`` and ``value`` as the column stores it."""
         earlier: ColumnElement[bool] = column < value

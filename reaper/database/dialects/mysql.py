@@ -132,6 +132,19 @@ class MySQL(SessionLockDialect):
                 pass
         return bool(engine.dialect.delete_returning)
 
+    def range_isolation(self, conn: Connection) -> str | None:
+        """READ COMMITTED, where the binary log allows it: at InnoDB's REPEATABLE READ a range's DELETE
+        locks every row it scans, and the gaps between, until its commit, so the application's writes to
+        rows it leaves would wait on it; at READ COMMITTED it locks only the rows it deletes (each write
+        re-checks its rule's condition, so no stronger isolation is needed).
+
+        A server logging statements (``binlog_format=STATEMENT``) refuses InnoDB writes at READ
+        COMMITTED: there the default stays.
+        """
+        logged = conn.exec_driver_sql("SELECT @@SESSION.binlog_format, @@GLOBAL.log_bin").one()
+        conn.rollback()
+        return None if str(logged[0]).upper() == "STATEMENT" and int(logged[1]) else "READ COMMITTED"
+
     def exact_type(self, column_type: TypeEngine[Any]) -> TypeEngine[Any] | None:
         """``BIT`` as it is (an integer, whose text form is raw bytes); ``SET`` as text; an unknown type as hex
         (geometry has no text form here)."""

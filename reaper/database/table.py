@@ -232,17 +232,21 @@ class TaskTable:
             self._write_values[role] = self._resolve_write_value(conn, role)
         return self._write_values[role]
 
+    def check_writable(self, role: str) -> None:
+        """Raise ``SchemaError`` when the status column cannot hold status ``role`` (an ENUM without it)."""
+        members = self.enum_members()
+        if members is not None and not self.status_values(role):
+            raise SchemaError(
+                f"the ENUM of column {self.status.name!r} has no member for the {role} status "
+                f"{getattr(self.statuses, role)!r} (members: {', '.join(members)}); "
+                f"set {env_name(('statuses', role))}"
+            )
+
     def _resolve_write_value(self, conn: Connection, role: str) -> str:
         configured: str = getattr(self.statuses, role)
-        members = self.enum_members()
-        if members is not None:
-            values = self.status_values(role)
-            if not values:
-                raise SchemaError(
-                    f"the ENUM of column {self.status.name!r} has no member for the {role} status "
-                    f"{configured!r} (members: {', '.join(members)}); set {env_name(('statuses', role))}"
-                )
-            return str(values[0])
+        if self.enum_members() is not None:
+            self.check_writable(role)
+            return str(self.status_values(role)[0])
         stored = conn.execute(select(self.status).where(self.status_is(role)).limit(1)).scalar()
         if stored is not None:
             return str(stored)

@@ -52,9 +52,14 @@ def integer_keys(table: TaskTable) -> bool:
 
 
 def key_span(conn: Connection, table: TaskTable) -> tuple[Any, Any] | None:
-    """The smallest and largest id of the table (two look-ups in the primary key), or ``None`` when empty."""
-    low, high = conn.execute(select(func.min(table.id), func.max(table.id))).one()
-    return None if low is None else (low, high)
+    """The smallest and largest id of the table (two look-ups in the primary key), or ``None`` when empty.
+
+    Two statements: SQLite reads ``min`` or ``max`` from the key's end only when it is the query's one
+    aggregate, and scanned the whole table for both at once (0.13 s at 1 M rows).
+    """
+    low = conn.execute(select(func.min(table.id))).scalar()
+    high = conn.execute(select(func.max(table.id))).scalar()
+    return None if low is None or high is None else (low, high)
 
 
 def next_key(conn: Connection, table: TaskTable, start: int) -> int | None:

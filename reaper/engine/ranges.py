@@ -144,7 +144,10 @@ def _delete_stretch(
             sampled = shape.rows(conn.execute(
                 select(*shape.columns).where(bounds, ctx.selection).order_by(table.id).limit(sample)
             )) if sample else []
-            deleted = int(conn.execute(delete(table.table).where(bounds, ctx.selection)).rowcount)
+            # a sample read that found nothing has scanned the stretch already: no match to delete there
+            # (a row that comes to match meanwhile is the next run's)
+            empty = sample and not sampled
+            deleted = 0 if empty else int(conn.execute(delete(table.table).where(bounds, ctx.selection)).rowcount)
     except REFUSED:
         return _write_as_ids(conn, ctx, lambda: bounds)
     first = sampled[0].id if sampled else start  # the sample's first id is the stretch's first match

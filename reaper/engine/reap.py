@@ -251,11 +251,12 @@ def run_policies(
     started = options.timer()
     run = run or RunResult(dry_run=options.dry_run, now=now, policies={})
     writes = set().union(*(policy.actions for policy in policies)) if policies else set()
-    with table.engine.connect() as conn:  # a vocabulary that cannot be written fails before any batch
-        if writes & {Action.FAIL, Action.REQUEUE}:
-            table.write_value(conn, "failure")
-        if Action.REQUEUE in writes:
-            table.write_value(conn, "pending")
+    # A vocabulary that cannot be written fails before any batch; the spelling rows hold is looked up
+    # at the first write (a scan where the status has no index and no row of it).
+    if writes & {Action.FAIL, Action.REQUEUE}:
+        table.check_writable("failure")
+    if Action.REQUEUE in writes:
+        table.check_writable("pending")
     plans = plan_policies(table, policies)  # the indexes as they are now, once per run
     # How each rule reads, for whoever diagnoses a slow run; --check-indexes shows it to a person.
     logger.debug(f"plan: {describe_plans(plans)}")

@@ -5,8 +5,8 @@ commits in milliseconds and the commits cost as much as the deletes (``bench/bat
 --database sqlite``: a walk along the primary key ran at 0.69x of one bare DELETE in batches of
 1,000 ids, 1.05x in batches of 10,000); on a busy one the same batch took 490 ms
 (``bench/purge.py``), holding its locks that long. So, with a target
-time per write transaction (``REAPER_BATCH_TIME_SECONDS``), a batch slower than the target halves
-the next one, and a full batch faster than half the target doubles it, up to a ceiling.
+time per write transaction (``REAPER_BATCH_TIME_SECONDS``), a batch slower than the target shrinks
+the next one in proportion (at least by half), and a full batch faster than half the target doubles it, up to a ceiling.
 
 The first batch has ``REAPER_BATCH_SIZE`` rows. The ceiling is ``REAPER_BATCH_SIZE`` itself when the
 user set it (flag, environment or file): a size chosen on purpose is a limit that batches never
@@ -53,8 +53,8 @@ class BatchSizer:
         """
         if not self.target_seconds:
             return
-        if seconds > self.target_seconds:
-            self.size = max(1, min(self.size, rows) // 2)
+        if seconds > self.target_seconds:  # at least halved; as far as the overshoot says, in one step
+            self.size = max(1, int(min(self.size, rows) * min(0.5, self.target_seconds / seconds)))
         elif (rows >= self.size if full is None else full) and seconds < self.target_seconds / 2:
             self.size = min(self.most, self.size * 2)
 

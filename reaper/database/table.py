@@ -250,11 +250,12 @@ class TaskTable:
         stored = conn.execute(select(self.status).where(self.status_is(role)).limit(1)).scalar()
         if stored is not None:
             return str(stored)
-        # No row of that status yet: follow the casing of any status the table does hold.
-        for other in self.statuses.model_dump():
-            sample = conn.execute(select(self.status).where(self.status_is(other)).limit(1)).scalar()
-            if sample is not None:
-                return _recase_like(configured, str(sample), getattr(self.statuses, other))
+        # No row of that status yet: follow the casing of any status the table does hold. One look-up for
+        # all of them: without an index on the status each probe of a status absent reads the whole table.
+        known = [value for other in self.statuses.model_dump() for value in self.status_values(other)]
+        sample = conn.execute(select(self.status).where(self.status.in_(known)).limit(1)).scalar()
+        if sample is not None:
+            return _recase_like(configured, str(sample), getattr(self.statuses, self.role_of(str(sample))))
         return configured
 
     def fit_error(self, text: str) -> str:

@@ -4,57 +4,30 @@ A dry run's figures come from aggregate queries over each rule's whole condition
 matches, how many of them a bounded requeue would fail instead (a conditional count), and the
 smallest and largest id. A rule that an index serves is counted range by range of that index
 (``selection.segments``: an index range each, where the whole condition, an OR across the age
-columns, would make MySQL read the table); a rule that walks the primary key is counted in one
-statement, one pass over the table. The sample of ids is one small query per policy: the smallest
-matching ids, the ones a real run's sample also holds. So the number of statements does not grow
-with the number of matches, and no row travels to reaper to be counted.
+columns, would make MySQL read the table); the rules that walk the primary key, of every policy of
+the run, are counted together in one statement (``count_walks``), one pass over the table: a real
+run skips the walks that found nothing and walks the others between their first and last match.
+The sample of ids is one small query per policy: the smallest matching ids, the ones a real run's
+sample also holds. So the number of statements does not grow with the number of matches, and no
+row travels to reaper to be counted.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, literal, or_, select
+from sqlalchemy import and_, case, func, literal, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from reaper.database.table import TaskTable
-from reaper.engine.plans import Plan
+from reaper.engine.plans import Plan, RuleCount
 from reaper.engine.selection import segments
 from reaper.policy.matching import counted_attempts, rule_condition
-from reaper.policy.policies import Action, Policy, Rule
-
-
-@dataclass(frozen=True)
-class RuleCount:
-    """What one rule matches now: rows, rows a bounded requeue would fail, the id range."""
-
-    matched: int = 0
-    spent: int = 0  # of the matches, rows whose attempts reached the bound: failed, not requeued
-    low: Any = None
-    high: Any = None
-
-    def plus(self, other: RuleCount) -> RuleCount:
-        """Return the count of two disjoint parts together."""
-        lows = [value for value in (self.low, other.low) if value is not None]
-        highs = [value for value in (self.high, other.high) if value is not None]
-        return RuleCount(
-            self.matched + other.matched,
-            self.spent + other.spent,
-            min(lows) if lows else None,
-            max(highs) if highs else None,
-        )
-
-    def done(self, rule: Rule) -> dict[str, int]:
-        """What a real run would do to these rows, by action (the dry run's ``by_action``)."""
-        if not self.matched:
-            return {}
-        if rule.action is not Action.REQUEUE:
-            return {rule.action.done: self.matched}
-        foreseen = {"requeued": self.matched - self.spent, "failed": self.spent}
-        return {action: count for action, count in foreseen.items() if count}
+from reaper.policy.policies import Policy, Rule
 
 
 def _aggregate(conn: Connection, table: TaskTable, rule: Rule, where: ColumnElement[bool]) -> RuleCount:
@@ -70,7 +43,9 @@ def _aggregate(conn: Connection, table: TaskTable, rule: Rule, where: ColumnElem
 def count_rule(
     conn: Connection, table: TaskTable, policy: Policy, rule: Rule, now: datetime, plan: Plan, spellings: list[str]
 ) -> RuleCount:
-    """Count what ``rule`` matches at ``now``, as its ``plan`` reads it."""
+    """Count what ``rule`` matches at ``now``, as its ``plan`` reads it (or as the run's opening count found it)."""
+    if plan.found is not None:
+        return plan.found
     if plan.index is None:
         return _aggregate(conn, table, rule, rule_condition(table, policy, rule, now))
     total = RuleCount()
@@ -99,3 +74,37 @@ def count_policy(
         indexed = any(plans[rule].index is not None for rule in policy.rules)
         spellings = table.stored_spellings(conn, policy.status) if indexed else []
         return {rule: count_rule(conn, table, policy, rule, now, plans[rule], spellings) for rule in policy.rules}
+
+
+def _walk_aggregates(table: TaskTable, policy: Policy, rule: Rule, now: datetime) -> list[ColumnElement[Any]]:
+    """The rule's count, spent attempts, first and last id, as aggregates of a pass over the whole table."""
+    condition = rule_condition(table, policy, rule, now)
+    attempts = counted_attempts(table, rule)
+    spent: ColumnElement[Any] = literal(0)
+    if attempts is not None and rule.max_attempts is not None:
+        spent = func.coalesce(func.sum(case((and_(condition, attempts >= rule.max_attempts), 1), else_=0)), 0)
+    matching_id = case((condition, table.id))
+    return [func.count(matching_id), spent, func.min(matching_id), func.max(matching_id)]
+
+
+def count_walks(
+    table: TaskTable, policies: Sequence[Policy], now: datetime, plans: dict[str, dict[Rule, Plan]]
+) -> dict[str, dict[Rule, Plan]]:
+    """Count every rule that walks the primary key, of every policy, in one pass over the table;
+    return the plans with what each found.
+
+    Without an index each rule's count, or its walk, reads the whole table: four policies cost four
+    passes where one statement counts them all.
+    """
+    walked = [(policy, rule) for policy in policies for rule in policy.rules if plans[policy.name][rule].index is None]
+    if not walked:
+        return plans
+    aggregates = [value for policy, rule in walked for value in _walk_aggregates(table, policy, rule, now)]
+    with table.engine.connect() as conn:
+        row = conn.execute(select(*aggregates).select_from(table.table)).one()
+    counted = {name: dict(by_rule) for name, by_rule in plans.items()}
+    for number, (policy, rule) in enumerate(walked):
+        matched, spent, low, high = row[4 * number : 4 * number + 4]
+        found = RuleCount(int(matched), int(spent or 0), low, high)
+        counted[policy.name][rule] = replace(plans[policy.name][rule], found=found)
+    return counted

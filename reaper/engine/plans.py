@@ -20,7 +20,37 @@ from typing import Any
 from reaper.database.schema import ExistingIndex
 from reaper.database.table import TaskTable
 from reaper.policy.matching import dating_columns
-from reaper.policy.policies import Policy, Rule
+from reaper.policy.policies import Action, Policy, Rule
+
+
+@dataclass(frozen=True)
+class RuleCount:
+    """What one rule matches now: rows, rows a bounded requeue would fail, the id range."""
+
+    matched: int = 0
+    spent: int = 0  # of the matches, rows whose attempts reached the bound: failed, not requeued
+    low: Any = None
+    high: Any = None
+
+    def plus(self, other: RuleCount) -> RuleCount:
+        """Return the count of two disjoint parts together."""
+        lows = [value for value in (self.low, other.low) if value is not None]
+        highs = [value for value in (self.high, other.high) if value is not None]
+        return RuleCount(
+            self.matched + other.matched,
+            self.spent + other.spent,
+            min(lows) if lows else None,
+            max(highs) if highs else None,
+        )
+
+    def done(self, rule: Rule) -> dict[str, int]:
+        """What a real run would do to these rows, by action (the dry run's ``by_action``)."""
+        if not self.matched:
+            return {}
+        if rule.action is not Action.REQUEUE:
+            return {rule.action.done: self.matched}
+        foreseen = {"requeued": self.matched - self.spent, "failed": self.spent}
+        return {action: count for action, count in foreseen.items() if count}
 
 
 @dataclass(frozen=True)
@@ -31,6 +61,7 @@ class Plan:
     rule: str
     wanted: tuple[str, ...]  # what a serving index starts with: (status, first age column[, id])
     index: ExistingIndex | None  # None: a primary-key walk
+    found: RuleCount | None = None  # a primary-key walk's matches as the run's opening count found them
 
     def describe(self) -> str:
         """Say the plan as ``--check-indexes`` and the run's first log line do."""

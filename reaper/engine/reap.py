@@ -19,9 +19,9 @@ from datetime import datetime
 from loguru import logger
 
 from reaper.database.table import TaskTable
-from reaper.engine.counting import RuleCount, count_policy, sample_ids
-from reaper.engine.keywalk import KeyWalk, key_batches
-from reaper.engine.plans import Plan, describe_plans, plan_policies
+from reaper.engine.counting import count_policy, count_walks, sample_ids
+from reaper.engine.keywalk import KeyWalk, integer_keys, key_batches
+from reaper.engine.plans import Plan, RuleCount, describe_plans, plan_policies
 from reaper.engine.ranges import delete_by_ranges, deletes_by_range
 from reaper.engine.selection import Batch, batches
 from reaper.engine.sizing import MAX_BATCH_SIZE, MAX_ID_LIST, BatchSizer
@@ -155,6 +155,8 @@ def _rule_batches_written(
     ``ranges``), else read as rows (along its index, or range by range of the primary key) and
     written one batch at a time."""
     policy, rule, target = ctx.policy, ctx.rule, options.batch_time_seconds
+    if plan.found is not None and not plan.found.matched:
+        return  # the run's opening count found nothing: no walk of the whole table for it
     if deletes_by_range(table, policy, plan, options.archive is not None):
         sizer = BatchSizer(options.batch_size, target, options.timer, options.max_batch_size)
         yield from delete_by_ranges(table, rule, plan, sizer, pause, ctx, options.sample_size)
@@ -167,7 +169,8 @@ def _rule_batches_written(
         read = batches(table, policy, ctx.now, sizer, pause, with_age, rule)
     else:
         reads = BatchSizer(options.batch_size, target, options.timer, MAX_BATCH_SIZE)
-        read = key_batches(KeyWalk(table, policy, rule, ctx.now, with_age), sizer, reads, pause)
+        span = (plan.found.low, plan.found.high) if plan.found is not None and integer_keys(table) else None
+        read = key_batches(KeyWalk(table, policy, rule, ctx.now, with_age, span), sizer, reads, pause)
     for batch in read:
         yield _written(batch, ctx, sizer)
 
@@ -258,6 +261,7 @@ def run_policies(
     if Action.REQUEUE in writes:
         table.check_writable("pending")
     plans = plan_policies(table, policies)  # the indexes as they are now, once per run
+    plans = count_walks(table, policies, now, plans)  # the rules without an index: one pass counts them all
     # How each rule reads, for whoever diagnoses a slow run; --check-indexes shows it to a person.
     logger.debug(f"plan: {describe_plans(plans)}")
     for policy in policies:

@@ -11,6 +11,7 @@ EXIT_REFUSED = 4  # a large deletion was not confirmed
 EXIT_INDEXES_MISSING = 5  # --check-indexes found a recommended index missing
 EXIT_SIGNALLED = 128  # plus the signal's number, as a shell reports a command a signal ended
 EXIT_INTERRUPTED = EXIT_SIGNALLED + signal.SIGINT
+EXIT_OUTPUT_CLOSED = EXIT_SIGNALLED + signal.SIGPIPE  # the reader of the output went away (`| head`)
 
 
 class ReaperError(Exception):

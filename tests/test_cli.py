@@ -505,6 +505,22 @@ def test_the_demo_honours_table_settings_that_agree_with_its_own(
 
 
 @pytest.mark.slow
+def test_output_piped_into_a_reader_that_goes_away_ends_quietly_with_141(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("REAPER_")}
+    command = [sys.executable, "-m", "reaper", "--demo", "--stats-only"]
+    subprocess.run([*command, "--json"], cwd=tmp_path, env=env, capture_output=True, timeout=120, check=True)
+    # as `reaper ... | head -0`: the reader has gone before reaper writes its report
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        done = subprocess.run(command, cwd=tmp_path, env=env, stdout=writer, stderr=subprocess.PIPE, text=True,
+                              timeout=120)
+    finally:
+        os.close(writer)
+    assert (done.returncode, done.stderr) == (141, "")  # 128 + SIGPIPE, as the shell reports `| head`'s writers
+
+
+@pytest.mark.slow
 def test_the_installed_command_and_python_dash_m_run_without_a_traceback(tmp_path: Path) -> None:
     console_script = str(Path(sys.executable).parent / "reaper")  # installed beside this interpreter
     for command in ([console_script], [sys.executable, "-m", "reaper"]):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -31,6 +32,7 @@ from reaper.errors import (
     EXIT_INTERRUPTED,
     EXIT_LOCKED,
     EXIT_OK,
+    EXIT_OUTPUT_CLOSED,
     EXIT_USAGE,
     ConfigError,
     LockHeld,
@@ -283,6 +285,15 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def _discard_output() -> None:
+    """Point stdout at the null device, so that the interpreter's last flush finds no closed pipe."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (a test's captured stdout): nothing to flush into a pipe
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``reaper`` command with ``argv`` and return its exit code."""
     # loguru's default handler shows variables in tracebacks; nothing may print before ours is set.
@@ -313,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt as exc:  # Ctrl-C, or a signal that stopped the command at once (Interrupted)
         return _fail(str(exc) or "interrupted", getattr(exc, "exit_code", EXIT_INTERRUPTED))
+    except BrokenPipeError:  # the output's reader went away (``reaper ... | head``): stop quietly, as a pipe's tools do
+        _discard_output()
+        return EXIT_OUTPUT_CLOSED
     except Exception as exc:  # a bug of ours: one line for the user, the traceback for the debug log
         logger.opt(exception=exc).debug("unexpected error")
         return _fail(f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "

@@ -5,8 +5,9 @@ matches, how many of them a bounded requeue would fail instead (a conditional co
 smallest and largest id. A rule that an index serves is counted range by range of that index
 (``selection.segments``: an index range each, where the whole condition, an OR across the age
 columns, would make MySQL read the table); the rules that walk the primary key, of every policy of
-the run, are counted together in one statement (``count_walks``), one pass over the table: a real
-run skips the walks that found nothing and walks the others between their first and last match.
+the run, are counted together in one statement (``count_walks``), one pass over the table (a dry
+run reads the first and last id of each that matched in one more): a real run skips the walks that
+found nothing.
 The sample of ids is one small query per policy: the smallest matching ids, the ones a real run's
 sample also holds. So the number of statements does not grow with the number of matches, and no
 row travels to reaper to be counted.
@@ -76,35 +77,46 @@ def count_policy(
         return {rule: count_rule(conn, table, policy, rule, now, plans[rule], spellings) for rule in policy.rules}
 
 
-def _walk_aggregates(table: TaskTable, policy: Policy, rule: Rule, now: datetime) -> list[ColumnElement[Any]]:
-    """The rule's count, spent attempts, first and last id, as aggregates of a pass over the whole table."""
+def _walk_counts(table: TaskTable, policy: Policy, rule: Rule, now: datetime) -> list[ColumnElement[Any]]:
+    """The rule's matches and spent attempts, as aggregates of a pass over the whole table."""
     condition = rule_condition(table, policy, rule, now)
     attempts = counted_attempts(table, rule)
     spent: ColumnElement[Any] = literal(0)
     if attempts is not None and rule.max_attempts is not None:
         spent = func.coalesce(func.sum(case((and_(condition, attempts >= rule.max_attempts), 1), else_=0)), 0)
-    matching_id = case((condition, table.id))
-    return [func.count(matching_id), spent, func.min(matching_id), func.max(matching_id)]
+    return [func.count(case((condition, 1))), spent]
+
+
+def _first_and_last(conn: Connection, table: TaskTable, condition: ColumnElement[bool]) -> tuple[Any, Any]:
+    """The first and last matching id (aggregates, not ``ORDER BY id LIMIT 1``: MariaDB read that one
+    along a status index and sorted the matches)."""
+    low, high = conn.execute(select(func.min(table.id), func.max(table.id)).where(condition)).one()
+    return low, high
 
 
 def count_walks(
-    table: TaskTable, policies: Sequence[Policy], now: datetime, plans: dict[str, dict[Rule, Plan]]
+    table: TaskTable, policies: Sequence[Policy], now: datetime, plans: dict[str, dict[Rule, Plan]], ends: bool
 ) -> dict[str, dict[Rule, Plan]]:
     """Count every rule that walks the primary key, of every policy, in one pass over the table;
-    return the plans with what each found.
+    return the plans with what each found (with ``ends``: also the first and last id of each rule that
+    matched, one more statement for each, as a dry run reports them).
 
-    Without an index each rule's count, or its walk, reads the whole table: four policies cost four
-    passes where one statement counts them all.
+    One statement counts them all (a count per rule of a ``CASE`` on its condition: 0.5-0.65x the
+    time of one count per rule on each database at 1 M rows, where also reading each rule's first
+    and last id in that pass made it slower than the separate counts). A real run skips the walks of
+    the rules that found nothing.
     """
     walked = [(policy, rule) for policy in policies for rule in policy.rules if plans[policy.name][rule].index is None]
     if not walked:
         return plans
-    aggregates = [value for policy, rule in walked for value in _walk_aggregates(table, policy, rule, now)]
+    aggregates = [value for policy, rule in walked for value in _walk_counts(table, policy, rule, now)]
+    counted = {name: dict(by_rule) for name, by_rule in plans.items()}
     with table.engine.connect() as conn:
         row = conn.execute(select(*aggregates).select_from(table.table)).one()
-    counted = {name: dict(by_rule) for name, by_rule in plans.items()}
-    for number, (policy, rule) in enumerate(walked):
-        matched, spent, low, high = row[4 * number : 4 * number + 4]
-        found = RuleCount(int(matched), int(spent or 0), low, high)
-        counted[policy.name][rule] = replace(plans[policy.name][rule], found=found)
+        for number, (policy, rule) in enumerate(walked):
+            matched, spent = int(row[2 * number]), int(row[2 * number + 1] or 0)
+            condition = rule_condition(table, policy, rule, now)
+            first_last = _first_and_last(conn, table, condition) if matched and ends else (None, None)
+            found = RuleCount(matched, spent, *first_last)
+            counted[policy.name][rule] = replace(plans[policy.name][rule], found=found)
     return counted

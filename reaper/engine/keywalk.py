@@ -40,7 +40,6 @@ class KeyWalk:
     rule: Rule
     now: datetime
     with_age: bool = True  # read the age columns (and attempts) a fail or requeue writes from
-    span: tuple[Any, Any] | None = None  # the first and last id that matched (integer ids); None: the whole table
 
     def shape(self) -> RowShape:
         """The rows read: keys, and what ``writes`` needs of them (no position: a range is read whole)."""
@@ -91,10 +90,11 @@ class _Ranges:
     written, so a server that goes away between two ranges costs no connection left to clean up.
     """
 
-    def __init__(self, table: TaskTable, span: tuple[Any, Any] | None = None) -> None:
+    def __init__(self, table: TaskTable) -> None:
         self.table = table
         self.integers = integer_keys(table)
-        if self.integers and span is None:
+        span = None
+        if self.integers:
             with table.engine.connect() as conn:
                 span = key_span(conn, table)
         self.start: Any = None if span is None else int(span[0])
@@ -145,7 +145,7 @@ def key_batches(
     returns false, the walk stops.
     """
     first, previous_rows = True, None
-    ranges = _Ranges(walk.table, walk.span)
+    ranges = _Ranges(walk.table)
     while (rows := _next_rows(walk, ranges, reads, previous_rows)) is not None:
         previous_rows, done = len(rows), 0
         while done < len(rows):

@@ -249,9 +249,8 @@ def delete_by_ranges(
         isolation = table.dialect.range_isolation(conn)
         if isolation is not None:
             conn.execution_options(isolation_level=isolation)
-        if plan.index is None:  # between the first and last match the run's opening count found
-            found = plan.found
-            span = (found.low, found.high) if found is not None and found.matched else key_span(conn, table)
+        if plan.index is None:
+            span = key_span(conn, table)
             conn.rollback()
             walks = [] if span is None else [_by_ids(conn, ctx, (int(span[0]), int(span[1])), sizer, pause, sample)]
         else:

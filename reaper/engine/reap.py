@@ -20,7 +20,7 @@ from loguru import logger
 
 from reaper.database.table import TaskTable
 from reaper.engine.counting import count_policy, count_walks, sample_ids
-from reaper.engine.keywalk import KeyWalk, integer_keys, key_batches
+from reaper.engine.keywalk import KeyWalk, key_batches
 from reaper.engine.plans import Plan, RuleCount, describe_plans, plan_policies
 from reaper.engine.ranges import delete_by_ranges, deletes_by_range
 from reaper.engine.selection import Batch, batches
@@ -169,8 +169,7 @@ def _rule_batches_written(
         read = batches(table, policy, ctx.now, sizer, pause, with_age, rule)
     else:
         reads = BatchSizer(options.batch_size, target, options.timer, MAX_BATCH_SIZE)
-        span = (plan.found.low, plan.found.high) if plan.found is not None and integer_keys(table) else None
-        read = key_batches(KeyWalk(table, policy, rule, ctx.now, with_age, span), sizer, reads, pause)
+        read = key_batches(KeyWalk(table, policy, rule, ctx.now, with_age), sizer, reads, pause)
     for batch in read:
         yield _written(batch, ctx, sizer)
 
@@ -261,7 +260,7 @@ def run_policies(
     if Action.REQUEUE in writes:
         table.check_writable("pending")
     plans = plan_policies(table, policies)  # the indexes as they are now, once per run
-    plans = count_walks(table, policies, now, plans)  # the rules without an index: one pass counts them all
+    plans = count_walks(table, policies, now, plans, ends=options.dry_run)  # the rules without an index, in one pass
     # How each rule reads, for whoever diagnoses a slow run; --check-indexes shows it to a person.
     logger.debug(f"plan: {describe_plans(plans)}")
     for policy in policies:

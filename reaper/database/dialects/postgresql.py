@@ -82,6 +82,7 @@ class PostgreSQL(SessionLockDialect):
     """PostgreSQL, through psycopg."""
 
     name = "postgresql"
+    updates_row_by_row = True  # psycopg's executemany sends the statements in one pipeline
     drivers = ("psycopg",)
     standbys = "pg_stat_replication"
 

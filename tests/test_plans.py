@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -197,16 +198,21 @@ def test_a_dry_run_reports_what_the_real_run_then_does_with_a_bounded_requeue(
 # --- the walk along the primary key -----------------------------------------------------------------------
 
 
-def test_a_walk_along_integer_ids_skips_a_gap_with_one_look_up(tasks: Tasks, database_url: str) -> None:
+def ten_on_each_side_of_a_gap(tasks: Tasks, status: str, dated_by: str, moment: datetime) -> None:
+    """Insert 20 tasks of ``status``, dated ``moment`` by column ``dated_by``: ids 1-10 and 5,000,000-5,000,009."""
     with tasks.engine.begin() as conn:
         for task_id in [*range(1, 11), *range(5_000_000, 5_000_010)]:
             conn.execute(
                 text(
-                    "INSERT INTO processing_tasks (id, status, created_at, started_at) "
-                    "VALUES (:id, 'running', :t, :t)"
+                    f"INSERT INTO processing_tasks (id, status, created_at, {dated_by}) "
+                    "VALUES (:id, :status, :t, :t)"
                 ),
-                {"id": task_id, "t": ago(hours=30).replace(tzinfo=None)},
+                {"id": task_id, "status": status, "t": moment.replace(tzinfo=None)},
             )
+
+
+def test_a_walk_along_integer_ids_skips_a_gap_with_one_look_up(tasks: Tasks, database_url: str) -> None:
+    ten_on_each_side_of_a_gap(tasks, "running", "started_at", ago(hours=30))
     settings = settings_for(database_url, tasks.shape)
     seen = recorded(tasks.engine)
     table = open_table(tasks.engine, settings)
@@ -235,15 +241,7 @@ def test_a_purge_without_an_index_deletes_range_by_range_of_the_primary_key(
 
 
 def test_a_purge_without_an_index_skips_a_gap_in_the_ids_with_one_look_up(tasks: Tasks, database_url: str) -> None:
-    with tasks.engine.begin() as conn:
-        for task_id in [*range(1, 11), *range(5_000_000, 5_000_010)]:
-            conn.execute(
-                text(
-                    "INSERT INTO processing_tasks (id, status, created_at, completed_at) "
-                    "VALUES (:id, 'success', :t, :t)"
-                ),
-                {"id": task_id, "t": ago(days=40).replace(tzinfo=None)},
-            )
+    ten_on_each_side_of_a_gap(tasks, "success", "completed_at", ago(days=40))
     settings = settings_for(database_url, tasks.shape)
     seen = recorded(tasks.engine)
     table = open_table(tasks.engine, settings)

@@ -23,7 +23,7 @@ The width of a stretch follows the time its delete takes (``sizing.BatchSizer``)
 matched: a stretch of few matches costs its scan, and a width held down by a sparse stretch made a
 walk of 3 % scattered matches commit every thirty rows. A dense stretch after a wide sparse one can
 take longer than ``--batch-time`` once, bounded by the ceiling of ``sizing.MAX_BATCH_SIZE`` ids (or
-``--batch-size`` set by hand); the next is halved.
+``--batch-size`` set by hand); the next shrinks in proportion (at least by half).
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ commits in milliseconds and the commits cost as much as the deletes (``bench/bat
 1,000 ids, 1.05x in batches of 10,000); on a busy one the same batch took 490 ms
 (``bench/purge.py``), holding its locks that long. So, with a target
 time per write transaction (``REAPER_BATCH_TIME_SECONDS``), a batch slower than the target shrinks
-the next one in proportion (at least by half), and a full batch faster than half the target doubles it, up to a ceiling.
+the next one in proportion (at least by half), and a full batch faster than half the target doubles
+it, up to a ceiling.
 
 The first batch has ``REAPER_BATCH_SIZE`` rows. The ceiling is ``REAPER_BATCH_SIZE`` itself when the
 user set it (flag, environment or file): a size chosen on purpose is a limit that batches never

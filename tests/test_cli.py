@@ -405,7 +405,7 @@ def test_log_file_receives_the_audit_lines(
     lines = [json.loads(line) for line in Path("reaper.log").read_text().splitlines()]
     messages = [line["record"]["message"] for line in lines]
     assert code == 0
-    assert any(message.startswith("running_timeout: failed 1 of 1 rows in batch 1 (ids 1)") for message in messages)
+    assert any(message.startswith("running_timeout: failed 1 of 1 rows in batch 1 (ids 1") for message in messages)
 
 
 def test_version_and_help_exit_0(capsys: pytest.CaptureFixture[str]) -> None:

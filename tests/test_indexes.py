@@ -13,7 +13,7 @@ from helpers import NOW, SERVER_BACKENDS, Tasks, settings_for
 from reaper.cli.command import main
 from reaper.database.demo import demo_rows
 from reaper.database.table import TaskTable, open_table
-from reaper.engine.rows import rule_shape
+from reaper.engine.rows import position_shape
 from reaper.engine.selection import Segment, segment_query, segments
 from reaper.inspect.indexes import check_indexes
 from reaper.policy.matching import rule_condition
@@ -67,12 +67,11 @@ def batch_reads(conn: Connection, table: TaskTable, policy: Policy) -> list[tupl
     """For each segment of ``policy``, first batch and a later one: (where, rows read, returned, range size)."""
     measured = []
     for number, segment in enumerate(segments(table, policy, NOW, table.stored_spellings(conn, policy.status))):
-        shape = rule_shape(table, policy, segment.rule, segment.order)
+        shape = position_shape(table, segment.order)
         first = shape.rows(conn.execute(segment_query(table, policy, segment, None, BATCH)))
         positions: list[Any] = [None] + ([first[len(first) // 2].position] if first else [])
         for after in positions:
-            with_age = policy.action.value == "fail"  # as apply_policy reads them
-            read, returned = rows_read(conn, segment_query(table, policy, segment, after, BATCH, with_age))
+            read, returned = rows_read(conn, segment_query(table, policy, segment, after, BATCH))
             kind = "null range" if segment.order == (table.id,) else "age range"
             where = f"{policy.name} segment {number} ({kind}) after {after}"
             measured.append((where, read, returned, index_range(conn, table, policy, segment)))

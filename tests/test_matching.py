@@ -87,8 +87,8 @@ def test_the_reason_names_the_threshold_of_the_task_type_that_applied(tasks: Tas
         database_url,
         task_types={"video_slice": {"running_timeout_hours": 36}, "download": {"running_timeout_hours": 1}},
     )
-    assert "over the 36 h limit for video_slice" in tasks.get(slow)["error"]
-    assert "running for 2.0 h, over the 1 h limit for download" in tasks.get(fast)["error"]
+    assert "over the 36 h limit for video_slice (started_at before 2026-11-28 00:00:00 UTC)" in tasks.get(slow)["error"]
+    assert "for over the 1 h limit for download (started_at before 2026-11-29 11:00:00" in tasks.get(fast)["error"]
 
 
 def test_the_dry_run_counts_each_task_type_by_its_own_threshold(tasks: Tasks, database_url: str) -> None:
@@ -135,7 +135,7 @@ def test_a_running_task_whose_heartbeat_went_silent_is_failed_whatever_its_start
     reap_beating(beating, database_url)
     row = beating.get(silent)
     assert row["status"] == "failure"
-    assert "no heartbeat for 11 min, over the 10 min heartbeat limit" in row["error"]
+    assert "no heartbeat for over the 10 min heartbeat limit (heartbeat_at before 2026-11-29 11:50:00" in row["error"]
 
 
 def test_a_running_task_that_never_beat_is_judged_by_its_start_time(beating: Tasks, database_url: str) -> None:
@@ -143,18 +143,20 @@ def test_a_running_task_that_never_beat_is_judged_by_its_start_time(beating: Tas
     young = beating.add("running", started_at=ago(hours=2))
     reap_beating(beating, database_url)
     assert (state(beating, old), state(beating, young)) == ("failure", "running")
-    assert "running for 25.0 h, over the 24 h limit" in beating.get(old)["error"]
+    assert "running for over the 24 h limit (started_at before 2026-11-28 12:00:00 UTC)" in beating.get(old)["error"]
 
 
 def test_a_heartbeat_between_the_select_and_the_write_keeps_the_task_running(
-    beating: Tasks, database_url: str, engine: Engine
+    beating: Tasks, database_url: str, engine: Engine, indexed: bool
 ) -> None:
     revived = beating.add("running", started_at=ago(hours=1), heartbeat_at=ago(minutes=30))
     dead = beating.add("running", started_at=ago(hours=1), heartbeat_at=ago(minutes=30))
     change_just_before_the_write(engine, beating, revived, heartbeat_at=NOW)
     run = reap_beating(beating, database_url)
     assert (state(beating, revived), state(beating, dead)) == ("running", "failure")
-    assert (run.policies["running_timeout"].matched, run.policies["running_timeout"].affected) == (2, 1)
+    # Along the primary key one statement finds and fails the rows: the beat came before it looked.
+    expected = (2, 1) if indexed else (1, 1)
+    assert (run.policies["running_timeout"].matched, run.policies["running_timeout"].affected) == expected
 
 
 def test_a_task_type_can_have_its_own_heartbeat_limit(beating: Tasks, database_url: str) -> None:

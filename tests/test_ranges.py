@@ -1,4 +1,4 @@
-"""Purging by index range: one DELETE per batch, bounded by the index, with the condition re-checked."""
+"""Writing by range: one DELETE (or fail) per batch, bounded by the index or the ids, the condition re-checked."""
 
 from __future__ import annotations
 
@@ -24,9 +24,10 @@ from reaper.results import RunResult
 
 
 @pytest.fixture
-def indexed() -> bool:
-    """Deleting by range is the plan of a rule an index serves: every table here has the indexes."""
-    return True
+def indexed(request: pytest.FixtureRequest) -> bool:
+    """Deleting by range is the plan of a rule an index serves: every table here has the indexes,
+    unless a test asks for the primary key alone."""
+    return bool(getattr(request, "param", True))
 
 def statements_of(engine: Engine) -> list[str]:
     """Record every statement the engine runs from now on."""
@@ -78,6 +79,26 @@ def test_dense_matches_are_deleted_along_the_primary_key_in_steps_of_the_batch_s
     assert (result.matched, result.affected, result.batches) == (25, 25, 3)
     assert (result.first_id, result.last_id) == (min(old), max(old))
     assert tasks.count() == 1 and tasks.get(young) is not None
+
+
+@pytest.mark.parametrize("indexed", [False], ids=["primary key alone"], indirect=True)
+def test_zombies_that_no_index_finds_are_failed_in_stretches_of_ids_without_an_id_list(
+    tasks: Tasks, database_url: str
+) -> None:
+    zombies = [tasks.add("running", started_at=ago(hours=30 + minute / 60)) for minute in range(25)]
+    young = tasks.add("running", started_at=ago(hours=1))
+    settings = settings_for(database_url, tasks.shape)
+    seen = statements_of(tasks.engine)
+    running_timeout = standard_policies(settings)[:1]
+    result = run_policies(open_table(tasks.engine, settings), running_timeout, NOW, RunOptions(batch_size=10)).policies[
+        "running_timeout"
+    ]
+    updates = [" ".join(s.split()).upper() for s in seen if s.lstrip().upper().startswith("UPDATE")]
+    assert len(updates) == 3 and all("ID >=" in u and "ID IN (" not in u for u in updates)
+    assert (result.matched, result.affected, result.batches, result.done) == (25, 25, 3, {"failed": 25})
+    assert result.sample_ids == zombies[:5]
+    assert (result.first_id, result.last_id) == (zombies[0], young)  # the last stretch ends at the table's last id
+    assert {tasks.status_of(zombie) for zombie in zombies} == {"failure"} and tasks.status_of(young) == "running"
 
 
 def test_a_row_revived_inside_a_range_before_its_delete_is_kept(

@@ -154,7 +154,7 @@ def test_batches_written_as_id_lists_grow_no_further_than_one_statement_binds(
     for _ in range(20):
         tasks.add("running", started_at=ago(hours=30))
     monkeypatch.setattr(reaper.engine.reap, "MAX_ID_LIST", 4)
-    settings = settings_for(database_url, tasks.shape)
+    settings = settings_for(database_url, tasks.shape, running_timeout_action="requeue")  # a requeue reads ids
     options = RunOptions(batch_size=2, batch_time_seconds=30, max_batch_size=64)
     result = run_policies(open_table(tasks.engine, settings), standard_policies(settings), NOW, options)
     zombies = result.policies["running_timeout"]

@@ -6,13 +6,13 @@ must exist in the reflected table, and SQL is only ever built from the reflected
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Column, MetaData, Table, and_, case, inspect, literal, select, tuple_
+from sqlalchemy import Column, MetaData, Table, and_, inspect, literal, select, tuple_
 from sqlalchemy.dialects.mysql import TIMESTAMP as MySQLTimestamp
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import NoSuchTableError
@@ -121,13 +121,6 @@ class TaskTable:
                 return and_(self.id.in_(ids), self.id.between(min(ids), max(ids)))
             return self.id.in_(ids)
         return tuple_(*self.key).in_([tuple(key) for key in keys])
-
-    def by_key(self, values: Mapping[tuple[Any, ...], Any]) -> ColumnElement[Any]:
-        """Return a CASE giving each row the value for its key in ``values``."""
-        if len(self.key) == 1:
-            return case({key[0]: value for key, value in values.items()}, value=self.id)
-        whens = [(and_(*(c == v for c, v in zip(self.key, key, strict=True))), value) for key, value in values.items()]
-        return case(*whens)
 
     @property
     def status(self) -> Column[Any]:

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from reaper.database.table import TaskTable
-from reaper.engine.rows import RowShape, TaskRow, rule_shape
+from reaper.engine.rows import RowShape, TaskRow, key_shape
 from reaper.engine.selection import Batch
 from reaper.engine.sizing import BatchSizer
 from reaper.policy.matching import rule_condition
@@ -39,11 +39,10 @@ class KeyWalk:
     policy: Policy
     rule: Rule
     now: datetime
-    with_age: bool = True  # read the age columns (and attempts) a fail or requeue writes from
 
     def shape(self) -> RowShape:
-        """The rows read: keys, and what ``writes`` needs of them (no position: a range is read whole)."""
-        return rule_shape(self.table, self.policy, self.rule, (), self.with_age)
+        """The rows read: keys alone (no position: a range is read whole)."""
+        return key_shape(self.table)
 
 
 def integer_keys(table: TaskTable) -> bool:

@@ -22,7 +22,7 @@ from reaper.database.table import TaskTable
 from reaper.engine.counting import count_policy, count_walks, sample_ids
 from reaper.engine.keywalk import KeyWalk, key_batches
 from reaper.engine.plans import Plan, RuleCount, describe_plans, plan_policies
-from reaper.engine.ranges import delete_by_ranges, deletes_by_range
+from reaper.engine.ranges import write_by_ranges, writes_by_range
 from reaper.engine.selection import Batch, batches
 from reaper.engine.sizing import MAX_BATCH_SIZE, MAX_ID_LIST, BatchSizer
 from reaper.engine.throttle import Throttle
@@ -151,25 +151,24 @@ def _written(batch: Batch, ctx: WriteContext, sizer: BatchSizer) -> tuple[Batch,
 def _rule_batches_written(
     table: TaskTable, ctx: WriteContext, plan: Plan, options: RunOptions, pause: Callable[[], bool]
 ) -> Iterator[tuple[Batch, BatchOutcome]]:
-    """Each batch of one rule and what was done to it: deleted by range where possible (see
+    """Each batch of one rule and what was done to it: deleted or failed by range where possible (see
     ``ranges``), else read as rows (along its index, or range by range of the primary key) and
     written one batch at a time."""
     policy, rule, target = ctx.policy, ctx.rule, options.batch_time_seconds
     if plan.found is not None and not plan.found.matched:
         return  # the run's opening count found nothing: no walk of the whole table for it
-    if deletes_by_range(table, policy, plan, options.archive is not None):
+    if writes_by_range(table, policy, plan, options.archive is not None):
         sizer = BatchSizer(options.batch_size, target, options.timer, options.max_batch_size)
-        yield from delete_by_ranges(table, rule, plan, sizer, pause, ctx, options.sample_size)
+        yield from write_by_ranges(table, rule, plan, sizer, pause, ctx, options.sample_size)
         return
     growth = None if options.archive is not None else options.max_batch_size  # an archive holds whole rows
     ceiling = None if growth is None else min(growth, MAX_ID_LIST)  # the write binds every id
     sizer = BatchSizer(options.batch_size, target, options.timer, ceiling)
-    with_age = Action.DELETE not in policy.actions  # only the reason written on a row needs the age
     if plan.index is not None:
-        read = batches(table, policy, ctx.now, sizer, pause, with_age, rule)
+        read = batches(table, policy, ctx.now, sizer, pause, rule)
     else:
         reads = BatchSizer(options.batch_size, target, options.timer, MAX_BATCH_SIZE)
-        read = key_batches(KeyWalk(table, policy, rule, ctx.now, with_age), sizer, reads, pause)
+        read = key_batches(KeyWalk(table, policy, rule, ctx.now), sizer, reads, pause)
     for batch in read:
         yield _written(batch, ctx, sizer)
 

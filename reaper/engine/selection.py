@@ -26,7 +26,7 @@ from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from reaper.database.table import TaskTable
-from reaper.engine.rows import TaskRow, rule_shape
+from reaper.engine.rows import TaskRow, position_shape
 from reaper.engine.sizing import BatchSizer
 from reaper.policy.matching import dated_before, datings, type_scope
 from reaper.policy.policies import Policy, Rule
@@ -98,15 +98,13 @@ def segment_query(
     segment: Segment,
     after: Sequence[Any] | None,
     size: int,
-    with_age: bool = True,
 ) -> Select[Any]:
-    """Return the SELECT of the next batch of ``segment``: keys, the position reached, and the ages.
+    """Return the SELECT of the next batch of ``segment``: keys and the position reached.
 
-    Its rows have the shape ``rows.rule_shape`` gives, the position being the segment's order;
-    without ``with_age`` (a delete needs no age) the SELECT reads only the index, as the age of a row
-    may come from columns the index does not hold.
+    Its rows have the shape ``rows.position_shape`` gives, the position being the segment's order:
+    the SELECT reads only the index.
     """
-    shape = rule_shape(table, policy, segment.rule, segment.order, with_age)
+    shape = position_shape(table, segment.order)
     query = select(*shape.columns).where(segment.where)
     if after is not None:
         query = query.where(resume_after(segment.order, after))
@@ -119,7 +117,6 @@ def batches(
     now: datetime,
     sizer: BatchSizer,
     pause: Callable[[], bool] = lambda: True,
-    with_age: bool = True,
     rule: Rule | None = None,
 ) -> Iterator[Batch]:
     """Yield the rows ``policy`` (or only its ``rule``) matches, ``sizer.size`` at a time, each read in
@@ -134,14 +131,14 @@ def batches(
     for segment in segments(table, policy, now, spellings):
         if rule is not None and segment.rule is not rule:
             continue
-        shape = rule_shape(table, policy, segment.rule, segment.order, with_age)
+        shape = position_shape(table, segment.order)
         after: Sequence[Any] | None = None
         while True:
             if after is not None and not pause():
                 return
             size = sizer.size
             with table.engine.connect() as conn:
-                rows = shape.rows(conn.execute(segment_query(table, policy, segment, after, size, with_age)))
+                rows = shape.rows(conn.execute(segment_query(table, policy, segment, after, size)))
             if rows:
                 yield Batch(segment.rule, rows)
             if len(rows) < size:

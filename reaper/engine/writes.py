@@ -5,6 +5,11 @@ it was selected is left alone. A batch that keeps hitting lock conflicts after t
 skipped (its rows are still there for the next run); a batch the database refuses because of a
 constraint (a foreign key) is split in halves until the refused rows are found and skipped, and
 the rest is written.
+
+A fail or a requeue writes the same values on every row of a batch (the reason names the limit and
+the moment before which the row's age column had to lie, not the row's own age, which its columns
+keep): so one statement writes the batch, and a walk along the primary key writes a stretch of ids
+without reading its rows (``ranges``).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from functools import cached_property
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import and_, case, delete, func, literal, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -26,13 +31,11 @@ from reaper.database.table import TaskTable
 from reaper.database.values import exact_columns
 from reaper.engine.rows import TaskRow
 from reaper.errors import ConstraintRefused, LockConflict
-from reaper.formats import duration_text
-from reaper.policy.matching import Dating, dated_by, datings, rule_condition
+from reaper.policy.matching import Dating, datings, rule_condition
 from reaper.policy.policies import Action, Policy, Rule
 from reaper.safety.archive import Archive
 
 RETRY_BASE_SECONDS = 0.2
-CASE_ROWS = 500  # rows per UPDATE where each row's own values are given by a CASE on its key
 
 
 @dataclass
@@ -72,102 +75,70 @@ class WriteContext:
         return rule_condition(self.table, self.policy, self.rule, self.now)
 
 
-def failure_reason(policy: Policy, rule: Rule, dating: Dating, dated_from: datetime, now: datetime, ending: str) -> str:
-    """Return the text written into the error column of a row that ``rule`` fails or requeues."""
-    age = duration_text((now - dated_from).total_seconds())
+def failure_reason(policy: Policy, rule: Rule, dating: Dating, ending: str) -> str:
+    """Return the text written into the error column of the rows that ``rule`` fails or requeues when
+    ``dating`` (the first of their age columns with a value) dates them.
+
+    The same for every such row of a run, so that the database writes a batch in one statement: the
+    row's own age is in the column named, which a fail leaves as it was.
+    """
     scope = f" for {rule.key}" if rule.task_types else ""
-    if dating.is_heartbeat:
-        return (
-            f"reaper {policy.name}: no heartbeat for {age}, over the {dating.threshold} limit{scope} "
-            f"(last at {dated_from:%Y-%m-%d %H:%M:%S} UTC); {ending}"
-        )
-    return (
-        f"reaper {policy.name}: {policy.status} for {age}, over the {dating.threshold} limit{scope} "
-        f"(since {dated_from:%Y-%m-%d %H:%M:%S} UTC); {ending}"
-    )
+    cutoff = f"{dating.column.name} before {dating.cutoff:%Y-%m-%d %H:%M:%S} UTC"
+    what = "no heartbeat" if dating.is_heartbeat else policy.status
+    return f"reaper {policy.name}: {what} for over the {dating.threshold} limit{scope} ({cutoff}); {ending}"
 
 
-def _reason_texts(ctx: WriteContext, rows: Sequence[TaskRow], ending: str) -> dict[tuple[Any, ...], str]:
-    """Return each row's reason, by key."""
+def _by_dating(ctx: WriteContext, column: Any, value_of: Callable[[str], Any], ending: str) -> ColumnElement[Any]:
+    """``column``'s value for each row, from the reason for the age column that dates it: a constant
+    when one text serves them all, else a ``CASE`` on the first age column with a value."""
     dates = datings(ctx.table, ctx.policy, ctx.rule, ctx.now)
-    reasons = {}
-    for row in rows:
-        dated = dated_by(ctx.table, dates, row.ages)
-        assert dated is not None  # the selection only matches rows with an age
-        reasons[row.key] = failure_reason(ctx.policy, ctx.rule, *dated, ctx.now, ending)
-    return reasons
+    values = [literal(value_of(failure_reason(ctx.policy, ctx.rule, dating, ending)), column.type) for dating in dates]
+    if len(dates) == 1:
+        return values[0]
+    whens = [(dating.column.is_not(None), value) for dating, value in zip(dates[:-1], values[:-1], strict=True)]
+    return case(*whens, else_=values[-1])
 
 
-Keyed = dict[Any, dict[tuple[Any, ...], Any]]  # column -> row key -> that row's value
+def _reason_values(ctx: WriteContext, ending: str, with_result: bool) -> dict[Any, Any]:
+    """The values that say why a row was written: its reason in the error column, and (``with_result``)
+    its exception where Celery reads it, with the content type and encoding."""
+    table = ctx.table
+    values: dict[Any, Any] = {}
+    error = table.column("error")
+    if error is not None:
+        values[error] = _by_dating(ctx, error, table.fit_error, ending)
+    failure = table.celery_failure
+    if with_result and failure is not None:
+        status = ctx.policy.status
+        values[failure.result] = _by_dating(ctx, failure.result, lambda text: failure.stored(status, text), ending)
+        values.update(failure.constants())
+    return values
 
 
-def _reasons(ctx: WriteContext, texts: dict[tuple[Any, ...], str]) -> Keyed:
-    """Each row's reason in the error column (nothing when the table has none)."""
-    table, error = ctx.table, ctx.table.column("error")
-    if error is None:
-        return {}
-    return {error: {key: table.fit_error(text) for key, text in texts.items()}}
-
-
-def _exceptions(ctx: WriteContext, texts: dict[tuple[Any, ...], str]) -> tuple[Keyed, dict[Any, Any]]:
-    """The values that store each failed row's exception where Celery reads it (none without a result
-    column): the result, row by row, and the content type and encoding, the same for every row."""
-    failure = ctx.table.celery_failure
-    if failure is None:
-        return {}, {}
-    stored = {key: failure.stored(ctx.policy.status, text) for key, text in texts.items()}
-    return {failure.result: stored}, failure.constants()
+def failed_values(conn: Connection, ctx: WriteContext, ending: str) -> dict[Any, Any]:
+    """The values a fail writes on every row of a batch: the status, the reason, the moment."""
+    table = ctx.table
+    values: dict[Any, Any] = {table.status: table.write_value(conn, "failure")}
+    values.update(_reason_values(ctx, ending, with_result=True))
+    for role in ("finished_at", "updated_at"):
+        column = table.column(role)
+        if column is not None:
+            values[column] = table.to_db(ctx.now, column)
+    return values
 
 
 def _keys(rows: Sequence[TaskRow]) -> list[tuple[Any, ...]]:
     return [row.key for row in rows]
 
 
-def _keyed_update(
-    conn: Connection, ctx: WriteContext, rows: Sequence[TaskRow], values: dict[Any, Any], keyed: Keyed, *extra: Any
-) -> int:
-    """Update ``rows`` under the rule's whole condition (and ``extra``): ``values`` for every row, and
-    ``keyed`` (a column's value for each row) row by row; return how many rows changed.
-
-    Where the driver sends many statements in one call (``dialect.updates_row_by_row``: SQLite's
-    C loop, psycopg's pipeline), one ``UPDATE ... WHERE id = ?`` per row, compiled once: the database
-    finds each row by its key. Elsewhere (PyMySQL sends them one by one) one statement with a
-    ``CASE`` on the key per column, which costs the database a search of the list for every row: so
-    ``CASE_ROWS`` rows per statement, all in the one transaction (statements of one shape also reuse
-    SQLAlchemy's compiled form).
-    """
-    table = ctx.table
-    if keyed and len(table.key) == 1 and table.dialect.updates_row_by_row:
-        names = {column: f"reaper_value_{number}" for number, column in enumerate(keyed)}
-        statement = update(table.table).where(table.id == bindparam("reaper_key_"), ctx.selection, *extra)
-        statement = statement.values({**values, **{column: bindparam(name) for column, name in names.items()}})
-        each = [
-            {"reaper_key_": row.key[0], **{names[column]: by_key[row.key] for column, by_key in keyed.items()}}
-            for row in rows
-        ]
-        return int(conn.execute(statement, each).rowcount)
-    changed, step = 0, CASE_ROWS if keyed else max(len(rows), 1)
-    for start in range(0, len(rows), step):
-        part = rows[start : start + step]
-        cased = {column: table.by_key({row.key: by_key[row.key] for row in part}) for column, by_key in keyed.items()}
-        query = update(table.table).where(table.key_in(_keys(part)), ctx.selection, *extra).values({**values, **cased})
-        changed += int(conn.execute(query).rowcount)
-    return changed
+def _update(conn: Connection, ctx: WriteContext, rows: Sequence[TaskRow], values: dict[Any, Any], *extra: Any) -> int:
+    """Update ``rows`` under the rule's whole condition (and ``extra``); return how many rows changed."""
+    query = update(ctx.table.table).where(ctx.table.key_in(_keys(rows)), ctx.selection, *extra).values(values)
+    return int(conn.execute(query).rowcount)
 
 
 def _set_failed(conn: Connection, ctx: WriteContext, rows: Sequence[TaskRow], ending: str, *extra: Any) -> int:
-    table = ctx.table
-    values: dict[Any, Any] = {table.status: table.write_value(conn, "failure")}
-    texts = _reason_texts(ctx, rows, ending) if table.column("error") is not None or table.celery_failure else {}
-    keyed = _reasons(ctx, texts)
-    results, constants = _exceptions(ctx, texts)
-    keyed.update(results)
-    values.update(constants)
-    for role in ("finished_at", "updated_at"):
-        column = table.column(role)
-        if column is not None:
-            values[column] = table.to_db(ctx.now, column)
-    return _keyed_update(conn, ctx, rows, values, keyed, *extra)
+    return _update(conn, ctx, rows, failed_values(conn, ctx, ending), *extra)
 
 
 def _requeue(conn: Connection, ctx: WriteContext, rows: Sequence[TaskRow]) -> dict[str, int]:
@@ -175,7 +146,7 @@ def _requeue(conn: Connection, ctx: WriteContext, rows: Sequence[TaskRow]) -> di
     table, stamp = ctx.table, f"{ctx.now:%Y-%m-%d %H:%M:%S} UTC"
     attempts = table.column("attempts")
     values: dict[Any, Any] = {table.status: table.write_value(conn, "pending")}
-    texts = _reason_texts(ctx, rows, f"requeued at {stamp}") if table.column("error") is not None else {}
+    values.update(_reason_values(ctx, f"requeued at {stamp}", with_result=False))
     for role in ("started_at", "heartbeat_at"):  # a stale beat would condemn the next worker's run at once
         if table.column(role) is not None:
             values[table.columns[role]] = None
@@ -184,7 +155,7 @@ def _requeue(conn: Connection, ctx: WriteContext, rows: Sequence[TaskRow]) -> di
     if attempts is not None and ctx.rule.max_attempts is not None:
         values[attempts] = func.coalesce(attempts, 0) + 1
         under_bound = [or_(attempts.is_(None), attempts < ctx.rule.max_attempts)]
-    requeued = _keyed_update(conn, ctx, rows, values, _reasons(ctx, texts), *under_bound)
+    requeued = _update(conn, ctx, rows, values, *under_bound)
     if not under_bound:
         return {"requeued": requeued}
     ending = f"set to failure at {stamp}: its attempts reached the bound of {ctx.rule.max_attempts}"
@@ -218,6 +189,21 @@ def _delete_returning(conn: Connection, ctx: WriteContext, keys: list[tuple[Any,
     return locked
 
 
+def _failed_at(ctx: WriteContext) -> str:
+    return f"set to failure at {ctx.now:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def write_where(conn: Connection, ctx: WriteContext, bounds: ColumnElement[bool]) -> int:
+    """Delete or fail (the rule's action, nothing archived) the rows within ``bounds`` that match the
+    rule's whole condition, on ``conn``'s transaction; return how many rows were written."""
+    table = ctx.table.table
+    if ctx.rule.action is Action.DELETE:
+        return int(conn.execute(delete(table).where(bounds, ctx.selection)).rowcount)
+    assert ctx.rule.action is Action.FAIL, "a requeue writes two statements: read its rows (write_batch)"
+    values = failed_values(conn, ctx, _failed_at(ctx))
+    return int(conn.execute(update(table).where(bounds, ctx.selection).values(values)).rowcount)
+
+
 def _write_once(ctx: WriteContext, rows: Sequence[TaskRow]) -> dict[str, int]:
     """Write one batch in one transaction; return the rows affected by action done."""
     with ctx.table.engine.begin() as conn:
@@ -225,7 +211,7 @@ def _write_once(ctx: WriteContext, rows: Sequence[TaskRow]) -> dict[str, int]:
             return {"deleted": _delete(conn, ctx, rows)}
         if ctx.rule.action is Action.REQUEUE:
             return _requeue(conn, ctx, rows)
-        return {"failed": _set_failed(conn, ctx, rows, f"set to failure at {ctx.now:%Y-%m-%d %H:%M:%S} UTC")}
+        return {"failed": _set_failed(conn, ctx, rows, _failed_at(ctx))}
 
 
 def _write_retrying(ctx: WriteContext, rows: Sequence[TaskRow], outcome: BatchOutcome) -> dict[str, int] | None:

@@ -96,9 +96,6 @@ class Dialect:
     name = "unknown"
     drivers: tuple[str, ...] = ()  # the DB-API modules (top-level names) whose errors this dialect reads
     standbys: str | None = None  # where a primary lists its standbys' lag; None: only a replica tells its own
-    # Whether the driver sends many statements in one call (executemany), so that a batch is written
-    # by one UPDATE per row, found by its key (see engine.writes).
-    updates_row_by_row = False
 
     # --- connecting: the engine, and what every session is told ---
 

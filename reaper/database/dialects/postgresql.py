@@ -82,7 +82,6 @@ class PostgreSQL(SessionLockDialect):
     """PostgreSQL, through psycopg."""
 
     name = "postgresql"
-    updates_row_by_row = True  # psycopg's executemany sends the statements in one pipeline
     drivers = ("psycopg",)
     standbys = "pg_stat_replication"
 

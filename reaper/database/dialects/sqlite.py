@@ -38,7 +38,6 @@ class SQLite(Dialect):
     """SQLite, through Python's ``sqlite3``."""
 
     name = "sqlite"
-    updates_row_by_row = True  # sqlite3's executemany steps one prepared statement in C
     drivers = ("sqlite3",)
 
     def database_file(self, url: URL) -> Path | None:

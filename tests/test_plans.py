@@ -6,15 +6,16 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from freezegun import freeze_time
-from sqlalchemy import event, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
 from test_indexes import _walk, analyze, fill_like_production
 
-from helpers import NOW, Shape, Tasks, add_age_indexes, ago, settings_for
+from helpers import NOW, Shape, Tasks, add_age_indexes, ago, create_table, settings_for
 from reaper.cli.command import main
 from reaper.database.table import open_table
 from reaper.engine.plans import plan_policies
@@ -132,6 +133,27 @@ def test_no_statement_of_a_run_sorts_the_matches_and_a_range_never_reads_the_who
             assert not sorts, statement
             batch = re.search(r"processing_tasks\.id (>=|<|>|<=|IN)", statement)  # a range of ids, or a batch's
             assert not (scans and batch), f"a batch statement reads the whole table: {statement}"
+
+
+def test_on_sqlite_a_batch_written_by_ids_looks_each_id_up(tmp_path: Path) -> None:
+    """A batch read along an index holds ids in age order, spread over the table: bounded by its
+    smallest and largest id, SQLite read the whole rowid range between them for every batch."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'tasks.sqlite3'}")
+    tasks = Tasks(engine, create_table(engine, Shape()), Shape())
+    add_age_indexes(tasks)
+    for number in range(60):  # ids and ages in different orders
+        tasks.add("running", started_at=ago(hours=30 + (number * 37) % 60))
+    settings = settings_for(str(engine.url), tasks.shape)
+    seen = recorded(engine)
+    run = run_policies(open_table(engine, settings), standard_policies(settings)[:1], NOW, RunOptions(batch_size=10))
+    assert run.policies["running_timeout"].affected == 60
+    updates = [(s, p) for s, p in on_the_table(seen) if s.lstrip().upper().startswith("UPDATE")]
+    with engine.connect() as conn:
+        for statement, parameters in updates:
+            plan = [str(row[-1]) for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)]
+            assert plan == ["SEARCH processing_tasks USING INTEGER PRIMARY KEY (rowid=?)"], statement
+    assert len(updates) == 6
+    engine.dispose()
 
 
 # --- a dry run counts in the database ---------------------------------------------------------------------

@@ -111,13 +111,14 @@ class TaskTable:
     def key_in(self, keys: Sequence[Sequence[Any]]) -> ColumnElement[bool]:
         """Return the condition that a row's key is one of ``keys`` (each the values of ``key``, in order).
 
-        Integer ids are also bounded by their smallest and largest: with a list of thousands of ids,
-        PostgreSQL's planner chose to read the whole table for each batch (0.07x of a bare DELETE at
-        1 M rows, bench/plans.py), where the range lets it read the primary key's stretch.
+        Integer ids are also bounded by their smallest and largest (``dialect.bounds_id_lists``): with
+        a list of thousands of ids, PostgreSQL's planner chose to read the whole table for each batch
+        (0.07x of a bare DELETE at 1 M rows, bench/plans.py), where the range lets it read the primary
+        key's stretch.
         """
         if len(self.key) == 1:
             ids = [key[0] for key in keys]
-            if ids and isinstance(self.id.type, Integer):
+            if ids and isinstance(self.id.type, Integer) and self.dialect.bounds_id_lists:
                 return and_(self.id.in_(ids), self.id.between(min(ids), max(ids)))
             return self.id.in_(ids)
         return tuple_(*self.key).in_([tuple(key) for key in keys])

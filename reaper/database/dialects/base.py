@@ -96,6 +96,8 @@ class Dialect:
     name = "unknown"
     drivers: tuple[str, ...] = ()  # the DB-API modules (top-level names) whose errors this dialect reads
     standbys: str | None = None  # where a primary lists its standbys' lag; None: only a replica tells its own
+    # Whether a list of integer ids is also bounded by its smallest and largest (see TaskTable.key_in).
+    bounds_id_lists = True
 
     # --- connecting: the engine, and what every session is told ---
 

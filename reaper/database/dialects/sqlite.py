@@ -39,6 +39,10 @@ class SQLite(Dialect):
 
     name = "sqlite"
     drivers = ("sqlite3",)
+    # With the bounds, SQLite reads the whole rowid range between them instead of looking each id up:
+    # a batch read along an index holds ids in age order, spread over the table (50,000 zombies in
+    # batches of 2,500 at 1 M rows: 8.8 s against 3.2 s without).
+    bounds_id_lists = False
 
     def database_file(self, url: URL) -> Path | None:
         """The database's file; ``None`` for an in-memory or URI database."""

@@ -12,7 +12,7 @@ from reaper.database.demo import TYPE_COUNTS, demo_rows, ensure_demo_database
 NAIVE_NOW = NOW.replace(tzinfo=None)
 
 
-def test_demo_rows_match_the_seed_totals_by_status_and_type() -> None:
+def test_demo_rows_add_up_to_the_demo_totals_by_status_and_type() -> None:
     rows = list(demo_rows(NAIVE_NOW))
     assert len(rows) == 15420
     assert Counter(row["task_type"] for row in rows) == TYPE_COUNTS

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Column, MetaData, Table, and_, inspect, literal, select, tuple_
+from sqlalchemy import Column, MetaData, Table, and_, inspect, select, tuple_
 from sqlalchemy.dialects.mysql import TIMESTAMP as MySQLTimestamp
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import NoSuchTableError
@@ -50,12 +50,6 @@ REQUEUED_PENDING_AGE_COLUMNS = ("updated_at", "created_at")
 def casings(value: str) -> list[str]:
     """Return the spellings of ``value`` that applications commonly store, without duplicates."""
     return list(dict.fromkeys((value, value.lower(), value.upper(), value.capitalize(), value.title())))
-
-
-def one_of(column: ColumnElement[Any], values: Sequence[Any]) -> ColumnElement[bool]:
-    """``column IN (...)`` with a parameter per value, not one list parameter that SQLAlchemy expands at
-    execution: a statement sent with many rows' parameters at once (``executemany``) cannot expand one."""
-    return column.in_([literal(value, column.type) for value in values])
 
 
 def _recase_like(value: str, sample: str, sample_configured: str) -> str:
@@ -165,7 +159,7 @@ class TaskTable:
 
     def status_is(self, role: str) -> ColumnElement[bool]:
         """Return the condition that a row has status ``role``, in any casing."""
-        return one_of(self.status, self.status_values(role))
+        return self.status.in_(self.status_values(role))
 
     def role_of(self, stored: str | None) -> str:
         """Return the role name of a stored status value, or the value lower-cased if it has none."""

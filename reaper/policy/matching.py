@@ -17,7 +17,7 @@ from sqlalchemy import and_, false, or_, true
 from sqlalchemy.schema import Column
 from sqlalchemy.sql.elements import ColumnElement
 
-from reaper.database.table import TaskTable, one_of
+from reaper.database.table import TaskTable
 from reaper.policy.policies import Action, Policy, Rule
 
 
@@ -71,8 +71,8 @@ def type_scope(table: TaskTable, policy: Policy, rule: Rule) -> ColumnElement[bo
     if task_type is None:  # refused at start (table.check_fit); never let every rule match every row
         return true() if not rule.task_types else false()
     if rule.task_types:
-        return one_of(task_type, rule.task_types)
-    return or_(task_type.is_(None), ~one_of(task_type, policy.named_types))
+        return task_type.in_(rule.task_types)
+    return or_(task_type.is_(None), task_type.not_in(policy.named_types))
 
 
 def rule_condition(table: TaskTable, policy: Policy, rule: Rule, now: datetime) -> ColumnElement[bool]:
@@ -95,7 +95,7 @@ def dated_by(table: TaskTable, dates: Sequence[Dating], values: Sequence[Any]) -
 
 
 def counted_attempts(table: TaskTable, rule: Rule) -> Column[Any] | None:
-    """The attempts column when ``rule`` requeues with a bound: the rows must be read with it."""
+    """The attempts column when ``rule`` requeues with a bound: a count foresees the rows it fails instead."""
     attempts = table.column("attempts")
     if rule.action is not Action.REQUEUE or rule.max_attempts is None:
         return None

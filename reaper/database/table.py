@@ -6,6 +6,7 @@ must exist in the reflected table, and SQL is only ever built from the reflected
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -13,7 +14,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Column, MetaData, Table, and_, inspect, select, tuple_
-from sqlalchemy.dialects.mysql import TIMESTAMP as MySQLTimestamp
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import NoSuchTableError
 from sqlalchemy.sql.elements import ColumnElement
@@ -259,8 +259,11 @@ class TaskTable:
 
 def _stores_zone(column: Column[Any]) -> bool:
     # A type says it, whatever the engine: MySQL's TIMESTAMP is stored in UTC and read in the session's
-    # zone, which its dialect sets to UTC.
-    return bool(getattr(column.type, "timezone", False)) or isinstance(column.type, MySQLTimestamp)
+    # zone, which its dialect sets to UTC. A column has that type only once SQLAlchemy's MySQL dialect is
+    # loaded: looked up, not imported, it costs the other databases nothing at start (about 50 ms).
+    mysql = sys.modules.get("sqlalchemy.dialects.mysql")
+    mysql_timestamp = mysql is not None and isinstance(column.type, mysql.TIMESTAMP)
+    return bool(getattr(column.type, "timezone", False)) or mysql_timestamp
 
 
 def _reflect(engine: Engine, settings: Settings) -> Table:

@@ -25,7 +25,6 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Column, Table, bindparam, text
-from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL, Connection, Engine, Row
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import NullType, TypeEngine
@@ -148,6 +147,9 @@ class MySQL(SessionLockDialect):
     def exact_type(self, column_type: TypeEngine[Any]) -> TypeEngine[Any] | None:
         """``BIT`` as it is (an integer, whose text form is raw bytes); ``SET`` as text; an unknown type as hex
         (geometry has no text form here)."""
+        # loaded with a MySQL engine already: imported here, so that PostgreSQL and SQLite never load it
+        from sqlalchemy.dialects import mysql
+
         if isinstance(column_type, mysql.BIT):
             return column_type
         if isinstance(column_type, NullType):
@@ -169,6 +171,8 @@ class MySQL(SessionLockDialect):
 
     def integer_bits(self, column_type: TypeEngine[Any]) -> int:
         """``MEDIUMINT`` and ``TINYINT`` besides the standard sizes."""
+        from sqlalchemy.dialects import mysql  # as in exact_type
+
         if isinstance(column_type, mysql.MEDIUMINT):
             return 24
         return 8 if isinstance(column_type, mysql.TINYINT) else super().integer_bits(column_type)

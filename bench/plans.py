@@ -16,8 +16,10 @@ are running tasks past the 24-hour limit), the script builds a ``processing_task
 - ``zombies``: ``reaper --once --yes`` against one bare ``UPDATE`` setting them to failure (goal: 0.5x).
 
 Each line gives reaper's time, the plain statement's, the ratio and the plan reaper chose (from its
-``plan:`` log line). ``--json-out FILE`` keeps every figure; ``--compare FILE`` (a run at another
-size) prints how each figure grew (goal: a 10x larger table within 12x the time).
+``plan:`` log line). ``--repeat N`` runs each side N times, in turns (each write on its own fresh
+copy), and counts the medians; ``--json-out FILE`` keeps every figure and every run; ``--compare
+FILE`` (a run at another size) prints how each figure grew (goal: a 10x larger table within 12x the
+time).
 
     python bench/plans.py --rows 1000000                     # every cell, about 20-30 minutes here
     python bench/plans.py --rows 3000 --databases sqlite     # the smoke test
@@ -35,9 +37,10 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 from sqlalchemy import create_engine
@@ -311,6 +314,8 @@ class Figure:
     met: bool
     plan: str
     rows_changed: int
+    reaper_runs: list[float] = field(default_factory=list)  # every run of each side, when repeated
+    plain_runs: list[float] = field(default_factory=list)
 
 
 def _goal(measure: str, index_set: str) -> tuple[str, float]:
@@ -331,35 +336,59 @@ def figure(db: Database, rows: int, shape: str, index_set: str, measure: str, mi
     return found
 
 
-def measure_cell(db: Database, rows: int, shape: str, index_set: str, cwd: Path) -> list[Figure]:
-    found = []
-    everything = list(conditions().values())
-    fresh_copy(db, index_set)
-    mine, document, plan = reaper(db, ["--dry-run"], cwd)
-    theirs = plain(db, [f"SELECT COUNT(*) FROM {TABLE} WHERE {c}" for c in everything], cwd)
-    matched = sum(int(policy["matched"]) for policy in document["policies"].values())
-    found.append(figure(db, rows, shape, index_set, "dry", mine, theirs, plan, matched))
-    measure = "zombies" if shape == "zombies" else "purge"
-    mark = db.purge_counter()
-    started = time.perf_counter()
-    _, document, plan = reaper(db, ["--yes"], cwd)
-    # A purge is timed until InnoDB has removed the deleted rows, both sides; a fail deletes nothing,
-    # and neither side waits for the purge of its undo.
-    db.wait_purged(mark, changed(document) if measure == "purge" else 0)
-    mine = time.perf_counter() - started
-    fresh_copy(db, index_set)
-    if measure == "purge":
+def _dry_side_by_side(db: Database, cwd: Path, repeat: int) -> tuple[list[float], list[float], dict[str, Any], str]:
+    """Time reaper's dry run and the plain counts ``repeat`` times each, in turns (nothing is written)."""
+    everything = [f"SELECT COUNT(*) FROM {TABLE} WHERE {c}" for c in conditions().values()]
+    mine: list[float] = []
+    theirs: list[float] = []
+    for _ in range(repeat):
+        seconds, document, plan = reaper(db, ["--dry-run"], cwd)
+        mine.append(seconds)
+        theirs.append(plain(db, everything, cwd))
+    return mine, theirs, document, plan
+
+
+def _plain_write(shape: str) -> str:
+    if shape != "zombies":
         c = conditions()
-        statement = f"DELETE FROM {TABLE} WHERE ({c['success_retention']}) OR ({c['failure_retention']})"
-    else:
-        statement = (f"UPDATE {TABLE} SET status = 'failure', completed_at = '{cut()}', updated_at = '{cut()}', "
-                     f"error_message = 'reaper running_timeout' WHERE {conditions()['running_timeout']}")
-    mark = db.purge_counter()
-    started = time.perf_counter()
-    plain(db, [statement], cwd)
-    db.wait_purged(mark, changed(document) if measure == "purge" else 0)
-    theirs = time.perf_counter() - started
-    found.append(figure(db, rows, shape, index_set, measure, mine, theirs, plan, changed(document)))
+        return f"DELETE FROM {TABLE} WHERE ({c['success_retention']}) OR ({c['failure_retention']})"
+    return (f"UPDATE {TABLE} SET status = 'failure', completed_at = '{cut()}', updated_at = '{cut()}', "
+            f"error_message = 'reaper running_timeout' WHERE {conditions()['running_timeout']}")
+
+
+def _writes_side_by_side(
+    db: Database, shape: str, index_set: str, cwd: Path, repeat: int
+) -> tuple[list[float], list[float], dict[str, Any], str]:
+    """Time ``reaper --once --yes`` and the plain statement ``repeat`` times each, in turns, each on a fresh
+    copy of the table. A purge is timed until InnoDB has removed the deleted rows, both sides; a fail
+    deletes nothing, and neither side waits for the purge of its undo."""
+    mine: list[float] = []
+    theirs: list[float] = []
+    for _ in range(repeat):
+        fresh_copy(db, index_set)
+        mark, started = db.purge_counter(), time.perf_counter()
+        _, document, plan = reaper(db, ["--yes"], cwd)
+        db.wait_purged(mark, changed(document) if shape != "zombies" else 0)
+        mine.append(time.perf_counter() - started)
+        fresh_copy(db, index_set)
+        mark, started = db.purge_counter(), time.perf_counter()
+        plain(db, [_plain_write(shape)], cwd)
+        db.wait_purged(mark, changed(document) if shape != "zombies" else 0)
+        theirs.append(time.perf_counter() - started)
+    return mine, theirs, document, plan
+
+
+def measure_cell(db: Database, rows: int, shape: str, index_set: str, cwd: Path, repeat: int = 1) -> list[Figure]:
+    """The cell's dry run and its writes, each side the median of ``repeat`` runs."""
+    fresh_copy(db, index_set)
+    mine, theirs, document, plan = _dry_side_by_side(db, cwd, repeat)
+    matched = sum(int(policy["matched"]) for policy in document["policies"].values())
+    found = [figure(db, rows, shape, index_set, "dry", median(mine), median(theirs), plan, matched)]
+    found[-1].reaper_runs, found[-1].plain_runs = mine, theirs
+    mine, theirs, document, plan = _writes_side_by_side(db, shape, index_set, cwd, repeat)
+    measure = "zombies" if shape == "zombies" else "purge"
+    found.append(figure(db, rows, shape, index_set, measure, median(mine), median(theirs), plan, changed(document)))
+    found[-1].reaper_runs, found[-1].plain_runs = mine, theirs
     return found
 
 
@@ -395,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shapes", default=",".join(SHAPES))
     parser.add_argument("--json-out", type=Path)
     parser.add_argument("--compare", type=Path, help="the --json-out of a run at another size")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each side per cell, in turns; the medians count")
     args = parser.parse_args(argv)
     figures: list[Figure] = []
     with tempfile.TemporaryDirectory(prefix="reaper-bench-plans-") as folder:
@@ -405,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
                     log(f"{name}: building {args.rows:,} rows ({shape})")
                     build_template(db, args.rows, shape)
                     for index_set in args.index_sets.split(","):
-                        figures += measure_cell(db, args.rows, shape, index_set, workdir)
+                        figures += measure_cell(db, args.rows, shape, index_set, workdir, args.repeat)
     print("\n".join(table_lines(figures)))
     if args.compare:
         print("\n" + "\n".join(growth_lines(figures, json.loads(args.compare.read_text()))))

@@ -17,7 +17,8 @@ are running tasks past the 24-hour limit), the script builds a ``processing_task
 
 Each line gives reaper's time, the plain statement's, the ratio and the plan reaper chose (from its
 ``plan:`` log line). ``--repeat N`` runs each side N times, in turns (each write on its own fresh
-copy), and counts the medians; ``--json-out FILE`` keeps every figure and every run; ``--compare
+copy), and counts the medians; ``--write-flags '--batch-time 2'`` adds flags to reaper's real
+run; ``--json-out FILE`` keeps every figure and every run; ``--compare
 FILE`` (a run at another size) prints how each figure grew (goal: a 10x larger table within 12x the
 time).
 
@@ -32,6 +33,7 @@ import compileall
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -385,20 +387,28 @@ def _until_purged(db: Database, write: Callable[[], int | None], rows: int | Non
     return time.perf_counter() - started, to_exit, returned
 
 
+@dataclass(frozen=True)
+class Options:
+    """How each cell is run: how many times each side, and flags added to reaper's real run."""
+
+    repeat: int = 1
+    write_flags: tuple[str, ...] = ()
+
+
 def _writes_side_by_side(
-    db: Database, shape: str, index_set: str, cwd: Path, repeat: int
+    db: Database, shape: str, index_set: str, cwd: Path, options: Options
 ) -> tuple[Runs, dict[str, Any], str]:
-    """Time ``reaper --once --yes`` and the plain statement ``repeat`` times each, in turns, each on a fresh
-    copy of the table, on MariaDB until InnoDB's purge has caught up, both sides: the deleted rows
-    removed, or for a fail (whose update of indexed columns leaves their old index entries to the
-    purge), the history list empty. The bare statement leaves that work for after its commit; a
-    batched run does it as it goes."""
+    """Time ``reaper --once --yes`` (with ``options.write_flags``) and the plain statement
+    ``options.repeat`` times each, in turns, each on a fresh copy of the table, on MariaDB until
+    InnoDB's purge has caught up, both sides: the deleted rows removed, or for a fail (whose update
+    of indexed columns leaves their old index entries to the purge), the history list empty. The
+    bare statement leaves that work for after its commit; a batched run does it as it goes."""
     runs, outcome = Runs(), {}
-    for _ in range(repeat):
+    for _ in range(options.repeat):
         fresh_copy(db, index_set)
 
         def by_reaper() -> int | None:
-            _, outcome["document"], outcome["plan"] = reaper(db, ["--yes"], cwd)
+            _, outcome["document"], outcome["plan"] = reaper(db, ["--yes", *options.write_flags], cwd)
             return changed(outcome["document"]) if shape != "zombies" else None
 
         seconds, to_exit, deleted = _until_purged(db, by_reaper, None)
@@ -414,14 +424,16 @@ def _writes_side_by_side(
     return runs, outcome["document"], outcome["plan"]
 
 
-def measure_cell(db: Database, rows: int, shape: str, index_set: str, cwd: Path, repeat: int = 1) -> list[Figure]:
-    """The cell's dry run and its writes, each side the median of ``repeat`` runs."""
+def measure_cell(
+    db: Database, rows: int, shape: str, index_set: str, cwd: Path, options: Options = Options()
+) -> list[Figure]:
+    """The cell's dry run and its writes, each side the median of ``options.repeat`` runs."""
     fresh_copy(db, index_set)
-    mine, theirs, document, plan = _dry_side_by_side(db, cwd, repeat)
+    mine, theirs, document, plan = _dry_side_by_side(db, cwd, options.repeat)
     matched = sum(int(policy["matched"]) for policy in document["policies"].values())
     found = [figure(db, rows, shape, index_set, "dry", median(mine), median(theirs), plan, matched)]
     found[-1].reaper_runs, found[-1].plain_runs = mine, theirs
-    runs, document, plan = _writes_side_by_side(db, shape, index_set, cwd, repeat)
+    runs, document, plan = _writes_side_by_side(db, shape, index_set, cwd, options)
     measure = "zombies" if shape == "zombies" else "purge"
     found.append(figure(db, rows, shape, index_set, measure, median(runs.mine), median(runs.theirs), plan,
                         changed(document)))
@@ -466,8 +478,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json-out", type=Path)
     parser.add_argument("--compare", type=Path, help="the --json-out of a run at another size")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each side per cell, in turns; the medians count")
+    parser.add_argument("--write-flags", default="", help="flags added to reaper's real run, e.g. '--batch-time 2'")
     args = parser.parse_args(argv)
     compileall.compile_dir(REPO / "reaper", quiet=1)  # see child_env
+    options = Options(args.repeat, tuple(shlex.split(args.write_flags)))
     figures: list[Figure] = []
     with tempfile.TemporaryDirectory(prefix="reaper-bench-plans-") as folder:
         workdir = Path(folder)
@@ -477,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
                     log(f"{name}: building {args.rows:,} rows ({shape})")
                     build_template(db, args.rows, shape)
                     for index_set in args.index_sets.split(","):
-                        figures += measure_cell(db, args.rows, shape, index_set, workdir, args.repeat)
+                        figures += measure_cell(db, args.rows, shape, index_set, workdir, options)
     print("\n".join(table_lines(figures)))
     if args.compare:
         print("\n" + "\n".join(growth_lines(figures, json.loads(args.compare.read_text()))))

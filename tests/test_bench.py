@@ -181,6 +181,21 @@ def test_the_plans_benchmark_times_a_dry_run_and_a_purge_against_the_plain_state
 
 
 @pytest.mark.slow
+def test_the_plans_benchmark_repeats_each_side_and_passes_its_write_flags_to_reaper(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT.parent / "plans.py"), "--rows", "2000", "--databases", "sqlite",
+         "--index-sets", "pk", "--shapes", "scattered3", "--repeat", "2",
+         "--write-flags", "--success-retention 3650", "--json-out", str(tmp_path / "f.json")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    dry, purge = json.loads((tmp_path / "f.json").read_text())
+    assert all(len(f["reaper_runs"]) == len(f["plain_runs"]) == 2 for f in (dry, purge))
+    assert dry["rows_changed"] == 60  # the dry run keeps the default thresholds
+    assert purge["rows_changed"] < 60  # the real run kept every success: ten years of retention
+
+
+@pytest.mark.slow
 @pytest.mark.server
 def test_the_app_latency_benchmark_throttles_on_history_list_lengths_chosen_from_the_idle_level(
     tmp_path: Path,

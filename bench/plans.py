@@ -377,14 +377,12 @@ class Runs:
     theirs_to_exit: list[float] = field(default_factory=list)
 
 
-def _until_purged(db: Database, write: Callable[[], int | None], rows: int | None) -> tuple[float, float, int | None]:
-    """Run ``write``; its seconds until InnoDB's purge has caught up with it (``wait_purged``), to its end,
-    and what it returned."""
-    mark, started = db.purge_counter(), time.perf_counter()
-    returned = write()
+def _until_purged(db: Database, mark: int | None, started: float, rows: int | None) -> tuple[float, float]:
+    """A write's seconds from ``started`` until InnoDB's purge has caught up with it (``wait_purged``
+    from ``mark``), and to now, its process's end."""
     to_exit = time.perf_counter() - started
-    db.wait_purged(mark, rows if rows is not None else returned)
-    return time.perf_counter() - started, to_exit, returned
+    db.wait_purged(mark, rows)
+    return time.perf_counter() - started, to_exit
 
 
 @dataclass(frozen=True)
@@ -403,25 +401,22 @@ def _writes_side_by_side(
     InnoDB's purge has caught up, both sides: the deleted rows removed, or for a fail (whose update
     of indexed columns leaves their old index entries to the purge), the history list empty. The
     bare statement leaves that work for after its commit; a batched run does it as it goes."""
-    runs, outcome = Runs(), {}
+    runs = Runs()
     for _ in range(options.repeat):
         fresh_copy(db, index_set)
-
-        def by_reaper() -> int | None:
-            _, outcome["document"], outcome["plan"] = reaper(db, ["--yes", *options.write_flags], cwd)
-            return changed(outcome["document"]) if shape != "zombies" else None
-
-        seconds, to_exit, deleted = _until_purged(db, by_reaper, None)
+        mark, started = db.purge_counter(), time.perf_counter()
+        _, document, plan = reaper(db, ["--yes", *options.write_flags], cwd)
+        deleted = changed(document) if shape != "zombies" else None
+        seconds, to_exit = _until_purged(db, mark, started, deleted)
         runs.mine.append(seconds)
         runs.mine_to_exit.append(to_exit)
         fresh_copy(db, index_set)
-        def by_plain_statement() -> None:
-            plain(db, [_plain_write(shape)], cwd)
-
-        seconds, to_exit, _ = _until_purged(db, by_plain_statement, deleted)
+        mark, started = db.purge_counter(), time.perf_counter()
+        plain(db, [_plain_write(shape)], cwd)
+        seconds, to_exit = _until_purged(db, mark, started, deleted)
         runs.theirs.append(seconds)
         runs.theirs_to_exit.append(to_exit)
-    return runs, outcome["document"], outcome["plan"]
+    return runs, document, plan
 
 
 def measure_cell(
@@ -480,6 +475,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs of each side per cell, in turns; the medians count")
     parser.add_argument("--write-flags", default="", help="flags added to reaper's real run, e.g. '--batch-time 2'")
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat: at least 1")
     compileall.compile_dir(REPO / "reaper", quiet=1)  # see child_env
     options = Options(args.repeat, tuple(shlex.split(args.write_flags)))
     figures: list[Figure] = []

@@ -309,3 +309,21 @@ def test_a_run_without_indexes_walks_the_primary_key_only_for_the_policies_that_
     # running_timeout's walk of 83 ids, 5 at a time: 17 ranges, each read for the sample of ids (it
     # never fills: 3 zombies), one of them failed; the other three policies' walks would read 51 more
     assert 0 < len(ranges) <= 18, ranges
+
+
+@pytest.mark.parametrize("indexed", [False], ids=["primary key"], indirect=True)
+def test_a_run_that_fails_zombies_without_an_index_reads_the_whole_table_once_though_no_row_is_failed_yet(
+    tasks: Tasks, database_url: str, indexed: bool
+) -> None:
+    for _ in range(20):
+        tasks.add("SUCCESS", finished_at=ago(days=1))
+    zombie = tasks.add("RUNNING", started_at=ago(hours=30))
+    settings = settings_for(database_url, tasks.shape)
+    seen = recorded(tasks.engine)
+    run_policies(open_table(tasks.engine, settings), standard_policies(settings), NOW, RunOptions(batch_size=5))
+    assert tasks.status_of(zombie) == "FAILURE"  # the table's casing, though no row held a failure before
+    with tasks.engine.connect() as conn:
+        scans = [s for s, p in on_the_table(seen) if "processing_tasks.id <" not in s and explained(conn, s, p)[1]]
+    # the opening count, which also finds how rows spell the status a fail writes: looking that up apart
+    # reads the whole table when no row has it
+    assert len(scans) == 1, "\n\n".join(scans)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Column, MetaData, Table, and_, inspect, select, tuple_
+from sqlalchemy import Column, MetaData, Table, and_, case, func, inspect, select, tuple_
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import NoSuchTableError
 from sqlalchemy.sql.elements import ColumnElement
@@ -236,8 +236,24 @@ class TaskTable:
                 f"set {env_name(('statuses', role))}"
             )
 
+    def spelling_probes(self, role: str) -> list[ColumnElement[Any]]:
+        """Return the aggregates that find, in a pass over the whole table, the spelling of status
+        ``role`` that rows hold and the spelling of any status they hold (see ``settle_write_value``);
+        none where that spelling is known already or fixed by an ENUM."""
+        if role in self._write_values or self.enum_members() is not None:
+            return []
+        return [
+            func.max(case((self.status_is(role), self.status))),
+            func.max(case((self.status.in_(self._every_status_value()), self.status))),
+        ]
+
+    def settle_write_value(self, role: str, stored: str | None, sample: str | None) -> None:
+        """Fix the spelling of status ``role`` to write from what a pass over the table found with
+        ``spelling_probes``: where no index leads with the status, looking it up at the first write
+        reads the whole table again when no row holds it yet."""
+        self._write_values.setdefault(role, self._spelling_from(role, stored, sample))
+
     def _resolve_write_value(self, conn: Connection, role: str) -> str:
-        configured: str = getattr(self.statuses, role)
         if self.enum_members() is not None:
             self.check_writable(role)
             return str(self.status_values(role)[0])
@@ -246,8 +262,18 @@ class TaskTable:
             return str(stored)
         # No row of that status yet: follow the casing of any status the table does hold. One look-up for
         # all of them: without an index on the status each probe of a status absent reads the whole table.
-        known = [value for other in self.statuses.model_dump() for value in self.status_values(other)]
-        sample = conn.execute(select(self.status).where(self.status.in_(known)).limit(1)).scalar()
+        sample = conn.execute(select(self.status).where(self.status.in_(self._every_status_value())).limit(1)).scalar()
+        return self._spelling_from(role, None, sample)
+
+    def _every_status_value(self) -> list[str]:
+        return [value for other in self.statuses.model_dump() for value in self.status_values(other)]
+
+    def _spelling_from(self, role: str, stored: str | None, sample: str | None) -> str:
+        """The spelling of ``role`` to write: the one rows hold, else ``role``'s configured value cased like
+        ``sample`` (a status some row holds), else as configured."""
+        configured: str = getattr(self.statuses, role)
+        if stored is not None:
+            return str(stored)
         if sample is not None:
             return _recase_like(configured, str(sample), getattr(self.statuses, self.role_of(str(sample))))
         return configured

@@ -34,6 +34,8 @@ from reaper.safety.archive import Archive
 SAMPLE_SIZE = 5
 LOCK_CHECK_SECONDS = 1.0
 LOGGED_IDS_PER_BATCH = 10
+# The status each action writes: a fail, failure; a requeue, pending (and failure past the attempts bound).
+WRITTEN_STATUSES = {"failure": {Action.FAIL, Action.REQUEUE}, "pending": {Action.REQUEUE}}
 
 
 @dataclass(frozen=True)
@@ -259,7 +261,9 @@ def run_policies(
     if Action.REQUEUE in writes:
         table.check_writable("pending")
     plans = plan_policies(table, policies)  # the indexes as they are now, once per run
-    plans = count_walks(table, policies, now, plans, ends=options.dry_run)  # the rules without an index, in one pass
+    # The rules without an index, in one pass; it also finds how rows spell the statuses a real run writes.
+    written = [] if options.dry_run else [role for role, by in WRITTEN_STATUSES.items() if writes & by]
+    plans = count_walks(table, policies, now, plans, ends=options.dry_run, written=written)
     # How each rule reads, for whoever diagnoses a slow run; --check-indexes shows it to a person.
     logger.debug(f"plan: {describe_plans(plans)}")
     for policy in policies:

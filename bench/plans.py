@@ -13,7 +13,8 @@ are running tasks past the 24-hour limit), the script builds a ``processing_task
 - ``purge`` (purge80, scattered3): ``reaper --once --yes`` against one bare ``DELETE`` with the same
   condition, each from its process's start; on MariaDB both until InnoDB's purge has removed the rows
   (goal: at least 0.5x its rate, 0.9x where the recommended indexes exist);
-- ``zombies``: ``reaper --once --yes`` against one bare ``UPDATE`` setting them to failure (goal: 0.5x).
+- ``zombies``: ``reaper --once --yes`` against one bare ``UPDATE`` setting them to failure with the error
+  text reaper writes (goal: 0.5x).
 
 Each line gives reaper's time, the plain statement's, the ratio and the plan reaper chose (from its
 ``plan:`` log line). ``--repeat N`` runs each side N times, in turns (each write on its own fresh
@@ -363,8 +364,12 @@ def _plain_write(shape: str) -> str:
     if shape != "zombies":
         c = conditions()
         return f"DELETE FROM {TABLE} WHERE ({c['success_retention']}) OR ({c['failure_retention']})"
+    # The text reaper writes into the error column (see reaper.engine.writes.failure_reason), so that
+    # both sides write rows of the same size: a 22-character text made the bare UPDATE half the work.
+    reason = (f"reaper running_timeout: running for over the 24 h limit (started_at before {cut(hours=24)} UTC); "
+              f"set to failure at {cut()} UTC")
     return (f"UPDATE {TABLE} SET status = 'failure', completed_at = '{cut()}', updated_at = '{cut()}', "
-            f"error_message = 'reaper running_timeout' WHERE {conditions()['running_timeout']}")
+            f"error_message = '{reason}' WHERE {conditions()['running_timeout']}")
 
 
 @dataclass

@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
 from test_indexes import _walk, analyze, fill_like_production
 
-from helpers import NOW, Shape, Tasks, add_age_indexes, ago, create_table, settings_for
+from helpers import BACKENDS, NOW, Shape, Tasks, add_age_indexes, ago, create_table, settings_for
 from reaper.cli.command import main
 from reaper.database.table import open_table
 from reaper.engine.plans import plan_policies
@@ -154,6 +154,25 @@ def test_on_sqlite_a_batch_written_by_ids_looks_each_id_up(tmp_path: Path) -> No
             assert plan == ["SEARCH processing_tasks USING INTEGER PRIMARY KEY (rowid=?)"], statement
     assert len(updates) == 6
     engine.dispose()
+
+
+@pytest.mark.parametrize("backend", [name for name in BACKENDS if name == "postgresql"], indirect=True)
+@pytest.mark.parametrize("indexed", [True], ids=["indexed"], indirect=True)
+def test_on_postgresql_a_batch_written_by_ids_binds_them_as_one_array(
+    tasks: Tasks, database_url: str, indexed: bool
+) -> None:
+    """Bound one by one, a batch of thousands of ids cost more to render and send than to write."""
+    zombies = [tasks.add("running", started_at=ago(hours=30 + number % 7)) for number in range(40)]
+    settings = settings_for(database_url, tasks.shape)
+    seen = recorded(tasks.engine)
+    table = open_table(tasks.engine, settings)
+    run = run_policies(table, standard_policies(settings)[:1], NOW, RunOptions(batch_size=20))
+    assert run.policies["running_timeout"].affected == 40 and {tasks.status_of(z) for z in zombies} == {"failure"}
+    updates = [p for s, p in on_the_table(seen) if s.lstrip().upper().startswith("UPDATE")]
+    assert len(updates) == 2
+    arrays = [value for p in updates for value in p.values() if isinstance(value, list)]
+    assert [len(ids) for ids in arrays] == [20, 20] and sorted(arrays[0] + arrays[1]) == zombies
+    assert all(len(p) < 20 for p in updates)  # the reason, the moments, the condition's values: not an id each
 
 
 # --- a dry run counts in the database ---------------------------------------------------------------------

@@ -112,9 +112,10 @@ class TaskTable:
         """
         if len(self.key) == 1:
             ids = [key[0] for key in keys]
+            listed = self.dialect.one_of(self.id, ids)
             if ids and isinstance(self.id.type, Integer) and self.dialect.bounds_id_lists:
-                return and_(self.id.in_(ids), self.id.between(min(ids), max(ids)))
-            return self.id.in_(ids)
+                return and_(listed, self.id.between(min(ids), max(ids)))
+            return listed
         return tuple_(*self.key).in_([tuple(key) for key in keys])
 
     @property

@@ -137,6 +137,10 @@ class Dialect:
         """
         return None
 
+    def one_of(self, column: Column[Any], values: Sequence[Any]) -> ColumnElement[bool]:
+        """``column IN (values)``: a batch's ids, one bound parameter each."""
+        return column.in_(values)
+
     def before(self, column: ColumnElement[Any], value: datetime) -> ColumnElement[bool]:
         """``column < value``, for a timestamp ``column`` and ``value`` as the column stores it."""
         earlier: ColumnElement[bool] = column < value

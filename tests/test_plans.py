@@ -346,3 +346,22 @@ def test_a_run_that_fails_zombies_without_an_index_reads_the_whole_table_once_th
     # the opening count, which also finds how rows spell the status a fail writes: looking that up apart
     # reads the whole table when no row has it
     assert len(scans) == 1, "\n\n".join(scans)
+
+
+@pytest.mark.parametrize("indexed", [False], ids=["primary key"], indirect=True)
+def test_where_an_index_leads_with_the_status_the_opening_count_leaves_out_the_statuses_no_row_holds(
+    tasks: Tasks, database_url: str, indexed: bool
+) -> None:
+    with tasks.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE INDEX ix_app ON processing_tasks (status, created_at)")
+    for _ in range(3):
+        tasks.add("success", finished_at=ago(days=40))
+    tasks.add("success", finished_at=ago(days=1))
+    settings = settings_for(database_url, tasks.shape)
+    seen = recorded(tasks.engine)
+    dry = run_policies(open_table(tasks.engine, settings), standard_policies(settings), NOW, RunOptions(dry_run=True))
+    matched = {name: result.matched for name, result in dry.policies.items()}
+    assert matched == {"running_timeout": 0, "pending_timeout": 0, "failure_retention": 0, "success_retention": 3}
+    passes = [statement for statement, _ in on_the_table(seen) if "count(CASE WHEN" in statement]
+    # each rule counted adds to the pass's time: only success_retention's status is held by a row
+    assert len(passes) == 1 and passes[0].count("count(CASE WHEN") == 1, passes

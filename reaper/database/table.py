@@ -158,6 +158,10 @@ class TaskTable:
             spellings.append(value)
         return spellings
 
+    def holds(self, conn: Connection, role: str) -> bool:
+        """Whether some row has status ``role`` (in any casing): an index look-up where one leads with the status."""
+        return conn.execute(select(self.status).where(self.status_is(role)).limit(1)).first() is not None
+
     def status_is(self, role: str) -> ColumnElement[bool]:
         """Return the condition that a row has status ``role``, in any casing."""
         return self.status.in_(self.status_values(role))

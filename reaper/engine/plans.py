@@ -117,10 +117,17 @@ def plan_policy(table: TaskTable, policy: Policy, indexes: list[ExistingIndex]) 
     return plans
 
 
-def plan_policies(table: TaskTable, policies: Sequence[Policy]) -> dict[str, dict[Rule, Plan]]:
-    """Reflect the table's indexes once and return every rule's plan, by policy name."""
-    indexes = existing_indexes(table)
+def plan_policies(
+    table: TaskTable, policies: Sequence[Policy], indexes: list[ExistingIndex] | None = None
+) -> dict[str, dict[Rule, Plan]]:
+    """Return every rule's plan, by policy name, from ``indexes`` (by default: reflected now)."""
+    indexes = existing_indexes(table) if indexes is None else indexes
     return {policy.name: plan_policy(table, policy, indexes) for policy in policies}
+
+
+def status_leads(table: TaskTable, indexes: list[ExistingIndex]) -> bool:
+    """Whether an index leads with the status column: whether a status rows may not hold is a look-up."""
+    return any(index.columns[:1] == (table.status.name,) for index in indexes)
 
 
 def describe_plans(plans: dict[str, dict[Rule, Plan]]) -> str:

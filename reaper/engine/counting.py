@@ -17,7 +17,7 @@ row travels to reaper to be counted.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -133,16 +133,20 @@ def count_walks(
         probes = {role: table.spelling_probes(role) for role in opening.written}
         spelt = [probe for pair in probes.values() for probe in pair]
         row = conn.execute(select(*aggregates, *spelt).select_from(table.table)).one()
-        spellings = iter(row[len(aggregates) :])
-        for role, pair in probes.items():
-            if pair:
-                table.settle_write_value(role, next(spellings), next(spellings))
+        _settle_spellings(table, probes, iter(row[len(aggregates) :]))
         for number, (policy, rule) in enumerate(walked):
             found = RuleCount(int(row[2 * number]), int(row[2 * number + 1] or 0))
             if found.matched and opening.ends:
                 found = replace(found, **_ends(conn, table, rule_condition(table, policy, rule, now)))
             counted[policy.name][rule] = replace(plans[policy.name][rule], found=found)
     return counted
+
+
+def _settle_spellings(table: TaskTable, probes: dict[str, list[Any]], found: Iterator[Any]) -> None:
+    """Fix the spelling each probed status role is written in from what the pass ``found``, two values each."""
+    for role, pair in probes.items():
+        if pair:
+            table.settle_write_value(role, next(found), next(found))
 
 
 def _statuses_held(conn: Connection, table: TaskTable, statuses: set[str], look_up: bool) -> set[str]:

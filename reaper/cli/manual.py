@@ -19,8 +19,7 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from reaper.database.table import TaskTable
-from reaper.engine.counting import OpeningCount, count_policy, count_walks
-from reaper.engine.plans import existing_indexes, plan_policies, status_leads
+from reaper.engine.counting import count_policy, counted_plans
 from reaper.errors import EXIT_REFUSED, EXIT_SIGNALLED, Interrupted, ReaperError
 from reaper.policy.policies import Action, Policy
 
@@ -34,9 +33,7 @@ class ConfirmationRefused(ReaperError):
 
 def count_matches(table: TaskTable, policies: Sequence[Policy], now: datetime) -> dict[str, int]:
     """Return what each policy would match now, counted by the database as a dry run counts it."""
-    indexes = existing_indexes(table)
-    opening = OpeningCount(status_leads=status_leads(table, indexes))  # the walked rules: one pass for all
-    plans = count_walks(table, policies, now, plan_policies(table, policies, indexes), opening)
+    plans = counted_plans(table, policies, now)  # the walked rules: one pass for all
     return {
         policy.name: sum(count.matched for count in count_policy(table, policy, now, plans[policy.name]).values())
         for policy in policies

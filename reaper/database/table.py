@@ -41,7 +41,6 @@ AGE_COLUMNS: dict[str, tuple[str, ...]] = {
     "failure": ("finished_at", "updated_at", "created_at"),
     "revoked": ("finished_at", "updated_at", "created_at"),
 }
-# The limits a task type may set that need a column of their own.
 # When some policy requeues, a pending row waits since its last write instead: a requeue restarts
 # the wait, so a task set back to pending is not failed at once for its old creation time.
 REQUEUED_PENDING_AGE_COLUMNS = ("updated_at", "created_at")
@@ -158,9 +157,11 @@ class TaskTable:
             spellings.append(value)
         return spellings
 
-    def holds(self, conn: Connection, role: str) -> bool:
-        """Whether some row has status ``role`` (in any casing): an index look-up where one leads with the status."""
-        return conn.execute(select(self.status).where(self.status_is(role)).limit(1)).first() is not None
+    def held_spelling(self, conn: Connection, role: str) -> str | None:
+        """The spelling of status ``role`` that some row holds, or ``None`` when no row has that status (an
+        index look-up where an index leads with the status; else a read of the table until a match)."""
+        stored = conn.execute(select(self.status).where(self.status_is(role)).limit(1)).scalar()
+        return None if stored is None else str(stored)
 
     def status_is(self, role: str) -> ColumnElement[bool]:
         """Return the condition that a row has status ``role``, in any casing."""
@@ -262,9 +263,9 @@ class TaskTable:
         if self.enum_members() is not None:
             self.check_writable(role)
             return str(self.status_values(role)[0])
-        stored = conn.execute(select(self.status).where(self.status_is(role)).limit(1)).scalar()
+        stored = self.held_spelling(conn, role)
         if stored is not None:
-            return str(stored)
+            return stored
         # No row of that status yet: follow the casing of any status the table does hold. One look-up for
         # all of them: without an index on the status each probe of a status absent reads the whole table.
         sample = conn.execute(select(self.status).where(self.status.in_(self._every_status_value())).limit(1)).scalar()

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from reaper.database.table import TaskTable
-from reaper.engine.plans import Plan, RuleCount
+from reaper.engine.plans import Plan, RuleCount, existing_indexes, plan_policies, status_leads
 from reaper.engine.selection import segments
 from reaper.policy.matching import counted_attempts, rule_condition
 from reaper.policy.policies import Policy, Rule
@@ -149,12 +149,22 @@ def _settle_spellings(table: TaskTable, probes: dict[str, list[Any]], found: Ite
             table.settle_write_value(role, next(found), next(found))
 
 
+def counted_plans(
+    table: TaskTable, policies: Sequence[Policy], now: datetime, ends: bool = False, written: Sequence[str] = ()
+) -> dict[str, dict[Rule, Plan]]:
+    """Reflect the table's indexes once, plan every rule from them, and count the rules that walk the
+    primary key in one pass (``count_walks``, with ``ends`` and ``written`` as ``OpeningCount`` says)."""
+    indexes = existing_indexes(table)
+    opening = OpeningCount(ends, written, status_leads(table, indexes))
+    return count_walks(table, policies, now, plan_policies(table, policies, indexes), opening)
+
+
 def _statuses_held(conn: Connection, table: TaskTable, statuses: set[str], look_up: bool) -> set[str]:
     """Of ``statuses``, the ones some row holds, each looked up along an index (with ``look_up``); else all
     of them: without an index that leads with the status, a look-up of one no row holds reads the table."""
     if not look_up:
         return statuses
-    return {status for status in statuses if table.holds(conn, status)}
+    return {status for status in statuses if table.held_spelling(conn, status) is not None}
 
 
 def _ends(conn: Connection, table: TaskTable, condition: ColumnElement[bool]) -> dict[str, Any]:

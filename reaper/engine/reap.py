@@ -19,9 +19,9 @@ from datetime import datetime
 from loguru import logger
 
 from reaper.database.table import TaskTable
-from reaper.engine.counting import OpeningCount, count_policy, count_walks, sample_ids
+from reaper.engine.counting import count_policy, counted_plans, sample_ids
 from reaper.engine.keywalk import KeyWalk, key_batches
-from reaper.engine.plans import Plan, RuleCount, describe_plans, existing_indexes, plan_policies, status_leads
+from reaper.engine.plans import Plan, RuleCount, describe_plans, plan_policies
 from reaper.engine.ranges import write_by_ranges, writes_by_range
 from reaper.engine.selection import Batch, batches
 from reaper.engine.sizing import MAX_BATCH_SIZE, MAX_ID_LIST, BatchSizer
@@ -260,12 +260,10 @@ def run_policies(
         table.check_writable("failure")
     if Action.REQUEUE in writes:
         table.check_writable("pending")
-    indexes = existing_indexes(table)  # as they are now, once per run
-    plans = plan_policies(table, policies, indexes)
-    # The rules without an index, in one pass; it also finds how rows spell the statuses a real run writes.
+    # The indexes as they are now, once per run; the rules without an index counted in one pass, which
+    # also finds how rows spell the statuses a real run writes.
     written = [] if options.dry_run else [role for role, by in WRITTEN_STATUSES.items() if writes & by]
-    opening = OpeningCount(ends=options.dry_run, written=written, status_leads=status_leads(table, indexes))
-    plans = count_walks(table, policies, now, plans, opening)
+    plans = counted_plans(table, policies, now, ends=options.dry_run, written=written)
     # How each rule reads, for whoever diagnoses a slow run; --check-indexes shows it to a person.
     logger.debug(f"plan: {describe_plans(plans)}")
     for policy in policies:

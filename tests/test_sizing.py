@@ -49,6 +49,18 @@ def test_quick_full_batches_grow_up_to_the_ceiling_and_a_slow_one_halves_the_nex
     assert sizer.size == 2500
 
 
+def test_a_full_batch_between_half_and_80_percent_of_the_target_grows_the_next_toward_80_percent() -> None:
+    # where each commit costs a fixed part, a batch twice as large takes less than twice as long: a
+    # batch at 56 % of the target must still grow, or batches stay small and commits dominate
+    sizer = BatchSizer(2000, target_seconds=0.25, ceiling=50_000)
+    sizer.observe(2000, 0.14)
+    assert sizer.size == 2857  # 2000 * 0.2 / 0.14
+    sizer.observe(2857, 0.17)
+    assert sizer.size == 2857  # 0.2 / 0.17 is within the noise of one batch: kept
+    sizer.observe(2857, 0.26)
+    assert sizer.size == 1428  # over the target: at least halved
+
+
 def test_a_batch_that_was_not_full_does_not_grow_the_next() -> None:
     sizer = BatchSizer(1000, target_seconds=0.2, ceiling=5000)
     sizer.observe(10, 0.001)  # the last rows of a segment say nothing about a full batch's time

@@ -42,6 +42,16 @@ def test_a_sub_millisecond_lock_timeout_is_rounded_up_not_turned_off(database_ur
     assert found["lock"] == expected
 
 
+@pytest.mark.parametrize("backend", only("sqlite"), indirect=True)
+def test_a_sqlite_session_caches_up_to_64_mib_of_pages_where_sqlite_keeps_2_mb(database_url: str) -> None:
+    engine = create_db_engine(make_url(database_url), must_exist=False)
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -64 * 1024  # negative: KiB, not pages
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.parametrize("backend", SERVER_BACKENDS, indirect=True)  # SQLite has no statement time-out
 def test_a_statement_timeout_is_rounded_up_to_the_database_unit(database_url: str, backend: str) -> None:
     found = session_limits(database_url, SessionLimits(statement_timeout_seconds=2.0004))

@@ -1,7 +1,7 @@
 """SQLite: a database in one file, on the machine that runs reaper.
 
-- Sessions: foreign keys enforced (SQLite enforces them only when each connection asks) and the busy
-  time-out in whole milliseconds; there is no statement time-out.
+- Sessions: foreign keys enforced (SQLite enforces them only when each connection asks), the busy
+  time-out in whole milliseconds, a page cache of 64 MiB; there is no statement time-out.
 - The run lock: an exclusive ``flock`` on a file beside the database (SQLite's own write lock would
   block the application's writers for the whole run); an in-memory database is private to its process.
 - Timestamps are text in whatever spelling the application wrote, compared as moments (``julianday``)
@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from reaper.database.connection import SessionLimits
 
 
+PAGE_CACHE_KIB = 64 * 1024  # at most 64 MiB of pages in reaper's process, whatever the database's size
+
+
 class SQLite(Dialect):
     """SQLite, through Python's ``sqlite3``."""
 
@@ -56,12 +59,16 @@ class SQLite(Dialect):
         return {}
 
     def set_up_session(self, dbapi_connection: Any, limits: SessionLimits) -> None:
-        """Enforce foreign keys, and wait ``limits.lock_timeout_seconds`` for a lock."""
+        """Enforce foreign keys, wait ``limits.lock_timeout_seconds`` for a lock, cache up to 64 MiB of pages."""
         cursor = dbapi_connection.cursor()
         # Respect the application's foreign keys: SQLite enforces them only when asked, per connection.
         cursor.execute("PRAGMA foreign_keys = ON")
         # In whole milliseconds, set here: the driver's own timeout= truncates (0.0004 s would not wait at all).
         cursor.execute(f"PRAGMA busy_timeout = {whole_units(limits.lock_timeout_seconds, 1000)}")
+        # A page cache of the session's own (SQLite's default is 2 MB): a batch deletes rows whose entries
+        # lie all over each index, and a small cache writes out and reads back the same index pages
+        # within one transaction (800,000 deletes at 1 M rows with four indexes: 56-91 s, 36-50 s with it).
+        cursor.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KIB}")
         cursor.close()
 
     @contextmanager

@@ -240,6 +240,15 @@ def test_bare_reaper_in_an_empty_folder_exits_2_at_once_naming_the_file_and_crea
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("collecting", [True, False])
+def test_importing_the_command_leaves_the_garbage_collector_as_it_found_it(collecting: bool) -> None:
+    # the command holds collections off while its modules load; a program that imports it keeps its own setting
+    program = (f"import gc\n{'' if collecting else 'gc.disable()'}\nimport reaper.cli\n"
+               "print(gc.isenabled(), gc.get_freeze_count())")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split() == [str(collecting), "0"]  # nothing frozen: only the console script freezes
+
+
 def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -335,4 +336,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def main_entry() -> NoReturn:
     """Console-script entry point."""
+    # What is loaded by now lives as long as the process: the collector leaves it out of every pass,
+    # the one at exit included (0.2 s of each short run's end went to that one).
+    gc.freeze()
     sys.exit(main())

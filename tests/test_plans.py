@@ -343,9 +343,12 @@ def test_a_run_that_fails_zombies_without_an_index_reads_the_whole_table_once_th
     assert tasks.status_of(zombie) == "FAILURE"  # the table's casing, though no row held a failure before
     with tasks.engine.connect() as conn:
         scans = [s for s, p in on_the_table(seen) if "processing_tasks.id <" not in s and explained(conn, s, p)[1]]
+    whole = [statement for statement in scans if "LIMIT" not in statement.upper()]
     # the opening count, which also finds how rows spell the status a fail writes: looking that up apart
-    # reads the whole table when no row has it
-    assert len(scans) == 1, "\n\n".join(scans)
+    # reads the whole table when no row has it ...
+    assert len(whole) == 1, "\n\n".join(whole)
+    # ... and, as none does, the casing of a status some row holds: a read that stops at its first row
+    assert len(scans) - len(whole) <= 1, "\n\n".join(scans)
 
 
 @pytest.mark.parametrize("indexed", [False], ids=["primary key"], indirect=True)

@@ -243,21 +243,22 @@ class TaskTable:
             )
 
     def spelling_probes(self, role: str) -> list[ColumnElement[Any]]:
-        """Return the aggregates that find, in a pass over the whole table, the spelling of status
-        ``role`` that rows hold and the spelling of any status they hold (see ``settle_write_value``);
-        none where that spelling is known already or fixed by an ENUM."""
+        """Return the aggregate that finds, in a pass over the whole table, the spelling of status ``role``
+        that rows hold (see ``settle_write_value``); none where that spelling is known already or fixed by
+        an ENUM."""
         if role in self._write_values or self.enum_members() is not None:
             return []
-        return [
-            func.max(case((self.status_is(role), self.status))),
-            func.max(case((self.status.in_(self._every_status_value()), self.status))),
-        ]
+        return [func.max(case((self.status_is(role), self.status)))]
 
-    def settle_write_value(self, role: str, stored: str | None, sample: str | None) -> None:
+    def settle_write_value(self, conn: Connection, role: str, stored: str | None) -> None:
         """Fix the spelling of status ``role`` to write from what a pass over the table found with
         ``spelling_probes``: where no index leads with the status, looking it up at the first write
-        reads the whole table again when no row holds it yet."""
-        self._write_values.setdefault(role, self._spelling_from(role, stored, sample))
+        reads the whole table again when no row holds it yet. Where none does, the casing of any status
+        rows hold is a look-up that stops at its first row: as an aggregate of the pass, its test of
+        every known spelling on each row made the pass a third slower (PostgreSQL, 1 M rows)."""
+        if role not in self._write_values:
+            sample = None if stored is not None else self._any_status_held(conn)
+            self._write_values[role] = self._spelling_from(role, stored, sample)
 
     def _resolve_write_value(self, conn: Connection, role: str) -> str:
         if self.enum_members() is not None:
@@ -266,10 +267,13 @@ class TaskTable:
         stored = self.held_spelling(conn, role)
         if stored is not None:
             return stored
-        # No row of that status yet: follow the casing of any status the table does hold. One look-up for
-        # all of them: without an index on the status each probe of a status absent reads the whole table.
-        sample = conn.execute(select(self.status).where(self.status.in_(self._every_status_value())).limit(1)).scalar()
-        return self._spelling_from(role, None, sample)
+        return self._spelling_from(role, None, self._any_status_held(conn))
+
+    def _any_status_held(self, conn: Connection) -> str | None:
+        """A status some row holds, in its stored spelling, for a status no row holds yet to follow its
+        casing. One look-up for all of them: without an index on the status, each probe of a status no row
+        holds reads the whole table."""
+        return conn.execute(select(self.status).where(self.status.in_(self._every_status_value())).limit(1)).scalar()
 
     def _every_status_value(self) -> list[str]:
         return [value for other in self.statuses.model_dump() for value in self.status_values(other)]

@@ -131,9 +131,9 @@ def count_walks(
             return counted
         aggregates = [value for policy, rule in walked for value in _walk_counts(table, policy, rule, now)]
         probes = {role: table.spelling_probes(role) for role in opening.written}
-        spelt = [probe for pair in probes.values() for probe in pair]
+        spelt = [probe for role_probes in probes.values() for probe in role_probes]
         row = conn.execute(select(*aggregates, *spelt).select_from(table.table)).one()
-        _settle_spellings(table, probes, iter(row[len(aggregates) :]))
+        _settle_spellings(conn, table, probes, iter(row[len(aggregates) :]))
         for number, (policy, rule) in enumerate(walked):
             found = RuleCount(int(row[2 * number]), int(row[2 * number + 1] or 0))
             if found.matched and opening.ends:
@@ -142,11 +142,11 @@ def count_walks(
     return counted
 
 
-def _settle_spellings(table: TaskTable, probes: dict[str, list[Any]], found: Iterator[Any]) -> None:
-    """Fix the spelling each probed status role is written in from what the pass ``found``, two values each."""
-    for role, pair in probes.items():
-        if pair:
-            table.settle_write_value(role, next(found), next(found))
+def _settle_spellings(conn: Connection, table: TaskTable, probes: dict[str, list[Any]], found: Iterator[Any]) -> None:
+    """Fix the spelling each probed status role is written in from what the pass ``found``, a value each."""
+    for role, probe in probes.items():
+        if probe:
+            table.settle_write_value(conn, role, next(found))
 
 
 def counted_plans(

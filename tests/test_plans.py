@@ -18,7 +18,8 @@ from test_indexes import _walk, analyze, fill_like_production
 from helpers import BACKENDS, NOW, Shape, Tasks, add_age_indexes, ago, create_table, settings_for
 from reaper.cli.command import main
 from reaper.database.table import open_table
-from reaper.engine.plans import plan_policies
+from reaper.engine.counting import counted_plans
+from reaper.engine.plans import RuleCount, plan_policies
 from reaper.engine.reap import RunOptions, run_policies
 from reaper.policy.policies import standard_policies
 
@@ -368,3 +369,33 @@ def test_where_an_index_leads_with_the_status_the_opening_count_leaves_out_the_s
     passes = [statement for statement, _ in on_the_table(seen) if "count(CASE WHEN" in statement]
     # each rule counted adds to the pass's time: only success_retention's status is held by a row
     assert len(passes) == 1 and passes[0].count("count(CASE WHEN") == 1, passes
+
+
+@pytest.mark.parametrize("by_status", [True, False], ids=["grouped by status", "rule by rule"])
+def test_the_opening_count_finds_each_rules_matches_spent_attempts_and_the_spellings_to_write(
+    make_tasks: Any, database_url: str, monkeypatch: pytest.MonkeyPatch, by_status: bool
+) -> None:
+    tasks = make_tasks(Shape(columns={**Shape().columns, "attempts": "attempts"}))
+    for status, attempts in [("running", 3), ("Running", 3), ("running", 1), ("RUNNING", 1), ("running", 1)]:
+        tasks.add(status, started_at=ago(hours=30), attempts=attempts)
+    tasks.add("running", started_at=ago(hours=1), attempts=3)
+    for status, age in [("PENDING", ago(hours=3)), ("PENDING", ago(hours=3)), ("PENDING", ago(minutes=5))]:
+        tasks.add(status, created_at=age)
+    for status, age in [("FAILURE", ago(days=8)), ("FAILURE", ago(days=9)), ("FAILURE", ago(days=1))]:
+        tasks.add(status, finished_at=age)
+    for status, age in [("success", 40), ("success", 35), ("SUCCESS", 31), ("success", 1), ("Success", 2)]:
+        tasks.add(status, finished_at=ago(days=age))
+    tasks.add("cancelled", finished_at=ago(days=60))
+    settings = settings_for(database_url, tasks.shape, running_timeout_action="requeue", max_attempts=3)
+    table = open_table(tasks.engine, settings)
+    monkeypatch.setattr(type(table.dialect), "counts_by_status", by_status)
+    plans = counted_plans(table, standard_policies(settings), NOW, written=["failure", "pending"])
+    found = {name: [plan.found for plan in by_rule.values()] for name, by_rule in plans.items()}
+    assert found == {
+        "running_timeout": [RuleCount(5, 2)],
+        "pending_timeout": [RuleCount(2)],
+        "failure_retention": [RuleCount(2)],
+        "success_retention": [RuleCount(3)],
+    }
+    with tasks.engine.connect() as conn:  # as rows spell them, found by the count: no look-up
+        assert (table.write_value(conn, "failure"), table.write_value(conn, "pending")) == ("FAILURE", "PENDING")

@@ -77,11 +77,12 @@ def type_scope(table: TaskTable, policy: Policy, rule: Rule) -> ColumnElement[bo
 
 def rule_condition(table: TaskTable, policy: Policy, rule: Rule, now: datetime) -> ColumnElement[bool]:
     """Return the whole condition of ``rule`` at ``now``: status, task type and age."""
-    return and_(
-        table.status_is(policy.status),
-        type_scope(table, policy, rule),
-        dated_before(table, datings(table, policy, rule, now)),
-    )
+    return and_(table.status_is(policy.status), beyond_status(table, policy, rule, now))
+
+
+def beyond_status(table: TaskTable, policy: Policy, rule: Rule, now: datetime) -> ColumnElement[bool]:
+    """Return the condition of ``rule`` at ``now`` but its status test: task type and age."""
+    return and_(type_scope(table, policy, rule), dated_before(table, datings(table, policy, rule, now)))
 
 
 def dated_by(table: TaskTable, dates: Sequence[Dating], values: Sequence[Any]) -> tuple[Dating, datetime] | None:

@@ -98,7 +98,9 @@ class Dialect:
     standbys: str | None = None  # where a primary lists its standbys' lag; None: only a replica tells its own
     # Whether a list of integer ids is also bounded by its smallest and largest (see TaskTable.key_in).
     bounds_id_lists = True
-    # Whether a pass that counts several rules groups the rows by status (see engine.counting.count_walks).
+    # Whether a pass that counts several rules groups the rows by status (see engine.counting.count_walks):
+    # MariaDB groups through a temporary table (0.44 s against 0.34 s rule by rule, 1 M rows), SQLite
+    # through a sort (0.8 s against 0.4 s).
     counts_by_status = False
 
     # --- connecting: the engine, and what every session is told ---

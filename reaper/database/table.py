@@ -242,11 +242,15 @@ class TaskTable:
                 f"set {env_name(('statuses', role))}"
             )
 
+    def spelling_unknown(self, role: str) -> bool:
+        """Whether the spelling of status ``role`` to write is still to be found: not known already, and
+        not fixed by an ENUM."""
+        return role not in self._write_values and self.enum_members() is None
+
     def spelling_probes(self, role: str) -> list[ColumnElement[Any]]:
         """Return the aggregate that finds, in a pass over the whole table, the spelling of status ``role``
-        that rows hold (see ``settle_write_value``); none where that spelling is known already or fixed by
-        an ENUM."""
-        if role in self._write_values or self.enum_members() is not None:
+        that rows hold (see ``settle_write_value``); none where ``spelling_unknown`` says it is not needed."""
+        if not self.spelling_unknown(role):
             return []
         return [func.max(case((self.status_is(role), self.status)))]
 

@@ -99,6 +99,11 @@ def _walk_counts(
     return aggregates
 
 
+def _walk_found(values: Sequence[Any], rules: int) -> list[RuleCount]:
+    """What ``rules`` rules found, from the values of their ``_walk_counts`` aggregates, in that order."""
+    return [RuleCount(int(values[2 * number]), int(values[2 * number + 1] or 0)) for number in range(rules)]
+
+
 def _pass_by_rule(
     conn: Connection, table: TaskTable, walked: Walked, now: datetime, roles: Sequence[str]
 ) -> tuple[list[RuleCount], dict[str, str | None]]:
@@ -107,8 +112,7 @@ def _pass_by_rule(
     aggregates = _walk_counts(table, walked, lambda policy, rule: rule_condition(table, policy, rule, now))
     probes = [probe for role in roles for probe in table.spelling_probes(role)]
     row = conn.execute(select(*aggregates, *probes).select_from(table.table)).one()
-    counts = [RuleCount(int(row[2 * number]), int(row[2 * number + 1] or 0)) for number in range(len(walked))]
-    return counts, dict(zip(roles, row[len(aggregates) :], strict=True))
+    return _walk_found(row, len(walked)), dict(zip(roles, row[len(aggregates) :], strict=True))
 
 
 def _pass_by_status(
@@ -122,11 +126,10 @@ def _pass_by_status(
     counts, spelt = [RuleCount()] * len(walked), dict.fromkeys(roles)
     for group in conn.execute(select(table.status, *tests, *aggregates).group_by(table.status)):
         held = {status for status, test in zip(statuses, group[1 : 1 + len(tests)], strict=True) if test}
-        values = group[1 + len(tests) :]
+        found = _walk_found(group[1 + len(tests) :], len(walked))
         for number, (policy, _) in enumerate(walked):
             if policy.status in held:
-                found = RuleCount(int(values[2 * number]), int(values[2 * number + 1] or 0))
-                counts[number] = counts[number].plus(found)
+                counts[number] = counts[number].plus(found[number])
         for role in held.intersection(roles):
             spelt[role] = max(filter(None, [spelt[role], str(group[0])]))  # as the aggregate's max would
     return counts, spelt
@@ -171,7 +174,7 @@ def count_walks(
         walked = [(policy, rule) for policy, rule in walked if policy.status in held]
         if not walked:
             return counted
-        roles = [role for role in opening.written if table.spelling_probes(role)]
+        roles = [role for role in opening.written if table.spelling_unknown(role)]
         counting = _pass_by_status if table.dialect.counts_by_status else _pass_by_rule
         counts, spelt = counting(conn, table, walked, now, roles)
         for role, stored in spelt.items():

@@ -46,9 +46,12 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "tests"), str(HERE.parent)]
 
 import purge  # noqa: E402  (bench/purge.py: the table, its data, the servers and the application load)
+import steal  # noqa: E402
 from purge_lag import purge_held, run_method  # noqa: E402  (after the sys.path line above)
 
-IDLE_UPDATES = 3000
+# The application's idle tail on a shared 2-core machine moves between 1 and 7 ms from one 3-second
+# stretch to the next with nothing else running: a sample of 20,000 updates (about 25 s) is steady to 5 %.
+IDLE_UPDATES = 20_000
 MAX_UPDATES = 500_000
 HISTORY_POLL_SECONDS = 0.1
 HISTORY_FLOOR = 20  # an idle history near 0 would make any one transaction pause the purge
@@ -153,6 +156,7 @@ def during(backend: purge.Backend, method: str, args: argparse.Namespace,
     label, flags = reaper_flags(purging, idle, args.history_factor)
     label = f"held:{label}" if method.startswith("held:") else label
     kind = "bare" if purging == "bare" else "reaper"
+    meter = steal.StealMeter()
     load.start(MAX_UPDATES, 3600)
     try:
         with purge_held(backend, method.startswith("held:")):
@@ -167,8 +171,10 @@ def during(backend: purge.Backend, method: str, args: argparse.Namespace,
         lines.append(describe(f"{label} then until removed", load.latencies[at_commit:], purged_at - committed))
         removed = seconds + purged_at - committed
     rate_removed = fresh.expected / removed if removed else None
+    stolen = steal.said(meter.share())
     lines.append(f"  {fresh.expected:,} rows: {fresh.expected / seconds:,.0f} rows/s to the last commit, "
-                 + (f"{rate_removed:,.0f} rows/s until removed" if rate_removed else "not removed in time"))
+                 + (f"{rate_removed:,.0f} rows/s until removed" if rate_removed else "not removed in time")
+                 + (f"; {stolen}" if stolen else ""))
     ms = sorted(value * 1000 for value in load.latencies)
     return lines, Outcome(label, purge.percentile(ms, 0.99) if ms else float("inf"), rate_removed)
 
@@ -218,14 +224,22 @@ class IdleHistory:
     n: int
 
 
-def idle_run(backend: purge.Backend, factor: float) -> tuple[purge.AppLoad, IdleHistory | None]:
-    """The application alone; on MariaDB, its history list length meanwhile."""
+def alone(backend: purge.Backend, label: str, updates: int) -> purge.AppLoad:
+    """The application with nothing else running; prints its line, and the host's steal meanwhile."""
     idle = purge.AppLoad(backend, 0.001)
+    meter = steal.StealMeter()
+    idle.run(updates, 600)
+    stolen = steal.said(meter.share())
+    print(describe(label, idle.latencies) + (f"; {stolen}" if stolen else ""), flush=True)
+    return idle
+
+
+def idle_run(backend: purge.Backend, factor: float, updates: int) -> tuple[purge.AppLoad, IdleHistory | None]:
+    """The application alone; on MariaDB, its history list length meanwhile."""
     if not isinstance(backend, purge.MariaDBBackend):
-        idle.run(IDLE_UPDATES, 600)
-        return idle, None
+        return alone(backend, "idle", updates), None
     with HistorySampler(backend) as sampler:
-        idle.run(IDLE_UPDATES, 600)
+        idle = alone(backend, "idle", updates)
     return idle, IdleHistory(max(sampler.values, default=0), history_limit(sampler.values, factor))
 
 
@@ -236,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("methods", nargs="+",
                         help="bare, or reaper's flags ('' for its defaults); held: prefix; cpu:N spinning processes")
     parser.add_argument("--cpu-seconds", type=float, default=5.0, help="how long cpu:N spins (default 5)")
+    parser.add_argument("--idle-updates", type=int, default=IDLE_UPDATES,
+                        help=f"the application's updates alone, before the purges and again after them "
+                        f"(default {IDLE_UPDATES:,})")
     parser.add_argument("--history-factor", type=float, default=2.0,
                         help="throttle: N is this times the idle peak of history_list_length (default 2)")
     args = parser.parse_args(argv)
@@ -255,8 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         backend.build_template(purge.utc_now(), lambda table: 0.0)
         backend.rebuild()
         backend.settle()
-        idle, limit = idle_run(backend, args.history_factor)
-        print(describe("idle", idle.latencies), flush=True)
+        idle, limit = idle_run(backend, args.history_factor, args.idle_updates)
         if limit is not None:
             print(f"  history_list_length while the application ran alone: up to {limit.peak:,}; "
                   f"throttle N = {limit.n:,}", flush=True)
@@ -265,9 +281,12 @@ def main(argv: list[str] | None = None) -> int:
             lines, outcome = during(backend, method, args, limit)
             print("\n".join(lines), flush=True)
             outcomes += [outcome] if outcome else []
-        idle_ms = sorted(value * 1000 for value in idle.latencies)
-        if idle_ms:
-            idle_p99 = purge.percentile(idle_ms, 0.99)
+        again = alone(backend, "idle, again", args.idle_updates)
+        idle_p99s = [purge.percentile(sorted(value * 1000 for value in load.latencies), 0.99)
+                     for load in (idle, again) if load.latencies]
+        if idle_p99s:
+            idle_p99 = min(idle_p99s)  # the stricter of the two: the goal must hold against either
+            print(f"idle p99: {idle_p99:.2f} ms, the lower of the two", flush=True)
             print("\n".join(curve_lines(idle_p99, outcomes) + goal_lines(idle_p99, outcomes)), flush=True)
     finally:
         backend.close()

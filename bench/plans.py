@@ -51,7 +51,9 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO / "tests"), str(REPO)]
+sys.path[:0] = [str(REPO / "tests"), str(REPO), str(REPO / "bench")]
+
+import steal  # noqa: E402  (bench/steal.py, after the sys.path line above)
 
 TABLE, TEMPLATE = "processing_tasks", "plans_template"
 NOW = datetime.now(UTC).replace(microsecond=0, tzinfo=None)  # naive UTC, as the columns store it
@@ -328,6 +330,7 @@ class Figure:
     plain_runs: list[float] = field(default_factory=list)
     reaper_to_exit: float | None = None  # a write's median seconds to its process's end, before InnoDB's purge
     plain_to_exit: float | None = None
+    host_steal: float | None = None  # the share of the CPU the host took while both sides ran (bench/steal.py)
 
 
 def _goal(measure: str, index_set: str) -> tuple[str, float]:
@@ -338,13 +341,15 @@ def _goal(measure: str, index_set: str) -> tuple[str, float]:
 
 
 def figure(db: Database, rows: int, shape: str, index_set: str, measure: str, mine: float, theirs: float,
-           plan: str, changed_rows: int) -> Figure:
+           plan: str, changed_rows: int, stolen: float | None = None) -> Figure:
     text_goal, bound = _goal(measure, index_set)
     ratio = mine / theirs if measure == "dry" else theirs / mine
     met = ratio <= bound if measure == "dry" else ratio >= bound
-    found = Figure(db.name, rows, shape, index_set, measure, mine, theirs, ratio, text_goal, met, plan, changed_rows)
+    found = Figure(db.name, rows, shape, index_set, measure, mine, theirs, ratio, text_goal, met, plan, changed_rows,
+                   host_steal=stolen)
+    host = f"; {steal.said(stolen)}" if stolen is not None else ""
     log(f"{db.name} {rows:,} {shape} {index_set} {measure}: reaper {mine:.2f} s, plain {theirs:.2f} s, "
-        f"{ratio:.2f}x ({'met' if met else 'MISSED'} {text_goal}); {changed_rows:,} rows; plan {plan}")
+        f"{ratio:.2f}x ({'met' if met else 'MISSED'} {text_goal}); {changed_rows:,} rows; plan {plan}{host}")
     return found
 
 
@@ -429,14 +434,16 @@ def measure_cell(
 ) -> list[Figure]:
     """The cell's dry run and its writes, each side the median of ``options.repeat`` runs."""
     fresh_copy(db, index_set)
+    meter = steal.StealMeter()
     mine, theirs, document, plan = _dry_side_by_side(db, cwd, options.repeat)
     matched = sum(int(policy["matched"]) for policy in document["policies"].values())
-    found = [figure(db, rows, shape, index_set, "dry", median(mine), median(theirs), plan, matched)]
+    found = [figure(db, rows, shape, index_set, "dry", median(mine), median(theirs), plan, matched, meter.share())]
     found[-1].reaper_runs, found[-1].plain_runs = mine, theirs
+    meter.start()
     runs, document, plan = _writes_side_by_side(db, shape, index_set, cwd, options)
     measure = "zombies" if shape == "zombies" else "purge"
     found.append(figure(db, rows, shape, index_set, measure, median(runs.mine), median(runs.theirs), plan,
-                        changed(document)))
+                        changed(document), meter.share()))
     found[-1].reaper_runs, found[-1].plain_runs = runs.mine, runs.theirs
     found[-1].reaper_to_exit, found[-1].plain_to_exit = median(runs.mine_to_exit), median(runs.theirs_to_exit)
     if db.name == "mariadb":

@@ -145,17 +145,23 @@ def test_the_app_latency_benchmark_compares_the_application_idle_during_a_bare_d
 ) -> None:
     result = subprocess.run(
         [sys.executable, str(SCRIPT.parent / "app_latency.py"), "--database", "sqlite", "--rows", "3000",
-         "--cpu-seconds", "0.5", "bare", "", "--sleep 0.01", "cpu:1"],
+         "--cpu-seconds", "0.5", "--idle-updates", "1500", "bare", "", "--sleep 0.01", "cpu:1"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path, stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     labels = re.findall(r"^(.+?) +(?:[\d.]+ s )? +(?:p50 |no update finished)", result.stdout, re.MULTILINE)
-    assert labels == ["idle", "bare", "reaper (defaults)", "--sleep 0.01", "cpu:1 (no purge)"], result.stdout
-    lines = re.findall(r"^(.+?) +(?:[\d.]+ s )? +p50 +([\d.]+) +p99 +([\d.]+) .* \(([\d,]+) updates\)$",
+    assert labels == ["idle", "bare", "reaper (defaults)", "--sleep 0.01", "cpu:1 (no purge)", "idle, again"], (
+        result.stdout)
+    lines = re.findall(r"^(.+?) +(?:[\d.]+ s )? +p50 +([\d.]+) +p99 +([\d.]+) .* \(([\d,]+) updates\)(.*)$",
                        result.stdout, re.MULTILINE)
-    assert lines[0][0] == "idle" and int(lines[0][3].replace(",", "")) == 3000  # the idle sample is complete
-    assert lines[-1][0] == "cpu:1 (no purge)" and int(lines[-1][3].replace(",", "")) > 0
-    assert all(float(p50) <= float(p99) for _, p50, p99, _ in lines)
+    idle = [line for line in lines if line[0] in ("idle", "idle, again")]
+    assert [int(line[3].replace(",", "")) for line in idle] == [1500, 1500]  # both idle samples are complete
+    if Path("/proc/stat").exists():  # the host's share of the CPU beside each idle sample
+        assert all(re.fullmatch(r"; host took \d+ % of the CPU", line[4]) for line in idle), result.stdout
+    assert lines[-2][0] == "cpu:1 (no purge)" and int(lines[-2][3].replace(",", "")) > 0
+    assert all(float(p50) <= float(p99) for _, p50, p99, _, _ in lines)
+    lower = min(float(line[2]) for line in idle)
+    assert re.search(rf"^idle p99: {lower:.2f} ms, the lower of the two$", result.stdout, re.MULTILINE)
     assert list(tmp_path.iterdir()) == []  # reaper's audit log stays in the benchmark's own folder
 
 
@@ -205,7 +211,7 @@ def test_the_app_latency_benchmark_throttles_on_history_list_lengths_chosen_from
     require_server("mariadb")
     result = subprocess.run(
         [sys.executable, str(SCRIPT.parent / "app_latency.py"), "--database", "mariadb", "--rows", "3000",
-         "", "throttle", "throttle@4"],
+         "--idle-updates", "1500", "", "throttle", "throttle@4"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path, stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -218,7 +224,8 @@ def test_the_app_latency_benchmark_throttles_on_history_list_lengths_chosen_from
     labels = re.findall(r"^(.+?) +[\d.]+ s +(?:p50 |no update finished)", result.stdout, re.MULTILINE)
     purges = [label for label in labels if not label.endswith(" then until removed")]
     assert purges == ["reaper (defaults)", f"throttle N={n}", f"throttle N={n4}"], result.stdout
-    rates = re.findall(r"^  [\d,]+ rows: [\d,]+ rows/s to the last commit, [\d,]+ rows/s until removed$",
+    rates = re.findall(r"^  [\d,]+ rows: [\d,]+ rows/s to the last commit, [\d,]+ rows/s until removed"
+                       r"(; host took \d+ % of the CPU)?$",
                        result.stdout, re.MULTILINE)
     assert len(rates) == 3, result.stdout
     curve = re.findall(r"^(.+?) +[\d.]+ +([\d.]+) +[\d,]+ +([\d.]+)$", result.stdout, re.MULTILINE)
@@ -228,3 +235,20 @@ def test_the_app_latency_benchmark_throttles_on_history_list_lengths_chosen_from
     assert [line.split(":")[0] for line in goal] == [f"GOAL throttle N={n}", f"GOAL throttle N={n4}"], result.stdout
     assert all(line.endswith(("met", "MISSED")) for line in goal)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_host_steal_share_is_the_stolen_ticks_over_all_ticks_between_two_readings(tmp_path: Path) -> None:
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import steal
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  1000 0 200 5000 10 0 5 100 0 0\ncpu0 500 0 100 2500 5 0 2 50 0 0\n")
+    meter = steal.StealMeter(stat)
+    # 400 more ticks in all, 100 of them stolen
+    stat.write_text("cpu  1200 0 250 5050 10 0 5 200 0 0\ncpu0 600 0 125 2525 5 0 2 100 0 0\n")
+    assert meter.share() == pytest.approx(0.25)
+    assert steal.said(meter.share()) == "host took 25 % of the CPU"
+    assert steal.StealMeter(tmp_path / "missing").share() is None
+    assert steal.said(None) == ""

@@ -171,10 +171,9 @@ def during(backend: purge.Backend, method: str, args: argparse.Namespace,
         lines.append(describe(f"{label} then until removed", load.latencies[at_commit:], purged_at - committed))
         removed = seconds + purged_at - committed
     rate_removed = fresh.expected / removed if removed else None
-    stolen = steal.said(meter.share())
     lines.append(f"  {fresh.expected:,} rows: {fresh.expected / seconds:,.0f} rows/s to the last commit, "
                  + (f"{rate_removed:,.0f} rows/s until removed" if rate_removed else "not removed in time")
-                 + (f"; {stolen}" if stolen else ""))
+                 + steal.beside(meter.share()))
     ms = sorted(value * 1000 for value in load.latencies)
     return lines, Outcome(label, purge.percentile(ms, 0.99) if ms else float("inf"), rate_removed)
 
@@ -229,8 +228,7 @@ def alone(backend: purge.Backend, label: str, updates: int) -> purge.AppLoad:
     idle = purge.AppLoad(backend, 0.001)
     meter = steal.StealMeter()
     idle.run(updates, 600)
-    stolen = steal.said(meter.share())
-    print(describe(label, idle.latencies) + (f"; {stolen}" if stolen else ""), flush=True)
+    print(describe(label, idle.latencies) + steal.beside(meter.share()), flush=True)
     return idle
 
 

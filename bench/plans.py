@@ -347,9 +347,9 @@ def figure(db: Database, rows: int, shape: str, index_set: str, measure: str, mi
     met = ratio <= bound if measure == "dry" else ratio >= bound
     found = Figure(db.name, rows, shape, index_set, measure, mine, theirs, ratio, text_goal, met, plan, changed_rows,
                    host_steal=stolen)
-    host = f"; {steal.said(stolen)}" if stolen is not None else ""
     log(f"{db.name} {rows:,} {shape} {index_set} {measure}: reaper {mine:.2f} s, plain {theirs:.2f} s, "
-        f"{ratio:.2f}x ({'met' if met else 'MISSED'} {text_goal}); {changed_rows:,} rows; plan {plan}{host}")
+        f"{ratio:.2f}x ({'met' if met else 'MISSED'} {text_goal}); {changed_rows:,} rows; plan {plan}"
+        + steal.beside(stolen))
     return found
 
 

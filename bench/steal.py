@@ -34,10 +34,9 @@ class StealMeter:
         self.stat = stat
         self._start = cpu_times(stat)
 
-    def start(self) -> StealMeter:
+    def start(self) -> None:
         """Measure from now on."""
         self._start = cpu_times(self.stat)
-        return self
 
     def share(self) -> float | None:
         """Steal since ``start()`` as a share of all CPU time; ``None`` when it cannot be read."""
@@ -50,3 +49,8 @@ class StealMeter:
 def said(share: float | None) -> str:
     """``host took 12 % of the CPU``, or an empty string where it cannot be read."""
     return "" if share is None else f"host took {100 * share:.0f} % of the CPU"
+
+
+def beside(share: float | None) -> str:
+    """What a figure's line ends with: ``; host took 12 % of the CPU``, or nothing where it cannot be read."""
+    return "" if share is None else f"; {said(share)}"

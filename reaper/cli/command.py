@@ -167,7 +167,8 @@ def _clean(job: Job) -> int:
     if mode.name == "force":
         policies = [force_policy(_status_role(job.args.force_status, settings), job.args.older_than)]
     _warn_missing_indexes(table)
-    options = run_options(settings, mode.dry_run, stop_requested=job.signals.reason)
+    # planned from the indexes read when the table was opened, a moment ago: not read again
+    options = replace(run_options(settings, mode.dry_run, stop_requested=job.signals.reason), indexes=table.indexes)
     # opened first: a load NAME the server does not know is refused before anything runs
     with open_throttle(settings.throttle, table.engine, settings.secrets) as throttle:
         if mode.dry_run:  # a dry run writes nothing: it needs no lock, never blocks a real run, is never paused

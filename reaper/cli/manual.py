@@ -33,7 +33,7 @@ class ConfirmationRefused(ReaperError):
 
 def count_matches(table: TaskTable, policies: Sequence[Policy], now: datetime) -> dict[str, int]:
     """Return what each policy would match now, counted by the database as a dry run counts it."""
-    plans = counted_plans(table, policies, now)  # the walked rules: one pass for all
+    plans = counted_plans(table, policies, now, indexes=table.indexes)  # the walked rules: one pass for all
     return {
         policy.name: sum(count.matched for count in count_policy(table, policy, now, plans[policy.name]).values())
         for policy in policies

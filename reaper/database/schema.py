@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import inspect
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, Inspector
 from sqlalchemy.exc import SAWarning
 
 
@@ -33,10 +33,9 @@ def unknown_types_quiet() -> Iterator[None]:
         yield
 
 
-def reflected_indexes(engine: Engine, table: str, schema: str | None) -> list[ExistingIndex]:
-    """The indexes, unique constraints and primary key of ``table``, as SQLAlchemy's inspector reads them."""
+def reflected_indexes(inspector: Inspector, table: str, schema: str | None) -> list[ExistingIndex]:
+    """The indexes, unique constraints and primary key of ``table``, as SQLAlchemy's ``inspector`` reads them."""
     with unknown_types_quiet():
-        inspector = inspect(engine)
         # An expression in an index has no column name (None): "" never equals a column's name.
         found = [
             ExistingIndex(str(index["name"]), tuple(name or "" for name in index["column_names"]))

@@ -26,6 +26,7 @@ from sqlalchemy import and_, case, func, literal, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
+from reaper.database.schema import ExistingIndex
 from reaper.database.table import TaskTable
 from reaper.engine.plans import Plan, RuleCount, existing_indexes, plan_policies, status_leads
 from reaper.engine.selection import segments
@@ -187,11 +188,17 @@ def count_walks(
 
 
 def counted_plans(
-    table: TaskTable, policies: Sequence[Policy], now: datetime, ends: bool = False, written: Sequence[str] = ()
+    table: TaskTable,
+    policies: Sequence[Policy],
+    now: datetime,
+    ends: bool = False,
+    written: Sequence[str] = (),
+    indexes: Sequence[ExistingIndex] | None = None,
 ) -> dict[str, dict[Rule, Plan]]:
-    """Reflect the table's indexes once, plan every rule from them, and count the rules that walk the
-    primary key in one pass (``count_walks``, with ``ends`` and ``written`` as ``OpeningCount`` says)."""
-    indexes = existing_indexes(table)
+    """Plan every rule from the table's ``indexes`` (by default reflected now, once), and count the rules
+    that walk the primary key in one pass (``count_walks``, with ``ends`` and ``written`` as
+    ``OpeningCount`` says)."""
+    indexes = existing_indexes(table) if indexes is None else list(indexes)
     opening = OpeningCount(ends, written, status_leads(table, indexes))
     return count_walks(table, policies, now, plan_policies(table, policies, indexes), opening)
 

@@ -18,6 +18,7 @@ from datetime import datetime
 
 from loguru import logger
 
+from reaper.database.schema import ExistingIndex
 from reaper.database.table import TaskTable
 from reaper.engine.counting import count_policy, counted_plans, sample_ids
 from reaper.engine.keywalk import KeyWalk, key_batches
@@ -57,6 +58,9 @@ class RunOptions:
     progress: Callable[[str, int], None] = lambda policy, rows: None
     sleep: Callable[[float], None] = time.sleep
     timer: Callable[[], float] = time.monotonic
+    # the table's indexes as read at the start of a one-shot run; None: read when the pass plans (each of
+    # a daemon's passes, so that an index added meanwhile is used)
+    indexes: tuple[ExistingIndex, ...] | None = None
 
 
 def _record_batch(result: PolicyResult, batch: Batch, outcome: BatchOutcome, sample_size: int) -> None:
@@ -263,7 +267,7 @@ def run_policies(
     # The indexes as they are now, once per run; the rules without an index counted in one pass, which
     # also finds how rows spell the statuses a real run writes.
     written = [] if options.dry_run else [role for role, by in WRITTEN_STATUSES.items() if writes & by]
-    plans = counted_plans(table, policies, now, ends=options.dry_run, written=written)
+    plans = counted_plans(table, policies, now, ends=options.dry_run, written=written, indexes=options.indexes)
     # How each rule reads, for whoever diagnoses a slow run; --check-indexes shows it to a person.
     logger.debug(f"plan: {describe_plans(plans)}")
     for policy in policies:

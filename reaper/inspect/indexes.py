@@ -23,7 +23,7 @@ from sqlalchemy.schema import CreateIndex
 
 from reaper.database.table import TaskTable
 from reaper.engine.counting import count_policy
-from reaper.engine.plans import Plan, existing_indexes, plan_policy, serving_index
+from reaper.engine.plans import Plan, plan_policy, serving_index
 from reaper.policy.catalog import STANDARD_SPECS
 from reaper.policy.policies import Policy
 
@@ -60,8 +60,8 @@ def _index_name(table_name: str, columns: tuple[str, ...]) -> str:
 
 
 def check_indexes(table: TaskTable) -> list[IndexAdvice]:
-    """Return every recommended index and whether an existing index already starts with its columns."""
-    existing = existing_indexes(table)
+    """Return every recommended index and whether an index the table had when opened starts with its columns."""
+    existing = list(table.indexes)
     advice = []
     for columns, purpose in _wanted(table).items():
         if len(columns) > 1 and columns[-1] == table.id.name:  # a policy's: present when it serves, as a plan
@@ -106,7 +106,7 @@ class PlanReport:
 
 def plan_reports(table: TaskTable, policies: Sequence[Policy], now: datetime) -> list[PlanReport]:
     """Return each rule's plan with what it matches at ``now`` and the rows a run reads to find them."""
-    indexes = existing_indexes(table)
+    indexes = list(table.indexes)
     with table.engine.connect() as conn:
         table_rows = int(conn.execute(select(func.count()).select_from(table.table)).scalar_one())
     reports = []

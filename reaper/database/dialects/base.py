@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
-from sqlalchemy import BigInteger, Column, SmallInteger, Table
+from sqlalchemy import BigInteger, Column, SmallInteger, Table, inspect
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
@@ -177,7 +177,7 @@ class Dialect:
 
     def indexes(self, engine: Engine, table: Table) -> list[ExistingIndex]:
         """The indexes, unique constraints and primary key ``table`` has now, as the database reports them."""
-        return reflected_indexes(engine, table.name, table.schema)
+        return reflected_indexes(inspect(engine), table.name, table.schema)
 
     def appends_primary_key(self, table: Table, id_column: Column[Any]) -> bool:
         """Whether every secondary index of ``table`` ends with its primary key without naming it."""

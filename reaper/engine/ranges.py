@@ -13,7 +13,9 @@ meanwhile is still left alone:
   is walked along the primary key the same way, between its first and last match;
 - the others along their index segments: one query reads where the batch ends (the ``size``-th
   row, from the index alone), and one ``DELETE ... WHERE <segment> AND <range> AND <condition>
-  RETURNING id`` removes it; the ids feed the logs, samples and audit line.
+  RETURNING id`` removes it; the ids feed the logs, samples and audit line. On PostgreSQL the DELETE
+  sits in a WITH clause whose SELECT sums it up (how many rows, their span of ids, the smallest ids
+  a run samples): the ids of a large batch are not read back one by one.
 
 Deletes by range when the run archives nothing, on integer ids for the walks along the primary key
 and on a database with ``DELETE ... RETURNING`` (SQLite, PostgreSQL, MariaDB) along an index; fails
@@ -36,13 +38,14 @@ from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.dml import ReturningDelete
 from sqlalchemy.sql.elements import ColumnElement
 
 from reaper.database.connection import database_errors
 from reaper.database.table import TaskTable
 from reaper.engine.keywalk import integer_keys, key_span, next_key
 from reaper.engine.plans import Plan
-from reaper.engine.rows import key_shape
+from reaper.engine.rows import TaskRow, key_shape
 from reaper.engine.selection import Batch, Segment, resume_after, segments
 from reaper.engine.sizing import MAX_ID_LIST, BatchSizer
 from reaper.engine.writes import BatchOutcome, WriteContext, write_batch, write_where
@@ -117,20 +120,40 @@ def _write_as_ids(
 
 
 def _delete_where(
-    conn: Connection, ctx: WriteContext, bounds: Callable[[], ColumnElement[bool]]
+    conn: Connection, ctx: WriteContext, bounds: Callable[[], ColumnElement[bool]], sample: int
 ) -> tuple[Batch, BatchOutcome]:
-    """Delete the rows within ``bounds()`` that match the rule, in one transaction on ``conn``.
+    """Delete the rows within ``bounds()`` that match the rule, in one transaction on ``conn``; where the
+    database sums up a delete (``_summarised``), the batch holds the ``sample`` smallest ids.
 
     ``bounds`` runs inside the transaction (it may read where the range ends).
     """
     table, shape = ctx.table, key_shape(ctx.table)
+    summarised = table.dialect.summarises_deletes and len(table.key) == 1 and integer_keys(table)
     try:
         with database_errors(), conn.begin():
             statement = delete(table.table).where(bounds(), ctx.selection).returning(*shape.columns)
-            rows = shape.rows(conn.execute(statement))
+            if summarised:
+                batch = _summarised(conn, ctx, statement, sample)
+            else:
+                batch = Batch(ctx.rule, shape.rows(conn.execute(statement)))
     except REFUSED:
         return _write_as_ids(conn, ctx, bounds)
-    return Batch(ctx.rule, rows), _done(ctx, len(rows))
+    return batch, _done(ctx, batch.size)
+
+
+def _summarised(conn: Connection, ctx: WriteContext, statement: ReturningDelete[Any], sample: int) -> Batch:
+    """Run ``statement`` in a WITH clause and read back what it removed: how many rows, the span of their
+    ids, and the ``sample`` smallest ids (each row of the answer is one of them, with the totals)."""
+    gone = statement.cte("gone")
+    deleted = gone.c[ctx.table.id.name]
+    totals = (func.count().over(), func.min(deleted).over(), func.max(deleted).over())
+    smallest = conn.execute(select(deleted, *totals).order_by(deleted).limit(max(sample, 1))).all()
+    if not smallest:
+        return Batch(ctx.rule, [], count=0)
+    _, count, low, high = smallest[0]
+    shape = key_shape(ctx.table)
+    sampled = [TaskRow((row[0],), shape) for row in smallest[:sample]]
+    return Batch(ctx.rule, sampled, count=int(count), id_span=(low, high))
 
 
 def _write_stretch(
@@ -214,7 +237,7 @@ def _by_ids(
 
 
 def _by_index(
-    conn: Connection, ctx: WriteContext, segment: Segment, sizer: BatchSizer, pause: Callable[[], bool]
+    conn: Connection, ctx: WriteContext, segment: Segment, sizer: BatchSizer, pause: Callable[[], bool], sample: int
 ) -> Iterator[tuple[Batch, BatchOutcome] | None]:
     """Walk one segment's index range by range; yield ``None`` when ``pause`` says stop."""
     after: tuple[Any, ...] | None = None
@@ -229,8 +252,8 @@ def _by_index(
             ends.append(_end_of_batch(conn, segment, after, size))  # noqa: B023 -- called in this iteration
             return _range(segment, after, ends[-1])  # noqa: B023 -- called in this iteration
 
-        batch, outcome = _delete_where(conn, ctx, bounds)
-        sizer.observe(len(batch.rows), sizer.timer() - started)
+        batch, outcome = _delete_where(conn, ctx, bounds, sample)
+        sizer.observe(batch.size, sizer.timer() - started)
         yield batch, outcome
         if ends[-1] is None:
             return
@@ -268,7 +291,7 @@ def write_by_ranges(
             own = [segment for segment in segments(table, ctx.policy, ctx.now, spellings) if segment.rule is rule]
             dense = _dense_span(conn, ctx, own)
             walks = [_by_ids(conn, ctx, dense, sizer, pause, sample)] if dense else [
-                _by_index(conn, ctx, segment, sizer, pause) for segment in own
+                _by_index(conn, ctx, segment, sizer, pause, sample) for segment in own
             ]
         for walk in walks:
             sizer.restart()  # a width in ids is no row count, and each segment's rows cost their own

@@ -89,6 +89,9 @@ class PostgreSQL(SessionLockDialect):
     # Each rule's status test on every row made the opening count three times a plain count's time; one
     # hash per row to its status group, and the tests once per group, halved it (10 M rows: 1.9 s to 0.95 s).
     counts_by_status = True
+    # Reading 30,000 deleted ids back cost about 0.1 s of Python (driver rows, then reaper's), a tenth of
+    # a purge of 3 % of 1 M rows along an index: PostgreSQL counts them instead.
+    summarises_deletes = True
 
     def engine_options(self, url: URL, limits: SessionLimits) -> dict[str, Any]:
         """The limits, the time zone and the application name as connection options; a ping before each checkout."""

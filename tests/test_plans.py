@@ -399,3 +399,21 @@ def test_the_opening_count_finds_each_rules_matches_spent_attempts_and_the_spell
     }
     with tasks.engine.connect() as conn:  # as rows spell them, found by the count: no look-up
         assert (table.write_value(conn, "failure"), table.write_value(conn, "pending")) == ("FAILURE", "PENDING")
+
+
+def test_a_run_plans_from_the_indexes_it_is_given_and_reads_them_again_when_given_none(
+    tasks: Tasks, database_url: str
+) -> None:
+    # A one-shot run plans from the indexes read as it opened the table; a daemon's pass reads them again,
+    # so that an index created while it runs serves from its next pass.
+    tasks.add("success", finished_at=ago(days=40))
+    settings = settings_for(database_url, tasks.shape)
+    table = open_table(tasks.engine, settings)
+    add_age_indexes(tasks)
+    retention = standard_policies(settings)[3:]
+    as_opened = counted_plans(table, retention, NOW, indexes=table.indexes)["success_retention"]
+    read_again = counted_plans(table, retention, NOW)["success_retention"]
+    assert [plan.index for plan in as_opened.values()] == [None]
+    assert [plan.index.name for plan in read_again.values() if plan.index] == ["ix_processing_tasks_finished_at"]
+    reopened = open_table(tasks.engine, settings)
+    assert "ix_processing_tasks_finished_at" in {index.name for index in reopened.indexes}

@@ -45,7 +45,7 @@ from reaper.database.connection import database_errors
 from reaper.database.table import TaskTable
 from reaper.engine.keywalk import integer_keys, key_span, next_key
 from reaper.engine.plans import Plan
-from reaper.engine.rows import TaskRow, key_shape
+from reaper.engine.rows import RowShape, TaskRow, key_shape
 from reaper.engine.selection import Batch, Segment, resume_after, segments
 from reaper.engine.sizing import MAX_ID_LIST, BatchSizer
 from reaper.engine.writes import BatchOutcome, WriteContext, write_batch, write_where
@@ -128,12 +128,13 @@ def _delete_where(
     ``bounds`` runs inside the transaction (it may read where the range ends).
     """
     table, shape = ctx.table, key_shape(ctx.table)
+    # one integer id: its span is a min and a max (PostgreSQL has neither for a UUID)
     summarised = table.dialect.summarises_deletes and len(table.key) == 1 and integer_keys(table)
     try:
         with database_errors(), conn.begin():
             statement = delete(table.table).where(bounds(), ctx.selection).returning(*shape.columns)
             if summarised:
-                batch = _summarised(conn, ctx, statement, sample)
+                batch = _summarised(conn, ctx.rule, statement, shape, sample)
             else:
                 batch = Batch(ctx.rule, shape.rows(conn.execute(statement)))
     except REFUSED:
@@ -141,19 +142,20 @@ def _delete_where(
     return batch, _done(ctx, batch.size)
 
 
-def _summarised(conn: Connection, ctx: WriteContext, statement: ReturningDelete[Any], sample: int) -> Batch:
-    """Run ``statement`` in a WITH clause and read back what it removed: how many rows, the span of their
-    ids, and the ``sample`` smallest ids (each row of the answer is one of them, with the totals)."""
-    gone = statement.cte("gone")
-    deleted = gone.c[ctx.table.id.name]
+def _summarised(
+    conn: Connection, rule: Rule, statement: ReturningDelete[Any], shape: RowShape, sample: int
+) -> Batch:
+    """Run ``statement`` (a DELETE returning the id alone, as ``shape`` reads it) in a WITH clause and read
+    back what it removed: how many rows, the span of their ids, and the ``sample`` smallest ids (each
+    row of the answer is one of them, with the totals)."""
+    deleted = statement.cte("gone").c[0]
     totals = (func.count().over(), func.min(deleted).over(), func.max(deleted).over())
     smallest = conn.execute(select(deleted, *totals).order_by(deleted).limit(max(sample, 1))).all()
     if not smallest:
-        return Batch(ctx.rule, [], count=0)
+        return Batch(rule, [], count=0)
     _, count, low, high = smallest[0]
-    shape = key_shape(ctx.table)
     sampled = [TaskRow((row[0],), shape) for row in smallest[:sample]]
-    return Batch(ctx.rule, sampled, count=int(count), id_span=(low, high))
+    return Batch(rule, sampled, count=int(count), id_span=(low, high))
 
 
 def _write_stretch(

@@ -229,6 +229,14 @@ def referenced_by_outputs(tasks: Tasks, task_ids: list[Any]) -> None:
         conn.execute(insert(outputs), [{"task_id": task_id} for task_id in task_ids])
 
 
+def is_write(statement: str) -> bool:
+    """Whether ``statement`` updates or deletes rows, also from inside a WITH clause (PostgreSQL sums
+    up a range's write there)."""
+    words = " ".join(statement.split()).upper()
+    inside_with = words.startswith("WITH") and ("AS (UPDATE" in words or "AS (DELETE" in words)
+    return words.startswith(("UPDATE", "DELETE")) or inside_with
+
+
 def change_just_before_the_write(engine: Engine, tasks: Tasks, task_id: Any, **values: Any) -> None:
     """Make a 'worker' set ``values`` (by role) on ``task_id`` after the reaper's SELECT, before its write."""
     worker = create_engine(engine.url)  # a connection of its own, as a worker process would have
@@ -241,7 +249,7 @@ def change_just_before_the_write(engine: Engine, tasks: Tasks, task_id: Any, **v
     done: list[bool] = []
 
     def before_write(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if not done and statement.lstrip().upper().startswith(("UPDATE", "DELETE")):
+        if not done and is_write(statement):
             done.append(True)
             with worker.begin() as worker_conn:
                 worker_conn.execute(change)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import MetaData, Table, create_engine, event, text
 from sqlalchemy.engine import Engine
 
 from helpers import (
@@ -13,10 +13,12 @@ from helpers import (
     Tasks,
     ago,
     change_just_before_the_write,
+    only,
     referenced_by_outputs,
     row_locked,
     settings_for,
 )
+from reaper.database.dialects.postgresql import PostgreSQL
 from reaper.database.table import open_table
 from reaper.engine.reap import RunOptions, run_policies
 from reaper.policy.policies import standard_policies
@@ -103,6 +105,137 @@ def test_zombies_that_no_index_finds_are_failed_in_stretches_of_ids_without_an_i
     assert result.sample_ids == zombies[:5]
     assert (result.first_id, result.last_id) == (zombies[0], young)  # the last stretch ends at the table's last id
     assert {tasks.status_of(zombie) for zombie in zombies} == {"failure"} and tasks.status_of(young) == "running"
+
+
+# Batches that may grow, as with the default batch size: on PostgreSQL a walk whose matches are sparse
+# (under a quarter of the ids) goes along the table's pages.
+PAGE_WALK = {"batch_size": 10, "max_batch_size": 100_000}
+
+
+def spread_over_pages(tasks: Tasks) -> None:
+    """Fill a tenth of each page, so that a few dozen rows lie on several pages."""
+    with tasks.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE processing_tasks SET (fillfactor = 10)")
+
+
+def pages_of(tasks: Tasks) -> int:
+    with tasks.engine.connect() as conn:
+        query = "SELECT pg_relation_size('processing_tasks') / current_setting('block_size')::int"
+        return int(conn.exec_driver_sql(query).scalar_one())
+
+
+def one_in_five(tasks: Tasks, rows: int, status: str, old: dict[str, Any], young: dict[str, Any]) -> list[Any]:
+    """Add ``rows`` rows of ``status``, every fifth with the ``old`` values (its ids returned), the rest ``young``."""
+    added = [tasks.add(status, **(young if number % 5 else old)) for number in range(rows)]
+    return added[::5]
+
+
+@pytest.mark.parametrize("backend", only("postgresql"), indirect=True)
+@pytest.mark.parametrize("indexed", [False], ids=["primary key alone"], indirect=True)
+def test_on_postgresql_a_sparse_purge_that_no_index_serves_walks_the_table_page_by_page(
+    tasks: Tasks, database_url: str
+) -> None:
+    spread_over_pages(tasks)
+    old = one_in_five(tasks, 200, "success", {"finished_at": ago(days=40)}, {"finished_at": ago(days=1)})
+    pages = pages_of(tasks)
+    seen = statements_of(tasks.engine)
+    result = purge(tasks, database_url, **PAGE_WALK).policies["success_retention"]
+    deletes = deletes_seen(seen)
+    # 10 rows a batch, fewer than a page holds: one page a stretch, each a TID range (no index, no id list)
+    assert pages >= 10 and len(deletes) == pages
+    assert all("CTID >=" in d and "ID IN (" not in d and "PROCESSING_TASKS.ID >=" not in d for d in deletes)
+    assert (result.matched, result.affected, tasks.count()) == (40, 40, 160)
+    assert result.sample_ids == old[:5] and (result.first_id, result.last_id) == (old[0], old[-1])
+
+
+@pytest.mark.parametrize("backend", only("postgresql"), indirect=True)
+@pytest.mark.parametrize("indexed", [False], ids=["primary key alone"], indirect=True)
+def test_on_postgresql_a_dense_purge_walks_stretches_of_ids_that_it_need_not_read_back(
+    tasks: Tasks, database_url: str
+) -> None:
+    spread_over_pages(tasks)
+    for _ in range(30):
+        tasks.add("success", finished_at=ago(days=40))
+    seen = statements_of(tasks.engine)
+    result = purge(tasks, database_url, **PAGE_WALK).policies["success_retention"]
+    deletes = deletes_seen(seen)
+    assert deletes and all("PROCESSING_TASKS.ID >=" in d and "RETURNING" not in d for d in deletes)
+    assert (result.matched, result.affected, tasks.count()) == (30, 30, 0)
+
+
+@pytest.mark.parametrize("backend", only("postgresql"), indirect=True)
+@pytest.mark.parametrize("indexed", [False], ids=["primary key alone"], indirect=True)
+def test_on_postgresql_a_zombie_whose_failed_version_lands_on_a_later_page_is_failed_once(
+    tasks: Tasks, database_url: str
+) -> None:
+    zombies = one_in_five(tasks, 400, "running", {"started_at": ago(hours=30)}, {"started_at": ago(hours=1)})
+    pages = pages_of(tasks)
+    with tasks.engine.connect() as conn:  # the last page is partly full: the first pages' failed versions go there
+        last_page = f"ctid >= '({pages - 1},0)'::tid"
+        first_on_last_page = conn.exec_driver_sql(f"SELECT min(id) FROM processing_tasks WHERE {last_page}").scalar()
+    settings = settings_for(database_url, tasks.shape)
+    table, running_timeout = open_table(tasks.engine, settings), standard_policies(settings)[:1]
+    result = run_policies(table, running_timeout, NOW, RunOptions(**PAGE_WALK)).policies["running_timeout"]
+    assert (result.matched, result.affected, result.done) == (80, 80, {"failed": 80})
+    assert {tasks.status_of(zombie) for zombie in zombies} == {"failure"}
+    with tasks.engine.connect() as conn:  # the walk met those versions again, and left them
+        moved = f"SELECT count(*) FROM processing_tasks WHERE {last_page} AND id < {first_on_last_page}"
+        assert conn.exec_driver_sql(moved).scalar_one() > 0
+
+
+@pytest.mark.parametrize("backend", only("postgresql"), indirect=True)
+@pytest.mark.parametrize("indexed", [False], ids=["primary key alone"], indirect=True)
+def test_on_postgresql_a_row_revived_on_its_page_before_the_stretch_is_written_is_kept(
+    tasks: Tasks, database_url: str
+) -> None:
+    spread_over_pages(tasks)
+    rows = one_in_five(tasks, 30, "success", {"finished_at": ago(days=40)}, {"finished_at": ago(days=1)})
+    change_just_before_the_write(tasks.engine, tasks, rows[0], status="pending")
+    result = purge(tasks, database_url, **PAGE_WALK).policies["success_retention"]
+    assert tasks.status_of(rows[0]) == "pending" and tasks.count() == 25
+    assert (result.matched, result.affected) == (5, 5)
+
+
+@pytest.mark.parametrize("backend", only("postgresql"), indirect=True)
+@pytest.mark.parametrize("indexed", [False], ids=["primary key alone"], indirect=True)
+def test_on_postgresql_a_locked_row_on_a_walked_page_is_retried_then_skipped_and_the_walk_goes_on(
+    tasks: Tasks, database_url: str, reaper_engine: Engine
+) -> None:
+    spread_over_pages(tasks)
+    old = one_in_five(tasks, 150, "failure", {"finished_at": ago(days=10)}, {"finished_at": ago(days=1)})
+    with tasks.engine.connect() as conn:  # the stretch of one page that holds the locked row is skipped
+        page = "(ctid::text::point)[0]"
+        locked_page = f"(SELECT {page} FROM processing_tasks WHERE id = {old[12]})"
+        query = f"SELECT id FROM processing_tasks WHERE {page} = {locked_page} AND id IN ({', '.join(map(str, old))})"
+        its_page = sorted(conn.exec_driver_sql(query).scalars())
+    settings = settings_for(database_url, tasks.shape)
+    options = RunOptions(**PAGE_WALK, max_retries=1, sleep=lambda _: None)
+    with row_locked(tasks, database_url, old[12]):
+        run = run_policies(open_table(reaper_engine, settings), standard_policies(settings)[2:3], NOW, options)
+    result = run.policies["failure_retention"]
+    assert result.retries >= 1 and "lock conflict" in result.skip_reasons
+    assert old[12] in its_page and (result.affected, result.skipped) == (30 - len(its_page), len(its_page))
+    assert [task for task in old if tasks.status_of(task) is not None] == its_page
+
+
+@pytest.mark.parametrize("backend", only("postgresql"), indirect=True)
+def test_on_postgresql_only_a_plain_table_is_walked_by_its_pages(tasks: Tasks) -> None:
+    """A partitioned table's rows lie in its partitions' pages, each partition its own range of ctids."""
+    with tasks.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE parted (id integer) PARTITION BY RANGE (id)")
+        conn.exec_driver_sql("CREATE TABLE parted_low PARTITION OF parted FOR VALUES FROM (0) TO (1000)")
+        conn.exec_driver_sql("INSERT INTO parted SELECT generate_series(0, 999)")
+    tasks.add("success")
+    dialect = PostgreSQL()
+    with tasks.engine.connect() as conn:
+        assert dialect.table_pages(conn, tasks.table) == 1
+        assert dialect.table_pages(conn, Table("parted", MetaData())) is None
+        assert dialect.table_pages(conn, Table("parted_low", MetaData())) == pages_in(conn, "parted_low")
+
+
+def pages_in(conn: Any, name: str) -> int:
+    query = f"SELECT pg_relation_size('{name}') / current_setting('block_size')::int"
+    return int(conn.exec_driver_sql(query).scalar_one())
 
 
 def test_a_row_revived_inside_a_range_before_its_delete_is_kept(

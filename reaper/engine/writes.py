@@ -24,6 +24,7 @@ from typing import Any
 from loguru import logger
 from sqlalchemy import and_, case, delete, func, literal, or_, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.dml import Delete, Update
 from sqlalchemy.sql.elements import ColumnElement
 
 from reaper.database.connection import database_errors
@@ -193,15 +194,19 @@ def _failed_at(ctx: WriteContext) -> str:
     return f"set to failure at {ctx.now:%Y-%m-%d %H:%M:%S} UTC"
 
 
-def write_where(conn: Connection, ctx: WriteContext, bounds: ColumnElement[bool]) -> int:
-    """Delete or fail (the rule's action, nothing archived) the rows within ``bounds`` that match the
-    rule's whole condition, on ``conn``'s transaction; return how many rows were written."""
+def writing_where(conn: Connection, ctx: WriteContext, bounds: ColumnElement[bool]) -> Delete | Update:
+    """The statement that deletes or fails (the rule's action, nothing archived) the rows within ``bounds``
+    that match the rule's whole condition."""
     table = ctx.table.table
     if ctx.rule.action is Action.DELETE:
-        return int(conn.execute(delete(table).where(bounds, ctx.selection)).rowcount)
+        return delete(table).where(bounds, ctx.selection)
     assert ctx.rule.action is Action.FAIL, "a requeue writes two statements: read its rows (write_batch)"
-    values = failed_values(conn, ctx, _failed_at(ctx))
-    return int(conn.execute(update(table).where(bounds, ctx.selection).values(values)).rowcount)
+    return update(table).where(bounds, ctx.selection).values(failed_values(conn, ctx, _failed_at(ctx)))
+
+
+def write_where(conn: Connection, ctx: WriteContext, bounds: ColumnElement[bool]) -> int:
+    """Write ``writing_where``'s statement on ``conn``'s transaction; return how many rows were written."""
+    return int(conn.execute(writing_where(conn, ctx, bounds)).rowcount)
 
 
 def _write_once(ctx: WriteContext, rows: Sequence[TaskRow]) -> dict[str, int]:

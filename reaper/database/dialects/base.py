@@ -144,6 +144,15 @@ class Dialect:
         """
         return None
 
+    def table_pages(self, conn: Connection, table: Table) -> int | None:
+        """How many pages ``table`` holds, where a statement can read a range of them (``within_pages``);
+        ``None`` here: a walk over the whole table goes along its primary key."""
+        return None
+
+    def within_pages(self, first: int, stop: int) -> ColumnElement[bool]:
+        """The rows on pages ``first`` to ``stop - 1`` (only where ``table_pages`` counts them)."""
+        raise NotImplementedError(f"{self.name} reads no range of a table's pages")
+
     def one_of(self, column: Column[Any], values: Sequence[Any]) -> ColumnElement[bool]:
         """``column IN (values)``: a batch's ids, one bound parameter each."""
         return column.in_(values)

@@ -20,7 +20,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ARRAY, Column, any_, literal, text
+from sqlalchemy import ARRAY, Column, Table, and_, any_, literal, text
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.sql.elements import ColumnElement
@@ -79,6 +79,14 @@ _DECLARED = text(
     "WHERE a.attrelid = CAST(quote_ident(:name) AS regclass) AND a.attnum > 0 AND NOT a.attisdropped"
 )
 
+# A plain table's pages; none for a partitioned table or one with inheritance children, whose rows lie
+# in other relations' pages (each its own ctid space).
+_PAGES = text(
+    "SELECT CASE WHEN c.relkind = 'r' AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = c.oid) "
+    "THEN pg_relation_size(c.oid) / current_setting('block_size')::bigint END "
+    "FROM pg_class c WHERE c.oid = CAST(:name AS regclass)"
+)
+
 
 class PostgreSQL(SessionLockDialect):
     """PostgreSQL, through psycopg."""
@@ -106,6 +114,19 @@ class PostgreSQL(SessionLockDialect):
         if "connect_timeout" not in url.query:  # connect_args win over the URL's own
             connect_args["connect_timeout"] = limits.connect_timeout_seconds
         return {"pool_pre_ping": True, "connect_args": connect_args}
+
+    def table_pages(self, conn: Connection, table: Table) -> int | None:
+        """The table's pages on PostgreSQL 14 and later (a TID Range Scan reads a range of them), for a
+        plain table (not partitioned, no inheritance children)."""
+        if (conn.dialect.server_version_info or (0,)) < (14,):
+            return None
+        pages = conn.execute(_PAGES, {"name": conn.dialect.identifier_preparer.format_table(table)}).scalar()
+        return None if pages is None else int(pages)
+
+    def within_pages(self, first: int, stop: int) -> ColumnElement[bool]:
+        """``ctid >= '(first,0)' AND ctid < '(stop,0)'``: every row version on those pages."""
+        pages = text("ctid >= CAST(:first_page AS tid) AND ctid < CAST(:stop_page AS tid)")
+        return and_(pages.bindparams(first_page=f"({first},0)", stop_page=f"({stop},0)"))
 
     def one_of(self, column: Column[Any], values: Sequence[Any]) -> ColumnElement[bool]:
         """``column = ANY(:values)``, the batch's ids bound as one array.

@@ -9,7 +9,8 @@ meanwhile is still left alone:
   ``DELETE ... WHERE id >= a AND id < b AND <condition>`` (for a fail, ``UPDATE ... SET status =
   'failure', <the reason, the moment> WHERE`` the same): one pass over the table, as the bare
   statement's scan. Where the database reads a range of a table's pages (PostgreSQL 14: ``ctid >=
-  '(a,0)' AND ctid < '(b,0)'``, a TID Range Scan) and batches may grow, it walks the pages instead:
+  '(a,0)' AND ctid < '(b,0)'``, a TID Range Scan), the matches are sparse and batches may grow, it
+  walks the pages instead (see ``_walk_span``):
   a range of ids made PostgreSQL fetch each row through the primary key (a stretch of 100,000 rows:
   44 ms by ids, 31 ms by pages). The walk covers the pages the table had when it began; a row moved
   meanwhile to a page already walked is the next run's;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -124,14 +125,19 @@ def pages_of(tasks: Tasks) -> int:
         return int(conn.exec_driver_sql(query).scalar_one())
 
 
+def on_postgresql_with_the_primary_key_alone(test: Callable[..., None]) -> Callable[..., None]:
+    """Run ``test`` on PostgreSQL alone, on a table with no index but its primary key."""
+    test = pytest.mark.parametrize("indexed", [False], ids=["primary key alone"], indirect=True)(test)
+    return pytest.mark.parametrize("backend", only("postgresql"), indirect=True)(test)
+
+
 def one_in_five(tasks: Tasks, rows: int, status: str, old: dict[str, Any], young: dict[str, Any]) -> list[Any]:
     """Add ``rows`` rows of ``status``, every fifth with the ``old`` values (its ids returned), the rest ``young``."""
     added = [tasks.add(status, **(young if number % 5 else old)) for number in range(rows)]
     return added[::5]
 
 
-@pytest.mark.parametrize("backend", only("postgresql"), indirect=True)
-@pytest.mark.parametrize("indexed", [False], ids=["primary key alone"], indirect=True)
+@on_postgresql_with_the_primary_key_alone
 def test_on_postgresql_a_sparse_purge_that_no_index_serves_walks_the_table_page_by_page(
     tasks: Tasks, database_url: str
 ) -> None:
@@ -148,8 +154,7 @@ def test_on_postgresql_a_sparse_purge_that_no_index_serves_walks_the_table_page_
     assert result.sample_ids == old[:5] and (result.first_id, result.last_id) == (old[0], old[-1])
 
 
-@pytest.mark.parametrize("backend", only("postgresql"), indirect=True)
-@pytest.mark.parametrize("indexed", [False], ids=["primary key alone"], indirect=True)
+@on_postgresql_with_the_primary_key_alone
 def test_on_postgresql_a_dense_purge_walks_stretches_of_ids_that_it_need_not_read_back(
     tasks: Tasks, database_url: str
 ) -> None:
@@ -163,8 +168,7 @@ def test_on_postgresql_a_dense_purge_walks_stretches_of_ids_that_it_need_not_rea
     assert (result.matched, result.affected, tasks.count()) == (30, 30, 0)
 
 
-@pytest.mark.parametrize("backend", only("postgresql"), indirect=True)
-@pytest.mark.parametrize("indexed", [False], ids=["primary key alone"], indirect=True)
+@on_postgresql_with_the_primary_key_alone
 def test_on_postgresql_a_zombie_whose_failed_version_lands_on_a_later_page_is_failed_once(
     tasks: Tasks, database_url: str
 ) -> None:
@@ -183,8 +187,7 @@ def test_on_postgresql_a_zombie_whose_failed_version_lands_on_a_later_page_is_fa
         assert conn.exec_driver_sql(moved).scalar_one() > 0
 
 
-@pytest.mark.parametrize("backend", only("postgresql"), indirect=True)
-@pytest.mark.parametrize("indexed", [False], ids=["primary key alone"], indirect=True)
+@on_postgresql_with_the_primary_key_alone
 def test_on_postgresql_a_row_revived_on_its_page_before_the_stretch_is_written_is_kept(
     tasks: Tasks, database_url: str
 ) -> None:
@@ -196,8 +199,7 @@ def test_on_postgresql_a_row_revived_on_its_page_before_the_stretch_is_written_i
     assert (result.matched, result.affected) == (5, 5)
 
 
-@pytest.mark.parametrize("backend", only("postgresql"), indirect=True)
-@pytest.mark.parametrize("indexed", [False], ids=["primary key alone"], indirect=True)
+@on_postgresql_with_the_primary_key_alone
 def test_on_postgresql_a_locked_row_on_a_walked_page_is_retried_then_skipped_and_the_walk_goes_on(
     tasks: Tasks, database_url: str, reaper_engine: Engine
 ) -> None:

@@ -21,6 +21,7 @@ from reaper.database.table import open_table
 from reaper.engine.counting import counted_plans
 from reaper.engine.plans import RuleCount, plan_policies
 from reaper.engine.reap import RunOptions, run_policies
+from reaper.engine.sizing import MAX_BATCH_SIZE
 from reaper.policy.policies import standard_policies
 
 
@@ -145,7 +146,7 @@ def test_on_postgresql_each_stretch_of_a_walk_by_pages_reads_its_pages_alone(
         analyze(conn, backend, "processing_tasks")
     settings = settings_for(database_url, tasks.shape)
     seen = recorded(tasks.engine)
-    options = RunOptions(batch_size=500, max_batch_size=100_000)  # batches may grow: the walk goes by pages
+    options = RunOptions(batch_size=500, max_batch_size=MAX_BATCH_SIZE)  # batches may grow: the walk goes by pages
     run = run_policies(open_table(tasks.engine, settings), standard_policies(settings), NOW, options)
     assert run.affected > 7000
     stretches = [(s, p) for s, p in seen if "ctid >=" in s]

@@ -22,6 +22,7 @@ from helpers import (
 from reaper.database.dialects.postgresql import PostgreSQL
 from reaper.database.table import open_table
 from reaper.engine.reap import RunOptions, run_policies
+from reaper.engine.sizing import MAX_BATCH_SIZE
 from reaper.policy.policies import standard_policies
 from reaper.results import RunResult
 
@@ -110,7 +111,7 @@ def test_zombies_that_no_index_finds_are_failed_in_stretches_of_ids_without_an_i
 
 # Batches that may grow, as with the default batch size: on PostgreSQL a walk whose matches are sparse
 # (under a quarter of the ids) goes along the table's pages.
-PAGE_WALK = {"batch_size": 10, "max_batch_size": 100_000}
+PAGE_WALK = {"batch_size": 10, "max_batch_size": MAX_BATCH_SIZE}
 
 
 def spread_over_pages(tasks: Tasks) -> None:

@@ -137,7 +137,7 @@ def _write_range(
     """
     table, shape = ctx.table, key_shape(ctx.table)
     # one integer id: its span is a min and a max (PostgreSQL has neither for a UUID)
-    summarised = table.dialect.summarises_deletes and len(table.key) == 1 and integer_keys(table)
+    summarised = table.dialect.summarises_writes and len(table.key) == 1 and integer_keys(table)
     try:
         with database_errors(), conn.begin():
             statement = writing_where(conn, ctx, bounds()).returning(*shape.columns)
@@ -154,12 +154,12 @@ def _summarised(conn: Connection, rule: Rule, statement: ReturningWrite, shape: 
     """Run ``statement`` (a DELETE or UPDATE returning the id alone, as ``shape`` reads it) in a WITH clause
     and read back what it wrote: how many rows, the span of their ids, and the ``sample`` smallest ids
     (each row of the answer is one of them, with the totals)."""
-    deleted = statement.cte("gone").c[0]
+    written = statement.cte("gone").c[0]
     if not sample:  # the totals alone: an aggregate as the rows come, no window over them all
-        count, low, high = conn.execute(select(func.count(), func.min(deleted), func.max(deleted))).one()
+        count, low, high = conn.execute(select(func.count(), func.min(written), func.max(written))).one()
         return Batch(rule, [], count=int(count), id_span=(low, high) if count else None)
-    totals = (func.count().over(), func.min(deleted).over(), func.max(deleted).over())
-    smallest = conn.execute(select(deleted, *totals).order_by(deleted).limit(sample)).all()
+    totals = (func.count().over(), func.min(written).over(), func.max(written).over())
+    smallest = conn.execute(select(written, *totals).order_by(written).limit(sample)).all()
     if not smallest:
         return Batch(rule, [], count=0)
     _, count, low, high = smallest[0]

@@ -99,7 +99,7 @@ class PostgreSQL(SessionLockDialect):
     counts_by_status = True
     # Reading 30,000 deleted ids back cost about 0.1 s of Python (driver rows, then reaper's), a tenth of
     # a purge of 3 % of 1 M rows along an index: PostgreSQL counts them instead.
-    summarises_deletes = True
+    summarises_writes = True
 
     def engine_options(self, url: URL, limits: SessionLimits) -> dict[str, Any]:
         """The limits, the time zone and the application name as connection options; a ping before each checkout."""

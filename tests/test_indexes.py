@@ -196,6 +196,49 @@ def test_with_the_recommended_indexes_no_batch_reads_much_more_than_it_returns(
             assert read <= range_size < 15420 // 4, (where, read, returned, range_size)
 
 
+def reads_in_order(conn: Connection, query: Select[Any]) -> tuple[bool, set[str]]:
+    """How the database runs a batch SELECT: (whether it sorts, the indexes it reads)."""
+    compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    statement, parameters = str(compiled), compiled.params
+    if conn.dialect.name == "sqlite":
+        positional = tuple(parameters[name] for name in compiled.positiontup or ())
+        details = [str(row[-1]) for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, positional)]
+        used = {word for detail in details for word in detail.split() if word.startswith("ix_")}
+        return any("TEMP B-TREE" in detail for detail in details), used
+    if conn.dialect.name in ("mysql", "mariadb"):
+        document = conn.exec_driver_sql("EXPLAIN FORMAT=JSON " + statement, parameters).scalar_one()
+        return "filesort" in document, {node["key"] for node in _walk(json.loads(document)) if "key" in node}
+    document = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + statement, parameters).scalar_one()
+    nodes = list(_walk(document))
+    return any("Sort" in node.get("Node Type", "") for node in nodes), {
+        node["Index Name"] for node in nodes if "Index Name" in node
+    }
+
+
+def test_the_null_range_of_an_age_column_is_read_along_its_index_without_a_sort(
+    tasks: Tasks, database_url: str
+) -> None:
+    """Rows without completed_at are read by id from the null range of (status, completed_at, id). Ordered
+    by id alone, PostgreSQL (which takes ``IS NULL`` for no equality) walked the primary key instead;
+    MariaDB sorts the range when ordered by (completed_at, id)."""
+    fill_like_production(tasks)
+    create_recommended_indexes(tasks, database_url)
+    settings = settings_for(database_url)
+    table = open_table(tasks.engine, settings)
+    policy = next(policy for policy in standard_policies(settings) if policy.name == "success_retention")
+    with tasks.engine.connect() as conn:
+        analyze(conn, table.engine.url.get_backend_name(), table.name)
+        null_range = [seg for seg in segments(table, policy, NOW, ["success"]) if seg.order == (table.id,)]
+        assert len(null_range) == 1
+        shape = position_shape(table, null_range[0].order)
+        first = shape.rows(conn.execute(segment_query(table, policy, null_range[0], None, 100)))
+        assert len(first) == 100  # the range holds more: a later batch has rows to read and order
+        sorts, used = reads_in_order(conn, segment_query(table, policy, null_range[0], first[-1].position, 100))
+    serving = {index.name for index in table.dialect.indexes(table.engine, table.table)
+               if index.columns[:2] == ("status", "completed_at")}
+    assert not sorts and used & serving, (sorts, used, serving)
+
+
 def test_with_requeue_pending_rows_are_read_along_updated_at_and_with_a_heartbeat_running_rows_along_it(
     tasks: Tasks, database_url: str
 ) -> None:

@@ -104,7 +104,7 @@ def _end_of_batch(
     conn: Connection, segment: Segment, after: Sequence[Any] | None, size: int
 ) -> tuple[Any, ...] | None:
     """The position of the ``size``-th row after ``after``, or ``None`` when fewer rows are left."""
-    query = select(*segment.order).where(_range(segment, after, None)).order_by(*segment.order)
+    query = select(*segment.order).where(_range(segment, after, None)).order_by(*segment.sorting)
     end = conn.execute(query.offset(size - 1).limit(1)).first()
     return None if end is None else tuple(end)
 

@@ -9,8 +9,9 @@ index (status, c1, id), and each batch resumes where the last one stopped:
 
 - for each rule, and each stored spelling v of the status:
   - A: ``status = v AND <types> AND c1 < cutoff1``, ordered by (c1, id): a range of the index;
-  - B: ``status = v AND <types> AND c1 IS NULL AND COALESCE(c2, ...) < cutoff2``, ordered by id: the
-    index's null range, filtered (only when the policy has more than one age column).
+  - B: ``status = v AND <types> AND c1 IS NULL AND COALESCE(c2, ...) < cutoff2``, ordered by id
+    (on PostgreSQL written ``ORDER BY c1, id``, the index's order): the index's null range, filtered
+    (only when the policy has more than one age column).
 
 A batch therefore reads about as many index entries as it returns, however large the table.
 """
@@ -38,7 +39,15 @@ class Segment:
 
     rule: Rule
     where: ColumnElement[bool]
-    order: tuple[ColumnElement[Any], ...]
+    order: tuple[ColumnElement[Any], ...]  # the position a batch resumes after
+    # A column NULL on every row of the segment (B's c1) that ORDER BY names before ``order``, as the index
+    # does, where the database needs it to read the range in order (``Dialect.orders_null_range_by_column``).
+    null_lead: ColumnElement[Any] | None = None
+
+    @property
+    def sorting(self) -> tuple[ColumnElement[Any], ...]:
+        """The ORDER BY of the segment's reads: the order of the index that serves it."""
+        return self.order if self.null_lead is None else (self.null_lead, *self.order)
 
 
 @dataclass(frozen=True)
@@ -76,10 +85,12 @@ def segments(table: TaskTable, policy: Policy, now: datetime, spellings: Sequenc
             dated = and_(status, table.before(first.column, first.cutoff))
             # paged on the column as the database compares it (its text on SQLite), and down to the whole
             # key, so that a batch never resumes past a row it did not read
-            parts.append(Segment(rule, dated, (table.dialect.as_stored(first.column), *table.key)))
+            stored = table.dialect.as_stored(first.column)
+            parts.append(Segment(rule, dated, (stored, *table.key)))
             if rest:
                 undated_first = and_(status, first.column.is_(None), dated_before(table, rest))
-                parts.append(Segment(rule, undated_first, table.key))
+                lead = stored if table.dialect.orders_null_range_by_column else None
+                parts.append(Segment(rule, undated_first, table.key, null_lead=lead))
     return parts
 
 
@@ -108,7 +119,7 @@ def segment_query(
     query = select(*shape.columns).where(segment.where)
     if after is not None:
         query = query.where(resume_after(segment.order, after))
-    return query.order_by(*segment.order).limit(size)
+    return query.order_by(*segment.sorting).limit(size)
 
 
 def batches(

@@ -105,6 +105,10 @@ class Dialect:
     # Whether a DELETE or UPDATE can sit in a WITH clause, so that the database sums up what it wrote
     # (see engine.ranges): the count, the id span and the smallest ids, not every id read back.
     summarises_writes = False
+    # Whether a read of an index's null range, ``c1 IS NULL`` of (status, c1, id), writes ``ORDER BY c1, id``
+    # to be read in the index's order (see engine.selection). MariaDB and SQLite take ``IS NULL`` for an
+    # equality and read ``ORDER BY id`` from the index; MariaDB sorts ``ORDER BY c1, id`` there.
+    orders_null_range_by_column = False
 
     # --- connecting: the engine, and what every session is told ---
 

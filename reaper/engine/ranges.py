@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -293,12 +294,7 @@ def _walk_span(
 def _in_pages(sizer: BatchSizer, span: tuple[int, int], pages: int) -> BatchSizer:
     """``sizer``'s sizes in pages: as many ids as the table holds per page (fewer rows where ids have gaps)."""
     per_page = max((span[1] - span[0] + 1) / pages, 1.0)
-    return BatchSizer(
-        first=max(1, int(sizer.first / per_page)),
-        target_seconds=sizer.target_seconds,
-        timer=sizer.timer,
-        ceiling=max(1, int(sizer.most / per_page)),
-    )
+    return replace(sizer, first=max(1, int(sizer.first / per_page)), ceiling=max(1, int(sizer.most / per_page)))
 
 
 def _by_index(

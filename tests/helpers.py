@@ -229,12 +229,12 @@ def referenced_by_outputs(tasks: Tasks, task_ids: list[Any]) -> None:
         conn.execute(insert(outputs), [{"task_id": task_id} for task_id in task_ids])
 
 
-def is_write(statement: str) -> bool:
-    """Whether ``statement`` updates or deletes rows, also from inside a WITH clause (PostgreSQL sums
-    up a range's write there)."""
+def is_write(statement: str, kinds: tuple[str, ...] = ("UPDATE", "DELETE")) -> bool:
+    """Whether ``statement`` is a write of one of ``kinds``, also from inside a WITH clause (PostgreSQL
+    sums up a range's write there)."""
     words = " ".join(statement.split()).upper()
-    inside_with = words.startswith("WITH") and ("AS (UPDATE" in words or "AS (DELETE" in words)
-    return words.startswith(("UPDATE", "DELETE")) or inside_with
+    inside_with = words.startswith("WITH") and any(f"AS ({kind}" in words for kind in kinds)
+    return words.startswith(kinds) or inside_with
 
 
 def change_just_before_the_write(engine: Engine, tasks: Tasks, task_id: Any, **values: Any) -> None:

@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import create_engine, event
 from test_metrics import samples, value
 
-from helpers import NOW, SERVER_BACKENDS, Shape, Tasks, ago, create_table, settings_for, wait_until
+from helpers import NOW, SERVER_BACKENDS, Shape, Tasks, ago, create_table, is_write, settings_for, wait_until
 from reaper.daemon.http import HttpLimits, MetricsServer, TlsFiles, build_app
 from reaper.daemon.loop import Daemon, backoff_seconds
 from reaper.daemon.metrics import ReaperMetrics
@@ -261,8 +261,7 @@ def test_the_nightly_cleanup_waits_for_a_rescue_in_progress_instead_of_being_loc
     writing, go_on = threading.Event(), threading.Event()
 
     def hold_the_rescues_write(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        words = " ".join(statement.split()).upper()  # on PostgreSQL the walk's UPDATE sits in a WITH clause
-        if (words.startswith("UPDATE") or "AS (UPDATE" in words) and not writing.is_set():
+        if is_write(statement, ("UPDATE",)) and not writing.is_set():  # on PostgreSQL, inside a WITH clause
             writing.set()  # the rescue holds the table's lock and is about to write
             wait_until(go_on.is_set, 30)
 

@@ -120,10 +120,14 @@ def spread_over_pages(tasks: Tasks) -> None:
         conn.exec_driver_sql("ALTER TABLE processing_tasks SET (fillfactor = 10)")
 
 
+def pages_in(conn: Any, name: str) -> int:
+    query = f"SELECT pg_relation_size('{name}') / current_setting('block_size')::int"
+    return int(conn.exec_driver_sql(query).scalar_one())
+
+
 def pages_of(tasks: Tasks) -> int:
     with tasks.engine.connect() as conn:
-        query = "SELECT pg_relation_size('processing_tasks') / current_setting('block_size')::int"
-        return int(conn.exec_driver_sql(query).scalar_one())
+        return pages_in(conn, "processing_tasks")
 
 
 def on_postgresql_with_the_primary_key_alone(test: Callable[..., None]) -> Callable[..., None]:
@@ -234,11 +238,6 @@ def test_on_postgresql_only_a_plain_table_is_walked_by_its_pages(tasks: Tasks) -
         assert dialect.table_pages(conn, tasks.table) == 1
         assert dialect.table_pages(conn, Table("parted", MetaData())) is None
         assert dialect.table_pages(conn, Table("parted_low", MetaData())) == pages_in(conn, "parted_low")
-
-
-def pages_in(conn: Any, name: str) -> int:
-    query = f"SELECT pg_relation_size('{name}') / current_setting('block_size')::int"
-    return int(conn.exec_driver_sql(query).scalar_one())
 
 
 def test_a_row_revived_inside_a_range_before_its_delete_is_kept(

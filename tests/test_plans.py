@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from freezegun import freeze_time
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Connection, Engine
-from test_indexes import _walk, analyze, fill_like_production
+from sqlalchemy.engine import Engine
+from test_indexes import _walk, analyze, explain, fill_like_production
 
 from helpers import BACKENDS, NOW, Shape, Tasks, add_age_indexes, ago, create_table, settings_for
 from reaper.cli.command import main
@@ -82,21 +82,6 @@ def test_check_indexes_says_each_plan_and_what_the_missing_index_would_save(
 # --- no statement sorts the matches --------------------------------------------------------------------
 
 
-def explained(conn: Connection, statement: str, parameters: Any) -> tuple[bool, bool]:
-    """Ask the database how it runs ``statement``: (whether it sorts, whether it reads the whole table)."""
-    backend = conn.dialect.name
-    if backend == "sqlite":
-        details = [str(row[-1]) for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)]
-        return any("TEMP B-TREE" in d for d in details), any(d == "SCAN processing_tasks" for d in details)
-    if backend in ("mysql", "mariadb"):
-        document = conn.exec_driver_sql("EXPLAIN FORMAT=JSON " + statement, parameters).scalar_one()
-        nodes = list(_walk(json.loads(document)))
-        return "filesort" in document, any(node.get("access_type") == "ALL" for node in nodes)
-    document = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + statement, parameters).scalar_one()
-    types = [node.get("Node Type", "") for node in _walk(document)]
-    return any("Sort" in kind for kind in types), "Seq Scan" in types
-
-
 def recorded(engine: Engine) -> list[tuple[str, Any]]:
     """Record every single statement (with its parameters) the engine runs from now on."""
     seen: list[tuple[str, Any]] = []
@@ -131,10 +116,10 @@ def test_no_statement_of_a_run_sorts_the_matches_and_a_range_never_reads_the_who
     statements = on_the_table(seen)
     with tasks.engine.connect() as conn:
         for statement, parameters in statements:
-            sorts, scans = explained(conn, statement, parameters)
-            assert not sorts, statement
+            plan = explain(conn, statement, parameters)
+            assert not plan.sorts, statement
             batch = re.search(r"processing_tasks\.id (>=|<|>|<=|IN)", statement)  # a range of ids, or a batch's
-            assert not (scans and batch), f"a batch statement reads the whole table: {statement}"
+            assert not (plan.scans and batch), f"a batch statement reads the whole table: {statement}"
 
 
 @pytest.mark.parametrize("backend", [name for name in BACKENDS if name == "postgresql"], indirect=True)
@@ -236,7 +221,7 @@ def test_a_dry_run_on_a_table_with_only_its_primary_key_counts_every_rule_in_one
     seen = recorded(tasks.engine)
     run_policies(open_table(tasks.engine, settings), standard_policies(settings), NOW, RunOptions(dry_run=True))
     with tasks.engine.connect() as conn:
-        scans = [statement for statement, parameters in on_the_table(seen) if explained(conn, statement, parameters)[1]]
+        scans = [s for s, p in on_the_table(seen) if explain(conn, s, p).scans]
     whole = [statement for statement in scans if "LIMIT" not in statement.upper()]
     # one count for the rules of all four policies, the only read of the whole table ...
     assert len(whole) == 1, "\n\n".join(whole)
@@ -366,7 +351,7 @@ def test_a_run_that_fails_zombies_without_an_index_reads_the_whole_table_once_th
     run_policies(open_table(tasks.engine, settings), standard_policies(settings), NOW, RunOptions(batch_size=5))
     assert tasks.status_of(zombie) == "FAILURE"  # the table's casing, though no row held a failure before
     with tasks.engine.connect() as conn:
-        scans = [s for s, p in on_the_table(seen) if "processing_tasks.id <" not in s and explained(conn, s, p)[1]]
+        scans = [s for s, p in on_the_table(seen) if "processing_tasks.id <" not in s and explain(conn, s, p).scans]
     whole = [statement for statement in scans if "LIMIT" not in statement.upper()]
     # the opening count, which also finds how rows spell the status a fail writes: looking that up apart
     # reads the whole table when no row has it ...

@@ -21,6 +21,7 @@ from helpers import (
 )
 from reaper.database.dialects.postgresql import PostgreSQL
 from reaper.database.table import open_table
+from reaper.engine import ranges
 from reaper.engine.reap import RunOptions, run_policies
 from reaper.engine.sizing import MAX_BATCH_SIZE
 from reaper.policy.policies import standard_policies
@@ -107,6 +108,47 @@ def test_zombies_that_no_index_finds_are_failed_in_stretches_of_ids_without_an_i
     assert result.sample_ids == zombies[:5]
     assert (result.first_id, result.last_id) == (zombies[0], young)  # the last stretch ends at the table's last id
     assert {tasks.status_of(zombie) for zombie in zombies} == {"failure"} and tasks.status_of(young) == "running"
+
+
+def counts_on_the_table(seen: list[str]) -> list[str]:
+    return [s for s in seen if "count(" in s.lower() and "processing_tasks" in s and "EXPLAIN" not in s]
+
+
+def analyzed_purge(tasks: Tasks, database_url: str, old: int, young: int) -> tuple[RunResult, list[str]]:
+    """Purge a table of ``old`` successes past their retention then ``young`` ones, analyzed first."""
+    for minute in range(old):
+        tasks.add("success", finished_at=ago(days=31, minutes=minute))
+    for _ in range(young):
+        tasks.add("success", finished_at=ago(days=29))
+    with tasks.engine.begin() as conn:
+        conn.exec_driver_sql("ANALYZE processing_tasks")
+    seen = statements_of(tasks.engine)
+    return purge(tasks, database_url, batch_size=50), seen
+
+
+@pytest.mark.parametrize("backend", only("postgresql"), indirect=True)
+def test_on_postgresql_a_purge_the_planner_expects_to_match_most_of_a_large_table_walks_it_uncounted(
+    tasks: Tasks, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ranges, "PLANNED_TABLE_ROWS", 200)  # a large table, as far as this test goes
+    run, seen = analyzed_purge(tasks, database_url, old=400, young=100)
+    result = run.policies["success_retention"]
+    assert any(s.startswith("EXPLAIN") for s in seen) and not counts_on_the_table(seen)
+    assert all("PROCESSING_TASKS.ID >=" in d and "RETURNING" not in d for d in deletes_seen(seen))
+    assert (result.matched, result.affected, tasks.count()) == (400, 400, 100)
+
+
+@pytest.mark.parametrize("backend", only("postgresql"), indirect=True)
+@pytest.mark.parametrize(
+    ("floor", "old", "young"), [(200, 150, 350), (1000, 400, 100)], ids=["a third", "a small table"]
+)
+def test_on_postgresql_matches_the_planner_expects_in_a_third_of_the_table_or_in_a_small_one_are_counted(
+    tasks: Tasks, database_url: str, monkeypatch: pytest.MonkeyPatch, floor: int, old: int, young: int
+) -> None:
+    monkeypatch.setattr(ranges, "PLANNED_TABLE_ROWS", floor)
+    run, seen = analyzed_purge(tasks, database_url, old=old, young=young)
+    assert counts_on_the_table(seen)  # dense or not, the count says: an estimate is trusted above half alone
+    assert (run.policies["success_retention"].affected, tasks.count()) == (old, young)
 
 
 # Batches that may grow, as with the default batch size: on PostgreSQL a walk whose matches are sparse

@@ -24,6 +24,7 @@ from loguru import logger
 from sqlalchemy import BigInteger, Column, SmallInteger, Table, inspect
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeEngine
 
@@ -156,6 +157,11 @@ class Dialect:
     def within_pages(self, first: int, stop: int) -> ColumnElement[bool]:
         """The rows on pages ``first`` to ``stop - 1`` (only where ``table_pages`` counts them)."""
         raise NotImplementedError(f"{self.name} reads no range of a table's pages")
+
+    def planned_rows(self, conn: Connection, query: Select[Any]) -> float | None:
+        """How many rows the planner expects ``query`` to return, where its estimate is read cheaply and
+        follows the table's statistics; ``None`` here: rows are counted."""
+        return None
 
     def one_of(self, column: Column[Any], values: Sequence[Any]) -> ColumnElement[bool]:
         """``column IN (values)``: a batch's ids, one bound parameter each."""

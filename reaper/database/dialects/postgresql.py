@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import ARRAY, Column, Table, and_, any_, literal, text
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import NullType
 
@@ -130,6 +131,13 @@ class PostgreSQL(SessionLockDialect):
         """``ctid >= '(first,0)' AND ctid < '(stop,0)'``: every row version on those pages."""
         pages = text("ctid >= CAST(:first_page AS tid) AND ctid < CAST(:stop_page AS tid)")
         return and_(pages.bindparams(first_page=f"({first},0)", stop_page=f"({stop},0)"))
+
+    def planned_rows(self, conn: Connection, query: Select[Any]) -> float | None:
+        """The ``Plan Rows`` of ``EXPLAIN (FORMAT JSON) query``: from the table's statistics, scaled to its
+        size now (a table never analyzed gets default selectivities, far below any share that counts)."""
+        compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+        plan = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled}", compiled.params).scalar_one()
+        return float(plan[0]["Plan"]["Plan Rows"])
 
     def one_of(self, column: Column[Any], values: Sequence[Any]) -> ColumnElement[bool]:
         """``column = ANY(:values)``, the batch's ids bound as one array.

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import MetaData, Table, create_engine, event, text
 from sqlalchemy.engine import Engine
+from test_indexes import analyze
 
 from helpers import (
     NOW,
@@ -121,7 +122,7 @@ def analyzed_purge(tasks: Tasks, database_url: str, old: int, young: int) -> tup
     for _ in range(young):
         tasks.add("success", finished_at=ago(days=29))
     with tasks.engine.begin() as conn:
-        conn.exec_driver_sql("ANALYZE processing_tasks")
+        analyze(conn, "postgresql", "processing_tasks")
     seen = statements_of(tasks.engine)
     return purge(tasks, database_url, batch_size=50), seen
 

@@ -207,13 +207,10 @@ def _write_stretch(
     return Batch(ctx.rule, sampled, count=written, id_span=(first, min(stop - 1, last))), _done(ctx, written)
 
 
-def _planned_dense(conn: Connection, ctx: WriteContext, walks: Sequence[Segment]) -> tuple[int, int] | None:
+def _planned_dense(conn: Connection, table: TaskTable, walks: Sequence[Segment]) -> tuple[int, int] | None:
     """The table's span of ids, where the planner expects at least ``PLANNED_DENSE_SHARE`` of a table of
     ``PLANNED_TABLE_ROWS`` or more to match the rule (``Dialect.planned_rows``): its matches are dense
     without counting them."""
-    table = ctx.table
-    if not integer_keys(table) or not walks:
-        return None
     every_row = select(literal(1)).select_from(table.table)
     rows = table.dialect.planned_rows(conn, every_row)
     span = None
@@ -225,7 +222,8 @@ def _planned_dense(conn: Connection, ctx: WriteContext, walks: Sequence[Segment]
 
 
 def _dense_span(conn: Connection, ctx: WriteContext, walks: Sequence[Segment]) -> tuple[int, int] | None:
-    """The id span of the rule's matches, when they fill at least ``DENSE_SHARE`` of it (integer ids).
+    """The id span of the rule's matches, when they fill at least ``DENSE_SHARE`` of it (integer ids);
+    the table's span where the planner's estimate says so first (``_planned_dense``).
 
     Counted segment by segment, each an index range read from the index alone: the rule's whole
     condition, an OR across its age columns, would make MariaDB scan the table (0.9 s at 1 M rows).
@@ -233,6 +231,9 @@ def _dense_span(conn: Connection, ctx: WriteContext, walks: Sequence[Segment]) -
     table = ctx.table
     if not integer_keys(table) or not walks:
         return None
+    planned = _planned_dense(conn, table, walks)
+    if planned is not None:
+        return planned
     spans = [
         conn.execute(select(func.min(table.id), func.max(table.id), func.count()).where(segment.where)).one()
         for segment in walks
@@ -380,7 +381,7 @@ def write_by_ranges(
             spellings = table.stored_spellings(conn, ctx.policy.status)
             conn.rollback()
             own = [segment for segment in segments(table, ctx.policy, ctx.now, spellings) if segment.rule is rule]
-            dense = _planned_dense(conn, ctx, own) or _dense_span(conn, ctx, own)
+            dense = _dense_span(conn, ctx, own)
             walks = [_by_ids(conn, ctx, dense, sizer, pause, sample)] if dense else [
                 _by_index(conn, ctx, segment, sizer, pause, sample) for segment in own
             ]

@@ -34,13 +34,20 @@ from reaper.policy.matching import beyond_status, counted_attempts, rule_conditi
 from reaper.policy.policies import Policy, Rule
 
 
+def _count_where(table: TaskTable, condition: ColumnElement[bool]) -> ColumnElement[Any]:
+    """The aggregate that counts the rows of ``condition``: ``FILTER`` where the database takes it."""
+    if table.dialect.filters_aggregates:
+        return func.count().filter(condition)
+    return func.count(case((condition, 1)))
+
+
 def _spent(table: TaskTable, rule: Rule, *within: ColumnElement[bool]) -> ColumnElement[Any]:
     """The aggregate that counts the rows (``within`` the conditions) whose attempts reached the rule's
     bound: a bounded requeue fails them instead (0 for any other rule)."""
     attempts = counted_attempts(table, rule)
     if attempts is None or rule.max_attempts is None:
         return literal(0)
-    return func.coalesce(func.sum(case((and_(*within, attempts >= rule.max_attempts), 1), else_=0)), 0)
+    return _count_where(table, and_(*within, attempts >= rule.max_attempts))
 
 
 def _aggregate(conn: Connection, table: TaskTable, rule: Rule, where: ColumnElement[bool]) -> RuleCount:
@@ -96,7 +103,7 @@ def _walk_counts(
     aggregates: list[ColumnElement[Any]] = []
     for policy, rule in walked:
         condition = condition_of(policy, rule)
-        aggregates += [func.count(case((condition, 1))), _spent(table, rule, condition)]
+        aggregates += [_count_where(table, condition), _spent(table, rule, condition)]
     return aggregates
 
 

@@ -21,7 +21,7 @@ database's sessions take named locks that end with them) which provides:
 - its errors: ``lock_conflict`` (retried), ``access_denied`` (fatal), ``unreachable``,
   ``refuses_row`` and ``constraint_name``;
 - what differs from the plain SQL that the defaults write, where it does: ``deletes_returning``,
-  ``counts_by_status`` (how the opening count is grouped); the
+  ``counts_by_status`` and ``filters_aggregates`` (how the opening count is grouped and written); the
   timestamps (``before``, ``since``, ``as_stored``, ``database_file``); the values
   (``exact_type``, ``text_fit``, ``integer_bits``, ``declared_types``); the indexes
   (``indexes``, ``appends_primary_key``);

@@ -46,6 +46,8 @@ class SQLite(Dialect):
     # a batch read along an index holds ids in age order, spread over the table (50,000 zombies in
     # batches of 2,500 at 1 M rows: 8.8 s against 3.2 s without).
     bounds_id_lists = False
+    # The opening count of four rules at 1 M rows: 0.50-0.54 s with FILTER, 0.59-0.61 s with CASE.
+    filters_aggregates = True
 
     def database_file(self, url: URL) -> Path | None:
         """The database's file; ``None`` for an in-memory or URI database."""

@@ -162,7 +162,7 @@ def count_walks(
     """Count every rule that walks the primary key, of every policy, in one pass over the table;
     return the plans with what each found (see ``OpeningCount`` for what else the pass finds).
 
-    One statement counts them all (a count per rule of a ``CASE`` on its condition: 0.5-0.65x the
+    One statement counts them all (a conditional count per rule, ``_count_where``: 0.5-0.65x the
     time of one count per rule on each database at 1 M rows, where also reading each rule's first
     and last id in that pass made it slower than the separate counts). Each rule adds to the pass's
     time (50 ms per 1 M rows on PostgreSQL): where an index leads with the status, a look-up finds

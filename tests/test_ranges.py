@@ -76,6 +76,45 @@ def test_sparse_matches_are_deleted_one_index_range_per_batch_without_an_id_list
     assert tasks.count() == 100
 
 
+def work_of_each_delete(engine: Engine) -> list[int]:
+    """Record how many SQLite virtual-machine steps (in tens) each DELETE takes from now on."""
+    steps, work = [0], []
+
+    def count() -> int:
+        steps[0] += 1
+        return 0  # go on
+
+    def before(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        conn.connection.dbapi_connection.set_progress_handler(count, 10)
+        steps[0] = 0
+
+    def after(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        if statement.lstrip().upper().startswith("DELETE"):
+            work.append(steps[0])
+
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
+    return work
+
+
+@pytest.mark.parametrize("backend", only("sqlite"), indirect=True)
+def test_on_sqlite_each_delete_along_an_index_reads_its_own_range_not_every_later_match(
+    tasks: Tasks, database_url: str
+) -> None:
+    for minute in range(300):  # one match in five ids: index ranges
+        tasks.add("success", finished_at=ago(days=31, minutes=minute))
+        for _ in range(4):
+            tasks.add("success", finished_at=ago(days=1))
+    work = work_of_each_delete(tasks.engine)
+    result = purge(tasks, database_url, batch_size=20).policies["success_retention"]
+    assert (result.matched, result.affected, result.batches) == (300, 300, 15)
+    # Each range holds 20 matches. Bounded by the rule's own text bound (two days after its cut-off)
+    # instead of its own end, the first DELETE read all 300 matches, and the last one its own 20.
+    ranges_of_twenty = work[:15]
+    assert max(ranges_of_twenty) < 1.5 * min(ranges_of_twenty), work
+    assert tasks.count() == 1200
+
+
 def test_dense_matches_are_deleted_along_the_primary_key_in_steps_of_the_batch_size(
     tasks: Tasks, database_url: str
 ) -> None:

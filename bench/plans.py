@@ -5,12 +5,14 @@ For each database asked for (SQLite, MariaDB, PostgreSQL), each index set (``rec
 indexes ``reaper --check-indexes`` recommends; ``app``: the application's own (status, created_at)
 only; ``pk``: the primary key alone) and each shape of table (``purge80``: 80 % of the rows are
 successes past their retention; ``scattered3``: 3 % are, scattered among recent ones; ``zombies``: 5 %
-are running tasks past the 24-hour limit), the script builds a ``processing_tasks`` table of
-``--rows`` rows and times, side by side on fresh copies of the same table:
+are running tasks past the 24-hour limit; and, asked for by ``--shapes``, ``purge20``: 20 % are, just
+under the density at which a purge walks the primary key instead of its index), the script builds
+a ``processing_tasks`` table of ``--rows`` rows and times, side by side on fresh copies of the same
+table:
 
 - ``dry``: ``reaper --once --dry-run --json`` against a process that imports SQLAlchemy, connects with
   the same driver and runs the same four ``COUNT(*)`` queries (goal: at most 2x its time);
-- ``purge`` (purge80, scattered3): ``reaper --once --yes`` against one bare ``DELETE`` with the same
+- ``purge`` (purge80, scattered3, purge20): ``reaper --once --yes`` against one bare ``DELETE`` with the same
   condition, each from its process's start; on MariaDB both until InnoDB's purge has removed the rows
   (goal: at least 0.5x its rate, 0.9x where the recommended indexes exist);
 - ``zombies``: ``reaper --once --yes`` against one bare ``UPDATE`` setting them to failure with the error
@@ -63,7 +65,8 @@ INDEX_SETS = {
     "app": ["(status, created_at)"],
     "pk": [],
 }
-SHAPES = ("purge80", "scattered3", "zombies")
+SHAPES = ("purge80", "scattered3", "zombies")  # the default matrix
+MORE_SHAPES = ("purge20",)
 GOALS = {"dry": 2.0, "purge": 0.5, "purge_recommended": 0.9, "zombies": 0.5}
 SUCCESS, FAILURE, RUNNING, PENDING = (["success", "SUCCESS", "Success"], ["failure", "FAILURE", "Failure"],
                                       ["running", "RUNNING", "Running"], ["pending", "PENDING", "Pending"])
@@ -179,8 +182,8 @@ def row_select(db: Database, rows: int, shape: str) -> str:
         return f"({a} % {b})" if db.name == "sqlite" else f"MOD({a}, {b})"
 
     spread = mod("n * 7919", 997)  # 0..996, no pattern an index could exploit
-    if shape == "purge80":
-        old = f"({mod('n', 10)} < 8)"
+    if shape in ("purge80", "purge20"):
+        old = f"({mod('n', 10)} < {8 if shape == 'purge80' else 2})"
     elif shape == "scattered3":
         old = f"({spread} < 30)"
     else:
@@ -489,6 +492,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat: at least 1")
+    unknown = set(args.shapes.split(",")) - {*SHAPES, *MORE_SHAPES}
+    if unknown:
+        parser.error(f"--shapes: unknown {', '.join(sorted(unknown))} (known: {', '.join((*SHAPES, *MORE_SHAPES))})")
     compileall.compile_dir(REPO / "reaper", quiet=1)  # see child_env
     options = Options(args.repeat, tuple(shlex.split(args.write_flags)))
     figures: list[Figure] = []

@@ -187,6 +187,23 @@ def test_the_plans_benchmark_times_a_dry_run_and_a_purge_against_the_plain_state
 
 
 @pytest.mark.slow
+def test_the_plans_benchmark_purges_a_fifth_of_the_rows_when_asked_and_refuses_a_shape_it_does_not_know(
+    tmp_path: Path,
+) -> None:
+    plans = [sys.executable, str(SCRIPT.parent / "plans.py"), "--rows", "2000", "--databases", "sqlite"]
+    result = subprocess.run(
+        [*plans, "--index-sets", "recommended", "--shapes", "purge20", "--json-out", str(tmp_path / "f.json")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    dry, purge = json.loads((tmp_path / "f.json").read_text())
+    assert dry["rows_changed"] == purge["rows_changed"] == 400
+    assert "success ix_bench_2" in purge["plan"]
+    unknown = subprocess.run([*plans, "--shapes", "purge80,purge50"], capture_output=True, text=True, timeout=60)
+    assert unknown.returncode == 2 and "--shapes: unknown purge50" in unknown.stderr
+
+
+@pytest.mark.slow
 def test_the_plans_benchmark_repeats_each_side_and_passes_its_write_flags_to_reaper(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, str(SCRIPT.parent / "plans.py"), "--rows", "2000", "--databases", "sqlite",

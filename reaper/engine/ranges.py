@@ -14,8 +14,8 @@ meanwhile is still left alone:
   a range of ids made PostgreSQL fetch each row through the primary key (a stretch of 100,000 rows:
   44 ms by ids, 31 ms by pages). The walk covers the pages the table had when it began; a row moved
   meanwhile to a page already walked is the next run's;
-- of the rules an index serves, one whose matches fill at least ``DENSE_SHARE`` of their span of ids
-  is walked along the primary key the same way, between its first and last match; where the planner
+- of the rules an index serves, one whose matches fill at least the dialect's ``dense_share`` of their
+  span of ids is walked along the primary key the same way, between its first and last match; where the planner
   expects most of a large table to match (``_planned_dense``), between the table's first and last id,
   without counting the matches first;
 - the others along their index segments: one query reads where the batch ends (the ``size``-th
@@ -64,16 +64,16 @@ from reaper.policy.policies import Action, Policy, Rule
 # How the database refuses a range in a way ``write_batch`` handles row by row.
 REFUSED = (LockConflict, ConstraintRefused)
 
-# Matches per id at which walking the primary key beats walking the index: bench/batch_ceiling.py
-# measured 0.61x of a bare DELETE for id chunks against 0.39x for index ranges at 42 %.
+# Matches per id under which a walk of the primary key counts as sparse, and goes by pages where the
+# database reads a range of them (``_walk_span``).
 DENSE_SHARE = 0.25
 
 # Where the planner's estimate stands in for the count of a rule's matches along its index: a table this
 # large (the count of 800,000 index entries took 0.14 s at 1 M rows, the estimate a few milliseconds) and
-# an estimate twice the dense share, so that an estimate off by some cannot make sparse matches walk the
-# whole table. Statistics older than a purge cost one walk of the table, as a rule that no index serves.
+# an estimate twice the dialect's dense share, so that one off by some cannot make sparse matches walk the
+# whole table. Statistics older than a purge cost one walk of the table, as a rule no index serves.
 PLANNED_TABLE_ROWS = 100_000
-PLANNED_DENSE_SHARE = 2 * DENSE_SHARE
+PLANNED_DENSE_FACTOR = 2
 
 ReturningWrite = ReturningDelete[Any] | ReturningUpdate[Any]
 
@@ -102,12 +102,10 @@ def up_to(order: Sequence[ColumnElement[Any]], values: Sequence[Any]) -> ColumnE
 
 
 def _range(segment: Segment, after: Sequence[Any] | None, upto: Sequence[Any] | None) -> ColumnElement[bool]:
-    """The rows of ``segment`` after ``after`` and up to ``upto``, the batch's own bounds first.
-
-    SQLite bounds an index scan by the first term it meets on each side of a column: behind the
-    segment's text bound (``Dialect.before``), a batch's DELETE read every later match up to it (a
-    batch of 3 rows among 800,000: 0.46 s, 0.001 s with its own bounds first).
-    """
+    """The rows of ``segment`` after ``after`` and up to ``upto``, the batch's own bounds first: SQLite
+    bounds an index scan by the first term it meets on each side of a column, and behind the segment's
+    text bound (``Dialect.before``) a DELETE read every later match up to it (3 rows among 800,000:
+    0.46 s, 0.001 s with its own bounds first)."""
     bounds = []
     if after is not None:
         bounds.append(resume_after(segment.order, after))
@@ -214,21 +212,22 @@ def _write_stretch(
 
 
 def _planned_dense(conn: Connection, table: TaskTable, walks: Sequence[Segment]) -> tuple[int, int] | None:
-    """The table's span of ids, where the planner expects at least ``PLANNED_DENSE_SHARE`` of a table of
-    ``PLANNED_TABLE_ROWS`` or more to match the rule (``Dialect.planned_rows``): its matches are dense
-    without counting them."""
+    """The table's span of ids, where the planner expects at least ``PLANNED_DENSE_FACTOR`` times the
+    dialect's dense share of a table of ``PLANNED_TABLE_ROWS`` or more to match the rule
+    (``Dialect.planned_rows``): its matches are dense without counting them."""
     every_row = select(literal(1)).select_from(table.table)
     rows = table.dialect.planned_rows(conn, every_row)
     span = None
     if rows is not None and rows >= PLANNED_TABLE_ROWS:
         matches = sum(table.dialect.planned_rows(conn, every_row.where(segment.where)) or 0.0 for segment in walks)
-        span = key_span(conn, table) if matches >= PLANNED_DENSE_SHARE * rows else None
+        span = key_span(conn, table) if matches >= PLANNED_DENSE_FACTOR * table.dialect.dense_share * rows else None
     conn.rollback()
     return None if span is None else (int(span[0]), int(span[1]))
 
 
 def _dense_span(conn: Connection, ctx: WriteContext, walks: Sequence[Segment]) -> tuple[int, int] | None:
-    """The id span of the rule's matches, when they fill at least ``DENSE_SHARE`` of it (integer ids);
+    """The id span of the rule's matches, when they fill at least the dialect's ``dense_share`` of it
+    (integer ids);
     the table's span where the planner's estimate says so first (``_planned_dense``).
 
     Counted segment by segment, each an index range read from the index alone: the rule's whole
@@ -249,7 +248,8 @@ def _dense_span(conn: Connection, ctx: WriteContext, walks: Sequence[Segment]) -
     if not matching:
         return None
     low, high = min(span[0] for span in matching), max(span[1] for span in matching)
-    return (low, high) if sum(span[2] for span in matching) >= DENSE_SHARE * (high - low + 1) else None
+    dense = sum(span[2] for span in matching) >= table.dialect.dense_share * (high - low + 1)
+    return (low, high) if dense else None
 
 
 def _by_ids(

@@ -24,7 +24,7 @@ database's sessions take named locks that end with them) which provides:
   ``counts_by_status`` and ``filters_aggregates`` (how the opening count is grouped and written); the
   timestamps (``before``, ``since``, ``as_stored``, ``database_file``); the values
   (``exact_type``, ``text_fit``, ``integer_bits``, ``declared_types``); the indexes
-  (``indexes``, ``appends_primary_key``);
+  (``indexes``, ``appends_primary_key``, ``dense_share``);
 - for the throttle, when the server tells its load or its replicas' lag: ``check_load_names``,
   ``read_load``, ``load_unseen``, ``replica_lag``, ``standbys`` and ``standby_lag`` (the defaults
   refuse load limits, and name the database).

@@ -15,9 +15,9 @@ meanwhile is still left alone:
   44 ms by ids, 31 ms by pages). The walk covers the pages the table had when it began; a row moved
   meanwhile to a page already walked is the next run's;
 - of the rules an index serves, one whose matches fill at least the dialect's ``dense_share`` of their
-  span of ids is walked along the primary key the same way, between its first and last match; where the planner
-  expects most of a large table to match (``_planned_dense``), between the table's first and last id,
-  without counting the matches first;
+  span of ids is walked along the primary key the same way, between its first and last match; where
+  the planner expects twice that share of a large table to match (``_planned_dense``), between the
+  table's first and last id, without counting the matches first;
 - the others along their index segments: one query reads where the batch ends (the ``size``-th
   row, from the index alone), and one ``DELETE ... WHERE <segment> AND <range> AND <condition>
   RETURNING id`` removes it; the ids feed the logs, samples and audit line. On PostgreSQL the DELETE

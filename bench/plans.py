@@ -66,7 +66,8 @@ INDEX_SETS = {
     "pk": [],
 }
 SHAPES = ("purge80", "scattered3", "zombies")  # the default matrix
-MORE_SHAPES = ("purge20",)
+KNOWN_SHAPES = (*SHAPES, "purge20")
+OLD_TENTHS = {"purge80": 8, "purge20": 2}  # the tenths of the ids past their retention, in a row
 GOALS = {"dry": 2.0, "purge": 0.5, "purge_recommended": 0.9, "zombies": 0.5}
 SUCCESS, FAILURE, RUNNING, PENDING = (["success", "SUCCESS", "Success"], ["failure", "FAILURE", "Failure"],
                                       ["running", "RUNNING", "Running"], ["pending", "PENDING", "Pending"])
@@ -182,8 +183,8 @@ def row_select(db: Database, rows: int, shape: str) -> str:
         return f"({a} % {b})" if db.name == "sqlite" else f"MOD({a}, {b})"
 
     spread = mod("n * 7919", 997)  # 0..996, no pattern an index could exploit
-    if shape in ("purge80", "purge20"):
-        old = f"({mod('n', 10)} < {8 if shape == 'purge80' else 2})"
+    if shape in OLD_TENTHS:
+        old = f"({mod('n', 10)} < {OLD_TENTHS[shape]})"
     elif shape == "scattered3":
         old = f"({spread} < 30)"
     else:
@@ -492,9 +493,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat: at least 1")
-    unknown = set(args.shapes.split(",")) - {*SHAPES, *MORE_SHAPES}
+    unknown = set(args.shapes.split(",")) - set(KNOWN_SHAPES)
     if unknown:
-        parser.error(f"--shapes: unknown {', '.join(sorted(unknown))} (known: {', '.join((*SHAPES, *MORE_SHAPES))})")
+        parser.error(f"--shapes: unknown {', '.join(sorted(unknown))} (known: {', '.join(KNOWN_SHAPES)})")
     compileall.compile_dir(REPO / "reaper", quiet=1)  # see child_env
     options = Options(args.repeat, tuple(shlex.split(args.write_flags)))
     figures: list[Figure] = []

@@ -227,8 +227,7 @@ def _planned_dense(conn: Connection, table: TaskTable, walks: Sequence[Segment])
 
 def _dense_span(conn: Connection, ctx: WriteContext, walks: Sequence[Segment]) -> tuple[int, int] | None:
     """The id span of the rule's matches, when they fill at least the dialect's ``dense_share`` of it
-    (integer ids);
-    the table's span where the planner's estimate says so first (``_planned_dense``).
+    (integer ids); the table's span where the planner's estimate says so first (``_planned_dense``).
 
     Counted segment by segment, each an index range read from the index alone: the rule's whole
     condition, an OR across its age columns, would make MariaDB scan the table (0.9 s at 1 M rows).

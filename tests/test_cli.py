@@ -249,6 +249,18 @@ def test_importing_the_command_leaves_the_garbage_collector_as_it_found_it(colle
     assert done.stdout.split() == [str(collecting), "0"]  # nothing frozen: only the console script freezes
 
 
+def test_the_console_script_runs_with_collections_on_and_what_it_loaded_left_out_of_them() -> None:
+    # what loads lives as long as the process: frozen before collections resume, no collection walks it
+    program = ("import gc, sys\nimport reaper.__main__ as entry\n"
+               "loaded_before = 'reaper.cli.command' in sys.modules\nsys.argv = ['reaper', '--version']\n"
+               "try:\n    entry.main_entry()\nexcept SystemExit as done:\n"
+               "    print(done.code, loaded_before, gc.isenabled(), gc.get_freeze_count(), file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True)
+    code, loaded_before, collecting, frozen = done.stderr.split()
+    assert (code, loaded_before, collecting) == ("0", "False", "True")
+    assert int(frozen) > 50_000  # SQLAlchemy's, pydantic's, loguru's and reaper's objects
+
+
 def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

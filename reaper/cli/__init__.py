@@ -8,9 +8,9 @@ import gc
 _collecting = gc.isenabled()
 gc.disable()
 try:
-    from reaper.cli.command import main, main_entry
+    from reaper.cli.command import main
 finally:
     if _collecting:
         gc.enable()
 
-__all__ = ["main", "main_entry"]
+__all__ = ["main"]

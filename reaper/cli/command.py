@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import sys
@@ -11,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from loguru import logger
 
@@ -48,7 +47,7 @@ from reaper.safety.audit import append_audit, restore_record
 from reaper.safety.restore import RestoreResult, restore_archive
 from reaper.settings.model import Settings, load_settings
 
-__all__ = ["UsageError", "build_parser", "main", "main_entry"]
+__all__ = ["UsageError", "build_parser", "main"]
 
 # -v and -vv: the log level they stand for
 VERBOSITY = {1: "INFO", 2: "DEBUG"}
@@ -333,11 +332,3 @@ def main(argv: list[str] | None = None) -> int:
         logger.opt(exception=exc).debug("unexpected error")
         return _fail(f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
                      "(run with --log-level DEBUG for details)", EXIT_FAILED)
-
-
-def main_entry() -> NoReturn:
-    """Console-script entry point."""
-    # What is loaded by now lives as long as the process: the collector leaves it out of every pass,
-    # the one at exit included (0.2 s of each short run's end went to that one).
-    gc.freeze()
-    sys.exit(main())

@@ -22,7 +22,7 @@ from helpers import (
 )
 from reaper.database.dialects.postgresql import PostgreSQL
 from reaper.database.table import open_table
-from reaper.engine import ranges
+from reaper.engine import spans
 from reaper.engine.reap import RunOptions, run_policies
 from reaper.engine.sizing import MAX_BATCH_SIZE
 from reaper.policy.policies import standard_policies
@@ -185,7 +185,7 @@ def analyzed_purge(tasks: Tasks, database_url: str, old: int, young: int) -> tup
 def test_on_postgresql_a_purge_the_planner_expects_to_match_most_of_a_large_table_walks_it_uncounted(
     tasks: Tasks, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ranges, "PLANNED_TABLE_ROWS", 200)  # a large table, as far as this test goes
+    monkeypatch.setattr(spans, "PLANNED_TABLE_ROWS", 200)  # a large table, as far as this test goes
     run, seen = analyzed_purge(tasks, database_url, old=400, young=100)
     result = run.policies["success_retention"]
     assert any(s.startswith("EXPLAIN") for s in seen) and not counts_on_the_table(seen)
@@ -200,7 +200,7 @@ def test_on_postgresql_a_purge_the_planner_expects_to_match_most_of_a_large_tabl
 def test_on_postgresql_matches_the_planner_expects_in_a_seventh_of_the_table_or_in_a_small_one_are_counted(
     tasks: Tasks, database_url: str, monkeypatch: pytest.MonkeyPatch, floor: int, old: int, young: int
 ) -> None:
-    monkeypatch.setattr(ranges, "PLANNED_TABLE_ROWS", floor)
+    monkeypatch.setattr(spans, "PLANNED_TABLE_ROWS", floor)
     run, seen = analyzed_purge(tasks, database_url, old=old, young=young)
     # dense or not, the count says: an estimate is trusted alone from twice the dense share (a fifth)
     assert counts_on_the_table(seen)

@@ -10,13 +10,13 @@ meanwhile is still left alone:
   'failure', <the reason, the moment> WHERE`` the same): one pass over the table, as the bare
   statement's scan. Where the database reads a range of a table's pages (PostgreSQL 14: ``ctid >=
   '(a,0)' AND ctid < '(b,0)'``, a TID Range Scan), the matches are sparse and batches may grow, it
-  walks the pages instead (see ``_walk_span``):
+  walks the pages instead (see ``spans.walk_span``):
   a range of ids made PostgreSQL fetch each row through the primary key (a stretch of 100,000 rows:
   44 ms by ids, 31 ms by pages). The walk covers the pages the table had when it began; a row moved
   meanwhile to a page already walked is the next run's;
 - of the rules an index serves, one whose matches fill at least the dialect's ``dense_share`` of their
   span of ids is walked along the primary key the same way, between its first and last match; where
-  the planner expects twice that share of a large table to match (``_planned_dense``), between the
+  the planner expects twice that share of a large table to match (``spans.planned_dense``), between the
   table's first and last id, without counting the matches first;
 - the others along their index segments: one query reads where the batch ends (the ``size``-th
   row, from the index alone), and one ``DELETE ... WHERE <segment> AND <range> AND <condition>
@@ -41,39 +41,28 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
 from functools import partial
 from typing import Any
 
-from sqlalchemy import and_, func, literal, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import ReturningDelete, ReturningUpdate
 from sqlalchemy.sql.elements import ColumnElement
 
 from reaper.database.connection import database_errors
 from reaper.database.table import TaskTable
-from reaper.engine.keywalk import integer_keys, key_span, next_key
-from reaper.engine.plans import Plan, RuleCount
+from reaper.engine.keywalk import integer_keys, next_key
+from reaper.engine.plans import Plan
 from reaper.engine.rows import RowShape, TaskRow, key_shape
 from reaper.engine.selection import Batch, Segment, resume_after, segments
 from reaper.engine.sizing import MAX_ID_LIST, BatchSizer
+from reaper.engine.spans import dense_span, in_pages, walk_span
 from reaper.engine.writes import BatchOutcome, WriteContext, write_batch, write_where, writing_where
 from reaper.errors import ConstraintRefused, LockConflict
 from reaper.policy.policies import Action, Policy, Rule
 
 # How the database refuses a range in a way ``write_batch`` handles row by row.
 REFUSED = (LockConflict, ConstraintRefused)
-
-# Matches per id under which a walk of the primary key counts as sparse, and goes by pages where the
-# database reads a range of them (``_walk_span``).
-DENSE_SHARE = 0.25
-
-# Where the planner's estimate stands in for the count of a rule's matches along its index: a table this
-# large (the count of 800,000 index entries took 0.14 s at 1 M rows, the estimate a few milliseconds) and
-# an estimate twice the dialect's dense share, so that one off by some cannot make sparse matches walk the
-# whole table. Statistics older than a purge cost one walk of the table, as a rule no index serves.
-PLANNED_TABLE_ROWS = 100_000
-PLANNED_DENSE_FACTOR = 2
 
 ReturningWrite = ReturningDelete[Any] | ReturningUpdate[Any]
 
@@ -211,46 +200,6 @@ def _write_stretch(
     return Batch(ctx.rule, sampled, count=written, id_span=(first, min(stop - 1, last))), _done(ctx, written)
 
 
-def _planned_dense(conn: Connection, table: TaskTable, walks: Sequence[Segment]) -> tuple[int, int] | None:
-    """The table's span of ids, where the planner expects at least ``PLANNED_DENSE_FACTOR`` times the
-    dialect's dense share of a table of ``PLANNED_TABLE_ROWS`` or more to match the rule
-    (``Dialect.planned_rows``): its matches are dense without counting them."""
-    every_row = select(literal(1)).select_from(table.table)
-    rows = table.dialect.planned_rows(conn, every_row)
-    span = None
-    if rows is not None and rows >= PLANNED_TABLE_ROWS:
-        matches = sum(table.dialect.planned_rows(conn, every_row.where(segment.where)) or 0.0 for segment in walks)
-        span = key_span(conn, table) if matches >= PLANNED_DENSE_FACTOR * table.dialect.dense_share * rows else None
-    conn.rollback()
-    return None if span is None else (int(span[0]), int(span[1]))
-
-
-def _dense_span(conn: Connection, ctx: WriteContext, walks: Sequence[Segment]) -> tuple[int, int] | None:
-    """The id span of the rule's matches, when they fill at least the dialect's ``dense_share`` of it
-    (integer ids); the table's span where the planner's estimate says so first (``_planned_dense``).
-
-    Counted segment by segment, each an index range read from the index alone: the rule's whole
-    condition, an OR across its age columns, would make MariaDB scan the table (0.9 s at 1 M rows).
-    """
-    table = ctx.table
-    if not integer_keys(table) or not walks:
-        return None
-    planned = _planned_dense(conn, table, walks)
-    if planned is not None:
-        return planned
-    spans = [
-        conn.execute(select(func.min(table.id), func.max(table.id), func.count()).where(segment.where)).one()
-        for segment in walks
-    ]
-    conn.rollback()  # end the reads' transaction before the deletes begin theirs
-    matching = [(int(low), int(high), int(count)) for low, high, count in spans if count]
-    if not matching:
-        return None
-    low, high = min(span[0] for span in matching), max(span[1] for span in matching)
-    dense = sum(span[2] for span in matching) >= table.dialect.dense_share * (high - low + 1)
-    return (low, high) if dense else None
-
-
 def _by_ids(
     conn: Connection,
     ctx: WriteContext,
@@ -299,36 +248,6 @@ def _by_pages(
         start += width
 
 
-def _walk_span(
-    conn: Connection, table: TaskTable, sizer: BatchSizer, found: RuleCount | None
-) -> tuple[tuple[int, int] | None, int | None]:
-    """The table's span of ids (``None``: empty), and its pages where the walk goes along them.
-
-    Pages where the database reads a range of them (``Dialect.table_pages``), the rule's matches are
-    sparse and batches may grow. Where few rows of a stretch match, reading it is the walk's cost, and
-    by pages PostgreSQL reads no key; where most match, writing them is, and reading back their ids
-    for the log and the audit cost more than the key (80 % of 1 M rows: 0.50-0.55x of the bare DELETE
-    by pages, 0.64-0.66x by ids). A batch size set by hand is a limit (``sizing``) that a stretch of
-    whole pages could pass: a page holds many rows.
-    """
-    span = key_span(conn, table)
-    if span is None:
-        conn.rollback()
-        return None, None
-    low, high = int(span[0]), int(span[1])
-    sparse = found is not None and found.matched < DENSE_SHARE * (high - low + 1)
-    grows = sizer.most > sizer.first
-    pages = table.dialect.table_pages(conn, table.table) if sparse and grows else None
-    conn.rollback()
-    return (low, high), pages or None
-
-
-def _in_pages(sizer: BatchSizer, span: tuple[int, int], pages: int) -> BatchSizer:
-    """``sizer``'s sizes in pages: as many ids as the table holds per page (fewer rows where ids have gaps)."""
-    per_page = max((span[1] - span[0] + 1) / pages, 1.0)
-    return replace(sizer, first=max(1, int(sizer.first / per_page)), ceiling=max(1, int(sizer.most / per_page)))
-
-
 def _by_index(
     conn: Connection, ctx: WriteContext, segment: Segment, sizer: BatchSizer, pause: Callable[[], bool], sample: int
 ) -> Iterator[tuple[Batch, BatchOutcome] | None]:
@@ -375,18 +294,18 @@ def write_by_ranges(
         if isolation is not None:
             conn.execution_options(isolation_level=isolation)
         if plan.index is None:
-            span, pages = _walk_span(conn, table, sizer, plan.found)
+            span, pages = walk_span(conn, table, sizer, plan.found)
             if span is None:
                 walks = []
             elif pages is None:
                 walks = [_by_ids(conn, ctx, span, sizer, pause, sample)]
             else:
-                walks = [_by_pages(conn, ctx, pages, _in_pages(sizer, span, pages), pause, sample)]
+                walks = [_by_pages(conn, ctx, pages, in_pages(sizer, span, pages), pause, sample)]
         else:
             spellings = table.stored_spellings(conn, ctx.policy.status)
             conn.rollback()
             own = [segment for segment in segments(table, ctx.policy, ctx.now, spellings) if segment.rule is rule]
-            dense = _dense_span(conn, ctx, own)
+            dense = dense_span(conn, table, own)
             walks = [_by_ids(conn, ctx, dense, sizer, pause, sample)] if dense else [
                 _by_index(conn, ctx, segment, sizer, pause, sample) for segment in own
             ]

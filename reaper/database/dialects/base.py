@@ -104,7 +104,7 @@ class Dialect:
     # through a sort (0.8 s against 0.4 s).
     counts_by_status = False
     # The share of its span of ids that a rule's matches fill from which a purge along an index walks the
-    # primary key instead (see engine.ranges): bench/batch_ceiling.py measured MariaDB at 0.61x of a bare
+    # primary key instead (see engine.spans): bench/batch_ceiling.py measured MariaDB at 0.61x of a bare
     # DELETE for stretches of ids against 0.39x for index ranges at 42 %.
     dense_share = 0.25
     # Whether an aggregate takes ``FILTER (WHERE ...)`` (see engine.counting): the rows it leaves out never

@@ -26,8 +26,9 @@ from reaper.engine.selection import Segment
 from reaper.engine.sizing import BatchSizer
 
 # Matches per id under which a walk of the primary key counts as sparse, and goes by pages where the
-# database reads a range of them (``walk_span``).
-DENSE_SHARE = 0.25
+# database reads a range of them (``walk_span``). Not the dialect's ``dense_share``, which decides
+# whether a rule an index serves walks the primary key at all.
+PAGE_WALK_SHARE = 0.25
 
 # Where the planner's estimate stands in for the count of a rule's matches along its index: a table this
 # large (the count of 800,000 index entries took 0.14 s at 1 M rows, the estimate a few milliseconds) and
@@ -93,7 +94,7 @@ def walk_span(
         conn.rollback()
         return None, None
     low, high = int(span[0]), int(span[1])
-    sparse = found is not None and found.matched < DENSE_SHARE * (high - low + 1)
+    sparse = found is not None and found.matched < PAGE_WALK_SHARE * (high - low + 1)
     grows = sizer.most > sizer.first
     pages = table.dialect.table_pages(conn, table.table) if sparse and grows else None
     conn.rollback()

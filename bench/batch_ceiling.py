@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -147,12 +148,14 @@ def main() -> int:
     parser.add_argument("--database", choices=("mariadb", "sqlite"), default="mariadb")
     args = parser.parse_args()
     plan = plan_for(args)
-    workdir = Path("/tmp/reaper-batch-ceiling")
-    workdir.mkdir(exist_ok=True)
+    # removed at the end (and at exit, should the start fail): a run leaves nothing in /tmp
+    scratch = tempfile.TemporaryDirectory(prefix="reaper-batch-ceiling-")
+    workdir = Path(scratch.name)
     backend: Any = (purge.SQLiteBackend(args.rows, workdir, True) if args.database == "sqlite"
                     else purge.MariaDBBackend(args.rows, workdir, True, 512, True))
     try:
         print(f"{backend.version()}, {args.rows:,} rows, batches of {args.batch_size:,}", flush=True)
+        print(f"working files in {workdir}, removed at the end", flush=True)
         backend.build_template(purge.utc_now(), lambda table: 0.0)
         cut = purge.cut_offs(purge.utc_now())[0]
         bare_rate = None
@@ -173,6 +176,7 @@ def main() -> int:
                   f"of the first bare DELETE, {batches:,} transactions", flush=True)
     finally:
         backend.close()
+        scratch.cleanup()
     return 0
 
 

@@ -30,6 +30,7 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,11 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     methods, flags = args.methods.split(","), shlex.split(args.reaper_flags)
     compileall.compile_dir(purge.REPO / "reaper", quiet=1)  # reaper runs from bytecode, as installed
-    workdir = Path("/tmp/reaper-purge-lag")
-    workdir.mkdir(exist_ok=True)
+    # removed at the end (and at exit, should the start fail): a run leaves nothing in /tmp
+    scratch = tempfile.TemporaryDirectory(prefix="reaper-purge-lag-")
+    workdir = Path(scratch.name)
     backend = purge.MariaDBBackend(args.rows, workdir, True, 1024, True)
     try:
         print(f"{backend.version()}, {args.rows:,} rows, {args.rounds} rounds of {', '.join(methods)}", flush=True)
+        print(f"working files in {workdir}, removed at the end", flush=True)
         backend.build_template(purge.utc_now(), lambda table: 0.0)
         for round_number in range(1, args.rounds + 1):
             bare: tuple[float, float | None] | None = None
@@ -142,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                       + (f"  [{run.note}]" if run.note else "") + f"\n  {run.cpu_text()}", flush=True)
     finally:
         backend.close()
+        scratch.cleanup()
     return 0
 
 

@@ -99,16 +99,21 @@ def test_the_batch_ceiling_benchmark_runs_every_strategy_on_a_tiny_mariadb_table
 
 @pytest.mark.slow
 def test_the_batch_ceiling_benchmark_walks_the_key_at_each_batch_size_on_sqlite(tmp_path: Path) -> None:
+    scratch = tmp_path / "tmp"  # the temporary directory the script sees
+    scratch.mkdir()
     result = subprocess.run(
         [sys.executable, str(CEILING), "--rows", "3000", "--batch-size", "100", "--walk-sizes", "1000",
          "--database", "sqlite"],
         capture_output=True, text=True, timeout=120, cwd=tmp_path, stdin=subprocess.DEVNULL,
+        env={**os.environ, "TMPDIR": str(scratch)},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = strategies_run(result.stdout)
     assert [name for name, *_ in rows] == ["bare", "pk-chunks", "pk-chunks", "bare"], result.stdout
     assert len({deleted for _, deleted, _, _ in rows}) == 1 and rows[0][1] != "0"
     assert [int(count.replace(",", "")) for *_, count in rows] == [1, 30, 3, 1]  # 3,000 ids in 100s, then 1,000s
+    folder = Path(re.findall(r"^working files in (.+), removed at the end$", result.stdout, re.MULTILINE)[0])
+    assert folder.parent == scratch and not folder.exists()  # in the temporary directory, and removed at the end
 
 
 @pytest.mark.slow
@@ -117,10 +122,13 @@ def test_the_purge_lag_benchmark_times_each_method_to_its_commit_and_until_innod
     tmp_path: Path,
 ) -> None:
     require_server("mariadb")
+    scratch = tmp_path / "tmp"  # the temporary directory the script sees
+    scratch.mkdir()
     result = subprocess.run(
         [sys.executable, str(SCRIPT.parent / "purge_lag.py"), "--rows", "3000", "--rounds", "1",
          "--methods", "bare,reaper,reaper-held"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path, stdin=subprocess.DEVNULL,
+        env={**os.environ, "TMPDIR": str(scratch)},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = re.findall(r"^round 1 (\S+) +([\d,]+) rows  last commit +([\d.]+) s .* removed by InnoDB +([\d.]+) s",
@@ -136,7 +144,9 @@ def test_the_purge_lag_benchmark_times_each_method_to_its_commit_and_until_innod
     assert len(cpu) == 3, result.stdout
     assert float(cpu[0][1]) == 0 < float(cpu[1][1])  # the bare DELETE runs no reaper; reaper's run is counted
     assert float(cpu[0][2]) > float(cpu[0][0])  # InnoDB's purge works for the bare DELETE after its commit
-    assert list(tmp_path.iterdir()) == []  # reaper's audit log stays in the benchmark's own folder
+    assert list(tmp_path.iterdir()) == [scratch]  # reaper's audit log stays in the benchmark's own folder
+    folder = Path(re.findall(r"^working files in (.+), removed at the end$", result.stdout, re.MULTILINE)[0])
+    assert folder.parent == scratch and not folder.exists()  # in the temporary directory, and removed at the end
 
 
 @pytest.mark.slow
